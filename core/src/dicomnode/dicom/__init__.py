@@ -1,0 +1,1 @@
+"""The DICOM toolkit: building, organising, anonymising and sending datasets."""

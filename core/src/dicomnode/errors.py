@@ -1,0 +1,90 @@
+"""Every exception dicomnode raises on purpose.
+
+Each one subclasses the builtin it refines, so ``except ValueError`` keeps
+working for callers that do not know dicomnode::
+
+    DicomnodeError
+    ├── PluginError                      a plugin could not be loaded or used
+    │   ├── PluginConflictError          two distributions contribute the same name
+    │   └── PluginNotFoundError          (LookupError) nobody provides the name asked for
+    ├── ConfigurationError               (ValueError) a setting has a value that is not allowed
+    ├── BlueprintError                   (ValueError) a blueprint cannot build a dataset
+    ├── InvalidDatasetError              (ValueError) a dataset lacks what an operation needs
+    ├── IncompatibleImagesError          (ValueError) images cannot be combined (tree, grinder)
+    ├── GrindingError                    (ValueError) a grinder refused its input
+    ├── StorageError                     (OSError) the data directory cannot be used
+    └── DimseError                       (ConnectionError) a DICOM network operation failed
+        └── AssociationError             the peer refused, aborted or never answered
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AssociationError",
+    "BlueprintError",
+    "ConfigurationError",
+    "DicomnodeError",
+    "DimseError",
+    "GrindingError",
+    "IncompatibleImagesError",
+    "InvalidDatasetError",
+    "PluginConflictError",
+    "PluginError",
+    "PluginNotFoundError",
+    "StorageError",
+]
+
+
+class DicomnodeError(Exception):
+    """Base class of every error dicomnode raises on purpose."""
+
+
+class PluginError(DicomnodeError):
+    """A plugin failed to load, validate or contribute.
+
+    ``distribution`` names the distribution the error is about, when known.
+    """
+
+    def __init__(self, message: str, *, distribution: str | None = None) -> None:
+        super().__init__(message)
+        self.distribution = distribution
+
+
+class PluginConflictError(PluginError):
+    """Two distributions contribute the same name for the same extension point."""
+
+
+class PluginNotFoundError(PluginError, LookupError):
+    """No loaded plugin provides the name that was asked for."""
+
+
+class ConfigurationError(DicomnodeError, ValueError):
+    """A configuration setting has a value that is not allowed."""
+
+
+class BlueprintError(DicomnodeError, ValueError):
+    """A blueprint or virtual element cannot produce its value."""
+
+
+class InvalidDatasetError(DicomnodeError, ValueError):
+    """A dataset lacks an attribute, or has a value, that an operation needs."""
+
+
+class IncompatibleImagesError(DicomnodeError, ValueError):
+    """Images that cannot be put together (another series, a duplicate UID, …)."""
+
+
+class GrindingError(DicomnodeError, ValueError):
+    """A grinder refused the datasets it was given, and says why."""
+
+
+class StorageError(DicomnodeError, OSError):
+    """The data directory cannot be read or written as needed."""
+
+
+class DimseError(DicomnodeError, ConnectionError):
+    """A DICOM network operation (DIMSE) failed."""
+
+
+class AssociationError(DimseError):
+    """The peer refused or aborted the association, or never answered."""

@@ -1,0 +1,111 @@
+"""Every hook a dicomnode plugin can implement, in one place.
+
+A plugin is a module named by an entry point in the group ``dicomnode.plugins``.
+It implements some of the hooks below with functions decorated by
+:data:`dicomnode.plugins.hookimpl`. Each contribution hook is called once, when
+the registry is built at start-up (never at import time), and returns an
+iterable of records; the order in which plugins are called does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pluggy
+
+from dicomnode.plugins._specs import (
+    CommandSpec,
+    GrinderSpec,
+    InputSpec,
+    OutputSpec,
+    VirtualElementSpec,
+)
+
+PROJECT_NAME = "dicomnode.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --- contributions: called once while the registry is built ------------------
+
+
+@hookspec
+def dicomnode_grinders() -> Iterable[GrinderSpec]:
+    """Return the grinders this plugin provides.
+
+    Called once at start-up. Each :class:`GrinderSpec` names a subclass of
+    :class:`dicomnode.server.grinders.Grinder` (or a lazy ``"module:Class"``
+    string), so that TOML pipelines can choose a grinder by name.
+
+    Example::
+
+        @hookimpl
+        def dicomnode_grinders():
+            yield GrinderSpec("upper", "my_plugin.grinders:UpperGrinder", "upper-cases text values")
+    """
+
+
+@hookspec
+def dicomnode_virtual_elements() -> Iterable[VirtualElementSpec]:
+    """Return the kinds of virtual element this plugin adds to blueprints.
+
+    Called once at start-up. Each :class:`VirtualElementSpec` names a subclass
+    of :class:`dicomnode.dicom.factory.VirtualElement`.
+
+    Example::
+
+        @hookimpl
+        def dicomnode_virtual_elements():
+            yield VirtualElementSpec("today", "my_plugin.elements:TodayElement", "the current date")
+    """
+
+
+@hookspec
+def dicomnode_outputs() -> Iterable[OutputSpec]:
+    """Return the pipeline outputs this plugin provides.
+
+    Called once at start-up. Each :class:`OutputSpec` names a subclass of
+    :class:`dicomnode.server.output.PipelineOutput`.
+
+    Example::
+
+        @hookimpl
+        def dicomnode_outputs():
+            yield OutputSpec("s3", "my_plugin.outputs:S3Output", "uploads results to a bucket")
+    """
+
+
+@hookspec
+def dicomnode_inputs() -> Iterable[InputSpec]:
+    """Return the kinds of pipeline input this plugin provides.
+
+    Called once at start-up. Each :class:`InputSpec` names a subclass of
+    :class:`dicomnode.server.input.AbstractInput`.
+
+    Example::
+
+        @hookimpl
+        def dicomnode_inputs():
+            yield InputSpec("worklist", "my_plugin.inputs:WorklistInput", "waits for a worklist item")
+    """
+
+
+# --- command line -------------------------------------------------------------
+
+
+@hookspec
+def dicomnode_commands() -> Iterable[CommandSpec]:
+    """Return subcommands this plugin adds to the ``dicomnode`` CLI.
+
+    Called once when the CLI starts. A :class:`CommandSpec`'s target is a
+    function ``configure(parser) -> handler``: it adds arguments to the
+    ``argparse`` parser of the subcommand and returns
+    ``handler(args) -> int``. Only the command being run is loaded.
+
+    Example::
+
+        @hookimpl
+        def dicomnode_commands():
+            yield CommandSpec("hello", "my_plugin.cli:configure_hello", "prints a greeting")
+    """

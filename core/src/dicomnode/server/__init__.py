@@ -1,0 +1,1 @@
+"""The node: a DICOM server that collects, grinds, processes and dispatches."""

