@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+# ``from conftest import require_peer`` and the modules in tests/support import from any test
 sys.path.insert(0, str(Path(__file__).parent / "support"))
+sys.path.insert(0, str(Path(__file__).parent))
 
 #: plugin entry-point name -> distribution
 PLUGIN_DISTRIBUTIONS = {

@@ -166,8 +166,11 @@ class PluginRegistry:
         distribution = FIRST_PARTY.get((kind, name))
         if distribution is None:
             failed = [p.failure.describe() for p in self._plugins if p.failure is not None]
+            blocked = [f"{p.name} ({p.distribution}: {p.reason})" for p in self._plugins if p.status == "blocked"]
             if failed:
-                message += "; these plugins failed to load: " + "; ".join(failed)
+                message += "; these plugins failed to load and may provide it: " + "; ".join(failed)
+            if blocked:
+                message += "; these plugins are blocked and may provide it: " + ", ".join(blocked)
             return message
         plugin = next((p for p in self._plugins if _same_distribution(p.distribution, distribution)), None)
         if plugin is None:
