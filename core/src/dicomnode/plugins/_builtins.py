@@ -28,6 +28,15 @@ def dicomnode_grinders() -> Iterator[GrinderSpec]:
 @hookimpl
 def dicomnode_virtual_elements() -> Iterator[VirtualElementSpec]:
     yield VirtualElementSpec("static", f"{_FACTORY}:StaticElement", "a fixed value")
+    yield VirtualElementSpec("copy", f"{_FACTORY}:CopyElement", "the value of the same tag in the parent")
+    yield VirtualElementSpec("attr", f"{_FACTORY}:AttrElement", "an attribute of the factory")
+    yield VirtualElementSpec("discard", f"{_FACTORY}:DiscardElement", "leaves the tag out")
+    yield VirtualElementSpec("series", f"{_FACTORY}:SeriesElement", "a value made once per series")
+    yield VirtualElementSpec("sequence", f"{_FACTORY}:SequenceElement", "a sequence of items built from blueprints")
+    yield VirtualElementSpec("functional", f"{_FACTORY}:FunctionalElement", "a value computed for every instance")
+    yield VirtualElementSpec(
+        "instance-copy", f"{_FACTORY}:InstanceCopyElement", "the value of the parent instance with the same number"
+    )
 
 
 @hookimpl
