@@ -36,11 +36,11 @@ def safe_component(value: object, *, fallback: str = "unknown", max_length: int 
         text = fallback
     if text.split(".")[0].upper() in _RESERVED:
         text = f"_{text}"
-    changed = text != original
+    # a value cut to length also gets the hash, so the hash must fit in max_length too
+    changed = text != original or len(text) > max_length
     budget = max_length - 9 if changed else max_length
     if len(text) > budget:
         text = text[:budget].rstrip("._-") or fallback
-        changed = True
     if changed:
         digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         text = f"{text}-{digest}"

@@ -1,0 +1,282 @@
+"""FileOutput: write a pipeline's datasets into folders, safely and atomically.
+
+Layout
+------
+Every dataset lands at::
+
+    <directory>/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
+
+Each component goes through :func:`dicomnode.dicom.paths.safe_component`, so a
+tag value is data and never a path: a PatientID of ``../../etc``, ``/abs``,
+``CON``, a 300-character or a non-ASCII value all become one harmless folder
+name inside ``directory`` (with a short hash of the original whenever the value
+had to change, so two patients never share a folder).
+
+Atomicity
+---------
+A file is written under a temporary name (``.<name>.<random>.partial``) in its
+final folder, flushed and fsynced, then renamed onto its final name. A reader
+therefore sees either no file or the complete file; a crash in the middle
+leaves at most a hidden ``.partial`` file, never a truncated ``.dcm``.
+
+Existing files
+--------------
+``existing`` says what happens when the final file is already there:
+
+``"overwrite"`` (default)
+    replace it atomically with the new content (a re-run of a pipeline with
+    deterministic UIDs refreshes its earlier result);
+``"keep"``
+    leave the existing file untouched and count the instance as delivered
+    (listed under ``kept`` in the report);
+``"fail"``
+    leave the existing file untouched and count the instance as failed, so
+    ``send()`` returns False and the pipeline quarantines the job.
+
+``keep`` and ``fail`` never replace a file that appears while we write: the
+final name is claimed with a hard link, which fails if the name exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import attrs
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from dicomnode.dicom.paths import safe_component
+from dicomnode.errors import ConfigurationError
+from dicomnode.server.output import PipelineOutput
+
+__all__ = ["ExistingPolicy", "FailedFile", "FileOutput", "FileReport"]
+
+logger = logging.getLogger("dicomnode.output.file")
+
+ExistingPolicy = Literal["overwrite", "keep", "fail"]
+_POLICIES: tuple[str, ...] = ("overwrite", "keep", "fail")
+_PARTIAL = ".partial"
+
+
+@attrs.frozen
+class FailedFile:
+    """An instance that was not written: its SOPInstanceUID (if any), its target and why."""
+
+    sop_instance_uid: str | None
+    path: Path | None
+    reason: str
+
+
+@attrs.frozen
+class FileReport:
+    """What one destination directory received.
+
+    ``written`` are files this output created or replaced, ``kept`` existing
+    files left in place under ``existing="keep"``, ``failed`` the instances
+    that could not be written.
+    """
+
+    directory: Path
+    written: tuple[Path, ...] = ()
+    kept: tuple[Path, ...] = ()
+    failed: tuple[FailedFile, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when every instance is on disk (written or kept)."""
+        return not self.failed
+
+
+def instance_path(directory: Path, dataset: Dataset) -> Path:
+    """Where ``dataset`` goes under ``directory``: patient/study/series/instance.dcm, all sanitised.
+
+    >>> from pydicom import Dataset
+    >>> ds = Dataset()
+    >>> ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = "P1", "1.2", "1.2.3", "1.2.3.4"
+    >>> instance_path(Path("out"), ds).as_posix()
+    'out/P1/1.2/1.2.3/1.2.3.4.dcm'
+    """
+    return directory.joinpath(
+        safe_component(dataset.get("PatientID")),
+        safe_component(dataset.get("StudyInstanceUID")),
+        safe_component(dataset.get("SeriesInstanceUID")),
+        safe_component(dataset.get("SOPInstanceUID")) + ".dcm",
+    )
+
+
+def _with_file_meta(dataset: Dataset) -> Dataset:
+    """``dataset`` itself if its file meta names a transfer syntax, else a shallow copy that does.
+
+    The caller's dataset is never changed; the copy shares its elements.
+    """
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return dataset
+    new_meta = FileMetaDataset(meta) if meta is not None else FileMetaDataset()
+    encoding = getattr(dataset, "original_encoding", (None, None))
+    new_meta.TransferSyntaxUID = ImplicitVRLittleEndian if encoding == (True, True) else ExplicitVRLittleEndian
+    shallow = copy.copy(dataset)
+    shallow.file_meta = new_meta
+    return shallow
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the renames in ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomically(dataset: Dataset, target: Path, *, replace: bool = True, fsync: bool = True) -> bool:
+    """Write ``dataset`` as a DICOM file at ``target`` through a temporary file and a rename.
+
+    Returns True when ``target`` now holds ``dataset``, False when ``replace`` is
+    False and ``target`` already existed (it is left untouched). On any error the
+    temporary file is removed and ``target`` is as it was.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}{_PARTIAL}")
+    try:
+        with open(temporary, "xb") as handle:
+            dcmwrite(handle, _with_file_meta(dataset), enforce_file_format=True)
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+        if replace:
+            os.replace(temporary, target)
+            return True
+        try:
+            # a hard link claims the name only if it is free: no window to overwrite a newcomer
+            os.link(temporary, target)
+        except FileExistsError:
+            return False
+        except OSError:
+            # file systems without hard links: the small race is the best they allow
+            if target.exists():
+                return False
+            os.replace(temporary, target)
+        return True
+    finally:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+
+
+class FileOutput(PipelineOutput):
+    """Write datasets into one or more directories with the patient/study/series/instance layout.
+
+    Parameters
+    ----------
+    destinations:
+        pairs of (directory, datasets); the directory is created when missing.
+    existing:
+        what to do when a file is already there: ``"overwrite"``, ``"keep"`` or ``"fail"``
+        (see the module documentation).
+    fsync:
+        flush each file (and each folder's renames) to the disk before counting it as written.
+
+    >>> from dicomnode.dicom.synthetic import synthetic_series
+    >>> output = FileOutput([("results", synthetic_series(slices=2, rows=8, columns=8))])
+    >>> output.send()  # doctest: +SKIP
+    True
+    """
+
+    def __init__(
+        self,
+        destinations: Iterable[tuple[Path | str, Iterable[Dataset]]],
+        *,
+        existing: ExistingPolicy = "overwrite",
+        fsync: bool = True,
+    ) -> None:
+        super().__init__()
+        if existing not in _POLICIES:
+            raise ConfigurationError(
+                f"FileOutput existing must be one of {', '.join(map(repr, _POLICIES))}, got {existing!r}"
+            )
+        pairs: list[tuple[Path, Sequence[Dataset]]] = []
+        for number, pair in enumerate(destinations, start=1):
+            try:
+                directory, datasets = pair
+            except (TypeError, ValueError):
+                raise ConfigurationError(
+                    f"FileOutput destination {number} must be a (directory, datasets) pair, got {pair!r}"
+                ) from None
+            if not isinstance(directory, (str, os.PathLike)) or not str(directory):
+                raise ConfigurationError(
+                    f"FileOutput destination {number}: the directory must be a path, got {directory!r}"
+                )
+            if isinstance(datasets, Dataset):
+                raise ConfigurationError(
+                    f"FileOutput destination {number}: give a list of datasets, not a single dataset"
+                )
+            pairs.append((Path(directory), list(datasets)))
+        self.destinations: tuple[tuple[Path, Sequence[Dataset]], ...] = tuple(pairs)
+        self.existing: ExistingPolicy = existing
+        self.fsync = fsync
+        #: one :class:`FileReport` per destination, filled by :meth:`send`
+        self.report: list[FileReport] = []
+
+    @property
+    def _log(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+        context = getattr(self, "context", None)
+        context_logger = getattr(context, "logger", None)
+        return context_logger if context_logger is not None else logger
+
+    def send(self) -> bool:
+        """Write every dataset; True when every instance is on disk (written, or kept by policy)."""
+        self.report = [self._write_destination(directory, datasets)
+                       for directory, datasets in self.destinations]
+        return all(report.ok for report in self.report)
+
+    def _write_destination(self, directory: Path, datasets: Sequence[Dataset]) -> FileReport:
+        written: list[Path] = []
+        kept: list[Path] = []
+        failed: list[FailedFile] = []
+        folders: set[Path] = set()
+        replace = self.existing == "overwrite"
+        for dataset in datasets:
+            uid = dataset.get("SOPInstanceUID")
+            if not uid:
+                failed.append(FailedFile(None, None, "the dataset has no SOPInstanceUID to name its file"))
+                continue
+            target = instance_path(directory, dataset)
+            if not replace and target.exists():
+                # checked before writing only to save the work; write_atomically checks again
+                stored = False
+            else:
+                try:
+                    stored = write_atomically(dataset, target, replace=replace, fsync=self.fsync)
+                except Exception as error:  # one bad instance must not stop the rest
+                    failed.append(FailedFile(str(uid), target, f"{type(error).__name__}: {error}"))
+                    self._log.error("could not write %s to %s: %s", uid, target, error)
+                    continue
+            if stored:
+                written.append(target)
+                folders.add(target.parent)
+            elif self.existing == "keep":
+                kept.append(target)
+            else:
+                failed.append(FailedFile(str(uid), target, "the file exists and existing='fail'"))
+                self._log.error("refusing to replace existing file %s (existing='fail')", target)
+        if self.fsync:
+            for folder in folders:
+                _fsync_directory(folder)
+        self._log.info("wrote %d file(s) to %s (%d kept, %d failed)",
+                       len(written), directory, len(kept), len(failed))
+        return FileReport(directory, tuple(written), tuple(kept), tuple(failed))
