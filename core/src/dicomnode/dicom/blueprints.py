@@ -259,7 +259,7 @@ GENERAL_SERIES_BLUEPRINT = Blueprint([
     SeriesElement("SeriesDescription", "LO", _series_description),
     SeriesElement("SeriesDate", "DA", today),
     SeriesElement("SeriesTime", "TM", now),
-    *_optional("PatientPosition", "BodyPartExamined"),
+    *_optional("PatientPosition", "BodyPartExamined", "Laterality"),
 ])
 
 FRAME_OF_REFERENCE_BLUEPRINT = Blueprint([
