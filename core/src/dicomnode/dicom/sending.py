@@ -1,0 +1,323 @@
+"""C-STORE client: send datasets or files to another node, and say exactly what arrived.
+
+Import the public names from :mod:`dicomnode.dicom.dimse`; this module holds
+the C-STORE half so that each module keeps to one idea.
+
+How an association is planned: for every SOP class being sent, one
+presentation context per transfer syntax present (so the peer can accept
+each as it is) plus one fallback context offering whichever of Explicit and
+Implicit VR Little Endian is not already proposed, when the data is
+uncompressed little endian and so can be re-encoded. When more than 128
+contexts would be needed, the SOP classes are spread over several
+associations, one after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
+
+from dicomnode.dicom.transport import application_entity, associate
+from dicomnode.errors import AssociationError
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
+    from dicomnode.dicom.dimse import Address
+
+__all__ = ["FailedInstance", "SendResult", "send_datasets"]
+
+logger = logging.getLogger("dicomnode.dimse")
+
+#: the most presentation contexts one association may propose (PS3.8 9.3.2.2: odd IDs 1..255)
+MAX_CONTEXTS = 128
+_UNCOMPRESSED_LE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+@attrs.frozen
+class FailedInstance:
+    """One instance the peer did not store, and why.
+
+    ``status`` is the C-STORE response status (``0xA700`` …), or None when no
+    response came (unreadable file, no acceptable presentation context,
+    association lost). ``path`` is the file it came from, if any.
+    """
+
+    sop_instance_uid: str
+    status: int | None
+    reason: str
+    path: Path | None = None
+
+
+@attrs.frozen
+class SendResult:
+    """What :func:`send_datasets` achieved. It never raises for peer or network trouble.
+
+    ``accepted`` holds the SOPInstanceUIDs the peer stored (warning statuses
+    included), ``failed`` what it refused or what could not be sent,
+    ``error`` why an association could not be made or broke off, and
+    ``not_sent`` the SOPInstanceUIDs never attempted because of that.
+    """
+
+    address: Address
+    accepted: tuple[str, ...] = ()
+    failed: tuple[FailedInstance, ...] = ()
+    error: str | None = None
+    not_sent: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when every instance was stored (possibly with a warning status)."""
+        return self.error is None and not self.failed and not self.not_sent
+
+    def __str__(self) -> str:
+        text = f"{len(self.accepted)} sent, {len(self.failed)} failed"
+        if self.not_sent:
+            text += f", {len(self.not_sent)} not sent"
+        if self.error:
+            return f"{text}; {self.error}"
+        return f"{self.address}: {text}"
+
+
+@attrs.frozen(eq=False)
+class _Item:
+    """One thing to send, as planned from its header."""
+
+    index: int
+    source: Dataset | Path
+    sop_class: UID
+    sop_instance: str
+    transfer_syntax: UID
+
+
+def _transfer_syntax_of(dataset: Dataset) -> UID:
+    file_meta = getattr(dataset, "file_meta", None)
+    if file_meta is not None and "TransferSyntaxUID" in file_meta:
+        return UID(file_meta.TransferSyntaxUID)
+    implicit, little = dataset.original_encoding
+    if implicit is None:  # built in memory: any uncompressed syntax encodes it
+        return ExplicitVRLittleEndian
+    if not little:
+        return UID("1.2.840.10008.1.2.2")  # Explicit VR Big Endian
+    return ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+
+
+def _plan(index: int, source: Dataset | Path | str) -> _Item | FailedInstance:
+    """Read what is needed to propose a context: SOP class, SOP instance, transfer syntax."""
+    if isinstance(source, Dataset):
+        missing = [kw for kw in ("SOPClassUID", "SOPInstanceUID") if kw not in source]
+        if missing:
+            return FailedInstance(str(source.get("SOPInstanceUID", "")), None,
+                                  f"the dataset lacks {' and '.join(missing)}, which C-STORE needs")
+        return _Item(index, source, UID(source.SOPClassUID), str(source.SOPInstanceUID),
+                     _transfer_syntax_of(source))
+    path = Path(source)
+    try:
+        meta = read_file_meta_info(path)
+    except InvalidDicomError:
+        return FailedInstance("", None, f"{path}: not a DICOM file (no 'DICM' prefix after the preamble)",
+                              path)
+    except (OSError, ValueError, EOFError) as error:
+        return FailedInstance("", None, f"{path}: cannot read: {error}", path)
+    missing = [kw for kw in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
+               if kw not in meta]
+    if missing:
+        return FailedInstance(str(meta.get("MediaStorageSOPInstanceUID", "")), None,
+                              f"{path}: the file meta information lacks {', '.join(missing)}", path)
+    return _Item(index, path, UID(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID),
+                 UID(meta.TransferSyntaxUID))
+
+
+def _convertible(syntax: UID) -> bool:
+    """Whether the data can be re-encoded in another uncompressed little-endian syntax."""
+    return syntax.is_little_endian and not syntax.is_encapsulated
+
+
+def _contexts_for(sop_class: UID, syntaxes: list[UID]) -> list[PresentationContext]:
+    contexts = [build_context(sop_class, syntax) for syntax in syntaxes]
+    if any(_convertible(syntax) for syntax in syntaxes):
+        fallback: list[str | UID] = [syntax for syntax in _UNCOMPRESSED_LE if syntax not in syntaxes]
+        if fallback:
+            contexts.append(build_context(sop_class, fallback))
+    return contexts
+
+
+def _associations(items: list[_Item]) -> Iterator[tuple[list[PresentationContext], list[_Item]]]:
+    """Group the items by SOP class into associations of at most MAX_CONTEXTS contexts."""
+    by_class: dict[UID, list[_Item]] = {}
+    for item in items:
+        by_class.setdefault(item.sop_class, []).append(item)
+    contexts: list[PresentationContext] = []
+    classes: set[UID] = set()
+    for sop_class, members in by_class.items():
+        syntaxes = list(dict.fromkeys(item.transfer_syntax for item in members))
+        needed = _contexts_for(sop_class, syntaxes)
+        if contexts and len(contexts) + len(needed) > MAX_CONTEXTS:
+            yield contexts, [item for item in items if item.sop_class in classes]
+            contexts, classes = [], set()
+        contexts.extend(needed)
+        classes.add(sop_class)
+    if contexts:
+        yield contexts, [item for item in items if item.sop_class in classes]
+
+
+def _status_text(code: int) -> str:
+    category, description = STORAGE_SERVICE_CLASS_STATUS.get(code, (code_to_category(code), "unknown status"))
+    return f"status 0x{code:04X} {category}: {description}"
+
+
+def _no_context_reason(assoc: Association, item: _Item, address: Address) -> str | None:
+    """Why no accepted context can carry the item, or None when one can."""
+    accepted = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class]
+    syntaxes = [UID(cx.transfer_syntax[0]) for cx in accepted]
+    if item.transfer_syntax in syntaxes:
+        return None
+    if _convertible(item.transfer_syntax) and any(_convertible(s) for s in syntaxes):
+        logger.debug("%s: %s refused %s, re-encoding in %s", item.sop_instance, address,
+                     item.transfer_syntax.name, [s.name for s in syntaxes])
+        return None
+    if not accepted:
+        return f"{address} refused the SOP class {item.sop_class.name} ({item.sop_class})"
+    detail = ("compressed data is not converted: decompress it before sending"
+              if item.transfer_syntax.is_encapsulated else "big endian data is not converted")
+    return (f"{address} accepted {item.sop_class.name} only as {', '.join(s.name for s in syntaxes)}, "
+            f"not as {item.transfer_syntax.name}; {detail}")
+
+
+def _dataset_for(item: _Item) -> Dataset:
+    """The dataset to hand to pynetdicom, with the file meta it needs to pick a context."""
+    if isinstance(item.source, Path):
+        return dcmread(item.source)
+    dataset = item.source
+    file_meta = getattr(dataset, "file_meta", None)
+    if file_meta is not None and "TransferSyntaxUID" in file_meta:
+        return dataset
+    # a shallow copy: the caller's dataset is not changed, its elements are shared
+    carrier = dataset.copy()
+    carrier.file_meta = FileMetaDataset()
+    carrier.file_meta.TransferSyntaxUID = item.transfer_syntax
+    return carrier
+
+
+class _Outcome:
+    """What happened so far, across the associations of one send."""
+
+    def __init__(self, total: int, progress: Callable[[int, int], None] | None) -> None:
+        self.accepted: list[str] = []
+        self.failed: list[FailedInstance] = []
+        self.attempted: set[int] = set()
+        self.message_id = 0
+        self.total = total
+        self.progress = progress
+
+    def _step(self) -> None:
+        if self.progress is not None:
+            self.progress(len(self.accepted) + len(self.failed), self.total)
+
+    def accept(self, sop_instance_uid: str) -> None:
+        self.accepted.append(sop_instance_uid)
+        self._step()
+
+    def fail(self, failure: FailedInstance) -> None:
+        self.failed.append(failure)
+        self._step()
+
+
+def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: float,
+             outcome: _Outcome) -> str | None:
+    """C-STORE the items on one association; return the error that broke it, if any."""
+    for item in items:
+        outcome.attempted.add(item.index)
+        path = item.source if isinstance(item.source, Path) else None
+        reason = _no_context_reason(assoc, item, address)
+        if reason is not None:
+            outcome.fail(FailedInstance(item.sop_instance, None, reason, path))
+            continue
+        try:
+            dataset = _dataset_for(item)
+        except (OSError, InvalidDicomError, ValueError, EOFError) as error:
+            outcome.fail(FailedInstance(item.sop_instance, None, f"{path}: cannot read: {error}", path))
+            continue
+        outcome.message_id = outcome.message_id % 65535 + 1
+        try:
+            status = assoc.send_c_store(dataset, msg_id=outcome.message_id)
+        except (ValueError, AttributeError) as error:  # pynetdicom could not encode or place it
+            outcome.fail(FailedInstance(item.sop_instance, None, f"cannot send: {error}", path))
+            continue
+        code = status.get("Status") if status else None
+        if code is None:
+            error_text = (f"{address} sent no C-STORE response within {timeout:g} s or closed the "
+                          "connection; the association was aborted")
+            outcome.fail(FailedInstance(item.sop_instance, None, error_text, path))
+            return error_text
+        code = int(code)
+        if code_to_category(code) in ("Success", "Warning"):
+            if code != 0:
+                logger.info("%s stored %s with %s", address, item.sop_instance, _status_text(code))
+            outcome.accept(item.sop_instance)
+        else:
+            outcome.fail(FailedInstance(item.sop_instance, code, _status_text(code), path))
+        if not assoc.is_established:
+            return f"{address} ended the association during the transfer"
+    return None
+
+
+def send_datasets(address: Address, datasets: Iterable[Dataset | Path | str], *,
+                  ae_title: str = "DICOMNODE", timeout: float = 30.0,
+                  tls: ssl.SSLContext | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> SendResult:
+    """C-STORE datasets (pydicom ``Dataset`` objects or DICOM files) to ``address``.
+
+    Proposes exactly the (SOP class, transfer syntax) pairs present, with an
+    uncompressed fallback per SOP class; an instance is re-encoded only when
+    the peer refused its own transfer syntax, and only between uncompressed
+    little-endian syntaxes. Files are read one at a time while sending.
+    Every response status is checked. Peer and network failures never raise:
+    they are in the returned :class:`SendResult`. ``progress(done, total)``
+    is called after each instance. ``timeout`` bounds every network step
+    (connect, association, each response).
+
+    >>> result = send_datasets(Address("127.0.0.1", 11112, "PACS"), paths)  # doctest: +SKIP
+    >>> result.ok, result.failed  # doctest: +SKIP
+    (True, ())
+    """
+    ae = application_entity(ae_title, timeout)
+    planned = [_plan(index, source) for index, source in enumerate(datasets)]
+    items = [entry for entry in planned if isinstance(entry, _Item)]
+    outcome = _Outcome(len(planned), progress)
+    for entry in planned:
+        if isinstance(entry, FailedInstance):
+            outcome.fail(entry)
+    error: str | None = None
+    for contexts, members in _associations(items):
+        try:
+            assoc = associate(ae, address, contexts, timeout=timeout, tls=tls)
+        except AssociationError as refused:
+            error = str(refused)
+            break
+        try:
+            error = _send_on(assoc, members, address, timeout, outcome)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        if error is not None:
+            break
+    not_sent = tuple(item.sop_instance for item in items if item.index not in outcome.attempted)
+    if error is None:
+        logger.info("sent %d instance(s) to %s, %d failed", len(outcome.accepted), address,
+                    len(outcome.failed))
+    else:
+        logger.warning("sending to %s stopped: %s; %d instance(s) not sent", address, error, len(not_sent))
+    return SendResult(address, tuple(outcome.accepted), tuple(outcome.failed), error, not_sent)

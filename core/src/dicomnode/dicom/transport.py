@@ -1,0 +1,136 @@
+"""The network plumbing every association shares: TCP_NODELAY, PDU size, timeouts, failure reasons.
+
+pynetdicom never sets ``TCP_NODELAY``. A C-STORE is written as a command
+PDU followed by data PDUs, each smaller than a loopback segment, so with
+Nagle's algorithm the last piece can wait for the peer's delayed ACK (about
+40 ms per instance on Linux). :func:`on_connection_open` is an
+``EVT_CONN_OPEN`` handler that turns Nagle off; pynetdicom fires that event
+for the sockets it connects *and* for the ones its server accepts, so the
+client helpers here and the node's server use the same handler through
+:data:`NODELAY_HANDLERS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from pynetdicom import AE, evt
+
+from dicomnode.errors import AssociationError
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.presentation import PresentationContext
+
+    from dicomnode.dicom.dimse import Address
+
+__all__ = [
+    "NODELAY_HANDLERS",
+    "UNLIMITED_PDU",
+    "application_entity",
+    "associate",
+    "describe_failure",
+    "on_connection_open",
+    "set_tcp_nodelay",
+]
+
+logger = logging.getLogger("dicomnode.dimse")
+
+#: the maximum PDU size we announce for what we receive: 0 means no limit, so
+#: the peer sends each instance in as few PDUs as it likes
+UNLIMITED_PDU = 0
+
+
+def set_tcp_nodelay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off on a connected TCP socket (TLS sockets included)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as error:  # a closed socket, or a family without TCP options
+        logger.debug("could not set TCP_NODELAY: %s", error)
+
+
+def on_connection_open(event: evt.Event) -> None:
+    """``EVT_CONN_OPEN`` handler: set TCP_NODELAY on the association's socket."""
+    wrapper = event.assoc.dul.socket
+    if wrapper is not None and wrapper.socket is not None:
+        set_tcp_nodelay(wrapper.socket)
+
+
+#: pass as ``evt_handlers`` to ``AE.associate`` or ``AE.start_server``
+NODELAY_HANDLERS: list[Any] = [(evt.EVT_CONN_OPEN, on_connection_open)]
+
+
+def application_entity(ae_title: str, timeout: float) -> AE:
+    """A pynetdicom AE for one client operation, every network step bounded by ``timeout``."""
+    from dicomnode.dicom.dimse import check_ae_title
+
+    check_ae_title(ae_title, "calling AE title")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    ae = AE(ae_title=ae_title)
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    ae.maximum_pdu_size = UNLIMITED_PDU
+    return ae
+
+
+def _connect_error(address: Address, timeout: float) -> str:
+    """Why a TCP connection to the peer fails (asked again only after a failure, for the message)."""
+    try:
+        with socket.create_connection((address.ip, address.port), timeout=min(timeout, 5.0)):
+            return "the peer accepted the TCP connection but did not answer the association request"
+    except OSError as error:
+        return f"cannot connect: {error.strerror or error}"
+
+
+def describe_failure(assoc: Association, address: Address, timeout: float, connected: bool) -> str:
+    """A sentence saying why an association to ``address`` was not established."""
+    if assoc.is_rejected:
+        primitive = assoc.acceptor.primitive
+        if primitive is not None:
+            return (f"{address} rejected the association ({primitive.result_str}, "
+                    f"source: {primitive.source_str}, reason: {primitive.reason_str})")
+        return f"{address} rejected the association"
+    if not connected:
+        return f"{address}: {_connect_error(address, timeout)}"
+    if assoc.is_aborted:
+        if assoc.acceptor.primitive is not None and not assoc.accepted_contexts:
+            return f"{address} accepted none of the proposed presentation contexts"
+        return f"{address} aborted the association"
+    return f"{address} did not answer the association request within {timeout:g} s"
+
+
+def associate(ae: AE, address: Address, contexts: list[PresentationContext], *,
+              timeout: float, tls: ssl.SSLContext | None = None,
+              ext_neg: list[Any] | None = None,
+              handlers: list[Any] | None = None) -> Association:
+    """Open an association to ``address`` proposing ``contexts``; raise AssociationError on failure.
+
+    The error message says whether the peer was unreachable, refused the
+    association (with its reason), accepted no presentation context or
+    never answered.
+    """
+    connected: list[bool] = []
+
+    def _opened(event: evt.Event) -> None:
+        connected.append(True)
+        on_connection_open(event)
+
+    tls_args = (tls, address.ip) if tls is not None else None
+    assoc = ae.associate(
+        address.ip, address.port, contexts, ae_title=address.ae_title, max_pdu=UNLIMITED_PDU,
+        ext_neg=ext_neg, tls_args=tls_args,
+        evt_handlers=[(evt.EVT_CONN_OPEN, _opened), *(handlers or [])],
+    )
+    if not assoc.is_established:
+        reason = describe_failure(assoc, address, timeout, bool(connected))
+        logger.warning("association to %s failed: %s", address, reason)
+        raise AssociationError(reason)
+    logger.debug("association to %s established, %d context(s) accepted",
+                 address, len(assoc.accepted_contexts))
+    return assoc
