@@ -1,0 +1,258 @@
+"""Ingest: a 300-slice 512x512 CT sent by DCMTK storescu into four receivers, side by side.
+
+Receivers, each in its own process on a free loopback port:
+
+(a) a bare pynetdicom storage SCP, maximum PDU size 0, whose handler returns 0x0000;
+(b) a dicomnode node whose one input accepts everything and never validates, in memory;
+(c) the same node with ``data_directory`` (each instance written before success returns);
+(d) DCMTK ``storescp`` writing to a folder.
+
+The same files are sent with ``/usr/bin/storescu`` (``TCP_NODELAY=1``), one
+association per run, the receivers interleaved a b c d a b c d … after a
+warm-up round; the figures are medians of the counted rounds. A second
+scenario sends the same study as 4 concurrent storescu clients (a quarter of
+the files each). Targets: (b)/(a) >= 0.9 and (c)/(a) >= 0.75 in throughput.
+
+    python benchmarks/ingest.py --runs 5
+    python benchmarks/ingest.py --quick          # 40 slices, 3 runs: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+WORK = HERE / ".work"
+STORESCU = "/usr/bin/storescu"
+STORESCP = "/usr/bin/storescp"
+RECEIVERS = {
+    "a": "bare pynetdicom SCP",
+    "b": "dicomnode, in memory",
+    "c": "dicomnode, data_directory",
+    "d": "DCMTK storescp",
+}
+
+
+# --- the receivers (run with --serve KIND PORT FOLDER) ------------------------------------------
+
+
+def _serve_pynetdicom(port: int) -> None:
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import CTImageStorage
+
+    def on_store(_event: object) -> int:
+        return 0x0000
+
+    ae = AE(ae_title="BARE")
+    ae.maximum_pdu_size = 0
+    ae.add_supported_context(CTImageStorage)
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    _wait_for_signal()
+    server.shutdown()
+
+
+def _serve_node(port: int, folder: Path | None) -> None:
+    from dicomnode import AbstractInput, AbstractPipeline, NoOutput
+
+    class Everything(AbstractInput):
+        def validate(self) -> bool:
+            return False  # never complete: the benchmark measures receiving only
+
+    class IngestNode(AbstractPipeline):
+        ae_title = "INGEST"
+        ip = "127.0.0.1"
+        input = {"images": Everything}
+        data_directory = str(folder) if folder is not None else None
+        maintenance_thread = False
+        log_level = "WARNING"
+
+        def process(self, input_container: object) -> NoOutput:
+            return NoOutput()
+
+    IngestNode.port = port
+    node = IngestNode()
+    node.open(blocking=False)
+    _wait_for_signal()
+    node.close()
+
+
+def _wait_for_signal() -> None:
+    stop = {"now": False}
+
+    def handle(*_args: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    while not stop["now"]:
+        time.sleep(0.2)
+
+
+def serve(kind: str, port: int, folder: Path) -> None:
+    """Run receiver ``kind`` on ``port`` until SIGTERM."""
+    if kind == "a":
+        _serve_pynetdicom(port)
+    elif kind == "b":
+        _serve_node(port, None)
+    elif kind == "c":
+        _serve_node(port, folder)
+    else:
+        raise SystemExit(f"unknown receiver {kind!r}")
+
+
+# --- the driver ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"no receiver on port {port}")
+
+
+def dcmtk_env() -> dict[str, str]:
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+class Receiver:
+    """One receiver process, started once and sent to in every round."""
+
+    def __init__(self, kind: str, work: Path) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.folder = work / f"receiver-{kind}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if kind == "d":
+            command = [STORESCP, "--aetitle", "STORESCP", "--output-directory", str(self.folder),
+                       "--accept-all", str(self.port)]
+        else:
+            command = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, str(self.port),
+                       str(self.folder)]
+        self.log = open(work / f"receiver-{kind}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, env=dcmtk_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+def send(port: int, groups: list[list[Path]]) -> float:
+    """Send each group of files with its own storescu, all at once; the wall time until all are done."""
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen([STORESCU, "-aet", "BENCH", "-aec", "ANY", "127.0.0.1", str(port), *map(str, files)],
+                         env=dcmtk_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for files in groups
+    ]
+    outputs = [process.communicate()[0] for process in processes]
+    elapsed = time.perf_counter() - start
+    for process, output in zip(processes, outputs):
+        if process.returncode != 0 or b"E:" in output:
+            raise RuntimeError(f"storescu failed on port {port}: {output.decode(errors='replace')[-2000:]}")
+    return elapsed
+
+
+def study(slices: int) -> list[Path]:
+    """The benchmark study on disk (made once, then reused)."""
+    from dicomnode.dicom.synthetic import synthetic_series, write_series
+
+    folder = DATA / f"ct-{slices}x512"
+    files = sorted(folder.glob("*.dcm")) if folder.is_dir() else []
+    if len(files) == slices:
+        return files
+    shutil.rmtree(folder, ignore_errors=True)
+    write_series(synthetic_series(slices=slices, rows=512, columns=512, patient_id="BENCH"), folder)
+    return sorted(folder.glob("*.dcm"))
+
+
+def measure(files: list[Path], runs: int, clients: int, kinds: list[str]) -> dict[str, list[float]]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ingest-", dir=WORK))
+    groups = [files[i::clients] for i in range(clients)]
+    receivers = {}
+    try:
+        for kind in kinds:
+            receivers[kind] = Receiver(kind, work)
+        times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for round_number in range(runs + 1):
+            for kind in kinds:
+                elapsed = send(receivers[kind].port, groups)
+                if round_number > 0:  # round 0 warms caches, imports and connections
+                    times[kind].append(elapsed)
+        return times
+    finally:
+        for receiver in receivers.values():
+            receiver.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(title: str, times: dict[str, list[float]], megabytes: float, images: int) -> str:
+    lines = [f"{title}\n", "| receiver | median (s) | min–max (s) | images/s | MB/s | throughput vs (a) |",
+             "|---|---|---|---|---|---|"]
+    base = statistics.median(times["a"]) if "a" in times else None
+    for kind, values in times.items():
+        median = statistics.median(values)
+        ratio = f"{base / median:.2f}" if base else "–"
+        lines.append(f"| ({kind}) {RECEIVERS[kind]} | {median:.3f} | {min(values):.3f}–{max(values):.3f} | "
+                     f"{images / median:.0f} | {megabytes / median:.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="counted rounds after the warm-up (default 5)")
+    parser.add_argument("--slices", type=int, default=300, help="slices of the CT (default 300)")
+    parser.add_argument("--quick", action="store_true", help="40 slices, 3 rounds")
+    parser.add_argument("--receivers", default="abcd", help="which receivers (default abcd)")
+    parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]), Path(args.serve[2]))
+        return 0
+    for program in (STORESCU, STORESCP):
+        if not os.access(program, os.X_OK):
+            raise SystemExit(f"{program} is missing: apt-get install dcmtk")
+    slices, runs = (40, 3) if args.quick else (args.slices, args.runs)
+    files = study(slices)
+    megabytes = sum(path.stat().st_size for path in files) / 1e6
+    kinds = list(args.receivers)
+    print(f"Ingest of a {slices}-slice 512x512 CT ({megabytes:.0f} MB), {runs} interleaved rounds after a "
+          f"warm-up, medians; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    for clients in (1, 4):
+        times = measure(files, runs, clients, kinds)
+        title = "One storescu association" if clients == 1 else f"{clients} concurrent storescu clients"
+        print(report(title, times, megabytes, len(files)))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

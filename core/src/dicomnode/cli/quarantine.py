@@ -1,0 +1,131 @@
+"""``dicomnode quarantine``: list the jobs that failed, and run one again.
+
+A job whose grinder, ``process`` or output failed is kept under
+``data_directory/quarantine/<id>`` with the reason and the traceback::
+
+    dicomnode quarantine list --pipeline my_node.py
+    dicomnode quarantine list --data-directory /srv/node/data --json
+    dicomnode quarantine retry 3f2a... --pipeline my_node.py     # runs the job now, here
+    dicomnode quarantine retry 3f2a... --data-directory data --restore
+                                  # puts the images back; the node processes them at its next start
+
+The pipeline (any ``dicomnode run`` TARGET) supplies the data directory and,
+for ``retry``, the processing to run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dicomnode.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from dicomnode.server.nodes import AbstractPipeline
+
+__all__ = ["add_location_arguments", "configure", "data_directory_of"]
+
+
+def add_location_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--pipeline`` / ``--data-directory``: where a command finds the node's data."""
+    parser.add_argument("-p", "--pipeline", metavar="TARGET",
+                        help="the node's pipeline (as for 'dicomnode run'); gives the data directory")
+    parser.add_argument("-d", "--data-directory", type=Path, metavar="DIR",
+                        help="the node's data directory (default: the pipeline's)")
+
+
+def data_directory_of(args: argparse.Namespace) -> tuple[Path, type[AbstractPipeline] | None]:
+    """The data directory the arguments name, and the pipeline class when one was given."""
+    pipeline = None
+    if args.pipeline:
+        from dicomnode.cli.run import load_target
+        from dicomnode.server.config import PipelineConfig
+
+        pipeline = load_target(args.pipeline)
+        configured = PipelineConfig.from_pipeline_class(pipeline).data_directory
+        directory = args.data_directory or configured
+    else:
+        directory = args.data_directory
+    if directory is None:
+        raise ConfigurationError(
+            "give --data-directory DIR, or --pipeline TARGET for a pipeline that sets data_directory"
+        )
+    return Path(directory), pipeline
+
+
+def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """Add the arguments of ``dicomnode quarantine`` and return its handler."""
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="list the quarantined jobs, oldest first",
+                                 description="List the quarantined jobs, oldest first.")
+    add_location_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON, with the tracebacks")
+    retry = actions.add_parser("retry", help="run a quarantined job again",
+                               description="Run a quarantined job again with the pipeline, or with "
+                                           "--restore give its images back to the node's data directory.")
+    retry.add_argument("id", metavar="ID", help="the entry's id, as 'list' shows it")
+    add_location_arguments(retry)
+    retry.add_argument("--restore", action="store_true",
+                       help="move the images back into the data directory instead of processing them "
+                            "here; the node processes them at its next start")
+    return _run
+
+
+def _age(created: float) -> str:
+    seconds = max(0.0, time.time() - created)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _list(directory: Path, args: argparse.Namespace) -> int:
+    from dicomnode.server.quarantine import Quarantine
+
+    entries = Quarantine(directory / "quarantine").list()
+    if args.json:
+        print(json.dumps([{"id": e.id, "patient_key": e.patient_key, "calling_aet": e.calling_aet,
+                           "reason": e.reason, "traceback": e.traceback, "created": e.created,
+                           "files": len(e.paths)} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print(f"no quarantined jobs in {directory / 'quarantine'}")
+        return 0
+    for entry in entries:
+        print(f"{entry.id}  patient {entry.patient_key}  from {entry.calling_aet or '?'}  "
+              f"{len(entry.paths)} file(s)  {_age(entry.created)} ago")
+        print(f"    {entry.reason}")
+    return 0
+
+
+def _retry(directory: Path, pipeline: type[AbstractPipeline] | None, args: argparse.Namespace) -> int:
+    from dicomnode.server.quarantine import Quarantine
+
+    quarantine = Quarantine(directory / "quarantine")
+    if args.restore:
+        count = quarantine.restore(args.id, directory)
+        print(f"{args.id}: {count} image(s) moved back to {directory}; the node processes them at its next start")
+        return 0
+    if pipeline is None:
+        raise ConfigurationError("retry runs the job again and needs --pipeline TARGET (or use --restore)")
+    node: Any = pipeline()
+    if quarantine.retry(args.id, node):
+        print(f"{args.id}: processed and delivered; the entry is removed")
+        return 0
+    entry = quarantine.get(args.id)
+    print(f"{args.id}: failed again: {entry.reason}")
+    return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    directory, pipeline = data_directory_of(args)
+    try:
+        if args.action == "list":
+            return _list(directory, args)
+        return _retry(directory, pipeline, args)
+    except LookupError as error:
+        raise ConfigurationError(str(error)) from None
