@@ -52,3 +52,6 @@ def dicomnode_inputs() -> Iterator[InputSpec]:
 @hookimpl
 def dicomnode_commands() -> Iterator[CommandSpec]:
     yield CommandSpec("plugins", "dicomnode.cli.plugins:configure", "list the installed plugins, or check them")
+    yield CommandSpec("run", "dicomnode.cli.run:configure", "start a pipeline (file.py, module:Class or .toml) as a node")
+    yield CommandSpec("quarantine", "dicomnode.cli.quarantine:configure", "list failed jobs, or run one again")
+    yield CommandSpec("outbox", "dicomnode.cli.outbox:configure", "list undelivered results, or retry them")

@@ -41,7 +41,6 @@ FIRST_PARTY: dict[tuple[str, str], str] = {
     ("output", "dicom"): "dicomnode-dicom-output",
     ("output", "file"): "dicomnode-file-output",
     ("input", "historic"): "dicomnode-historic-input",
-    ("command", "outbox"): "dicomnode-dicom-output",
 }
 
 
