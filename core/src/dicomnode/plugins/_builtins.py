@@ -55,3 +55,5 @@ def dicomnode_commands() -> Iterator[CommandSpec]:
     yield CommandSpec("run", "dicomnode.cli.run:configure", "start a pipeline (file.py, module:Class or .toml) as a node")
     yield CommandSpec("quarantine", "dicomnode.cli.quarantine:configure", "list failed jobs, or run one again")
     yield CommandSpec("outbox", "dicomnode.cli.outbox:configure", "list undelivered results, or retry them")
+    yield CommandSpec("store", "dicomnode.cli.store:configure", "send DICOM files and folders to a node (C-STORE)")
+    yield CommandSpec("echo", "dicomnode.cli.echo:configure", "check that a DICOM node answers (C-ECHO)")

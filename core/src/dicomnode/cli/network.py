@@ -1,0 +1,57 @@
+"""What the network commands (``store``, ``echo``) share: host, port, AE titles, timeout."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dicomnode.dicom.dimse import Address
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
+def add_network_arguments(parser: argparse.ArgumentParser, *, timeout: float) -> None:
+    """HOST, PORT, --calling-aet, --called-aet and --timeout."""
+    parser.add_argument("host", metavar="HOST", help="host name or IP address of the peer")
+    parser.add_argument("port", metavar="PORT", type=int, help="TCP port of the peer (1-65535)")
+    parser.add_argument("--calling-aet", default="DICOMNODE", metavar="AET",
+                        help="our AE title (default: DICOMNODE)")
+    parser.add_argument("--called-aet", default="ANY-SCP", metavar="AET",
+                        help="the peer's AE title (default: ANY-SCP)")
+    parser.add_argument("--timeout", type=_positive_seconds, default=timeout, metavar="SECONDS",
+                        help=f"limit for each network step (default: {timeout:g})")
+
+
+def address_from(args: argparse.Namespace) -> Address | None:
+    """The peer's Address, or None after printing what is wrong with HOST, PORT or an AE title."""
+    from dicomnode.dicom.dimse import Address, check_ae_title
+
+    try:
+        check_ae_title(args.calling_aet, "--calling-aet")
+        return Address(args.host, args.port, args.called_aet)
+    except ValueError as error:
+        message = str(error).replace("Address.ae_title", "--called-aet")
+        message = message.replace("Address.ip", "HOST").replace("Address.port", "PORT")
+        print(f"dicomnode {args.command}: error: {message}", file=sys.stderr)
+        return None
+
+
+def quiet_network_logs() -> None:
+    """Keep pynetdicom's own error lines off the terminal: the command reports failures itself.
+
+    With ``--log-level info`` or ``debug`` everything is shown.
+    """
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+        logging.getLogger("dicomnode.dimse").setLevel(logging.ERROR)
