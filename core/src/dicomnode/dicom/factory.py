@@ -484,7 +484,12 @@ def _fresh(element: DataElement) -> DataElement:
     new = DataElement.__new__(DataElement)
     new.__dict__.update(element.__dict__)
     if isinstance(value, MultiValue):
-        new._value = copy.copy(value)
+        # a shallow copy of a MultiValue still shares its list; its items are
+        # immutable, so copying the list is enough (and far cheaper than
+        # converting every item again)
+        values = copy.copy(value)
+        values._list = list(value._list)
+        new._value = values
     return new
 
 
