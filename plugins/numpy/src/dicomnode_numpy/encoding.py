@@ -161,7 +161,7 @@ class PixelEncoding:
         scaled /= slope
         np.rint(scaled, out=scaled)
         np.clip(scaled, info.min, info.max, out=scaled)
-        return scaled.astype(self.dtype)
+        return np.asarray(scaled.astype(self.dtype))
 
     def decode_slice(self, index: int, stored: np.ndarray) -> np.ndarray:
         """The real values a reader obtains from the stored integers of slice ``index``."""

@@ -1,0 +1,420 @@
+"""NumpyFactory: a numpy volume becomes a DICOM series; NumpyCaller: values computed per slice.
+
+The factory writes the geometry itself, from a :class:`~dicomnode_numpy.volume.Volume`
+or, for a bare array, from the parent series sorted along the slice normal (never
+by InstanceNumber or arrival order), so the result lies where the data are even
+when the parents arrived shuffled::
+
+    factory = NumpyFactory(pipeline_name="liver-segmentation")
+    header = factory.build_series_header(parent_series, DEFAULT_BLUEPRINT + CT_IMAGE_BLUEPRINT)
+    datasets = factory.build_series(volume, header)
+
+Per series it sets Rows, Columns, the pixel format, ImageOrientationPatient,
+PixelSpacing, SliceThickness, the window and the ImageType the modality's IOD
+asks for; per slice only what differs: ImagePositionPatient, SliceLocation,
+InstanceNumber (1..n along the normal), RescaleSlope/RescaleIntercept when
+chosen per slice, the reference to the source image, and the pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+from pydicom import Dataset
+from pydicom.dataelem import DataElement
+from pydicom.dataset import FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import BaseTag
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomnode.dicom.factory import (
+    DicomFactory,
+    InstancedVirtualElement,
+    InstanceEnvironment,
+    SeriesHeader,
+)
+from dicomnode.dicom.vr_rules import make_element, to_tag
+from dicomnode.errors import BlueprintError, ConfigurationError, InvalidDatasetError
+
+from .encoding import PixelEncoding, Window, format_ds, plan_encoding, window_for
+from .volume import Volume
+
+__all__ = ["NumpyCaller", "NumpyFactory"]
+
+logger = logging.getLogger("dicomnode.numpy.factory")
+
+#: the single-frame storage class written for each modality
+IMAGE_STORAGE = {
+    "CT": "1.2.840.10008.5.1.4.1.1.2",
+    "MR": "1.2.840.10008.5.1.4.1.1.4",
+    "PT": "1.2.840.10008.5.1.4.1.1.128",
+}
+# multi-frame classes of the same modalities: a result is written as single frames
+_MULTI_FRAME_STORAGE = {
+    "1.2.840.10008.5.1.4.1.1.2.1": "CT",  # Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.2.2": "CT",  # Legacy Converted Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4.1": "MR",  # Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.4.4": "MR",  # Legacy Converted Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.130": "PT",  # Enhanced PET
+    "1.2.840.10008.5.1.4.1.1.128.1": "PT",  # Legacy Converted Enhanced PET
+}
+
+_TAG_PIXEL_DATA = BaseTag(0x7FE00010)
+_TAG_IMAGE_POSITION = BaseTag(0x00200032)
+_TAG_SLICE_LOCATION = BaseTag(0x00201041)
+_TAG_INSTANCE_NUMBER = BaseTag(0x00200013)
+_TAG_RESCALE_SLOPE = BaseTag(0x00281053)
+_TAG_RESCALE_INTERCEPT = BaseTag(0x00281052)
+_TAG_SOURCE_IMAGES = BaseTag(0x00082112)
+_TAG_IMAGE_INDEX = BaseTag(0x00541330)
+_TAG_TEMPORAL_POSITION = BaseTag(0x00200100)
+
+
+def _check_window(_instance: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None or value == "auto" or isinstance(value, Window):
+        return
+    raise ConfigurationError(
+        f"window must be 'auto' (the data's range), None (keep the blueprint's) or a Window, got {value!r}"
+    )
+
+
+def _to_window(value: Any) -> Any:
+    if isinstance(value, tuple) and len(value) == 2:
+        return Window(center=float(value[0]), width=float(value[1]))
+    return value
+
+
+@attrs.define
+class _Geometry:
+    """Where every slice of one volume lies, and which source image each came from."""
+
+    positions: np.ndarray  # (slices, 3)
+    orientation: list[float]
+    pixel_spacing: tuple[float, float]
+    slice_distance: float
+    normal: np.ndarray
+    sources: list[Dataset | None]  # per slice of the whole (possibly 4D) array: a reference item
+
+
+class NumpyFactory(DicomFactory):
+    """Builds a DICOM image series from a numpy volume and a :class:`SeriesHeader`.
+
+    Parameters
+    ----------
+    per_slice_rescale:
+        choose RescaleSlope/RescaleIntercept per slice (each slice keeps the
+        full 16-bit resolution) instead of once per series. PET results are
+        always written with RescaleIntercept 0, as its IOD requires.
+    window:
+        ``"auto"`` (default) sets WindowCenter/WindowWidth to show the whole
+        range of the data; a :class:`~dicomnode_numpy.encoding.Window` or a
+        ``(center, width)`` pair sets them; None keeps what the blueprint gives.
+    reference_sources:
+        give every instance a SourceImageSequence naming the source image of
+        its slice (from the volume's ``source_uids`` or the sorted parents).
+
+    Other keyword arguments (``pipeline_name``, ``uid_prefix``, ...) are those
+    of :class:`~dicomnode.dicom.factory.DicomFactory`.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_slice_rescale: bool = False,
+        window: Window | tuple[float, float] | str | None = "auto",
+        reference_sources: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.per_slice_rescale = bool(per_slice_rescale)
+        self.window = _to_window(window)
+        _check_window(self, None, self.window)  # type: ignore[arg-type]
+        self.reference_sources = bool(reference_sources)
+
+    # -- the public entry ------------------------------------------------------------------------
+
+    def build_series(
+        self,
+        image: Any,
+        header: SeriesHeader,
+        parent_series: Sequence[Dataset] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> list[Dataset]:
+        """One dataset per slice of ``image`` (a :class:`Volume` or an array on the parents' grid).
+
+        ``parent_series`` defaults to the parents the header was built from.
+        A 4D image ``(volumes, slices, rows, columns)`` gives volume after
+        volume, each numbered along the normal.
+        """
+        parents = list(parent_series) if parent_series is not None else list(header.parent_series)
+        array, geometry = self._geometry(image, parents)
+        if array.ndim not in (3, 4):
+            raise InvalidDatasetError(
+                f"NumpyFactory writes arrays of shape (slices, rows, columns) or "
+                f"(volumes, slices, rows, columns), got shape {array.shape}"
+            )
+        slices = array.shape[-3]
+        volumes = 1 if array.ndim == 3 else array.shape[0]
+        shared = Dataset(dict(header.dataset.items()))
+        modality = str(shared.get("Modality", "") or "")
+        encoding = plan_encoding(array, per_slice=self.per_slice_rescale, zero_intercept=modality == "PT")
+        self._set_shared(shared, array, geometry, encoding, modality, volumes)
+        series = SeriesHeader(shared, list(header.instance_elements), parents)
+        flat = array.reshape(-1, *array.shape[-2:])
+        # InstanceNumber runs along the normal even if the volume's slices run the other way
+        forward = float(np.dot(geometry.positions[-1] - geometry.positions[0], geometry.normal)) >= 0
+        total = flat.shape[0]
+        datasets: list[Dataset] = []
+        for index in range(total):
+            volume_index, k = divmod(index, slices)
+            along = k if forward else slices - 1 - k
+            number = volume_index * slices + along + 1
+            values = flat[index]
+            stored = encoding.encode_slice(index, values)
+            env = InstanceEnvironment(
+                number,
+                kwargs=kwargs or {},
+                header_dataset=shared,
+                image=values,
+                factory=self,
+                intercept=float(encoding.intercepts[index]),
+                slope=float(encoding.slopes[index]),
+                scaled_image=stored,
+                total_images=total,
+            )
+            dataset = series.instantiate(env)
+            self._set_per_slice(dataset, index, k, number, geometry, encoding, stored, modality, volumes,
+                                volume_index, slices)
+            datasets.append(dataset)
+        datasets.sort(key=lambda ds: int(ds.InstanceNumber))
+        logger.debug("built %d %s instances of series %s", len(datasets), modality or "image",
+                     shared.get("SeriesInstanceUID"))
+        return datasets
+
+    # -- geometry ------------------------------------------------------------------------------
+
+    def _geometry(self, image: Any, parents: Sequence[Dataset]) -> tuple[np.ndarray, _Geometry]:
+        if isinstance(image, Volume):
+            return image.array, self._volume_geometry(image, parents)
+        if isinstance(image, np.ndarray):
+            return image, self._parent_geometry(image, parents)
+        raise InvalidDatasetError(
+            f"NumpyFactory builds a series from a Volume or a numpy array, got {type(image).__name__}"
+        )
+
+    def _volume_geometry(self, volume: Volume, parents: Sequence[Dataset]) -> _Geometry:
+        positions = volume.slice_positions()
+        normal = np.cross(volume.row_cosine, volume.column_cosine)
+        by_uid = {str(p.SOPInstanceUID): p for p in parents if "SOPInstanceUID" in p}
+        total = int(np.prod(volume.shape[:-2]))
+        sources: list[Dataset | None] = [None] * total
+        if len(volume.source_uids) == total:
+            sources = [_reference(by_uid[uid]) if uid in by_uid else None for uid in volume.source_uids]
+        return _Geometry(
+            positions=positions,
+            orientation=volume.image_orientation,
+            pixel_spacing=(float(volume.spacing[1]), float(volume.spacing[2])),
+            slice_distance=abs(float(volume.spacing[0] * np.dot(volume.slice_direction, normal))),
+            normal=normal,
+            sources=sources,
+        )
+
+    def _parent_geometry(self, array: np.ndarray, parents: Sequence[Dataset]) -> _Geometry:
+        if not parents:
+            raise InvalidDatasetError(
+                "a bare array has no geometry of its own: give NumpyFactory.build_series a Volume, or "
+                "the parent series whose grid the array lies on"
+            )
+        from .frames import frames_of
+        from .geometry import arrange
+
+        layout = arrange(frames_of(parents), spacing_tolerance=0.05, accept_gantry_tilt=True)
+        if tuple(layout.shape) != tuple(array.shape):
+            raise InvalidDatasetError(
+                f"the array has shape {array.shape} but the parent series forms a volume of shape "
+                f"{layout.shape}; pass a Volume with the array's own geometry instead"
+            )
+        direction = np.asarray(layout.direction)
+        volume = Volume(
+            array=array,
+            origin=layout.origin,
+            spacing=layout.spacing,
+            direction=direction,
+            source_uids=tuple(frame.sop_instance_uid for frame in layout.frames),
+        )
+        return self._volume_geometry(volume, parents)
+
+    # -- shared values -------------------------------------------------------------------------
+
+    def _set_shared(self, ds: Dataset, array: np.ndarray, geometry: _Geometry, encoding: PixelEncoding,
+                    modality: str, volumes: int) -> None:
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        if modality in IMAGE_STORAGE and (not sop_class or sop_class in _MULTI_FRAME_STORAGE):
+            ds.SOPClassUID = IMAGE_STORAGE[modality]
+        elif not sop_class:
+            raise BlueprintError(
+                f"the header has no SOPClassUID and the Modality {modality or '(none)'} does not choose "
+                f"one; add CopyElement('SOPClassUID') (with a parent) or a StaticElement for it "
+                f"(modalities chosen automatically: {', '.join(sorted(IMAGE_STORAGE))})"
+            )
+        ds.ImageType = _image_type(ds.get("ImageType"), modality)
+        ds.SamplesPerPixel = 1
+        if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
+            ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = int(array.shape[-2]), int(array.shape[-1])
+        ds.BitsAllocated = encoding.bits_allocated
+        ds.BitsStored = encoding.bits_stored
+        ds.HighBit = encoding.high_bit
+        ds.PixelRepresentation = encoding.pixel_representation
+        for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue",
+                        "WindowCenterWidthExplanation", "VOILUTFunction", "ModalityLUTSequence",
+                        "VOILUTSequence", "NumberOfFrames"):
+            if keyword in ds:
+                del ds[keyword]
+        ds.ImageOrientationPatient = [format_ds(v) for v in geometry.orientation]
+        ds.PixelSpacing = [format_ds(v) for v in geometry.pixel_spacing]
+        ds.SliceThickness = format_ds(geometry.slice_distance)
+        if modality == "MR":
+            ds.SpacingBetweenSlices = format_ds(geometry.slice_distance)
+        for keyword in ("RescaleSlope", "RescaleIntercept"):
+            if keyword in ds:
+                del ds[keyword]
+        if not _writes_rescale(encoding, modality):
+            pass
+        elif len(set(encoding.slopes)) == 1 and len(set(encoding.intercepts)) == 1:
+            ds.RescaleSlope = encoding.slopes[0]
+            ds.RescaleIntercept = encoding.intercepts[0]
+        if modality == "CT" and "RescaleType" not in ds:
+            ds.RescaleType = "HU"
+        if modality == "PT":
+            ds.NumberOfSlices = int(array.shape[-3])
+            if volumes > 1:
+                ds.NumberOfTimeSlices = volumes
+        if modality == "MR" and volumes > 1:
+            ds.NumberOfTemporalPositions = volumes
+        window = self.window
+        if window == "auto":
+            window = window_for(encoding.minimum, encoding.maximum)
+        if isinstance(window, Window):
+            ds.WindowCenter = window.center_text
+            ds.WindowWidth = window.width_text
+
+    # -- per slice -----------------------------------------------------------------------------
+
+    def _set_per_slice(self, ds: Dataset, index: int, k: int, number: int, geometry: _Geometry,
+                       encoding: PixelEncoding, stored: np.ndarray, modality: str, volumes: int,
+                       volume_index: int, slices: int) -> None:
+        position = geometry.positions[k]
+        ds[_TAG_IMAGE_POSITION] = DataElement(_TAG_IMAGE_POSITION, "DS", [format_ds(v) for v in position])
+        ds[_TAG_SLICE_LOCATION] = DataElement(
+            _TAG_SLICE_LOCATION, "DS", format_ds(float(np.dot(position, geometry.normal))))
+        ds[_TAG_INSTANCE_NUMBER] = DataElement(_TAG_INSTANCE_NUMBER, "IS", str(number))
+        if _TAG_RESCALE_SLOPE not in ds and _writes_rescale(encoding, modality):
+            ds[_TAG_RESCALE_SLOPE] = DataElement(_TAG_RESCALE_SLOPE, "DS", encoding.slopes[index])
+            ds[_TAG_RESCALE_INTERCEPT] = DataElement(_TAG_RESCALE_INTERCEPT, "DS", encoding.intercepts[index])
+        if modality == "PT":
+            ds[_TAG_IMAGE_INDEX] = DataElement(_TAG_IMAGE_INDEX, "US", number)
+        if modality == "MR" and volumes > 1:
+            ds[_TAG_TEMPORAL_POSITION] = DataElement(_TAG_TEMPORAL_POSITION, "IS", str(volume_index + 1))
+        reference = geometry.sources[index] if self.reference_sources else None
+        if reference is not None:
+            ds[_TAG_SOURCE_IMAGES] = DataElement(_TAG_SOURCE_IMAGES, "SQ", DicomSequence([_copy(reference)]))
+        if "SOPInstanceUID" not in ds:
+            ds.SOPInstanceUID = self.uids.random_uid()
+        ds[_TAG_PIXEL_DATA] = DataElement(_TAG_PIXEL_DATA, "OW", np.ascontiguousarray(stored).tobytes())
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+
+
+def _writes_rescale(encoding: PixelEncoding, modality: str) -> bool:
+    """The MR IOD has no rescale: leave it out when the stored values are the real ones."""
+    identity = encoding.exact and set(encoding.slopes) == {"1"} and set(encoding.intercepts) == {"0"}
+    return not (modality == "MR" and identity)
+
+
+def _image_type(current: Any, modality: str) -> list[str]:
+    """ImageType for a derived image, with the values the modality's IOD requires."""
+    values = [] if current in (None, "") else ([str(current)] if isinstance(current, str) else
+                                               [str(v) for v in current])
+    values = values + [""] * max(0, 2 - len(values))
+    values[0] = "DERIVED"
+    # the PET image module allows only PRIMARY as value 2
+    values[1] = "PRIMARY" if modality == "PT" else (values[1] or "SECONDARY")
+    if modality == "CT" and (len(values) < 3 or values[2] not in ("AXIAL", "LOCALIZER")):
+        values = [*values[:2], "AXIAL", *values[3:]]
+    return values
+
+
+def _reference(parent: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = parent.SOPClassUID
+    item.ReferencedSOPInstanceUID = parent.SOPInstanceUID
+    return item
+
+
+def _copy(item: Dataset) -> Dataset:
+    fresh = Dataset()
+    fresh.ReferencedSOPClassUID = item.ReferencedSOPClassUID
+    fresh.ReferencedSOPInstanceUID = item.ReferencedSOPInstanceUID
+    return fresh
+
+
+@attrs.frozen
+class NumpyCaller(InstancedVirtualElement):
+    """A per-instance element whose value is ``func`` of the slice being written.
+
+    ``func`` receives the stored integers of the slice (what the file holds,
+    e.g. for Smallest/LargestImagePixelValue), or with ``values="real"`` the
+    real values (after RescaleSlope/Intercept). Numpy scalars become plain
+    numbers; None gives no element.
+
+    >>> NumpyCaller("LargestImagePixelValue", "US", np.max)   # doctest: +SKIP
+    """
+
+    tag: BaseTag = attrs.field(converter=to_tag)
+    vr: str = "US"
+    func: Callable[[np.ndarray], Any] = attrs.field(default=None)
+    values: str = attrs.field(default="stored", kw_only=True)
+
+    @func.validator
+    def _check_func(self, _attribute: attrs.Attribute[Any], func: Any) -> None:
+        if not callable(func):
+            raise BlueprintError(f"NumpyCaller({self.tag}): func must be callable, got {func!r}")
+
+    @values.validator
+    def _check_values(self, _attribute: attrs.Attribute[str], values: str) -> None:
+        if values not in ("stored", "real"):
+            raise BlueprintError(
+                f"NumpyCaller({self.tag}): values must be 'stored' or 'real', got {values!r}")
+
+    def produce(self, env: InstanceEnvironment) -> DataElement | None:
+        """``func`` of this instance's slice."""
+        array = env.scaled_image if self.values == "stored" else env.image
+        if array is None:
+            raise BlueprintError(
+                f"NumpyCaller({self.tag}) needs the slice being written; use it with NumpyFactory"
+            )
+        value = self.func(np.asarray(array))
+        if value is None:
+            return None
+        return make_element(self.tag, self.vr, _plain(value, self.vr), "NumpyCaller")
+
+
+def _plain(value: Any, vr: str) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_plain(v, vr) for v in value.tolist()] if value.ndim else _plain(value.item(), vr)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if vr in ("US", "SS", "UL", "SL", "IS", "SV", "UV") and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if vr == "DS" and isinstance(value, (float, int)):
+        return format_ds(float(value))
+    return value
+
