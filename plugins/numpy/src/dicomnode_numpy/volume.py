@@ -10,6 +10,8 @@ the back, z to the head), in millimetres.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 import numpy as np
 
@@ -28,6 +30,10 @@ def _as_matrix(value: object) -> np.ndarray:
     if array.shape != (3, 3):
         raise ValueError(f"direction must be a 3x3 matrix, got shape {array.shape}")
     return array
+
+
+def _as_uids(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(uid) for uid in value)
 
 
 def _check_array(instance: Volume, attribute: attrs.Attribute[np.ndarray], value: np.ndarray) -> None:
@@ -80,7 +86,7 @@ class Volume:
     spacing: np.ndarray = attrs.field(converter=_as_vector)
     direction: np.ndarray = attrs.field(converter=_as_matrix)
     frame_of_reference_uid: str | None = None
-    source_uids: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    source_uids: tuple[str, ...] = attrs.field(default=(), converter=_as_uids)
 
     @property
     def affine(self) -> np.ndarray:

@@ -1,0 +1,215 @@
+"""One record per 2D image of a series, whether it came as a file or as a frame.
+
+Single-frame images carry their geometry at the top level; enhanced
+multi-frame objects carry it in functional groups (shared, overridden per
+frame). :func:`frames_of` flattens both into :class:`Frame` records so the
+rest of the grinder never needs to know which kind it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+from pydicom import Dataset
+
+from dicomnode.errors import GrindingError
+
+from .pixels import PixelFormat
+
+__all__ = ["Frame", "frames_of"]
+
+#: attributes that order the images of one position in time (a 4D series)
+_TEMPORAL_KEYWORDS = ("TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "AcquisitionTime")
+
+
+@attrs.frozen(eq=False)
+class Frame:
+    """One 2D image: a single-frame dataset, or frame ``index`` of a multi-frame one."""
+
+    dataset: Dataset
+    index: int
+    position: np.ndarray
+    row_cosine: np.ndarray
+    column_cosine: np.ndarray
+    pixel_spacing: tuple[float, float]
+    slope: float
+    intercept: float
+    temporal_key: tuple[Any, ...]
+    sop_instance_uid: str
+    slice_thickness: float | None
+    spacing_between_slices: float | None
+    rows: int
+    columns: int
+    frame_count: int
+    instance_number: int | None
+    frame_of_reference_uid: str | None
+    pixel_format: PixelFormat
+
+    @property
+    def orientation(self) -> np.ndarray:
+        """The six ImageOrientationPatient values."""
+        return np.concatenate([self.row_cosine, self.column_cosine])
+
+    def describe(self) -> str:
+        """Short name of the image for error messages."""
+        if self.frame_count > 1:
+            return f"frame {self.index + 1} of {self.sop_instance_uid}"
+        number = self.instance_number
+        return f"instance {number} ({self.sop_instance_uid})" if number is not None else self.sop_instance_uid
+
+
+def _first_item(group: Dataset | None, sequence: str) -> Dataset | None:
+    if group is None:
+        return None
+    items = group.get(sequence)
+    if not items:
+        return None
+    item: Dataset = items[0]
+    return item
+
+
+def _lookup(groups: Sequence[Dataset | None], sequence: str, keyword: str) -> Any:
+    """The value of ``keyword`` in the first group (per-frame before shared) that has it."""
+    for group in groups:
+        item = _first_item(group, sequence)
+        if item is not None and item.get(keyword) is not None:
+            return item.get(keyword)
+    return None
+
+
+def _numbers(value: Any, count: int, what: str, source: str) -> np.ndarray:
+    try:
+        array = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise GrindingError(f"{source}: {what} is {value!r}, expected {count} numbers") from exc
+    if array.shape != (count,):
+        raise GrindingError(f"{source}: {what} is {list(value)!r}, expected {count} numbers")
+    return array
+
+
+def _scalar(value: Any, default: float) -> float:
+    if value is None or value == "":
+        return default
+    return float(value)
+
+
+def _temporal_key(dataset: Dataset, frame_group: Dataset | None) -> tuple[Any, ...]:
+    key: list[Any] = []
+    index = _lookup([frame_group], "FrameContentSequence", "TemporalPositionIndex")
+    key.append(_scalar(index, 0.0))
+    for keyword in _TEMPORAL_KEYWORDS:
+        value = dataset.get(keyword)
+        key.append(str(value) if keyword == "AcquisitionTime" else _scalar(value, 0.0))
+    key.append(_scalar(dataset.get("InstanceNumber"), 0.0))
+    return tuple(key)
+
+
+def _unit(vector: np.ndarray, what: str, source: str) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    if not 0.9 < norm < 1.1:
+        raise GrindingError(f"{source}: {what} {vector.tolist()} is not a unit vector (length {norm:.4g})")
+    return np.asarray(vector / norm)
+
+
+def _frame(dataset: Dataset, index: int, groups: Sequence[Dataset | None], source: str,
+           pixel_format: PixelFormat) -> Frame:
+    position = _lookup(groups, "PlanePositionSequence", "ImagePositionPatient")
+    orientation = _lookup(groups, "PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = _lookup(groups, "PixelMeasuresSequence", "PixelSpacing")
+    thickness = _lookup(groups, "PixelMeasuresSequence", "SliceThickness")
+    slope = _lookup(groups, "PixelValueTransformationSequence", "RescaleSlope")
+    intercept = _lookup(groups, "PixelValueTransformationSequence", "RescaleIntercept")
+    if position is None:
+        position = dataset.get("ImagePositionPatient")
+    if orientation is None:
+        orientation = dataset.get("ImageOrientationPatient")
+    if spacing is None:
+        spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
+    if thickness is None:
+        thickness = dataset.get("SliceThickness")
+    if slope is None:
+        slope = dataset.get("RescaleSlope")
+    if intercept is None:
+        intercept = dataset.get("RescaleIntercept")
+    missing = [
+        name
+        for name, value in (
+            ("ImagePositionPatient", position),
+            ("ImageOrientationPatient", orientation),
+            ("PixelSpacing", spacing),
+        )
+        if value is None
+    ]
+    if missing:
+        raise GrindingError(
+            f"{source} has no {', '.join(missing)}: a volume needs the position, orientation "
+            "and pixel spacing of every image"
+        )
+    iop = _numbers(orientation, 6, "ImageOrientationPatient", source)
+    between = dataset.get("SpacingBetweenSlices")
+    number = dataset.get("InstanceNumber")
+    frame_of_reference = dataset.get("FrameOfReferenceUID")
+    pixel_spacing = _numbers(spacing, 2, "PixelSpacing", source)
+    return Frame(
+        dataset=dataset,
+        index=index,
+        position=_numbers(position, 3, "ImagePositionPatient", source),
+        row_cosine=_unit(iop[:3], "the row direction ImageOrientationPatient[0:3]", source),
+        column_cosine=_unit(iop[3:], "the column direction ImageOrientationPatient[3:6]", source),
+        pixel_spacing=(float(pixel_spacing[0]), float(pixel_spacing[1])),
+        slope=_scalar(slope, 1.0),
+        intercept=_scalar(intercept, 0.0),
+        temporal_key=_temporal_key(dataset, groups[0] if len(groups) > 1 else None),
+        sop_instance_uid=str(dataset.get("SOPInstanceUID", "")),
+        slice_thickness=None if thickness in (None, "") else float(thickness),
+        spacing_between_slices=None if between in (None, "") else float(between),
+        rows=int(dataset.Rows),
+        columns=int(dataset.Columns),
+        frame_count=int(dataset.get("NumberOfFrames") or 1),
+        instance_number=None if number in (None, "") else int(number),
+        frame_of_reference_uid=str(frame_of_reference) if frame_of_reference else None,
+        pixel_format=pixel_format,
+    )
+
+
+def frames_of(datasets: Iterable[Dataset]) -> list[Frame]:
+    """Every 2D image of ``datasets``, with its geometry and rescale.
+
+    Raises :class:`~dicomnode.errors.GrindingError` for an image without
+    PixelData or geometry, or a colour image.
+    """
+    frames: list[Frame] = []
+    for dataset in datasets:
+        uid = str(dataset.get("SOPInstanceUID", "<no SOPInstanceUID>"))
+        if "PixelData" not in dataset:
+            raise GrindingError(f"image {uid} has no PixelData; only images can be ground into a volume")
+        samples = int(dataset.get("SamplesPerPixel", 1))
+        if samples != 1:
+            raise GrindingError(
+                f"image {uid} has SamplesPerPixel {samples}; a volume needs greyscale images (1)"
+            )
+        pixel_format = PixelFormat.of(dataset)
+        count = int(dataset.get("NumberOfFrames") or 1)
+        per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
+        shared_items = dataset.get("SharedFunctionalGroupsSequence")
+        shared = shared_items[0] if shared_items else None
+        if per_frame is None and shared is None:
+            if count != 1:
+                raise GrindingError(
+                    f"image {uid} has {count} frames but no functional groups, so the frames have "
+                    "no positions; only enhanced multi-frame objects can be ground"
+                )
+            frames.append(_frame(dataset, 0, [None], f"image {uid}", pixel_format))
+            continue
+        if per_frame is not None and len(per_frame) != count:
+            raise GrindingError(
+                f"image {uid} has NumberOfFrames {count} but {len(per_frame)} "
+                "PerFrameFunctionalGroupsSequence items"
+            )
+        for index in range(count):
+            groups = [per_frame[index] if per_frame is not None else None, shared]
+            frames.append(_frame(dataset, index, groups, f"frame {index + 1} of image {uid}", pixel_format))
+    return frames

@@ -1,0 +1,245 @@
+"""Read stored pixel values frame by frame and fill one preallocated array.
+
+Uncompressed pixel data are read as views of the dataset's own buffer (no
+copy); compressed transfer syntaxes are decoded one frame at a time by
+pydicom's pixel handlers. Rescale is applied slice by slice into the output,
+so the only allocation the size of the volume is the output itself.
+
+Datasets that were not yet read from disk when grinding began (a
+:class:`dicomnode.dicom.lazy.LazyDataset` that is not loaded) are forgotten
+again as soon as their pixels are copied, so a node holding thousands of
+slices on disk never has them all in memory at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+import numpy as np
+from pydicom import Dataset
+from pydicom.uid import UID, ExplicitVRBigEndian
+
+from dicomnode.errors import GrindingError
+
+if TYPE_CHECKING:
+    from .frames import Frame
+    from .geometry import StackLayout
+
+__all__ = ["PixelFormat", "PixelReader", "choose_dtype", "fill", "unloaded_datasets"]
+
+_INTEGER_CANDIDATES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64)
+
+
+def _transfer_syntax(dataset: Dataset) -> UID | None:
+    meta = getattr(dataset, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    return UID(str(syntax)) if syntax else None
+
+
+@attrs.frozen
+class PixelFormat:
+    """How the stored values of one dataset are encoded (read from its header only)."""
+
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    syntax: UID | None
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> PixelFormat:
+        """The pixel format of ``dataset``; refuses what the grinder cannot read."""
+        bits = int(dataset.get("BitsAllocated", 16))
+        if bits not in (8, 16, 32):
+            uid = dataset.get("SOPInstanceUID", "<no SOPInstanceUID>")
+            raise GrindingError(f"image {uid} has BitsAllocated {bits}; supported: 8, 16, 32")
+        return cls(
+            bits_allocated=bits,
+            bits_stored=int(dataset.get("BitsStored", bits)),
+            signed=int(dataset.get("PixelRepresentation", 0)) == 1,
+            syntax=_transfer_syntax(dataset),
+        )
+
+    @property
+    def compressed(self) -> bool:
+        """True for an encapsulated (compressed) transfer syntax."""
+        return bool(self.syntax is not None and self.syntax.is_compressed)
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """The numpy type of the stored values, with the byte order of the buffer."""
+        order = ">" if self.syntax == ExplicitVRBigEndian else "<"
+        return np.dtype(f"{order}{'i' if self.signed else 'u'}{self.bits_allocated // 8}")
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The stored type in native byte order."""
+        native: np.dtype = np.dtype(self.stored_dtype.str[1:])
+        return native
+
+    def value_range(self) -> tuple[int, int]:
+        """Smallest and largest value the stored bits can hold."""
+        if self.signed:
+            return -(1 << (self.bits_stored - 1)), (1 << (self.bits_stored - 1)) - 1
+        return 0, (1 << self.bits_stored) - 1
+
+
+class PixelReader:
+    """Stored values of the frames of one dataset, before any rescale."""
+
+    def __init__(self, dataset: Dataset, pixel_format: PixelFormat, rows: int, columns: int,
+                 frame_count: int) -> None:
+        self.dataset = dataset
+        self.format = pixel_format
+        self.rows, self.columns, self.frame_count = rows, columns, frame_count
+        self._buffer: bytes | None = None
+        if not self.format.compressed:
+            buffer = dataset.PixelData
+            needed = frame_count * rows * columns * self.format.stored_dtype.itemsize
+            if len(buffer) < needed:
+                raise GrindingError(
+                    f"image {dataset.get('SOPInstanceUID')} has {len(buffer)} bytes of PixelData, "
+                    f"but {frame_count} frame(s) of {rows}x{columns} at "
+                    f"{self.format.bits_allocated} bits need {needed}"
+                )
+            self._buffer = buffer
+
+    def frame(self, index: int) -> np.ndarray:
+        """``(rows, columns)`` stored values of frame ``index`` (0-based)."""
+        if self._buffer is None:
+            return self._decode(index)
+        dtype = self.format.stored_dtype
+        count = self.rows * self.columns
+        values = np.frombuffer(self._buffer, dtype=dtype, count=count, offset=index * count * dtype.itemsize)
+        values = values.reshape(self.rows, self.columns)
+        shift = dtype.itemsize * 8 - self.format.bits_stored
+        if self.format.signed and shift > 0:
+            # the unused high bits may hold anything; extend the sign of the stored bits
+            values = (values.astype(self.format.dtype) << shift) >> shift
+        return values
+
+    def _decode(self, index: int) -> np.ndarray:
+        from pydicom.pixels.utils import pixel_array
+
+        try:
+            values = pixel_array(self.dataset, index=index if self.frame_count > 1 else None)
+        except Exception as exc:  # pydicom raises many kinds for a missing or failing decoder
+            name = self.format.syntax.name if self.format.syntax is not None else "unknown"
+            raise GrindingError(
+                f"cannot decode the pixel data of image {self.dataset.get('SOPInstanceUID')} "
+                f"(transfer syntax {name}): {exc}; install a pydicom pixel data handler for it "
+                "(e.g. pylibjpeg with its plugins, or python-gdcm)"
+            ) from exc
+        return np.asarray(values).reshape(self.rows, self.columns)
+
+
+def unloaded_datasets(datasets: Iterable[Dataset]) -> set[int]:
+    """``id`` of every dataset that is on disk and not read yet (a lazy dataset)."""
+    return {id(ds) for ds in datasets if getattr(ds, "is_loaded", True) is False}
+
+
+def _smallest_integer(low: float, high: float) -> np.dtype:
+    for candidate in _INTEGER_CANDIDATES:
+        info = np.iinfo(candidate)
+        if info.min <= low and high <= info.max:
+            return np.dtype(candidate)
+    raise GrindingError(f"rescaled values from {low} to {high} fit no integer type")
+
+
+def _rescaled_range(frames: Sequence[Frame]) -> tuple[float, float]:
+    low, high = np.inf, -np.inf
+    for frame in frames:
+        lo, hi = frame.pixel_format.value_range()
+        ends = (lo * frame.slope + frame.intercept, hi * frame.slope + frame.intercept)
+        low, high = min(low, *ends), max(high, *ends)
+    return low, high
+
+
+def choose_dtype(layout: StackLayout, *, rescale: bool) -> tuple[np.dtype, np.dtype]:
+    """The output type and the widest type the values may need.
+
+    Without rescale (or with the identity rescale) the stored type is kept.
+    With a rescale that keeps values integral the result is an integer type:
+    the smallest that holds every value the stored bits can give when it is no
+    wider than the stored type, otherwise the signed type of the stored width,
+    which :func:`fill` widens only if a value actually needs it. Other
+    rescales give float32.
+    """
+    frames = layout.frames
+    stored = np.dtype(np.result_type(*{f.pixel_format.dtype for f in frames}))
+    if not rescale or all(f.slope == 1.0 and f.intercept == 0.0 for f in frames):
+        return stored, stored
+    if not all(float(f.slope).is_integer() and float(f.intercept).is_integer() for f in frames):
+        return np.dtype(np.float32), np.dtype(np.float32)
+    widest = _smallest_integer(*_rescaled_range(frames))
+    if widest.itemsize <= stored.itemsize:
+        return widest, widest
+    return np.dtype(f"i{stored.itemsize}"), widest
+
+
+def fill(
+    layout: StackLayout,
+    dtype: np.dtype,
+    *,
+    rescale: bool,
+    widest: np.dtype | None = None,
+    flip_rows: bool = False,
+    forget: set[int] | None = None,
+) -> np.ndarray:
+    """Allocate the output once and copy (and rescale) every frame into its slot.
+
+    ``widest``: an integer type the output is widened to if a rescaled value
+    does not fit ``dtype``. ``flip_rows`` stores each slice bottom row first
+    (the NIfTI convention). Datasets whose ``id`` is in ``forget`` are
+    unloaded after their last frame is copied.
+    """
+    forget = forget or set()
+    out = np.empty(layout.shape, dtype=dtype)
+    integral = np.issubdtype(dtype, np.integer)
+    ordered = [(v, k, frame) for v, volume in enumerate(layout.volumes) for k, frame in enumerate(volume)]
+    last_use = {id(frame.dataset): i for i, (_, _, frame) in enumerate(ordered)}
+    readers: dict[int, PixelReader] = {}
+    scratch: np.ndarray | None = None
+    for i, (v, k, frame) in enumerate(ordered):
+        key = id(frame.dataset)
+        reader = readers.get(key)
+        if reader is None:
+            reader = readers[key] = PixelReader(
+                frame.dataset, frame.pixel_format, frame.rows, frame.columns, frame.frame_count
+            )
+        values = reader.frame(frame.index)
+        if flip_rows:
+            values = values[::-1]
+        slot = out[v, k] if out.ndim == 4 else out[k]
+        if not rescale or (frame.slope == 1.0 and frame.intercept == 0.0):
+            np.copyto(slot, values, casting="unsafe")
+        elif integral and (widest is None or widest == out.dtype):
+            np.copyto(slot, values, casting="unsafe")
+            if frame.slope != 1.0:
+                slot *= np.asarray(int(frame.slope), dtype=out.dtype)
+            if frame.intercept != 0.0:
+                slot += np.asarray(int(frame.intercept), dtype=out.dtype)
+        elif integral:
+            # the values might not fit the output type: rescale in int64 and widen if needed
+            if scratch is None:
+                scratch = np.empty(values.shape, dtype=np.int64)
+            np.copyto(scratch, values, casting="unsafe")
+            scratch *= int(frame.slope)
+            scratch += int(frame.intercept)
+            info = np.iinfo(out.dtype)
+            if scratch.min() < info.min or scratch.max() > info.max:
+                out = out.astype(widest)
+                slot = out[v, k] if out.ndim == 4 else out[k]
+            np.copyto(slot, scratch, casting="unsafe")
+        else:
+            if scratch is None or scratch.dtype != np.float64:
+                scratch = np.empty(values.shape, dtype=np.float64)
+            np.multiply(values, frame.slope, out=scratch)
+            scratch += frame.intercept
+            np.copyto(slot, scratch, casting="unsafe")
+        if last_use[key] == i:
+            del readers[key]
+            if key in forget:
+                frame.dataset.unload()
+    return out
