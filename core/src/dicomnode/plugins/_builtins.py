@@ -23,6 +23,10 @@ _FACTORY = "dicomnode.dicom.factory"
 @hookimpl
 def dicomnode_grinders() -> Iterator[GrinderSpec]:
     yield GrinderSpec("identity", f"{_GRINDERS}:IdentityGrinder", "the datasets as they are")
+    yield GrinderSpec("list", f"{_GRINDERS}:ListGrinder", "the datasets as a list")
+    yield GrinderSpec("dicom-tree", f"{_GRINDERS}:DicomTreeGrinder", "the datasets as a patient/study/series tree")
+    yield GrinderSpec("tag", f"{_GRINDERS}:TagGrinder", "the values of some tags, one dict per dataset")
+    yield GrinderSpec("many", f"{_GRINDERS}:ManyGrinder", "several grinders over the same datasets, as a tuple")
 
 
 @hookimpl
@@ -46,7 +50,8 @@ def dicomnode_outputs() -> Iterator[OutputSpec]:
 
 @hookimpl
 def dicomnode_inputs() -> Iterator[InputSpec]:
-    yield InputSpec("dicom", "dicomnode.server.input:AbstractInput", "any DICOM image")
+    yield InputSpec("dicom", "dicomnode.server.input:AbstractInput", "DICOM images with required tags and values")
+    yield InputSpec("dynamic", "dicomnode.server.input:DynamicInput", "several series keyed by a tag, ground to a dict")
 
 
 @hookimpl

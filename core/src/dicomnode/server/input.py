@@ -1,9 +1,221 @@
-"""Inputs: the named collections of images a pipeline waits for."""
+"""Inputs: the named collections of images a pipeline waits for.
+
+An input class says which images it accepts (``required_tags``,
+``required_values``), when it holds enough (``validate``) and how its images
+become the value ``process`` receives (``image_grinder``)::
+
+    class CT(AbstractInput):
+        required_values = {"Modality": "CT"}
+        required_tags = ["SeriesInstanceUID"]
+        image_grinder = ListGrinder()
+
+        def validate(self) -> bool:
+            return self.images >= 300
+
+A pipeline holds one instance of each input class per patient. A value in
+``required_values`` is compared exactly (as text for strings, numbers and
+multi-values), or is a compiled regular expression that must match the whole
+value as text, or is a callable ``check(value) -> bool``.
+"""
 
 from __future__ import annotations
 
-__all__ = ["AbstractInput"]
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydicom import Dataset
+from pydicom.datadict import keyword_for_tag
+from pydicom.tag import BaseTag
+
+from dicomnode.errors import InvalidDatasetError
+from dicomnode.server.grinders import IdentityGrinder, resolve_tag
+
+__all__ = ["AbstractInput", "DynamicInput"]
+
+_SOP_INSTANCE_UID = resolve_tag("SOPInstanceUID")
+_SERIES_INSTANCE_UID = resolve_tag("SeriesInstanceUID")
+
+
+def _name(tag: BaseTag) -> str:
+    return keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})"
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def value_matches(actual: Any, expected: Any) -> bool:
+    """Whether a dataset's value satisfies one ``required_values`` entry."""
+    if isinstance(expected, re.Pattern):
+        return expected.fullmatch(_as_text(actual)) is not None
+    if callable(expected):
+        return bool(expected(actual))
+    if actual == expected:
+        return True
+    return _as_text(actual).strip() == _as_text(expected).strip()
 
 
 class AbstractInput:
-    """Base class of pipeline inputs."""
+    """Base class of pipeline inputs: one instance per patient collects that patient's images.
+
+    Class attributes a subclass sets:
+
+    ``required_tags``
+        tags (keyword or int) an image must have to be accepted;
+    ``required_values``
+        tag -> exact value, compiled regex (full match) or ``callable(value) -> bool``;
+    ``image_grinder``
+        the grinder (any ``callable(datasets)``) that makes the value ``process`` gets;
+    ``enforce_single_series``
+        accept only images of the series of the first image.
+
+    Override :meth:`validate` to say when the input holds enough.
+    """
+
+    required_tags: ClassVar[Sequence[str | int]] = ()
+    required_values: ClassVar[Mapping[str | int, Any]] = {}
+    image_grinder: ClassVar[Callable[..., Any]] = IdentityGrinder()
+    enforce_single_series: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        cls = type(self)
+        self._required_tags = [resolve_tag(t, f"{cls.__name__}.required_tags") for t in cls.required_tags]
+        self._required_values = [
+            (resolve_tag(t, f"{cls.__name__}.required_values"), v) for t, v in cls.required_values.items()
+        ]
+        # keyed by SOPInstanceUID: an instance sent twice replaces itself instead of counting twice
+        self._datasets: dict[str, Dataset] = {}
+        self._paths: dict[str, Path] = {}
+        self._series_uid: str | None = None
+
+    # --- what the input accepts -------------------------------------------
+
+    @classmethod
+    def routing_tags(cls) -> set[BaseTag]:
+        """The tags this input looks at to accept or reject an image."""
+        tags = {resolve_tag(t) for t in cls.required_tags}
+        tags |= {resolve_tag(t) for t in cls.required_values}
+        tags.add(_SOP_INSTANCE_UID)
+        if cls.enforce_single_series:
+            tags.add(_SERIES_INSTANCE_UID)
+        return tags
+
+    def rejection(self, dataset: Dataset) -> str | None:
+        """Why this input would not accept ``dataset``, or None when it would."""
+        for tag in self._required_tags:
+            if tag not in dataset:
+                return f"{type(self).__name__} requires {_name(tag)}, which the image lacks"
+        for tag, expected in self._required_values:
+            if tag not in dataset:
+                return f"{type(self).__name__} requires {_name(tag)}, which the image lacks"
+            actual = dataset[tag].value
+            if not value_matches(actual, expected):
+                return f"{type(self).__name__} requires {_name(tag)} {expected!r}, the image has {actual!r}"
+        if self.enforce_single_series and self._series_uid is not None:
+            series = str(dataset.get(_SERIES_INSTANCE_UID, ""))
+            if series != self._series_uid:
+                return f"{type(self).__name__} holds series {self._series_uid}, the image is of {series}"
+        return None
+
+    def accepts(self, dataset: Dataset) -> bool:
+        """True when :meth:`add_image` would take ``dataset``."""
+        return self.rejection(dataset) is None
+
+    def add_image(self, dataset: Dataset, path: Path | None = None) -> int:
+        """Add an image (and the file it is stored in, if any); return the number of images held.
+
+        Raises :class:`~dicomnode.errors.InvalidDatasetError` saying why when
+        the image is not accepted.
+        """
+        reason = self.rejection(dataset)
+        if reason is not None:
+            raise InvalidDatasetError(reason)
+        uid = str(dataset.get(_SOP_INSTANCE_UID, "")) or f"#{len(self._datasets)}"
+        if self.enforce_single_series and self._series_uid is None:
+            self._series_uid = str(dataset.get(_SERIES_INSTANCE_UID, ""))
+        self._datasets[uid] = dataset
+        if path is not None:
+            self._paths[uid] = path
+        return len(self._datasets)
+
+    # --- what the input holds ---------------------------------------------
+
+    @property
+    def images(self) -> int:
+        """How many images the input holds."""
+        return len(self._datasets)
+
+    def __len__(self) -> int:
+        return len(self._datasets)
+
+    def __iter__(self) -> Iterator[Dataset]:
+        return iter(list(self._datasets.values()))
+
+    @property
+    def datasets(self) -> list[Dataset]:
+        """The images held, in arrival order."""
+        return list(self._datasets.values())
+
+    @property
+    def paths(self) -> list[Path]:
+        """The files the images are stored in (empty without a data directory)."""
+        return list(self._paths.values())
+
+    def validate(self) -> bool:
+        """True when the input holds everything the job needs; the default: at least one image.
+
+        Override it, for example ``return self.images >= 300``.
+        """
+        return self.images > 0
+
+    def get_data(self) -> Any:
+        """The value ``process`` receives for this input: the grinder applied to the images."""
+        return type(self).image_grinder(self.datasets)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} images={self.images}>"
+
+
+class DynamicInput(AbstractInput):
+    """An input that holds several series, keyed by a tag, and grinds to a dict.
+
+    ``key_tag`` (default SeriesInstanceUID) splits the images into groups; the
+    grinder is applied to each group and ``get_data()`` returns
+    ``{key value: ground value}``::
+
+        class AllSeries(DynamicInput):
+            required_values = {"Modality": "MR"}
+            image_grinder = ListGrinder()
+    """
+
+    key_tag: ClassVar[str | int] = "SeriesInstanceUID"
+
+    @classmethod
+    def routing_tags(cls) -> set[BaseTag]:
+        """The tags this input looks at, including the key tag."""
+        return super().routing_tags() | {resolve_tag(cls.key_tag)}
+
+    def rejection(self, dataset: Dataset) -> str | None:
+        """Why the image is not accepted: as :class:`AbstractInput`, plus a missing key tag."""
+        key = resolve_tag(type(self).key_tag, f"{type(self).__name__}.key_tag")
+        if key not in dataset:
+            return f"{type(self).__name__} groups images by {_name(key)}, which the image lacks"
+        return super().rejection(dataset)
+
+    def groups(self) -> dict[str, list[Dataset]]:
+        """The images grouped by the value of the key tag, in arrival order."""
+        key = resolve_tag(type(self).key_tag)
+        result: dict[str, list[Dataset]] = {}
+        for dataset in self._datasets.values():
+            result.setdefault(_as_text(dataset[key].value), []).append(dataset)
+        return result
+
+    def get_data(self) -> dict[str, Any]:
+        """``{key value: grinder(images of that group)}``."""
+        grinder = type(self).image_grinder
+        return {key: grinder(datasets) for key, datasets in self.groups().items()}
+

@@ -1,0 +1,199 @@
+"""The validated configuration of a pipeline.
+
+A pipeline is declared either as an :class:`~dicomnode.server.nodes.AbstractPipeline`
+subclass whose class attributes are its settings, or as a TOML file; both
+routes build the same frozen :class:`PipelineConfig`, whose validators give an
+error that names the setting, the value and what is allowed::
+
+    config = PipelineConfig.from_pipeline_class(MyNode)
+    config = attrs.evolve(config, port=11113)      # an override, validated again
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from dicomnode.dicom.dimse import Address, check_ae_title
+from dicomnode.errors import ConfigurationError
+from dicomnode.server.grinders import resolve_tag
+from dicomnode.server.input import AbstractInput
+
+__all__ = ["SETTINGS", "PipelineConfig"]
+
+FSYNC = ("none", "association", "instance")
+REJECTION = ("failure", "discard")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _fail(setting: str, value: object, allowed: str) -> ConfigurationError:
+    return ConfigurationError(f"setting {setting!r} must be {allowed}, got {value!r}")
+
+
+def _ae(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    try:
+        check_ae_title(value, a.name)
+    except ValueError as error:
+        raise ConfigurationError(f"setting {a.name!r}: {error}") from None
+
+
+def _port(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise _fail(a.name, value, "an integer from 1 to 65535 (0: any free port)")
+
+
+def _ip(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise _fail(a.name, value, "an IP address or host name such as '0.0.0.0' or '127.0.0.1'")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+        if value not in choices:
+            raise _fail(a.name, value, "one of " + ", ".join(repr(c) for c in choices))
+    return check
+
+
+def _optional_positive(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _fail(a.name, value, "a positive number or None")
+
+
+def _positive(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _fail(a.name, value, "a positive number")
+
+
+def _workers(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(a.name, value, "an integer of at least 1")
+
+
+def _inputs(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Mapping) or not value:
+        raise _fail(a.name, value, "a non-empty mapping of input name to AbstractInput subclass")
+    for name, cls in value.items():
+        if not isinstance(name, str) or not name:
+            raise _fail(f"{a.name} key", name, "a non-empty string")
+        if not (isinstance(cls, type) and issubclass(cls, AbstractInput)):
+            raise _fail(f"{a.name}[{name!r}]", cls, "a subclass of dicomnode.AbstractInput")
+        for tag in [*cls.required_tags, *cls.required_values]:
+            try:
+                resolve_tag(tag)
+            except ValueError as error:
+                raise ConfigurationError(f"setting {a.name}[{name!r}]: {error}") from None
+
+
+def _endpoints(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise _fail(a.name, value, "a mapping of AE title to dicomnode.dicom.dimse.Address")
+    for title, address in value.items():
+        if not isinstance(address, Address):
+            raise _fail(f"{a.name}[{title!r}]", address, "an Address(ip, port, ae_title)")
+
+
+def _calling(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    for title in value:  # type: ignore[attr-defined]
+        try:
+            check_ae_title(title, a.name)
+        except ValueError as error:
+            raise ConfigurationError(f"setting {a.name!r}: {error}") from None
+
+
+def _tag(value: object) -> int:
+    try:
+        return int(resolve_tag(value, "patient_identifier_tag"))  # type: ignore[arg-type]
+    except ValueError as error:
+        raise ConfigurationError(f"setting {error}") from None
+
+
+def _path(value: object) -> Path | None:
+    return None if value is None or value == "" else Path(value)  # type: ignore[arg-type]
+
+
+def _log_level(value: object) -> str:
+    text = logging.getLevelName(value) if isinstance(value, int) else str(value).upper()
+    if text not in LOG_LEVELS:
+        raise _fail("log_level", value, "one of " + ", ".join(LOG_LEVELS))
+    return text
+
+
+def _contexts(value: object) -> tuple[str, ...]:
+    """SOP class UIDs, from strings or pynetdicom presentation contexts; empty: all storage classes."""
+    result = []
+    for item in value or ():  # type: ignore[attr-defined]
+        uid = getattr(item, "abstract_syntax", item)
+        if not isinstance(uid, str) or not uid:
+            raise _fail("supported_contexts", item, "SOP class UIDs or pynetdicom presentation contexts")
+        result.append(str(uid))
+    return tuple(result)
+
+
+@attrs.frozen
+class PipelineConfig:
+    """Every setting of a pipeline, validated; see ``docs/configuration.md`` for each one."""
+
+    inputs: Mapping[str, type[AbstractInput]] = attrs.field(validator=_inputs, converter=dict)
+    name: str = "dicomnode"
+    ae_title: str = attrs.field(default="DICOMNODE", validator=_ae)
+    ip: str = attrs.field(default="0.0.0.0", validator=_ip)
+    port: int = attrs.field(default=11112, validator=_port)
+    supported_contexts: tuple[str, ...] = attrs.field(default=(), converter=_contexts)
+    require_called_aet: bool = attrs.field(default=False, converter=bool)
+    require_calling_aet: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_calling)
+    known_endpoints: Mapping[str, Address] = attrs.field(factory=dict, converter=dict, validator=_endpoints)
+    patient_identifier_tag: int = attrs.field(default=0x00100020, converter=_tag)
+    data_directory: Path | None = attrs.field(default=None, converter=_path)
+    lazy_storage: bool = attrs.field(default=False, converter=bool)
+    processing_directory: Path | None = attrs.field(default=None, converter=_path)
+    processing_workers: int = attrs.field(default=2, validator=_workers)
+    study_expiration_days: float | None = attrs.field(default=14.0, validator=_optional_positive)
+    stable_time: float | None = attrs.field(default=None, validator=_optional_positive)
+    fsync: str = attrs.field(default="none", validator=_choice(FSYNC))
+    rejection_policy: str = attrs.field(default="failure", validator=_choice(REJECTION))
+    maximum_associations: int = attrs.field(default=32, validator=_workers)
+    maintenance_thread: bool = attrs.field(default=True, converter=bool)
+    maintenance_interval: float = attrs.field(default=60.0, validator=_positive)
+    quarantine_retention_days: float | None = attrs.field(default=90.0, validator=_optional_positive)
+    outbox_retry_delay: float = attrs.field(default=60.0, validator=_positive)
+    outbox_max_delay: float = attrs.field(default=3600.0, validator=_positive)
+    log_level: str = attrs.field(default="INFO", converter=_log_level)
+    log_format: str = DEFAULT_LOG_FORMAT
+    log_output: Path | None = attrs.field(default=None, converter=_path)
+    log_max_bytes: int = attrs.field(default=10_000_000, validator=_workers)
+    log_backup_count: int = attrs.field(default=5, validator=_workers)
+
+    def __attrs_post_init__(self) -> None:
+        if self.lazy_storage and self.data_directory is None:
+            raise ConfigurationError(
+                "setting 'lazy_storage' needs 'data_directory': lazy datasets are read back from "
+                "the stored files"
+            )
+        if self.fsync != "none" and self.data_directory is None:
+            raise ConfigurationError(f"setting 'fsync' = {self.fsync!r} needs 'data_directory'")
+
+    @classmethod
+    def from_pipeline_class(cls, pipeline: type[Any], **overrides: Any) -> PipelineConfig:
+        """Read the settings from an ``AbstractPipeline`` subclass's attributes, then ``overrides``."""
+        values: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            source = "input" if field.name == "inputs" else field.name
+            if hasattr(pipeline, source):
+                values[field.name] = getattr(pipeline, source)
+        values.setdefault("name", getattr(pipeline, "__name__", "dicomnode"))
+        values.update(overrides)
+        unknown = set(values) - set(SETTINGS)
+        if unknown:
+            raise ConfigurationError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(SETTINGS)}")
+        return cls(**values)
+
+
+#: every setting's name, in declaration order
+SETTINGS: tuple[str, ...] = tuple(field.name for field in attrs.fields(PipelineConfig))

@@ -1,0 +1,111 @@
+"""The maintenance thread: the periodic chores of a node that runs for years.
+
+Every ``maintenance_interval`` seconds it
+
+* expires patients whose first image arrived more than
+  ``study_expiration_days`` ago and that never became complete (their stored
+  files are deleted; the log says so);
+* retries the outbox entries that are due — an entry waits
+  ``outbox_retry_delay`` seconds after it was stored, and twice as long after
+  each failed attempt, at most ``outbox_max_delay``;
+* deletes quarantine entries older than ``quarantine_retention_days``.
+
+With a ``stable_time`` it also checks, a few times per stable time, whether
+patients that have not received an image for that long are complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dicomnode.server.nodes import AbstractPipeline
+    from dicomnode.server.outbox import OutboxEntry
+
+__all__ = ["MaintenanceThread"]
+
+logger = logging.getLogger("dicomnode.maintenance")
+
+
+class MaintenanceThread(threading.Thread):
+    """A daemon thread doing a pipeline's periodic chores until :meth:`stop`."""
+
+    def __init__(self, pipeline: AbstractPipeline) -> None:
+        super().__init__(name=f"{pipeline.config.name}-maintenance", daemon=True)
+        self.pipeline = pipeline
+        config = pipeline.config
+        self.interval = config.maintenance_interval
+        stable = config.stable_time
+        self.tick = min(self.interval, max(0.05, stable / 4)) if stable is not None else self.interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        """Loop: stable checks every tick, the chores every interval."""
+        last_chores = time.monotonic()
+        while not self._stop_event.wait(self.tick):
+            try:
+                if self.pipeline.config.stable_time is not None:
+                    self.pipeline.check_ready()
+                if self.pipeline.config.maintenance_thread and time.monotonic() - last_chores >= self.interval:
+                    last_chores = time.monotonic()
+                    self.run_chores()
+            except Exception:  # the thread must outlive any single failure
+                logger.exception("maintenance pass failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the thread to end and wait for it."""
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    def run_chores(self) -> None:
+        """One pass of every chore, now."""
+        self.expire_patients()
+        self.retry_outbox()
+        self.prune_quarantine()
+
+    def expire_patients(self) -> int:
+        """Drop incomplete patients older than ``study_expiration_days``; return how many."""
+        pipeline = self.pipeline
+        days = pipeline.config.study_expiration_days
+        if days is None:
+            return 0
+        expired = pipeline.tree.take_expired(days * 86400)
+        for container in expired:
+            logger.warning("[patient %s from %s] expired after %g days incomplete: %d image(s) deleted",
+                           container.patient_key, container.calling_aet or "?", days, container.images)
+            if pipeline.store is not None:
+                pipeline.store.remove(container.paths)
+        return len(expired)
+
+    def is_due(self, entry: OutboxEntry, now: float | None = None) -> bool:
+        """Whether an outbox entry's backoff has passed."""
+        config = self.pipeline.config
+        now = time.time() if now is None else now
+        delay = min(config.outbox_retry_delay * (2 ** entry.attempts), config.outbox_max_delay)
+        last = entry.last_attempt if entry.last_attempt is not None else entry.created
+        return bool(now - last >= delay)
+
+    def retry_outbox(self) -> int:
+        """Retry the outbox entries that are due; return how many were delivered."""
+        outbox = self.pipeline.outbox
+        if outbox is None:
+            return 0
+        due = [entry for entry in outbox.entries() if self.is_due(entry)]
+        if not due:
+            return 0
+        from dicomnode.plugins import get_registry
+
+        registry = get_registry()
+        return sum(1 for entry in due if outbox.retry(entry, registry))
+
+    def prune_quarantine(self) -> int:
+        """Delete quarantine entries older than the retention; return how many."""
+        quarantine = self.pipeline.quarantine
+        days = self.pipeline.config.quarantine_retention_days
+        if quarantine is None or days is None:
+            return 0
+        return len(quarantine.prune(days))

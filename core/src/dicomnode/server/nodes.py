@@ -1,0 +1,447 @@
+"""The node: a DICOM server that collects, grinds, processes and dispatches.
+
+Subclass :class:`AbstractPipeline`, set its class attributes (every setting
+of :class:`~dicomnode.server.config.PipelineConfig`; the inputs go in
+``input``) and define ``process``::
+
+    class MyNode(AbstractPipeline):
+        ae_title = "MYNODE"
+        port = 11112
+        input = {"CT": CT}
+        data_directory = "data"
+
+        def process(self, input_container):
+            return NoOutput()
+
+    MyNode().open()                      # blocks until SIGINT/SIGTERM
+
+    with MyNode(port=0) as node:         # open(blocking=False) … close()
+        print(node.port)
+
+:class:`AbstractThreadedPipeline` acknowledges every C-STORE at once and
+routes and stores on a background thread; :class:`AbstractQueuedPipeline`
+runs jobs one at a time in arrival order.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydicom import Dataset, dcmread
+
+from dicomnode.dicom.dimse import Address
+from dicomnode.server.config import DEFAULT_LOG_FORMAT, PipelineConfig
+from dicomnode.server.input import AbstractInput
+from dicomnode.server.jobs import JobResult, dispatch_outputs, failure, run_in_spawned_process
+from dicomnode.server.logs import configure_logging, job_logger
+from dicomnode.server.outbox import Outbox
+from dicomnode.server.output import PipelineOutput
+from dicomnode.server.pipeline_tree import InputContainer, PatientContainer, PipelineTree
+from dicomnode.server.quarantine import Quarantine
+from dicomnode.server.receive import STATUS_SUCCESS, AssociationState, Receiver
+from dicomnode.server.storage import InstanceStore
+
+if TYPE_CHECKING:
+    from pydicom.dataset import FileMetaDataset
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    from dicomnode.server.maintenance import MaintenanceThread
+
+__all__ = ["AbstractPipeline", "AbstractQueuedPipeline", "AbstractThreadedPipeline"]
+
+
+class AbstractPipeline:
+    """A DICOM node: receives images, waits until a patient is complete, processes, delivers.
+
+    Settings are class attributes (see ``docs/configuration.md``); keyword
+    arguments of the constructor override them (``MyNode(port=0)``), or pass
+    a whole :class:`~dicomnode.server.config.PipelineConfig` as ``config``.
+    Override :meth:`process` (required), and :meth:`filter` and
+    :meth:`post_init` when needed.
+    """
+
+    ae_title: ClassVar[str] = "DICOMNODE"
+    ip: ClassVar[str] = "0.0.0.0"
+    port: Any = 11112  # a class setting, and on an instance the port the server listens on
+    supported_contexts: ClassVar[Sequence[Any]] = ()
+    require_called_aet: ClassVar[bool] = False
+    require_calling_aet: ClassVar[Sequence[str]] = ()
+    known_endpoints: ClassVar[Mapping[str, Address]] = {}
+    input: ClassVar[Mapping[str, type[AbstractInput]]] = {}
+    patient_identifier_tag: ClassVar[str | int] = "PatientID"
+    data_directory: ClassVar[str | Path | None] = None
+    lazy_storage: ClassVar[bool] = False
+    processing_directory: ClassVar[str | Path | None] = None
+    processing_workers: ClassVar[int] = 2
+    study_expiration_days: ClassVar[float | None] = 14.0
+    stable_time: ClassVar[float | None] = None
+    fsync: ClassVar[str] = "none"
+    rejection_policy: ClassVar[str] = "failure"
+    maximum_associations: ClassVar[int] = 32
+    maintenance_thread: ClassVar[bool] = True
+    maintenance_interval: ClassVar[float] = 60.0
+    quarantine_retention_days: ClassVar[float | None] = 90.0
+    outbox_retry_delay: ClassVar[float] = 60.0
+    outbox_max_delay: ClassVar[float] = 3600.0
+    log_level: ClassVar[str] = "INFO"
+    log_format: ClassVar[str] = DEFAULT_LOG_FORMAT
+    log_output: ClassVar[str | Path | None] = None
+
+    #: seconds ``close()`` waits for running associations before aborting them
+    close_timeout: ClassVar[float] = 30.0
+    _executor_workers: ClassVar[int | None] = None
+
+    def __init__(self, config: PipelineConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = PipelineConfig.from_pipeline_class(type(self), **overrides)
+        elif overrides:
+            import attrs
+
+            config = attrs.evolve(config, **overrides)
+        self.config = config
+        self.logger = logging.getLogger("dicomnode.node")
+        self.tree = PipelineTree(config.inputs, config.known_endpoints)
+        data = config.data_directory
+        self.store = InstanceStore(data, config.fsync) if data is not None else None  # type: ignore[arg-type]
+        self.quarantine = Quarantine(data / "quarantine") if data is not None else None
+        self.outbox = Outbox(data / "outbox") if data is not None else None
+        self.receiver = Receiver(self)
+        self.port = config.port
+        self.jobs_succeeded = 0
+        self.jobs_failed = 0
+        self.tree_restored = 0
+        self._server: ThreadedAssociationServer | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._maintenance: MaintenanceThread | None = None
+        self._pending: set[Future[JobResult]] = set()
+        self._pending_lock = threading.Condition()
+        self._stopped = threading.Event()
+        self.post_init()
+
+    # --- what a user overrides ----------------------------------------------
+
+    def post_init(self) -> None:
+        """Called at the end of ``__init__`` (and in each processing process): load models here."""
+
+    def filter(self, dataset: Dataset) -> bool:
+        """Return False to refuse an image before the inputs see it; the default accepts all.
+
+        Runs on the association thread: keep it quick, and look only at a few tags.
+        """
+        return True
+
+    def process(self, input_container: InputContainer) -> PipelineOutput | Sequence[PipelineOutput]:
+        """The job: turn a complete patient's inputs into one output or a list of outputs."""
+        raise NotImplementedError(f"{type(self).__name__} must define process(input_container)")
+
+    # --- life cycle -------------------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        """Where the node listens (the real port after ``open``)."""
+        ip = "127.0.0.1" if self.config.ip in ("0.0.0.0", "") else self.config.ip
+        return Address(ip, int(self.port), self.config.ae_title)
+
+    @property
+    def is_open(self) -> bool:
+        """True between ``open`` and ``close``."""
+        return self._server is not None
+
+    def open(self, blocking: bool = True) -> None:
+        """Start serving; with ``blocking`` wait until SIGINT/SIGTERM or :meth:`close`, then close."""
+        if self._server is not None:
+            raise RuntimeError(f"{type(self).__name__} is already open on port {self.port}")
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+        config = self.config
+        configure_logging(config.log_level, config.log_format, config.log_output)
+        self._stopped.clear()
+        self._executor = ThreadPoolExecutor(max_workers=self._executor_workers or config.processing_workers,
+                                            thread_name_prefix=f"{config.name}-job")
+        self._start_workers()
+        if self.store is not None:
+            self._rebuild()
+        ae = AE(ae_title=config.ae_title)
+        ae.maximum_pdu_size = 0
+        ae.maximum_associations = config.maximum_associations
+        ae.require_called_aet = config.require_called_aet
+        ae.require_calling_aet = list(config.require_calling_aet)
+        uids = config.supported_contexts or tuple(str(c.abstract_syntax) for c in AllStoragePresentationContexts)
+        for uid in uids:
+            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        server = ae.start_server((config.ip, config.port), block=False, evt_handlers=self.receiver.handlers())
+        assert server is not None  # block=False always returns the server
+        self._server = server
+        self.port = int(server.server_address[1])
+        if config.maintenance_thread or config.stable_time is not None:
+            from dicomnode.server.maintenance import MaintenanceThread
+
+            self._maintenance = MaintenanceThread(self)
+            self._maintenance.start()
+        self.logger.info("%s listening as %s on %s:%d", config.name, config.ae_title, config.ip, self.port)
+        if blocking:
+            self._serve_until_stopped()
+
+    def _serve_until_stopped(self) -> None:
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            self.logger.info("interrupted")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.close()
+
+    def close(self) -> None:
+        """Stop accepting, let running associations finish, finish the jobs in flight, stop."""
+        server, self._server = self._server, None
+        self._stopped.set()
+        if server is None:
+            return
+        server.shutdown()
+        deadline = time.monotonic() + type(self).close_timeout
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in server.active_associations:
+            self.logger.warning("aborting an association still running at close")
+            assoc.abort()
+        if self._maintenance is not None:
+            self._maintenance.stop()
+            self._maintenance = None
+        self._stop_workers()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        waiting = self.tree.keys()
+        if waiting:
+            where = "kept in the data directory" if self.store is not None else "dropped (no data_directory)"
+            self.logger.warning("closing with %d incomplete patient(s), %s", len(waiting), where)
+        self.logger.info("%s closed", self.config.name)
+
+    def __enter__(self) -> AbstractPipeline:
+        self.open(blocking=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start_workers(self) -> None:
+        """Hook for subclasses with their own receive threads."""
+
+    def _stop_workers(self) -> None:
+        """Hook for subclasses with their own receive threads."""
+
+    # --- receive side (called by the Receiver) -------------------------------------
+
+    def _receive(self, state: AssociationState, encoded: BytesIO, transfer_syntax: str,
+                 file_meta: FileMetaDataset) -> int | Dataset:
+        return self.receiver.store(state, encoded, transfer_syntax, file_meta)
+
+    def _association_ended(self, state: AssociationState) -> None:
+        if self.store is not None and self.config.fsync == "association":
+            self.store.sync(state.paths)
+        if state.patients:
+            self.check_ready(sorted(state.patients))
+
+    def check_ready(self, keys: list[str] | None = None) -> int:
+        """Submit the patients (of ``keys``, or all) that validate and are stable; return how many."""
+        ready = self.tree.take_ready(keys, self.config.stable_time)
+        for container in ready:
+            self._submit(container)
+        return len(ready)
+
+    def _rebuild(self) -> None:
+        """Put the stored instances back into the tree (headers only) and start complete patients."""
+        assert self.store is not None
+        count = 0
+        tag = self.config.patient_identifier_tag
+        for path in self.store.files():
+            try:
+                dataset: Dataset = dcmread(path, stop_before_pixels=self.config.lazy_storage)
+                key = str(dataset[tag].value).strip() if tag in dataset else ""
+                if self.config.lazy_storage:
+                    from dicomnode.dicom.lazy import LazyDataset
+
+                    dataset = LazyDataset(path)
+            except Exception as error:  # an unreadable file must not stop the start
+                self.logger.error("cannot read stored instance %s: %s", path, error)
+                continue
+            if not key or not self.tree.add_image(key, dataset, path, "RESTORED"):
+                self.logger.warning("stored instance %s is accepted by no input any more; left in place", path)
+                continue
+            count += 1
+        if count:
+            self.logger.info("restored %d stored instance(s) of %d patient(s)", count, len(self.tree))
+        self.tree_restored = count
+        self.check_ready_after_restore()
+
+    def check_ready_after_restore(self) -> None:
+        """Submit restored patients that validate (the stable time does not apply: it has passed)."""
+        for container in self.tree.take_ready(None, None):
+            self._submit(container)
+
+    # --- jobs -----------------------------------------------------------------------
+
+    def _submit(self, container: PatientContainer) -> None:
+        executor = self._executor
+        if executor is None:  # not open: a direct call, e.g. from a test or the quarantine CLI
+            self._run_job(container)
+            return
+        future = executor.submit(self._run_job, container)
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(self._job_done)
+
+    def _job_done(self, future: Future[JobResult]) -> None:
+        with self._pending_lock:
+            self._pending.discard(future)
+            self._pending_lock.notify_all()
+
+    def wait_for_jobs(self, timeout: float | None = None) -> bool:
+        """Block until no job is queued or running; False on timeout."""
+        with self._pending_lock:
+            return self._pending_lock.wait_for(lambda: not self._pending, timeout)
+
+    def _run_job(self, container: PatientContainer) -> JobResult:
+        """Grind, process and dispatch one patient; then remove or quarantine its data."""
+        log = job_logger("dicomnode.job", container.patient_key, container.calling_aet)
+        started = time.monotonic()
+        log.info("job started: %d image(s)", container.images)
+        result = self._execute(container, log)
+        elapsed = time.monotonic() - started
+        if result.ok:
+            self.jobs_succeeded += 1
+            if self.store is not None:
+                self.store.remove(container.paths)
+            log.info("job done in %.2f s", elapsed)
+        else:
+            self.jobs_failed += 1
+            log.error("job failed after %.2f s: %s", elapsed, result.reason)
+            self._quarantine(container, result, log)
+        return result
+
+    def _execute(self, container: PatientContainer, log: Any) -> JobResult:
+        try:
+            input_container = container.get_input_container()
+        except Exception as error:
+            return failure("grinding", error)
+        if self.config.processing_directory is not None:
+            return run_in_spawned_process(self, input_container, log)
+        try:
+            result = self.process(input_container)
+        except Exception as error:
+            return failure("process", error)
+        return dispatch_outputs(self, result, input_container, log)
+
+    def _quarantine(self, container: PatientContainer, result: JobResult, log: Any) -> None:
+        if self.quarantine is None:
+            log.error("no data_directory: the patient's %d image(s) are dropped; traceback:\n%s",
+                      container.images, result.traceback)
+            return
+        try:
+            if container.paths:
+                self.quarantine.put(container.patient_key, reason=result.reason, traceback=result.traceback,
+                                    calling_aet=container.calling_aet, paths=container.paths)
+            else:
+                self.quarantine.put(container.patient_key, reason=result.reason, traceback=result.traceback,
+                                    calling_aet=container.calling_aet, datasets=container.datasets())
+        except Exception as error:  # the quarantine itself failing must not stop the worker
+            log.exception("cannot quarantine: %s", error)
+
+    def run_datasets(self, datasets: Sequence[Dataset], calling_aet: str = "") -> JobResult:
+        """Run a job on these datasets now, in this thread, without storing or quarantining.
+
+        Used to retry a quarantine entry. Datasets no input accepts are left
+        out; the result says whether ``process`` and the outputs succeeded.
+        """
+        tag = self.config.patient_identifier_tag
+        tree = PipelineTree(self.config.inputs, self.config.known_endpoints)
+        keys = set()
+        for dataset in datasets:
+            key = str(dataset[tag].value).strip() if tag in dataset else ""
+            if key and tree.add_image(key, dataset, None, calling_aet):
+                keys.add(key)
+        if len(keys) != 1:
+            return JobResult(False, f"the datasets belong to {len(keys)} accepted patients, expected 1")
+        container = tree.take_ready(None, None)
+        if not container:
+            return JobResult(False, "the patient does not validate with these datasets")
+        log = job_logger("dicomnode.job", container[0].patient_key, calling_aet)
+        result = self._execute(container[0], log)
+        (log.info if result.ok else log.error)("retried job %s", "done" if result.ok else f"failed: {result.reason}")
+        return result
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.config.ae_title} port={self.port} open={self.is_open}>"
+
+
+class AbstractQueuedPipeline(AbstractPipeline):
+    """A pipeline whose jobs run one at a time, in the order patients became complete.
+
+    For one GPU and one model loaded once (in ``post_init``): no two
+    ``process`` calls overlap.
+    """
+
+    _executor_workers: ClassVar[int | None] = 1
+
+
+class AbstractThreadedPipeline(AbstractPipeline):
+    """A pipeline that acknowledges every C-STORE at once and routes and stores on a background thread.
+
+    The trade-off: the sender is not kept waiting for the disk, but it is told
+    "success" before anything is checked or written — an image a filter or
+    the inputs reject is dropped (with a log line) instead of refused, and a
+    crash can lose images already acknowledged. Use :class:`AbstractPipeline`
+    when nothing acknowledged may be lost.
+    """
+
+    def _start_workers(self) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._worker = threading.Thread(target=self._drain, name=f"{self.config.name}-store", daemon=True)
+        self._worker.start()
+
+    def _stop_workers(self) -> None:
+        self._queue.put(None)
+        self._worker.join()
+
+    def _receive(self, state: AssociationState, encoded: BytesIO, transfer_syntax: str,
+                 file_meta: FileMetaDataset) -> int | Dataset:
+        self._queue.put(("store", state, encoded, transfer_syntax, file_meta))
+        return STATUS_SUCCESS
+
+    def _association_ended(self, state: AssociationState) -> None:
+        # queued behind the association's images, so the check sees all of them
+        self._queue.put(("ended", state))
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                if item[0] == "store":
+                    _, state, encoded, syntax, meta = item
+                    status = self.receiver.store(state, encoded, syntax, meta)
+                    if status != STATUS_SUCCESS:
+                        code = status.Status if isinstance(status, Dataset) else status
+                        self.logger.warning("an acknowledged image from %s was dropped (status 0x%04X)",
+                                            state.calling_aet, code)
+                else:
+                    AbstractPipeline._association_ended(self, item[1])
+            except Exception:  # the background thread must survive anything
+                self.logger.exception("storing a received image failed")

@@ -1,0 +1,176 @@
+"""The outbox: undelivered results, kept on disk until an output delivers them.
+
+Output-agnostic: an entry records the *registered output name* (``"dicom"``),
+the settings that output needs to try again (JSON), the datasets as DICOM
+files and the history of attempts. Layout::
+
+    data_directory/outbox/<entry id>/manifest.json
+                                    /000000.dcm, 000001.dcm, …
+
+Files are written to a temporary folder that is renamed into place, so a
+crash never leaves a half-written entry that looks complete. The
+maintenance thread (and ``dicomnode outbox``) calls :meth:`Outbox.retry`,
+which hands the entry to ``registry.output(name).retry_outbox_entry(entry)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from pydicom import Dataset, dcmread
+
+from dicomnode.errors import StorageError
+
+if TYPE_CHECKING:
+    from dicomnode.plugins import PluginRegistry
+
+__all__ = ["Outbox", "OutboxEntry"]
+
+logger = logging.getLogger("dicomnode.outbox")
+
+JSON = Any
+_MANIFEST = "manifest.json"
+
+
+@attrs.frozen
+class OutboxEntry:
+    """One undelivered piece of work: what to deliver, with which output, and why it is here."""
+
+    id: str
+    directory: Path
+    output_name: str
+    settings: Mapping[str, JSON]
+    reason: str
+    attempts: int
+    created: float
+    last_attempt: float | None
+    files: tuple[str, ...]
+
+    @property
+    def paths(self) -> list[Path]:
+        """The DICOM files of the entry."""
+        return [self.directory / name for name in self.files]
+
+    def datasets(self) -> list[Dataset]:
+        """The datasets of the entry, read from disk."""
+        return [dcmread(path) for path in self.paths]
+
+
+class Outbox:
+    """A folder of :class:`OutboxEntry` s; safe to use from several threads of one process."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    def put(self, output_name: str, settings: Mapping[str, JSON], datasets: Sequence[Dataset],
+            reason: str) -> OutboxEntry:
+        """Store datasets an output could not deliver, with what it needs to retry."""
+        try:
+            json.dumps(dict(settings))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"outbox settings must be JSON-serialisable: {error}") from None
+        entry_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        staging = self.directory / f".{entry_id}.tmp"
+        try:
+            staging.mkdir()
+            files = []
+            for index, dataset in enumerate(datasets):
+                name = f"{index:06d}.dcm"
+                dataset.save_as(staging / name, enforce_file_format=True)
+                files.append(name)
+            now = time.time()
+            entry = OutboxEntry(entry_id, self.directory / entry_id, output_name, dict(settings), reason,
+                                0, now, None, tuple(files))
+            _write_manifest(staging, entry)
+            os.replace(staging, entry.directory)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StorageError(f"cannot write an outbox entry in {self.directory}: {error}") from error
+        logger.warning("outbox: stored %d dataset(s) for output %r as %s: %s",
+                       len(files), output_name, entry_id, reason)
+        return entry
+
+    def entries(self) -> list[OutboxEntry]:
+        """Every complete entry, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        result = []
+        for folder in sorted(self.directory.iterdir()):
+            if folder.name.startswith(".") or not (folder / _MANIFEST).is_file():
+                continue
+            try:
+                result.append(_read_manifest(folder))
+            except (OSError, ValueError, KeyError) as error:
+                logger.error("outbox: cannot read entry %s: %s", folder, error)
+        return sorted(result, key=lambda entry: entry.created)
+
+    def get(self, entry_id: str) -> OutboxEntry:
+        """The entry with this id; LookupError naming the known ids when there is none."""
+        for entry in self.entries():
+            if entry.id == entry_id:
+                return entry
+        raise LookupError(f"no outbox entry {entry_id!r} in {self.directory}")
+
+    def remove(self, entry: OutboxEntry) -> None:
+        """Delete an entry (after it was delivered)."""
+        shutil.rmtree(entry.directory, ignore_errors=True)
+
+    def record_attempt(self, entry: OutboxEntry, reason: str) -> OutboxEntry:
+        """Note a failed attempt (count, time, reason); returns the updated entry."""
+        updated = attrs.evolve(entry, attempts=entry.attempts + 1, last_attempt=time.time(), reason=reason)
+        _write_manifest(entry.directory, updated)
+        return updated
+
+    def retry(self, entry: OutboxEntry, registry: PluginRegistry) -> bool:
+        """Hand the entry to its output's ``retry_outbox_entry``; remove it when delivered."""
+        try:
+            output = registry.output(entry.output_name)
+            delivered = output.retry_outbox_entry(entry)
+            reason = "" if delivered else f"output {entry.output_name!r} could not deliver it"
+        except Exception as error:  # an output's retry may fail in any way; the entry stays
+            delivered, reason = False, f"{type(error).__name__}: {error}"
+        if delivered:
+            self.remove(entry)
+            logger.info("outbox: delivered %s with output %r", entry.id, entry.output_name)
+        else:
+            self.record_attempt(entry, reason)
+            logger.warning("outbox: %s still undelivered after attempt %d: %s",
+                           entry.id, entry.attempts + 1, reason)
+        return delivered
+
+
+def _write_manifest(folder: Path, entry: OutboxEntry) -> None:
+    manifest = {
+        "id": entry.id,
+        "output": entry.output_name,
+        "settings": dict(entry.settings),
+        "reason": entry.reason,
+        "attempts": entry.attempts,
+        "created": entry.created,
+        "last_attempt": entry.last_attempt,
+        "files": list(entry.files),
+    }
+    temporary = folder / f".{_MANIFEST}.tmp"
+    temporary.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    os.replace(temporary, folder / _MANIFEST)
+
+
+def _read_manifest(folder: Path) -> OutboxEntry:
+    data = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
+    return OutboxEntry(
+        id=str(data["id"]), directory=folder, output_name=str(data["output"]),
+        settings=dict(data["settings"]), reason=str(data["reason"]), attempts=int(data["attempts"]),
+        created=float(data["created"]),
+        last_attempt=None if data["last_attempt"] is None else float(data["last_attempt"]),
+        files=tuple(data["files"]),
+    )

@@ -1,0 +1,225 @@
+"""The pipeline tree: images received so far, per patient, per input.
+
+:class:`PipelineTree` maps a patient key (the value of the pipeline's
+``patient_identifier_tag``) to a :class:`PatientContainer`, which holds one
+instance of each input class. When every input validates, the container is
+taken out of the tree and ground into an :class:`InputContainer`, the
+mapping ``process`` receives.
+
+The tree is shared by the association threads and the workers; every method
+of :class:`PipelineTree` takes its lock, and a container taken out of the
+tree belongs to its job alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset
+
+from dicomnode.dicom.dimse import Address
+from dicomnode.server.input import AbstractInput
+
+__all__ = ["InputContainer", "PatientContainer", "PipelineTree"]
+
+
+class InputContainer(Mapping[str, Any]):
+    """What ``process`` receives: input name -> ground value, plus the raw material.
+
+    ``datasets``
+        input name -> the datasets of that input;
+    ``paths``
+        input name -> the stored files, or None without a data directory;
+    ``responding_address``
+        the :class:`~dicomnode.dicom.dimse.Address` of the sender when its
+        calling AE title is one of the pipeline's ``known_endpoints``;
+    ``patient_key``
+        the value of the patient identifier tag;
+    ``calling_aet``
+        the AE title of the association that completed the patient.
+    """
+
+    def __init__(self, data: Mapping[str, Any], datasets: Mapping[str, list[Dataset]],
+                 paths: Mapping[str, list[Path]] | None = None, *, patient_key: str = "",
+                 responding_address: Address | None = None, calling_aet: str = "") -> None:
+        self._data = dict(data)
+        self.datasets = dict(datasets)
+        self.paths = None if paths is None else dict(paths)
+        self.patient_key = patient_key
+        self.responding_address = responding_address
+        self.calling_aet = calling_aet
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise KeyError(f"no input {name!r}; the inputs are {sorted(self._data)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        counts = {name: len(items) for name, items in self.datasets.items()}
+        return f"<InputContainer patient={self.patient_key!r} images={counts}>"
+
+
+class PatientContainer:
+    """One patient's images so far: an instance of every input class of the pipeline."""
+
+    def __init__(self, patient_key: str, inputs: Mapping[str, type[AbstractInput]]) -> None:
+        self.patient_key = patient_key
+        self.inputs: dict[str, AbstractInput] = {name: cls() for name, cls in inputs.items()}
+        self.created = time.time()
+        self.last_update = time.monotonic()
+        self.calling_aet = ""
+        self.responding_address: Address | None = None
+        self._paths: dict[Path, None] = {}
+
+    def rejection(self, dataset: Dataset) -> str | None:
+        """Why no input accepts ``dataset`` (every input's reason), or None when one does."""
+        reasons = []
+        for inp in self.inputs.values():
+            reason = inp.rejection(dataset)
+            if reason is None:
+                return None
+            reasons.append(reason)
+        return "; ".join(reasons)
+
+    def add_image(self, dataset: Dataset, path: Path | None = None) -> list[str]:
+        """Add the image to every input that accepts it; return their names."""
+        names = []
+        for name, inp in self.inputs.items():
+            if inp.accepts(dataset):
+                inp.add_image(dataset, path)
+                names.append(name)
+        if names:
+            self.last_update = time.monotonic()
+            if path is not None:
+                self._paths[path] = None
+        return names
+
+    @property
+    def images(self) -> int:
+        """Distinct images held (an image in two inputs counts once)."""
+        return len({id(ds) for inp in self.inputs.values() for ds in inp.datasets})
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every stored file of the patient."""
+        return list(self._paths)
+
+    def validate(self) -> bool:
+        """True when every input validates."""
+        return all(inp.validate() for inp in self.inputs.values())
+
+    def datasets(self) -> list[Dataset]:
+        """Every distinct dataset of the patient, in arrival order."""
+        seen: dict[int, Dataset] = {}
+        for inp in self.inputs.values():
+            for dataset in inp.datasets:
+                seen.setdefault(id(dataset), dataset)
+        return list(seen.values())
+
+    def get_input_container(self) -> InputContainer:
+        """Grind every input into the mapping ``process`` receives (runs the grinders)."""
+        data = {name: inp.get_data() for name, inp in self.inputs.items()}
+        datasets = {name: inp.datasets for name, inp in self.inputs.items()}
+        paths = {name: inp.paths for name, inp in self.inputs.items()} if self._paths else None
+        return InputContainer(data, datasets, paths, patient_key=self.patient_key,
+                              responding_address=self.responding_address, calling_aet=self.calling_aet)
+
+    def __repr__(self) -> str:
+        return f"<PatientContainer {self.patient_key!r} {list(self.inputs.values())!r}>"
+
+
+class PipelineTree:
+    """Patient key -> :class:`PatientContainer`, thread-safe."""
+
+    def __init__(self, inputs: Mapping[str, type[AbstractInput]],
+                 known_endpoints: Mapping[str, Address] | None = None) -> None:
+        self.input_classes = dict(inputs)
+        self.known_endpoints = dict(known_endpoints or {})
+        self._patients: dict[str, PatientContainer] = {}
+        self._lock = threading.Lock()
+
+    def rejection(self, patient_key: str, dataset: Dataset) -> str | None:
+        """Why the image would not be accepted for this patient, or None when it would."""
+        with self._lock:
+            container = self._patients.get(patient_key)
+            if container is None:
+                container = PatientContainer(patient_key, self.input_classes)
+            return container.rejection(dataset)
+
+    def add_image(self, patient_key: str, dataset: Dataset, path: Path | None = None,
+                  calling_aet: str = "") -> list[str]:
+        """Add an image for a patient; return the names of the inputs that took it (may be none)."""
+        with self._lock:
+            container = self._patients.get(patient_key)
+            if container is None:
+                container = PatientContainer(patient_key, self.input_classes)
+            names = container.add_image(dataset, path)
+            if names:
+                self._patients[patient_key] = container
+                if calling_aet:
+                    container.calling_aet = calling_aet
+                    container.responding_address = self.known_endpoints.get(calling_aet)
+            return names
+
+    def take_ready(self, keys: list[str] | None = None, stable_time: float | None = None,
+                   now: float | None = None) -> list[PatientContainer]:
+        """Remove and return the patients that validate (of ``keys``, or all).
+
+        With ``stable_time``, only patients without a new image for that many
+        seconds count as ready.
+        """
+        now = time.monotonic() if now is None else now
+        ready = []
+        with self._lock:
+            for key in list(self._patients) if keys is None else keys:
+                container = self._patients.get(key)
+                if container is None:
+                    continue
+                if stable_time is not None and now - container.last_update < stable_time:
+                    continue
+                if container.validate():
+                    ready.append(self._patients.pop(key))
+        return ready
+
+    def take_expired(self, older_than_seconds: float) -> list[PatientContainer]:
+        """Remove and return patients whose first image arrived more than that long ago."""
+        limit = time.time() - older_than_seconds
+        with self._lock:
+            expired = [key for key, c in self._patients.items() if c.created < limit]
+            return [self._patients.pop(key) for key in expired]
+
+    def pop(self, patient_key: str) -> PatientContainer | None:
+        """Remove a patient and return it (None when absent)."""
+        with self._lock:
+            return self._patients.pop(patient_key, None)
+
+    def __contains__(self, patient_key: object) -> bool:
+        with self._lock:
+            return patient_key in self._patients
+
+    def __getitem__(self, patient_key: str) -> PatientContainer:
+        with self._lock:
+            return self._patients[patient_key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._patients)
+
+    def keys(self) -> list[str]:
+        """The patient keys held now."""
+        with self._lock:
+            return list(self._patients)
+
+    def __repr__(self) -> str:
+        return f"<PipelineTree patients={self.keys()!r}>"

@@ -1,0 +1,248 @@
+"""The receive path: association handlers of a node, and the C-STORE statuses it answers.
+
+An association thread only decodes, routes and (with a data directory)
+stores; it never grinds or processes. A C-STORE is handled as follows:
+
+1. the encoded dataset is parsed without converting values (pydicom keeps
+   elements raw until asked; with ``lazy_storage`` parsing stops before the
+   pixel data), so only the tags the routing looks at are decoded;
+2. the patient key (``patient_identifier_tag``), the pipeline's
+   ``filter(dataset)`` and the inputs' ``required_tags`` /
+   ``required_values`` decide whether the image is accepted;
+3. with ``data_directory`` the received bytes are written with their file
+   meta (temporary file + atomic rename) *before* success is returned;
+4. the image joins its patient in the :class:`~dicomnode.server.pipeline_tree.PipelineTree`.
+
+When the association is released (or aborted) the patients it touched are
+checked for completeness; ready patients go to the pipeline's workers.
+
+C-STORE statuses
+----------------
+======  =====================================================================
+0x0000  Success: stored (or, with ``rejection_policy = "discard"``, discarded)
+0xA700  Refused: out of resources -- the instance could not be written to the
+        data directory (disk full, permissions); nothing was kept
+0xC001  Error: cannot understand -- the dataset could not be decoded
+0xC002  Error: cannot understand -- the dataset lacks the patient identifier
+        (``patient_identifier_tag``) or it is empty
+0xC003  Error: cannot understand -- the pipeline's ``filter`` rejected it
+0xC004  Error: cannot understand -- no input of the pipeline accepts it
+0xC005  Error: cannot understand -- ``filter`` or routing raised an exception
+======  =====================================================================
+
+Every failure status carries an ErrorComment saying why, and the log line
+names the calling AE title and the SOP Instance UID. With
+``rejection_policy = "discard"`` the 0xC002-0xC004 cases answer 0x0000 and
+the image is dropped (the log still says why).
+
+Sockets: the maximum PDU size is unlimited (0), and every accepted socket
+gets ``TCP_NODELAY`` (pynetdicom leaves Nagle's algorithm on, which stalls
+small PDUs by ~40 ms).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import zlib
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
+
+from dicomnode.errors import StorageError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import FileMetaDataset
+    from pynetdicom.association import Association
+    from pynetdicom.events import Event
+
+    from dicomnode.server.nodes import AbstractPipeline
+
+__all__ = [
+    "STATUS_CANNOT_DECODE",
+    "STATUS_FILTER_ERROR",
+    "STATUS_MISSING_PATIENT_ID",
+    "STATUS_NOT_ACCEPTED",
+    "STATUS_OUT_OF_RESOURCES",
+    "STATUS_REJECTED_BY_FILTER",
+    "STATUS_SUCCESS",
+    "AssociationState",
+    "Receiver",
+]
+
+logger = logging.getLogger("dicomnode.receive")
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_DECODE = 0xC001
+STATUS_MISSING_PATIENT_ID = 0xC002
+STATUS_REJECTED_BY_FILTER = 0xC003
+STATUS_NOT_ACCEPTED = 0xC004
+STATUS_FILTER_ERROR = 0xC005
+
+#: the statuses ``rejection_policy = "discard"`` turns into success
+DISCARDABLE = (STATUS_MISSING_PATIENT_ID, STATUS_REJECTED_BY_FILTER, STATUS_NOT_ACCEPTED)
+
+_PIXEL_DATA = Tag(0x7FE00010)
+
+
+def _before_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return bool(tag >= _PIXEL_DATA)
+
+
+def decode_received(encoded: BytesIO, transfer_syntax: str, *, header_only: bool) -> Dataset:
+    """Parse a received dataset without converting its values (pydicom converts on access)."""
+    syntax = UID(transfer_syntax)
+    encoded.seek(0)
+    stream = encoded
+    if syntax.is_deflated:
+        stream = BytesIO(zlib.decompress(encoded.getvalue(), -zlib.MAX_WBITS))
+    return read_dataset(stream, syntax.is_implicit_VR, syntax.is_little_endian,
+                        stop_when=_before_pixels if header_only else None)
+
+
+def _status(code: int, comment: str) -> Dataset:
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = comment[:64]
+    return status
+
+
+class AssociationState:
+    """What one association did: the patients it touched and the files it wrote."""
+
+    def __init__(self, calling_aet: str) -> None:
+        self.calling_aet = calling_aet
+        self.patients: set[str] = set()
+        self.paths: list[Path] = []
+        self.received = 0
+
+
+class Receiver:
+    """The association handlers of one pipeline (bound to its pynetdicom server)."""
+
+    def __init__(self, pipeline: AbstractPipeline) -> None:
+        self.pipeline = pipeline
+        self.config = pipeline.config
+        self._states: dict[int, AssociationState] = {}
+        self._lock = threading.Lock()
+        #: sockets whose TCP_NODELAY was checked after setting it, and how many had it on
+        self.nodelay_checked = 0
+        self.nodelay_on = 0
+
+    def handlers(self) -> list[Any]:
+        """The ``(event, handler)`` pairs for ``AE.start_server(evt_handlers=...)``."""
+        from pynetdicom import evt
+
+        return [
+            (evt.EVT_CONN_OPEN, self.on_connection),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_RELEASED, self.on_association_end),
+            (evt.EVT_ABORTED, self.on_association_end),
+        ]
+
+    # --- events ---------------------------------------------------------------
+
+    def on_connection(self, event: Event) -> None:
+        """Switch Nagle's algorithm off on the accepted socket (and check that it took)."""
+        sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+        if sock is None:
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            on = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        except OSError as error:
+            logger.debug("cannot set TCP_NODELAY: %s", error)
+            return
+        with self._lock:
+            self.nodelay_checked += 1
+            self.nodelay_on += int(on)
+
+    def state(self, assoc: Association) -> AssociationState:
+        """The state of an association, created on its first C-STORE."""
+        key = id(assoc)
+        with self._lock:
+            state = self._states.get(key)
+            if state is None:
+                state = AssociationState(str(assoc.requestor.ae_title).strip())
+                self._states[key] = state
+            return state
+
+    def on_store(self, event: Event) -> int | Dataset:
+        """EVT_C_STORE: decode the routing tags, filter, store, add to the tree; answer a status."""
+        state = self.state(event.assoc)
+        state.received += 1
+        encoded = getattr(event.request, "DataSet", None)
+        if encoded is None:
+            return _status(STATUS_CANNOT_DECODE, "the C-STORE request has no dataset")
+        return self.pipeline._receive(state, encoded, event.context.transfer_syntax, event.file_meta)
+
+    def on_association_end(self, event: Event) -> None:
+        """EVT_RELEASED / EVT_ABORTED: sync per the fsync policy; check the touched patients."""
+        with self._lock:
+            state = self._states.pop(id(event.assoc), None)
+        if state is None:
+            return
+        self.pipeline._association_ended(state)
+
+    # --- the C-STORE decision, shared with the threaded pipeline ----------------
+
+    def store(self, state: AssociationState, encoded: BytesIO, transfer_syntax: str,
+              file_meta: FileMetaDataset) -> int | Dataset:
+        """Route and store one received instance; return the C-STORE status."""
+        pipeline = self.pipeline
+        config = self.config
+        lazy = config.lazy_storage
+        try:
+            dataset = decode_received(encoded, transfer_syntax, header_only=lazy)
+            sop_uid = str(dataset.get("SOPInstanceUID", "") or file_meta.MediaStorageSOPInstanceUID)
+            key_element = dataset.get(config.patient_identifier_tag)
+            patient_key = "" if key_element is None else str(key_element.value).strip()
+        except Exception as error:  # a malformed dataset may fail to parse in many ways
+            logger.warning("C-STORE from %s: cannot decode the dataset: %s", state.calling_aet, error)
+            return _status(STATUS_CANNOT_DECODE, f"cannot decode: {error}")
+        if not patient_key:
+            return self._reject(state, sop_uid, STATUS_MISSING_PATIENT_ID,
+                                f"lacks the patient identifier {Tag(config.patient_identifier_tag)}")
+        try:
+            if not pipeline.filter(dataset):
+                return self._reject(state, sop_uid, STATUS_REJECTED_BY_FILTER, "rejected by filter()")
+            reason = pipeline.tree.rejection(patient_key, dataset)
+        except Exception as error:  # user code: a bug must not take the association down
+            logger.exception("C-STORE %s from %s: filter or routing raised", sop_uid, state.calling_aet)
+            return _status(STATUS_FILTER_ERROR, f"filter raised {type(error).__name__}")
+        if reason is not None:
+            return self._reject(state, sop_uid, STATUS_NOT_ACCEPTED, f"no input accepts it: {reason}")
+        path = None
+        if pipeline.store is not None:
+            try:
+                path = pipeline.store.write_encoded(patient_key, sop_uid, file_meta, encoded.getbuffer())
+            except StorageError as error:
+                logger.error("C-STORE %s from %s: %s", sop_uid, state.calling_aet, error)
+                return _status(STATUS_OUT_OF_RESOURCES, "cannot store the instance")
+            state.paths.append(path)
+            if lazy:
+                from dicomnode.dicom.lazy import LazyDataset
+
+                dataset = LazyDataset(path)
+        else:
+            dataset.file_meta = file_meta
+        names = pipeline.tree.add_image(patient_key, dataset, path, state.calling_aet)
+        if not names:  # an input's state changed between the check and the add
+            if path is not None and pipeline.store is not None:
+                pipeline.store.remove([path])
+            return self._reject(state, sop_uid, STATUS_NOT_ACCEPTED, "no input accepts it any more")
+        state.patients.add(patient_key)
+        return STATUS_SUCCESS
+
+    def _reject(self, state: AssociationState, sop_uid: str, code: int, why: str) -> int | Dataset:
+        discard = self.config.rejection_policy == "discard" and code in DISCARDABLE
+        logger.warning("C-STORE %s from %s %s: %s", sop_uid, state.calling_aet,
+                       "discarded" if discard else f"refused with status 0x{code:04X}", why)
+        return STATUS_SUCCESS if discard else _status(code, why)

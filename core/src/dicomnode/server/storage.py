@@ -1,0 +1,151 @@
+"""Durable storage of received instances: nothing acknowledged is lost.
+
+With a ``data_directory`` every accepted instance is written *before* the
+C-STORE success status goes back: its encoded bytes exactly as received,
+behind a DICOM preamble and the file meta information, to a temporary file
+that is then atomically renamed. Layout::
+
+    data_directory/incoming/<safe patient key>/<safe SOPInstanceUID>.dcm
+
+Folder and file names go through :func:`dicomnode.dicom.paths.safe_component`
+(a PatientID of ``../../x`` is data). The fsync policy decides how hard a
+crash of the *machine* (not just the process) is guarded against:
+
+``"none"``
+    the operating system writes when it likes; a killed process still loses
+    nothing (the rename happened), a power cut may;
+``"association"``
+    files and folders of an association are synced when it is released;
+``"instance"``
+    each file and its folder are synced before success is returned (slowest).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+
+from dicomnode.dicom.paths import safe_component
+from dicomnode.errors import StorageError
+
+__all__ = ["FsyncPolicy", "InstanceStore"]
+
+FsyncPolicy = Literal["none", "association", "instance"]
+FSYNC_POLICIES: tuple[str, ...] = ("none", "association", "instance")
+
+logger = logging.getLogger("dicomnode.storage")
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_TEMPORARY_PREFIX = ".incoming-"
+
+
+def _fsync_path(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class InstanceStore:
+    """The ``incoming`` folder of a data directory: write, list and remove received instances."""
+
+    def __init__(self, data_directory: Path | str, fsync: FsyncPolicy = "none") -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
+        self.data_directory = Path(data_directory)
+        self.directory = self.data_directory / "incoming"
+        self.fsync = fsync
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot create the data directory {self.directory}: {error}") from error
+
+    def path_for(self, patient_key: str, sop_instance_uid: str) -> Path:
+        """Where an instance of a patient is stored."""
+        return self.directory / safe_component(patient_key) / f"{safe_component(sop_instance_uid)}.dcm"
+
+    def write_encoded(self, patient_key: str, sop_instance_uid: str, file_meta: FileMetaDataset,
+                      encoded: Any) -> Path:
+        """Write the received bytes (``encoded``: bytes or a buffer) with file meta; return the path.
+
+        The file appears under its final name only when complete.
+        """
+        path = self.path_for(patient_key, sop_instance_uid)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            temporary = path.parent / f"{_TEMPORARY_PREFIX}{uuid.uuid4().hex}"
+            with open(temporary, "wb") as stream:
+                stream.write(_PREAMBLE)
+                write_file_meta_info(stream, file_meta, enforce_standard=True)  # type: ignore[arg-type]
+                stream.write(encoded)
+                if self.fsync == "instance":
+                    stream.flush()
+                    os.fsync(stream.fileno())
+            os.replace(temporary, path)
+            if self.fsync == "instance":
+                _fsync_path(path.parent)
+        except OSError as error:
+            raise StorageError(f"cannot store instance {sop_instance_uid} in {path.parent}: {error}") from error
+        return path
+
+    def write_dataset(self, patient_key: str, dataset: Dataset) -> Path:
+        """Write a decoded dataset (one that already has ``file_meta``), atomically."""
+        path = self.path_for(patient_key, str(dataset.SOPInstanceUID))
+        try:
+            path.parent.mkdir(exist_ok=True)
+            temporary = path.parent / f"{_TEMPORARY_PREFIX}{uuid.uuid4().hex}"
+            dataset.save_as(temporary, enforce_file_format=True)
+            os.replace(temporary, path)
+        except OSError as error:
+            raise StorageError(f"cannot store {dataset.SOPInstanceUID} in {path.parent}: {error}") from error
+        return path
+
+    def sync(self, paths: list[Path]) -> None:
+        """fsync files and their folders (the ``"association"`` policy calls this on release)."""
+        folders = set()
+        for path in paths:
+            try:
+                _fsync_path(path)
+            except FileNotFoundError:
+                continue  # already dispatched and removed
+            folders.add(path.parent)
+        for folder in folders:
+            try:
+                _fsync_path(folder)
+            except FileNotFoundError:
+                continue
+
+    def files(self) -> Iterator[Path]:
+        """Every stored instance; left-over temporary files of a crash are deleted on the way."""
+        if not self.directory.is_dir():
+            return
+        for folder in sorted(self.directory.iterdir()):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.name.startswith(_TEMPORARY_PREFIX):
+                    logger.info("removing a partial file left by an interrupted write: %s", path)
+                    path.unlink(missing_ok=True)
+                elif path.suffix == ".dcm":
+                    yield path
+
+    def remove(self, paths: list[Path]) -> None:
+        """Delete instances (after their job succeeded) and the folders they leave empty."""
+        folders = set()
+        for path in paths:
+            path.unlink(missing_ok=True)
+            folders.add(path.parent)
+        for folder in folders:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty: newer images of the same patient arrived meanwhile
