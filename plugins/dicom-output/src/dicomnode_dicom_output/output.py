@@ -1,0 +1,410 @@
+"""DicomOutput: deliver a pipeline's datasets by C-STORE, retrying, and never dropping anything.
+
+For each destination the datasets go out through
+:func:`dicomnode.dicom.dimse.send_datasets` (one association, presentation
+contexts for exactly what is sent, TCP_NODELAY, the peer's maximum PDU). Every
+response status is checked. What the peer did not accept — because it refused
+the association, was down, did not answer in time or returned a failure
+status — is tried again after an exponentially growing delay
+(:class:`~dicomnode_dicom_output.retry.Backoff`). A retry sends only the
+instances still missing: an instance the peer accepted once is never sent
+again.
+
+After the last attempt the undelivered datasets go to the pipeline's outbox
+(``data_directory/outbox``) with the destination and the reason, and
+``send()`` returns False. The maintenance thread and ``dicomnode outbox retry``
+hand an entry back to :meth:`DicomOutput.retry_outbox_entry`.
+
+Every failed attempt is logged (logger ``dicomnode.output.dicom``, or the
+job's logger when a pipeline bound a context) with the destination, the
+attempt number and the status or reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from dicomnode.dicom.dimse import Address, FailedInstance, SendResult, check_ae_title, send_datasets
+from dicomnode.errors import ConfigurationError, DimseError
+from dicomnode.server.outbox import Outbox, OutboxEntry
+from dicomnode.server.output import PipelineOutput
+from dicomnode_dicom_output.retry import Backoff
+
+__all__ = ["DestinationReport", "DicomOutput"]
+
+logger = logging.getLogger("dicomnode.output.dicom")
+
+Sendable = Dataset | Path
+
+#: SSL contexts given as objects cannot be written to an outbox entry; within the
+#: process that stored the entry, the entry refers to them by a random token
+_TLS_CONTEXTS: dict[str, ssl.SSLContext] = {}
+_TLS_LOCK = threading.Lock()
+
+
+@attrs.frozen
+class DestinationReport:
+    """What one destination received.
+
+    ``accepted`` are the SOPInstanceUIDs the peer accepted (over all attempts),
+    ``failed`` the instances still undelivered after the last attempt with the
+    last status the peer gave (``status`` is None when the association itself
+    failed), ``attempts`` how many associations were tried, ``error`` the last
+    association problem, and ``outbox_entry`` the id of the outbox entry that
+    holds what was not delivered.
+    """
+
+    address: Address
+    accepted: tuple[str, ...] = ()
+    failed: tuple[FailedInstance, ...] = ()
+    attempts: int = 0
+    error: str | None = None
+    outbox_entry: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the peer accepted every instance."""
+        return not self.failed and self.error is None
+
+
+def _describe_status(status: int | None) -> str:
+    return "no status" if status is None else f"status 0x{status:04X}"
+
+
+def _uid_of(item: Sendable) -> str | None:
+    """The SOPInstanceUID of a dataset or file (read from the file meta), None when it has none."""
+    if isinstance(item, Dataset):
+        uid = item.get("SOPInstanceUID")
+    else:
+        try:
+            uid = read_file_meta_info(item).get("MediaStorageSOPInstanceUID")
+        except (OSError, InvalidDicomError, ValueError, EOFError):
+            return None
+    return str(uid) if uid else None
+
+
+def _with_transfer_syntax(dataset: Dataset) -> Dataset:
+    """``dataset``, or a shallow copy whose file meta names the transfer syntax a file needs.
+
+    Datasets built in memory often have no file meta; the caller's dataset is
+    not changed (the copy shares its elements).
+    """
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return dataset
+    carrier = dataset.copy()
+    carrier.file_meta = FileMetaDataset(meta) if meta is not None else FileMetaDataset()
+    implicit = getattr(dataset, "original_encoding", (None, None))[0]
+    carrier.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    return carrier
+
+
+def tls_context(cert: str | Path | None = None, key: str | Path | None = None,
+                ca: str | Path | None = None, *, check_hostname: bool = True) -> ssl.SSLContext:
+    """A client TLS context: verify the peer against ``ca`` (or the system's CAs) and present
+    ``cert``/``key`` when the peer asks for a client certificate."""
+    for setting, value in (("tls_cert", cert), ("tls_key", key), ("tls_ca", ca)):
+        if value is not None and not Path(value).is_file():
+            raise ConfigurationError(f"DicomOutput {setting}: no such file {str(value)!r}")
+    if key is not None and cert is None:
+        raise ConfigurationError("DicomOutput tls_key needs tls_cert (the certificate of that key)")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=None if ca is None else str(ca))
+    context.check_hostname = check_hostname
+    if cert is not None:
+        context.load_cert_chain(str(cert), None if key is None else str(key))
+    return context
+
+
+class DicomOutput(PipelineOutput):
+    """Send datasets by C-STORE to one or more destinations, with retries and an outbox.
+
+    Parameters
+    ----------
+    destinations:
+        pairs of (:class:`~dicomnode.dicom.dimse.Address`, datasets); datasets are
+        pydicom datasets or paths of DICOM files.
+    ae_title:
+        our calling AE title.
+    attempts, first_delay, max_delay:
+        the retry policy per destination (see :class:`~dicomnode_dicom_output.retry.Backoff`).
+    timeout:
+        seconds any network step may take (connect, association, each C-STORE).
+    tls, tls_cert, tls_key, tls_ca, tls_check_hostname:
+        DICOM TLS: an ``ssl.SSLContext``, or certificate/key/CA file paths from which
+        one is built. Prefer the paths when a node has an outbox: an entry stores
+        the paths and so can be retried after a restart.
+    to_sender:
+        also send every dataset of this output to the address the job's images
+        came from (the known endpoint the pipeline bound in its context).
+
+    >>> DicomOutput([(Address("127.0.0.1", 11112, "PACS"), [])], "MYNODE").send()  # doctest: +SKIP
+    True
+    """
+
+    output_name: ClassVar[str] = "dicom"
+
+    def __init__(
+        self,
+        destinations: Iterable[tuple[Address, Iterable[Sendable]]],
+        ae_title: str = "DICOMNODE",
+        *,
+        attempts: int = 5,
+        first_delay: float = 1.0,
+        max_delay: float = 60.0,
+        timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        tls_ca: str | Path | None = None,
+        tls_check_hostname: bool = True,
+        to_sender: bool = False,
+    ) -> None:
+        pairs: list[tuple[Address, list[Sendable]]] = []
+        for number, pair in enumerate(destinations, start=1):
+            try:
+                address, datasets = pair
+            except (TypeError, ValueError):
+                raise ConfigurationError(
+                    f"DicomOutput destination {number} must be an (Address, datasets) pair, got {pair!r}"
+                ) from None
+            if not isinstance(address, Address):
+                raise ConfigurationError(
+                    f"DicomOutput destination {number}: expected a dicomnode Address, got {address!r}"
+                )
+            if isinstance(datasets, Dataset):
+                raise ConfigurationError(
+                    f"DicomOutput destination {number} ({address}): give a list of datasets, not one dataset"
+                )
+            pairs.append((address, [Path(d) if isinstance(d, str) else d for d in datasets]))
+        self.destinations: tuple[tuple[Address, list[Sendable]], ...] = tuple(pairs)
+        try:
+            self.ae_title = check_ae_title(ae_title, "DicomOutput ae_title")
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
+        self.backoff = Backoff(attempts=attempts, first_delay=first_delay, max_delay=max_delay)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigurationError(f"DicomOutput timeout must be a number of seconds > 0, got {timeout!r}")
+        self.timeout = float(timeout)
+        if tls is not None and any(v is not None for v in (tls_cert, tls_key, tls_ca)):
+            raise ConfigurationError("DicomOutput: give either tls (an SSLContext) or tls_cert/tls_key/tls_ca")
+        if tls is not None and not isinstance(tls, ssl.SSLContext):
+            raise ConfigurationError(f"DicomOutput tls must be an ssl.SSLContext, got {tls!r}")
+        self._tls_paths: dict[str, Any] | None = None
+        if any(v is not None for v in (tls_cert, tls_key, tls_ca)):
+            tls = tls_context(tls_cert, tls_key, tls_ca, check_hostname=tls_check_hostname)
+            self._tls_paths = {
+                "cert": None if tls_cert is None else str(Path(tls_cert).resolve()),
+                "key": None if tls_key is None else str(Path(tls_key).resolve()),
+                "ca": None if tls_ca is None else str(Path(tls_ca).resolve()),
+                "check_hostname": tls_check_hostname,
+            }
+        self.tls = tls
+        self.to_sender = bool(to_sender)
+        #: one :class:`DestinationReport` per destination, filled by :meth:`send`
+        self.report: list[DestinationReport] = []
+
+    # -- sending ------------------------------------------------------------------------------
+
+    @property
+    def _log(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+        context_logger = getattr(self.context, "logger", None)
+        return context_logger if context_logger is not None else logger
+
+    def _all_destinations(self) -> list[tuple[Address, list[Sendable]]]:
+        pairs = list(self.destinations)
+        if not self.to_sender:
+            return pairs
+        sender = getattr(self.context, "responding_address", None)
+        if sender is None:
+            raise ConfigurationError(
+                "DicomOutput to_sender=True, but the job has no responding address: the images "
+                "must come from a calling AE title listed in the pipeline's known_endpoints"
+            )
+        seen: set[int] = set()
+        everything: list[Sendable] = []
+        for _, datasets in pairs:
+            for item in datasets:
+                if id(item) not in seen:
+                    seen.add(id(item))
+                    everything.append(item)
+        return [*pairs, (sender, everything)]
+
+    def send(self) -> bool:
+        """Deliver to every destination; True when every peer accepted every instance.
+
+        Destinations are served in parallel, so a peer that is down does not
+        hold up the others while it is retried.
+        """
+        destinations = self._all_destinations()
+        if len(destinations) <= 1:
+            self.report = [self._deliver(address, datasets) for address, datasets in destinations]
+        else:
+            with ThreadPoolExecutor(len(destinations), thread_name_prefix="dicomnode-output") as pool:
+                self.report = list(pool.map(lambda pair: self._deliver(*pair), destinations))
+        return all(report.ok for report in self.report)
+
+    def _deliver(self, address: Address, datasets: Sequence[Sendable]) -> DestinationReport:
+        pending: dict[str, Sendable] = {}
+        unsendable: list[FailedInstance] = []
+        for item in datasets:
+            uid = _uid_of(item)
+            if uid is None:
+                what = f"{item}: not a readable DICOM file with" if isinstance(item, Path) else "a dataset without"
+                unsendable.append(FailedInstance("", None, f"{what} a SOPInstanceUID cannot be sent"))
+                self._log.error("C-STORE to %s: %s", address, unsendable[-1].reason)
+            else:
+                pending.setdefault(uid, item)
+        accepted: list[str] = []
+        result: SendResult | None = None
+        attempt = 0
+        delays = self.backoff.delays()
+        while pending:
+            attempt += 1
+            result = send_datasets(address, list(pending.values()), ae_title=self.ae_title,
+                                   timeout=self.timeout, tls=self.tls)
+            for uid in result.accepted:
+                if pending.pop(uid, None) is not None:
+                    accepted.append(uid)
+            if not pending:
+                break
+            problem = _summarise(result, len(pending))
+            delay = next(delays, None)
+            if delay is None:
+                self._log.error("C-STORE to %s: attempt %d of %d failed, giving up: %s",
+                                address, attempt, self.backoff.attempts, problem)
+                break
+            self._log.warning("C-STORE to %s: attempt %d of %d failed: %s; retrying in %g s",
+                              address, attempt, self.backoff.attempts, problem, delay)
+            time.sleep(delay)
+        if not pending:
+            if attempt > 1:
+                self._log.info("C-STORE to %s: all %d instance(s) delivered after %d attempts",
+                               address, len(accepted), attempt)
+            return DestinationReport(address, tuple(accepted), tuple(unsendable), attempt, None, None)
+        assert result is not None  # at least one attempt ran, since pending was not empty
+        failed = (*unsendable, *_undelivered(result, pending))
+        entry = self._to_outbox(address, pending, _summarise(result, len(pending)))
+        return DestinationReport(address, tuple(accepted), failed, attempt, result.error, entry)
+
+    # -- the outbox ---------------------------------------------------------------------------
+
+    def _settings(self, address: Address) -> dict[str, Any]:
+        tls: dict[str, Any] | None = None
+        if self._tls_paths is not None:
+            tls = dict(self._tls_paths)
+        elif self.tls is not None:
+            token = secrets.token_hex(8)
+            with _TLS_LOCK:
+                _TLS_CONTEXTS[token] = self.tls
+            tls = {"context": token}
+        return {
+            "destination": {"ip": address.ip, "port": address.port, "ae_title": address.ae_title},
+            "ae_title": self.ae_title,
+            "timeout": self.timeout,
+            "tls": tls,
+        }
+
+    def _to_outbox(self, address: Address, pending: Mapping[str, Sendable], reason: str) -> str | None:
+        message = f"{len(pending)} instance(s) not delivered to {address}: {reason}"
+        outbox: Outbox | None = getattr(self.context, "outbox", None)
+        if outbox is None:
+            self._log.error("%s; there is no outbox (the pipeline has no data_directory), so they "
+                            "are kept only if the job's data is kept", message)
+            return None
+        datasets = [_with_transfer_syntax(item) if isinstance(item, Dataset) else dcmread(item)
+                    for item in pending.values()]
+        entry = outbox.put(self.output_name, self._settings(address), datasets, message)
+        self._log.error("%s; stored in the outbox as %s", message, entry.id)
+        return entry.id
+
+    @classmethod
+    def retry_outbox_entry(cls, entry: OutboxEntry) -> bool:
+        """Send an outbox entry once more (one association); True when the peer accepted everything.
+
+        When the peer accepts only part of the entry, what it accepted is not
+        sent again: the rest moves to a new outbox entry and this one counts as
+        done. When nothing was accepted, raises :class:`~dicomnode.errors.DimseError`
+        naming the destination and the status or reason (the outbox records it).
+        """
+        address, ae_title, timeout, tls = _from_settings(entry)
+        paths = entry.paths
+        result = send_datasets(address, paths, ae_title=ae_title, timeout=timeout, tls=tls)
+        pending = {_uid_of(path) or str(path): path for path in paths}
+        for uid in result.accepted:
+            pending.pop(uid, None)
+        if not pending:
+            logger.info("outbox entry %s delivered to %s (%d instance(s))", entry.id, address, len(paths))
+            return True
+        reason = f"{len(pending)} instance(s) not delivered to {address}: {_summarise(result, len(pending))}"
+        if len(pending) == len(paths):
+            raise DimseError(reason)
+        remainder = Outbox(entry.directory.parent).put(
+            entry.output_name, dict(entry.settings), [dcmread(path) for path in pending.values()], reason)
+        logger.warning("outbox entry %s: %d of %d instance(s) delivered to %s; the rest moved to %s: %s",
+                       entry.id, len(paths) - len(pending), len(paths), address, remainder.id, reason)
+        return True
+
+
+def _summarise(result: SendResult, missing: int) -> str:
+    """One line on why ``missing`` instances are still undelivered."""
+    if result.error:
+        # our messages name the destination already
+        return result.error.removeprefix(f"{result.address}: ")
+    statuses: dict[str, int] = {}
+    for failure in result.failed:
+        key = failure.reason or _describe_status(failure.status)
+        statuses[key] = statuses.get(key, 0) + 1
+    if not statuses:
+        return f"{missing} instance(s) were not sent"
+    return "; ".join(f"{key} for {count} instance(s)" for key, count in statuses.items())
+
+
+def _undelivered(result: SendResult, pending: Mapping[str, Sendable]) -> tuple[FailedInstance, ...]:
+    """A FailedInstance for each undelivered instance, with the peer's last word on it."""
+    known = {failure.sop_instance_uid: failure for failure in result.failed}
+    reason = result.error or "not sent"
+    return tuple(known.get(uid) or FailedInstance(uid, None, reason) for uid in pending)
+
+
+def _from_settings(entry: OutboxEntry) -> tuple[Address, str, float, ssl.SSLContext | None]:
+    """Rebuild what a retry needs from an outbox entry's settings; ValueError says what is wrong."""
+    settings = entry.settings
+    try:
+        destination = settings["destination"]
+        address = Address(destination["ip"], int(destination["port"]), destination["ae_title"])
+        ae_title = str(settings["ae_title"])
+        timeout = float(settings["timeout"])
+        tls_settings = settings.get("tls")
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"outbox entry {entry.id}: its settings are not those of a DicomOutput "
+                         f"({type(error).__name__}: {error})") from None
+    tls: ssl.SSLContext | None = None
+    if tls_settings:
+        if "context" in tls_settings:
+            with _TLS_LOCK:
+                found = _TLS_CONTEXTS.get(str(tls_settings["context"]))
+            if found is None:
+                raise ValueError(
+                    f"outbox entry {entry.id} needs the TLS context of the process that stored it; "
+                    "give DicomOutput tls_cert/tls_key/tls_ca paths so entries can be retried after a restart"
+                )
+            tls = found
+        else:
+            tls = tls_context(tls_settings.get("cert"), tls_settings.get("key"), tls_settings.get("ca"),
+                              check_hostname=bool(tls_settings.get("check_hostname", True)))
+    return address, ae_title, timeout, tls
