@@ -1,0 +1,214 @@
+"""DICOM files: read eagerly with clear errors, lazily with :class:`LazyDataset`, written safely.
+
+A node that holds a whole study waiting for its last series cannot keep every
+slice in memory: 2,000 CT slices of 512x512 are a gigabyte of pixel data. A
+:class:`LazyDataset` is a :class:`pydicom.Dataset` that knows only its path
+until something asks for its contents, reads the file then, and can forget
+the contents again with :meth:`LazyDataset.unload`::
+
+    >>> from dicomnode.dicom.lazy import LazyDataset
+    >>> ds = LazyDataset("slice-001.dcm")     # nothing is read yet
+    >>> ds.is_loaded
+    False
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomnode.errors import InvalidDatasetError
+
+__all__ = ["LazyDataset", "read_dataset", "write_dataset"]
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+# attributes of a LazyDataset itself, which must never trigger a load
+_OWN = ("_lazy_path", "_lazy_lock", "_lazy_names")
+
+
+def read_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool = False) -> FileDataset:
+    """Read the DICOM file at ``path``; a file that is not DICOM gives one clear error.
+
+    Raises :class:`~dicomnode.errors.InvalidDatasetError` (a ``ValueError``)
+    naming the file when it is not a DICOM Part 10 file, cannot be parsed or
+    is cut short (pydicom itself reads a truncated file without complaint),
+    and the usual ``OSError`` (``FileNotFoundError`` …) when it cannot be
+    opened.
+    """
+    name = os.fspath(path)
+    try:
+        dataset = dcmread(path, stop_before_pixels=stop_before_pixels)
+    except OSError:
+        raise
+    except InvalidDicomError as error:
+        raise InvalidDatasetError(
+            f"{name} is not a DICOM file: it lacks the 'DICM' marker after the 128-byte preamble"
+        ) from error
+    except Exception as error:
+        # pydicom reports a damaged file with many different exception types;
+        # a caller only needs to know that this file is unusable and why
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InvalidDatasetError(f"{name} is not a readable DICOM file: {detail}") from error
+    _check_complete(dataset, name)
+    return dataset
+
+
+def _check_complete(dataset: Dataset, name: str) -> None:
+    """Refuse a file whose last element holds fewer bytes than its header announced."""
+    elements = dict(dataset.items())
+    if not elements:
+        return
+    last = elements[max(elements)]
+    if (
+        isinstance(last, RawDataElement)
+        and last.length != _UNDEFINED_LENGTH
+        and last.value is not None
+        and len(last.value) < last.length
+    ):
+        raise InvalidDatasetError(
+            f"{name} is truncated: element ({last.tag.group:04X},{last.tag.element:04X}) should hold "
+            f"{last.length} bytes but the file ends after {len(last.value)}"
+        )
+
+
+def write_dataset(dataset: Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write ``dataset`` as a DICOM file at ``path`` and return the path; never leaves half a file.
+
+    The file is written beside its destination and renamed into place, and
+    the folders are created. A dataset built in memory without a transfer
+    syntax gets a file meta saying Explicit VR Little Endian.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    meta = getattr(dataset, "file_meta", None)
+    if meta is None:
+        meta = dataset.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    temporary = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        dataset.save_as(temporary, enforce_file_format=True)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+class LazyDataset(Dataset):
+    """A DICOM file on disk that acts as a :class:`pydicom.Dataset`, read on first use.
+
+    Everything a ``Dataset`` offers works and loads the file the first time it
+    is needed: ``ds.PatientID``, ``ds[0x00100020]``, ``ds["PatientID"]``,
+    ``"PatientID" in ds``, iteration, ``len``, ``.get()``, ``.file_meta``,
+    ``.pixel_array`` (with numpy installed), ``save_as``. ``isinstance(ds,
+    pydicom.Dataset)`` is true, so it can go wherever a dataset goes (a C-STORE,
+    a grinder, an image tree).
+
+    :meth:`unload` forgets the contents; the next use reads the file again.
+    Changes made to a loaded dataset are lost by :meth:`unload` — save them
+    first (``ds.save_as(ds.path)``) if they must last. Loading is thread-safe:
+    threads that ask at the same time share one read of the file.
+
+    Pickling (to hand a job to another process) sends only the path while the
+    dataset is not loaded, and the contents once it is.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        # Dataset.__init__ is deliberately not called: every attribute it would
+        # set comes from the file, on first use (see __getattr__)
+        state = self.__dict__
+        state["_lazy_path"] = Path(path)
+        state["_lazy_lock"] = threading.Lock()
+        state["_lazy_names"] = None
+
+    @property
+    def path(self) -> Path:
+        """The file this dataset is read from."""
+        path: Path = self.__dict__["_lazy_path"]
+        return path
+
+    @property
+    def is_loaded(self) -> bool:
+        """True while the file's contents are in memory."""
+        return self.__dict__.get("_lazy_names") is not None
+
+    def load(self) -> LazyDataset:
+        """Read the file now (if it is not loaded yet) and return this dataset."""
+        self._lazy_state()
+        return self
+
+    def unload(self) -> None:
+        """Forget the contents (and any change made to them); the next use reads the file again."""
+        with self.__dict__["_lazy_lock"]:
+            names = self.__dict__["_lazy_names"]
+            if names is None:
+                return
+            for name in names:
+                self.__dict__.pop(name, None)
+            self.__dict__["_lazy_names"] = None
+
+    def _lazy_state(self) -> dict[str, Any]:
+        """The attributes read from the file, reading it if needed (one reader at a time)."""
+        with self.__dict__["_lazy_lock"]:
+            if self.__dict__["_lazy_names"] is not None:
+                return self.__dict__
+            loaded = read_dataset(self.__dict__["_lazy_path"])
+            state = dict(loaded.__dict__)
+            # private blocks cache a reference to the dataset they were made for
+            state["_private_blocks"] = {}
+            self.__dict__.update(state)
+            self.__dict__["_lazy_names"] = tuple(state)
+            return self.__dict__
+
+    def __getattr__(self, name: str) -> Any:
+        # only called when normal lookup failed: the name is a DICOM keyword or
+        # an attribute that exists once the file is read
+        if name in _OWN or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        state = self._lazy_state()
+        if name in state:
+            return state[name]
+        return super().__getattr__(name)
+
+    def __eq__(self, other: object) -> bool:
+        # pydicom compares only datasets of the same class; a LazyDataset is
+        # equal to any dataset with the same elements
+        if other is self:
+            return True
+        if not isinstance(other, Dataset):
+            return NotImplemented
+        return len(self) == len(other) and all(
+            tag in other and self[tag] == other[tag] for tag in self.keys()
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every Dataset
+
+    def __repr__(self) -> str:
+        status = "loaded" if self.is_loaded else "not loaded"
+        return f"<LazyDataset {str(self.path)!r} ({status})>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        with self.__dict__["_lazy_lock"]:
+            names = self.__dict__["_lazy_names"]
+            if names is None:
+                return (LazyDataset, (self.path,))
+            state = {name: self.__dict__[name] for name in self.__dict__ if name not in _OWN}
+        state["_private_blocks"] = {}
+        return (_loaded_lazy_dataset, (self.path, state))
+
+
+def _loaded_lazy_dataset(path: Path, state: dict[str, Any]) -> LazyDataset:
+    """Rebuild a loaded :class:`LazyDataset` (pickle, copy) from its path and contents."""
+    dataset = LazyDataset(path)
+    dataset.__dict__.update(state)
+    dataset.__dict__["_lazy_names"] = tuple(state)
+    return dataset
