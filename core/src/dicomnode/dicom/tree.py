@@ -1,0 +1,595 @@
+"""Image trees (patient / study / series / instance) and :class:`IdentityMapping`.
+
+A :class:`DicomTree` sorts datasets by PatientID, StudyInstanceUID,
+SeriesInstanceUID and SOPInstanceUID, creating a :class:`PatientTree`,
+:class:`StudyTree` and :class:`SeriesTree` as images arrive::
+
+    >>> from dicomnode.dicom.synthetic import synthetic_series
+    >>> tree = DicomTree(synthetic_series(slices=3, rows=4, columns=4, patient_id="P1"))
+    >>> len(tree), list(tree.keys())
+    (3, ['P1'])
+
+An :class:`IdentityMapping` replaces UIDs and patient identifiers
+consistently: the same old UID always becomes the same new UID, so every
+reference between objects stays valid after ``tree.map(mapping)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydicom import Dataset
+from pydicom.multival import MultiValue
+
+from dicomnode.dicom.lazy import LazyDataset, write_dataset
+from dicomnode.dicom.paths import contained_path
+from dicomnode.dicom.uids import DEFAULT_UID_PREFIX, UidGenerator
+from dicomnode.errors import ConfigurationError, IncompatibleImagesError, InvalidDatasetError
+
+__all__ = [
+    "IDENTIFIER_KEYWORDS",
+    "DicomTree",
+    "IdentityMapping",
+    "ImageTreeInterface",
+    "PatientTree",
+    "SeriesTree",
+    "StudyTree",
+    "instance_path",
+]
+
+#: the patient identifiers :meth:`IdentityMapping.apply` replaces (besides UIDs)
+IDENTIFIER_KEYWORDS = ("PatientID", "PatientName", "AccessionNumber")
+
+# UIDs under the DICOM root name SOP classes, transfer syntaxes, coding
+# schemes …: they identify no one and must keep their meaning
+_STANDARD_UID_ROOT = "1.2.840.10008."
+_MAPPING_FORMAT = "dicomnode-identity-mapping"
+_IDENTIFIER_PREFIX = re.compile(r"^[A-Za-z0-9_-]{0,8}$")
+
+
+def _uid_of(dataset: Dataset, keyword: str, where: str) -> str:
+    value = dataset.get(keyword)
+    if value is None or str(value) == "":
+        sop = dataset.get("SOPInstanceUID", "?")
+        raise InvalidDatasetError(
+            f"an image without {keyword} cannot go into {where} (SOPInstanceUID {sop}); "
+            f"every image needs {keyword}"
+        )
+    return str(value)
+
+
+def instance_path(root: Path | str, dataset: Dataset) -> Path:
+    """Where :meth:`ImageTreeInterface.save` puts ``dataset`` under ``root``.
+
+    ``root/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``,
+    each component made safe by :func:`dicomnode.dicom.paths.safe_component`,
+    so no tag value can leave ``root``.
+    """
+    folder = contained_path(
+        Path(root),
+        str(dataset.get("PatientID", "") or ""),
+        _uid_of(dataset, "StudyInstanceUID", "a saved tree"),
+        _uid_of(dataset, "SeriesInstanceUID", "a saved tree"),
+        _uid_of(dataset, "SOPInstanceUID", "a saved tree"),
+    )
+    return folder.parent / f"{folder.name}.dcm"
+
+
+class ImageTreeInterface(ABC):
+    """What every level of an image tree offers: add, count, iterate, save, map.
+
+    ``len(tree)`` is the number of images, iteration yields the datasets.
+    A :class:`~dicomnode.dicom.lazy.LazyDataset` that was not loaded when it
+    was added is unloaded again once its UIDs are read, so a tree of lazy
+    datasets stays small.
+    """
+
+    def __init__(self, images: Iterable[Dataset] = ()) -> None:
+        self._parent: _BranchTree[Any] | None = None
+        self.add_images(images)
+
+    def add_image(self, dataset: Dataset) -> None:
+        """Put one image in its place, creating the branches it needs."""
+        lazy = isinstance(dataset, LazyDataset) and not dataset.is_loaded
+        try:
+            self._add(dataset)
+        finally:
+            if lazy:
+                dataset.unload()
+
+    def add_images(self, datasets: Iterable[Dataset]) -> None:
+        """Put every image in its place."""
+        for dataset in datasets:
+            self.add_image(dataset)
+
+    @abstractmethod
+    def _add(self, dataset: Dataset) -> None:
+        """Add one image; raise before changing anything if it does not belong here."""
+
+    @abstractmethod
+    def _clear(self) -> None:
+        """Forget every image (the tree's identity included)."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """The number of images."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Dataset]:
+        """Every image, branch by branch."""
+
+    def save(self, directory: Path | str) -> list[Path]:
+        """Write every image under ``directory`` and return the paths written.
+
+        The layout is ``patient/study/series/instance.dcm`` (see
+        :func:`instance_path`) at every level of the tree, so saving a
+        :class:`SeriesTree` puts its files where saving its whole
+        :class:`DicomTree` would.
+        """
+        root = Path(directory)
+        paths = []
+        for dataset in self:
+            path = instance_path(root, dataset)
+            write_dataset(dataset, path)
+            paths.append(path)
+        return paths
+
+    def map(self, mapping: IdentityMapping) -> None:
+        """Replace UIDs and patient identifiers of every image with ``mapping``, in place.
+
+        The images are sorted again under their new identifiers. A subtree
+        (``tree["P1"].map(mapping)``) moves to its new place in the tree it
+        belongs to: ``tree["P1"]`` is then gone and ``tree[new_id]`` holds it.
+        Lazy datasets are loaded and keep their changed contents in memory;
+        save the tree to keep the result.
+        """
+        images = list(self)
+        for dataset in images:
+            mapping.apply(dataset)
+        parent = self._parent
+        self._clear()
+        self._parent = None
+        for dataset in images:
+            self._add(dataset)
+        if parent is None:
+            return
+        root = parent
+        while root._parent is not None:
+            root = root._parent
+        parent._detach(self)
+        if images:
+            root._attach(self, images[0])
+
+
+class SeriesTree(ImageTreeInterface):
+    """The images of one series, by SOPInstanceUID.
+
+    Raises :class:`~dicomnode.errors.IncompatibleImagesError` for an image of
+    another series or a second image with the same SOPInstanceUID.
+    """
+
+    def __init__(self, images: Iterable[Dataset] = ()) -> None:
+        self._images: dict[str, Dataset] = {}
+        self.series_uid: str | None = None
+        super().__init__(images)
+
+    def _add(self, dataset: Dataset) -> None:
+        series_uid = _uid_of(dataset, "SeriesInstanceUID", "a SeriesTree")
+        sop_uid = _uid_of(dataset, "SOPInstanceUID", "a SeriesTree")
+        if self.series_uid is not None and series_uid != self.series_uid:
+            raise IncompatibleImagesError(
+                f"image {sop_uid} belongs to series {series_uid}, not to this tree's series "
+                f"{self.series_uid}; one SeriesTree holds one series"
+            )
+        if sop_uid in self._images:
+            raise IncompatibleImagesError(
+                f"series {series_uid} already holds an image with SOPInstanceUID {sop_uid}; "
+                f"every image of a series needs its own SOPInstanceUID"
+            )
+        self.series_uid = series_uid
+        self._images[sop_uid] = dataset
+
+    def _clear(self) -> None:
+        self._images.clear()
+        self.series_uid = None
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __iter__(self) -> Iterator[Dataset]:
+        return iter(list(self._images.values()))
+
+    def __getitem__(self, sop_instance_uid: str) -> Dataset:
+        """The image with this SOPInstanceUID."""
+        return self._images[sop_instance_uid]
+
+    def __contains__(self, sop_instance_uid: object) -> bool:
+        return sop_instance_uid in self._images
+
+    def keys(self) -> list[str]:
+        """The SOPInstanceUIDs, in the order the images arrived."""
+        return list(self._images)
+
+    def __repr__(self) -> str:
+        return f"<SeriesTree {self.series_uid} ({len(self)} images)>"
+
+
+ChildT = TypeVar("ChildT", bound=ImageTreeInterface)
+
+
+class _BranchTree(ImageTreeInterface, Generic[ChildT]):
+    """A level whose children are trees: keyed by ``child_keyword``, identified by ``keyword``."""
+
+    keyword: ClassVar[str | None] = None
+    child_keyword: ClassVar[str]
+    child_type: ClassVar[type[ImageTreeInterface]]
+
+    def __init__(self, images: Iterable[Dataset] = ()) -> None:
+        self._children: dict[str, ChildT] = {}
+        self._identity: str | None = None
+        super().__init__(images)
+
+    @abstractmethod
+    def _new_child(self) -> ChildT:
+        """An empty child tree."""
+
+    def _value(self, dataset: Dataset, keyword: str) -> str:
+        if keyword == "PatientID":
+            # PatientID is type 2: present but possibly empty; an empty one is still one patient
+            return str(dataset.get("PatientID", "") or "")
+        return _uid_of(dataset, keyword, f"a {type(self).__name__}")
+
+    def _add(self, dataset: Dataset) -> None:
+        if self.keyword is not None:
+            identity = self._value(dataset, self.keyword)
+            if self._identity is not None and identity != self._identity:
+                raise IncompatibleImagesError(
+                    f"image {dataset.get('SOPInstanceUID', '?')} has {self.keyword} {identity!r}, "
+                    f"not this {type(self).__name__}'s {self._identity!r}"
+                )
+        key = self._value(dataset, self.child_keyword)
+        child = self._children.get(key)
+        created = child is None
+        if child is None:
+            child = self._new_child()
+        child._add(dataset)
+        if created:
+            child._parent = self
+            self._children[key] = child
+        if self.keyword is not None:
+            self._identity = identity
+
+    def _detach(self, child: ImageTreeInterface) -> None:
+        """Remove ``child``; a branch left empty is removed from its own parent too."""
+        for key, candidate in list(self._children.items()):
+            if candidate is child:
+                del self._children[key]
+        if not self._children:
+            self._identity = None
+            if self._parent is not None:
+                self._parent._detach(self)
+
+    def _attach(self, child: ImageTreeInterface, sample: Dataset) -> None:
+        """Put the filled ``child`` where ``sample`` (one of its images) belongs below this tree."""
+        key = self._value(sample, self.child_keyword)
+        existing = self._children.get(key)
+        if isinstance(child, self.child_type):
+            if existing is None:
+                child._parent = self
+                self._children[key] = child  # type: ignore[assignment]  # checked just above
+            else:
+                # the mapping made these images part of a branch that already exists
+                existing.add_images(list(child))
+        else:
+            if existing is None:
+                existing = self._new_child()
+                existing._parent = self
+                self._children[key] = existing
+            if not isinstance(existing, _BranchTree):
+                raise TypeError(f"{type(child).__name__} cannot go below {type(self).__name__}")
+            existing._attach(child, sample)
+        if self.keyword is not None and self._identity is None:
+            self._identity = self._value(sample, self.keyword)
+
+    def _clear(self) -> None:
+        self._children.clear()
+        self._identity = None
+
+    def __len__(self) -> int:
+        return sum(len(child) for child in self._children.values())
+
+    def __iter__(self) -> Iterator[Dataset]:
+        for child in list(self._children.values()):
+            yield from child
+
+    def __getitem__(self, key: str) -> ChildT:
+        """The child tree with this key."""
+        return self._children[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._children
+
+    def keys(self) -> list[str]:
+        """The children's keys, in the order they were first seen."""
+        return list(self._children)
+
+    def values(self) -> list[ChildT]:
+        """The child trees."""
+        return list(self._children.values())
+
+    def items(self) -> list[tuple[str, ChildT]]:
+        """(key, child tree) pairs."""
+        return list(self._children.items())
+
+    def __repr__(self) -> str:
+        name = f" {self._identity}" if self._identity is not None else ""
+        return f"<{type(self).__name__}{name} ({len(self._children)} children, {len(self)} images)>"
+
+
+class StudyTree(_BranchTree[SeriesTree]):
+    """The series of one study, by SeriesInstanceUID; refuses an image of another study."""
+
+    keyword = "StudyInstanceUID"
+    child_keyword = "SeriesInstanceUID"
+    child_type = SeriesTree
+
+    @property
+    def study_uid(self) -> str | None:
+        """The StudyInstanceUID of every image here (None while empty)."""
+        return self._identity
+
+    def _new_child(self) -> SeriesTree:
+        return SeriesTree()
+
+
+class PatientTree(_BranchTree[StudyTree]):
+    """The studies of one patient, by StudyInstanceUID; refuses an image of another PatientID."""
+
+    keyword = "PatientID"
+    child_keyword = "StudyInstanceUID"
+    child_type = StudyTree
+
+    @property
+    def patient_id(self) -> str | None:
+        """The PatientID of every image here (None while empty)."""
+        return self._identity
+
+    def _new_child(self) -> StudyTree:
+        return StudyTree()
+
+
+class DicomTree(_BranchTree[PatientTree]):
+    """Any images, sorted by PatientID, then study, series and instance.
+
+    ``tree["P1"]["1.2.3"]["1.2.3.4"]["1.2.3.4.5"]`` is one dataset.
+    """
+
+    keyword = None
+    child_keyword = "PatientID"
+    child_type = PatientTree
+
+    def _new_child(self) -> PatientTree:
+        return PatientTree()
+
+
+class IdentityMapping:
+    """Consistent, recordable and reversible replacement of UIDs and patient identifiers.
+
+    The same old value always gets the same new value, across every dataset
+    the mapping is applied to, so references between objects (a
+    ReferencedSOPInstanceUID, a shared FrameOfReferenceUID) stay valid.
+
+    ``uid_prefix``
+        Root of new UIDs, ending with a dot.
+    ``identifier_prefix``
+        Start of new patient identifiers (up to 8 of ``A-Z a-z 0-9 _ -``):
+        ``ANON0001``, ``ANON0002`` … in order of first appearance.
+    ``seed``
+        Makes new values deterministic: the same seed and old value always
+        give the same new value, in any order and any process. Without a
+        seed, new UIDs are random.
+
+    The mapping is a record of who is who: :meth:`to_json` it somewhere safe,
+    :meth:`from_json` it to continue, :meth:`reverse` it to restore the
+    original identifiers.
+
+        >>> mapping = IdentityMapping()
+        >>> mapping.patient_id("123456"), mapping.patient_id("123456")
+        ('ANON0001', 'ANON0001')
+        >>> mapping.original("ANON0001")
+        '123456'
+    """
+
+    def __init__(
+        self,
+        *,
+        uid_prefix: str = DEFAULT_UID_PREFIX,
+        identifier_prefix: str = "ANON",
+        seed: str | None = None,
+    ) -> None:
+        if not isinstance(identifier_prefix, str) or not _IDENTIFIER_PREFIX.match(identifier_prefix):
+            raise ConfigurationError(
+                f"identifier_prefix must be at most 8 letters, digits, '_' or '-', got {identifier_prefix!r}"
+            )
+        if seed is not None and (not isinstance(seed, str) or not seed):
+            raise ConfigurationError(f"seed must be a non-empty string or None, got {seed!r}")
+        self._uids = UidGenerator(pipeline_name=seed, prefix=uid_prefix)
+        self.uid_prefix = uid_prefix
+        self.identifier_prefix = identifier_prefix
+        self.seed = seed
+        #: kind ("uid" or an identifier keyword) -> old -> new
+        self._forward: dict[str, dict[str, str]] = {}
+        self._backward: dict[str, dict[str, str]] = {}
+        # a reversed mapping only restores what it knows; it never invents values
+        self._closed = False
+        self._lock = threading.RLock()
+
+    # -- replacing values ------------------------------------------------------
+
+    def uid(self, old: str) -> str:
+        """The new UID for ``old`` (standard DICOM UIDs such as SOP classes stay as they are)."""
+        if old.startswith(_STANDARD_UID_ROOT):
+            return old
+        return self.replace("uid", old)
+
+    def patient_id(self, old: str) -> str:
+        """The new PatientID for ``old``."""
+        return self.replace("PatientID", old)
+
+    def replace(self, kind: str, old: str, *, suggestion: str | None = None) -> str:
+        """The new value of ``old`` for ``kind`` (``"uid"`` or an identifier keyword).
+
+        An empty value stays empty. ``suggestion`` is used as the new value
+        when ``old`` is new and nothing else maps to ``suggestion`` yet.
+        """
+        if old == "":
+            return old
+        with self._lock:
+            forward = self._forward.setdefault(kind, {})
+            known = forward.get(old)
+            if known is not None:
+                return known
+            if self._closed:
+                return old
+            backward = self._backward.setdefault(kind, {})
+            new = suggestion if suggestion and suggestion not in backward else None
+            attempt = 0
+            while new is None or new in backward:
+                new = self._new_value(kind, old, len(forward) + 1 + attempt, attempt)
+                attempt += 1
+            forward[old] = new
+            backward[new] = old
+            return new
+
+    def _new_value(self, kind: str, old: str, number: int, attempt: int) -> str:
+        parts = [old] if attempt == 0 else [old, str(attempt)]
+        if kind == "uid":
+            return str(self._uids.derived_uid("identity-mapping", parts))
+        if self.seed is None:
+            return f"{self.identifier_prefix}{number:04d}"
+        text = "\x1f".join([self.seed, kind, *parts])
+        return self.identifier_prefix + hashlib.sha256(text.encode("utf-8")).hexdigest()[:8].upper()
+
+    def original(self, new: str, kind: str | None = None) -> str:
+        """The value that ``new`` replaced; ``KeyError`` if this mapping did not make ``new``."""
+        with self._lock:
+            kinds = [kind] if kind is not None else list(self._backward)
+            for name in kinds:
+                table = self._backward.get(name, {})
+                if new in table:
+                    return table[new]
+        raise KeyError(f"{new!r} is not a value this mapping made" + (f" for {kind}" if kind else ""))
+
+    def reverse(self) -> IdentityMapping:
+        """A mapping that turns new values back into the originals (and leaves others alone)."""
+        reversed_mapping = IdentityMapping(
+            uid_prefix=self.uid_prefix, identifier_prefix=self.identifier_prefix, seed=self.seed
+        )
+        with self._lock:
+            reversed_mapping._forward = {kind: dict(table) for kind, table in self._backward.items()}
+            reversed_mapping._backward = {kind: dict(table) for kind, table in self._forward.items()}
+        reversed_mapping._closed = not self._closed
+        return reversed_mapping
+
+    def table(self, kind: str) -> dict[str, str]:
+        """A copy of the old -> new table of ``kind`` (``"uid"``, ``"PatientID"`` …)."""
+        with self._lock:
+            return dict(self._forward.get(kind, {}))
+
+    def __len__(self) -> int:
+        return sum(len(table) for table in self._forward.values())
+
+    # -- datasets ---------------------------------------------------------------
+
+    def apply(self, dataset: Dataset) -> Dataset:
+        """Replace every UID and patient identifier in ``dataset`` (and its sequences), in place.
+
+        UIDs: every element of VR UI except standard DICOM UIDs, plus the file
+        meta's MediaStorageSOPInstanceUID. Identifiers: PatientID,
+        PatientName (which becomes the new PatientID when it is first seen)
+        and AccessionNumber. Returns ``dataset``.
+        """
+        self._apply(dataset)
+        meta = getattr(dataset, "file_meta", None)
+        if meta is not None and "MediaStorageSOPInstanceUID" in meta:
+            meta.MediaStorageSOPInstanceUID = self.uid(str(meta.MediaStorageSOPInstanceUID))
+        return dataset
+
+    def _apply(self, dataset: Dataset) -> None:
+        new_patient_id: str | None = None
+        for element in dataset:
+            if element.VR == "SQ":
+                for item in element.value:
+                    self._apply(item)
+            elif element.VR == "UI" and element.value is not None:
+                if isinstance(element.value, MultiValue | list):
+                    element.value = [self.uid(str(v)) for v in element.value]
+                else:
+                    element.value = self.uid(str(element.value))
+            elif element.keyword == "PatientID" and element.value is not None:
+                new_patient_id = self.patient_id(str(element.value))
+                element.value = new_patient_id
+            elif element.keyword in ("PatientName", "AccessionNumber") and element.value is not None:
+                suggestion = new_patient_id if element.keyword == "PatientName" else None
+                if suggestion is None and element.keyword == "PatientName" and "PatientID" in dataset:
+                    # PatientName (0010,0010) comes before PatientID (0010,0020)
+                    suggestion = self.replace("PatientID", str(dataset.PatientID or ""))
+                element.value = self.replace(element.keyword, str(element.value), suggestion=suggestion)
+
+    # -- recording ----------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """The whole mapping as JSON text (it re-identifies patients: keep it safe)."""
+        with self._lock:
+            document = {
+                "format": _MAPPING_FORMAT,
+                "version": 1,
+                "uid_prefix": self.uid_prefix,
+                "identifier_prefix": self.identifier_prefix,
+                "seed": self.seed,
+                "reversed": self._closed,
+                "tables": {kind: dict(table) for kind, table in self._forward.items() if table},
+            }
+        return json.dumps(document, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> IdentityMapping:
+        """The mapping :meth:`to_json` wrote; new values continue where it stopped."""
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(f"an identity mapping must be JSON text: {error}") from error
+        if not isinstance(document, dict) or document.get("format") != _MAPPING_FORMAT:
+            raise ConfigurationError(
+                f"this JSON is not an identity mapping: expected \"format\": \"{_MAPPING_FORMAT}\""
+            )
+        if document.get("version") != 1:
+            raise ConfigurationError(
+                f"identity mapping version {document.get('version')!r} is not supported (only 1)"
+            )
+        tables = document.get("tables", {})
+        if not isinstance(tables, dict) or not all(
+            isinstance(table, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in table.items())
+            for table in tables.values()
+        ):
+            raise ConfigurationError("an identity mapping's \"tables\" must map kinds to {old: new} strings")
+        mapping = cls(
+            uid_prefix=document.get("uid_prefix", DEFAULT_UID_PREFIX),
+            identifier_prefix=document.get("identifier_prefix", "ANON"),
+            seed=document.get("seed"),
+        )
+        mapping._forward = {kind: dict(table) for kind, table in tables.items()}
+        mapping._backward = {kind: {v: k for k, v in table.items()} for kind, table in tables.items()}
+        mapping._closed = bool(document.get("reversed", False))
+        return mapping
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{kind}: {len(table)}" for kind, table in sorted(self._forward.items()))
+        return f"<IdentityMapping {counts or 'empty'}>"
