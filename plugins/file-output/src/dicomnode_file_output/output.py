@@ -45,7 +45,7 @@ import os
 import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import attrs
 from pydicom import Dataset
@@ -196,6 +196,8 @@ class FileOutput(PipelineOutput):
     >>> output.send()  # doctest: +SKIP
     True
     """
+
+    output_name: ClassVar[str] = "file"
 
     def __init__(
         self,

@@ -1,0 +1,131 @@
+"""DicomOutput speaks DICOM TLS, verifying the peer; an outbox entry keeps the TLS settings."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port, require_peer
+from dcmtk import storescp
+from pydicom import dcmread
+
+from dicomnode.dicom.dimse import Address
+from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.server.outbox import Outbox
+from dicomnode.server.output import OutputContext
+
+pytestmark = pytest.mark.plugin("dicom-output")
+
+from dicomnode_dicom_output import DicomOutput  # noqa: E402 - after the mark, like every plugin test
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (it is its own CA) and its key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("these tests make certificates with the openssl program, which is not installed")
+    key, cert = directory / f"{name}-key.pem", directory / f"{name}-cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def tls_peer(tmp_path: Path) -> Iterator[tuple[Address, Path, Path]]:
+    """A DCMTK storescp that only speaks TLS, with its certificate."""
+    require_peer("dcmtk")
+    cert, key = _certificate(tmp_path, "server")
+    port = free_port()
+    received = tmp_path / "received"
+    with storescp(received, port, ae_title="TLSSCP", extra=["+tls", str(key), str(cert), "-ic"]):
+        yield Address("127.0.0.1", port, "TLSSCP"), received, cert
+
+
+def _received(directory: Path) -> set[str]:
+    return {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in directory.iterdir()}
+
+
+def test_sends_over_tls_verifying_the_peer_against_the_ca_file(tls_peer: tuple[Address, Path, Path]) -> None:
+    address, received, cert = tls_peer
+    series = synthetic_series(slices=3, rows=8, columns=8)
+
+    assert DicomOutput([(address, series)], tls_ca=cert).send() is True
+
+    assert _received(received) == {ds.SOPInstanceUID for ds in series}
+
+
+def test_sends_over_tls_with_an_ssl_context(tls_peer: tuple[Address, Path, Path]) -> None:
+    address, received, cert = tls_peer
+    series = synthetic_series(slices=2, rows=8, columns=8)
+    context = ssl.create_default_context(cafile=str(cert))
+
+    assert DicomOutput([(address, series)], tls=context).send() is True
+
+    assert _received(received) == {ds.SOPInstanceUID for ds in series}
+
+
+def test_a_peer_whose_certificate_is_not_trusted_is_refused(tls_peer: tuple[Address, Path, Path],
+                                                             tmp_path: Path) -> None:
+    address, received, _ = tls_peer
+    other_ca, _ = _certificate(tmp_path, "other")
+    series = synthetic_series(slices=1, rows=8, columns=8)
+
+    output = DicomOutput([(address, series)], tls_ca=other_ca, attempts=1, timeout=5)
+
+    assert output.send() is False
+    assert not received.exists() or not any(received.iterdir())
+    assert str(address) in (output.report[0].error or "")
+
+
+def test_a_plain_connection_to_a_tls_peer_fails_and_says_where(tls_peer: tuple[Address, Path, Path]) -> None:
+    address, _, _ = tls_peer
+    output = DicomOutput([(address, synthetic_series(slices=1, rows=8, columns=8))], attempts=1, timeout=5)
+
+    assert output.send() is False
+    assert str(address) in (output.report[0].error or "")
+
+
+def test_an_outbox_entry_remembers_the_tls_files_and_is_retried_over_tls(tmp_path: Path) -> None:
+    require_peer("dcmtk")
+    cert, key = _certificate(tmp_path, "server")
+    port = free_port()
+    address = Address("127.0.0.1", port, "TLSSCP")
+    series = synthetic_series(slices=2, rows=8, columns=8)
+    outbox = Outbox(tmp_path / "outbox")
+    output = DicomOutput([(address, series)], tls_ca=cert, attempts=1)
+    output.bind(OutputContext(pipeline_name="t", ae_title="DICOMNODE", data_directory=tmp_path, outbox=outbox,
+                              patient_key="P", known_endpoints={}, logger=logging.getLogger("test")))
+    assert output.send() is False  # nobody listens yet
+    (entry,) = outbox.entries()
+    assert entry.settings["tls"]["ca"] == str(cert.resolve())
+
+    with storescp(tmp_path / "received", port, ae_title="TLSSCP", extra=["+tls", str(key), str(cert), "-ic"]):
+        assert DicomOutput.retry_outbox_entry(entry) is True
+
+    assert _received(tmp_path / "received") == {ds.SOPInstanceUID for ds in series}
+
+
+def test_an_outbox_entry_made_with_an_ssl_context_is_retried_in_the_same_process(tmp_path: Path) -> None:
+    require_peer("dcmtk")
+    cert, key = _certificate(tmp_path, "server")
+    port = free_port()
+    series = synthetic_series(slices=2, rows=8, columns=8)
+    outbox = Outbox(tmp_path / "outbox")
+    output = DicomOutput([(Address("127.0.0.1", port, "TLSSCP"), series)], attempts=1,
+                         tls=ssl.create_default_context(cafile=str(cert)))
+    output.bind(OutputContext(pipeline_name="t", ae_title="DICOMNODE", data_directory=tmp_path, outbox=outbox,
+                              patient_key="P", known_endpoints={}, logger=logging.getLogger("test")))
+    assert output.send() is False
+    (entry,) = outbox.entries()
+    assert set(entry.settings["tls"]) == {"context"}  # an SSLContext cannot be written to disk
+
+    with storescp(tmp_path / "received", port, ae_title="TLSSCP", extra=["+tls", str(key), str(cert), "-ic"]):
+        assert DicomOutput.retry_outbox_entry(entry) is True
+
+    assert _received(tmp_path / "received") == {ds.SOPInstanceUID for ds in series}
