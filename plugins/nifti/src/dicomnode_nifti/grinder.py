@@ -38,6 +38,8 @@ from dicomnode_numpy.geometry import StackLayout, arrange
 from dicomnode_numpy.pixels import fill, unloaded_datasets
 
 from .image import ScaledNifti1Image
+from .mosaic import is_mosaic, mosaic_frames
+from .philips import precise_frames
 
 __all__ = ["NiftiGrinder", "nifti_affine"]
 
@@ -115,7 +117,12 @@ class NiftiGrinder(Grinder):
         """
         datasets = list(datasets)
         forget = unloaded_datasets(datasets)
-        layout = arrange(frames_of(datasets), spacing_tolerance=self.spacing_tolerance,
+        frames = frames_of(datasets)
+        if frames and is_mosaic(frames[0].dataset):
+            frames = mosaic_frames(frames)
+        if self.philips_precise_scaling:
+            frames = precise_frames(frames)
+        layout = arrange(frames, spacing_tolerance=self.spacing_tolerance,
                          accept_gantry_tilt=self.accept_gantry_tilt)
         first = layout.frames[0].dataset
         three_d = str(first.get("MRAcquisitionType", "")).upper() == "3D"

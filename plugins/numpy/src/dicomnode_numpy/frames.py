@@ -47,6 +47,8 @@ class Frame:
     instance_number: int | None
     frame_of_reference_uid: str | None
     pixel_format: PixelFormat
+    #: (tile row, tile column) when the image is one tile of a mosaic frame of ``rows x columns`` tiles
+    tile: tuple[int, int] | None = None
 
     @property
     def orientation(self) -> np.ndarray:

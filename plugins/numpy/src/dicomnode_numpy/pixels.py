@@ -46,6 +46,9 @@ class PixelFormat:
     bits_stored: int
     signed: bool
     syntax: UID | None
+    rows: int
+    columns: int
+    frame_count: int
 
     @classmethod
     def of(cls, dataset: Dataset) -> PixelFormat:
@@ -59,6 +62,9 @@ class PixelFormat:
             bits_stored=int(dataset.get("BitsStored", bits)),
             signed=int(dataset.get("PixelRepresentation", 0)) == 1,
             syntax=_transfer_syntax(dataset),
+            rows=int(dataset.Rows),
+            columns=int(dataset.Columns),
+            frame_count=int(dataset.get("NumberOfFrames") or 1),
         )
 
     @property
@@ -88,11 +94,12 @@ class PixelFormat:
 class PixelReader:
     """Stored values of the frames of one dataset, before any rescale."""
 
-    def __init__(self, dataset: Dataset, pixel_format: PixelFormat, rows: int, columns: int,
-                 frame_count: int) -> None:
+    def __init__(self, dataset: Dataset, pixel_format: PixelFormat) -> None:
         self.dataset = dataset
         self.format = pixel_format
-        self.rows, self.columns, self.frame_count = rows, columns, frame_count
+        self.rows, self.columns = pixel_format.rows, pixel_format.columns
+        self.frame_count = frame_count = pixel_format.frame_count
+        rows, columns = self.rows, self.columns
         self._buffer: bytes | None = None
         if not self.format.compressed:
             buffer = dataset.PixelData
@@ -205,10 +212,11 @@ def fill(
         key = id(frame.dataset)
         reader = readers.get(key)
         if reader is None:
-            reader = readers[key] = PixelReader(
-                frame.dataset, frame.pixel_format, frame.rows, frame.columns, frame.frame_count
-            )
+            reader = readers[key] = PixelReader(frame.dataset, frame.pixel_format)
         values = reader.frame(frame.index)
+        if frame.tile is not None:
+            top, left = frame.tile[0] * frame.rows, frame.tile[1] * frame.columns
+            values = values[top:top + frame.rows, left:left + frame.columns]
         if flip_rows:
             values = values[::-1]
         slot = out[v, k] if out.ndim == 4 else out[k]
