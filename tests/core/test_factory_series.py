@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from parent_series import RawFactory, ct_series, slices
-from pydicom import Dataset
+from parent_series import RawFactory, ct_series, slices, write
+from pydicom import Dataset, dcmread
 
 from dicomnode import (
     Blueprint,
@@ -100,6 +102,23 @@ def test_the_copy_policy_carries_over_the_values_all_parents_share() -> None:
     assert shared.Modality == "OT"  # the blueprint still decides what it mentions
     for per_slice in ("ImagePositionPatient", "SliceLocation", "SOPInstanceUID", "InstanceNumber"):
         assert per_slice not in shared
+
+
+def test_the_copy_policy_works_on_parents_read_from_files(tmp_path: Path) -> None:
+    parents = ct_series(3)
+    for parent in parents:
+        parent.ProcedureCodeSequence = [Dataset()]
+        parent.ProcedureCodeSequence[0].CodeValue = "CTABD"
+    parents[2].StationName = "CT02"  # one slice differs: not a shared value
+    for number, parent in enumerate(parents):
+        parent.StationName = parent.get("StationName", "CT01")
+        write(parent, tmp_path / f"{number}.dcm")
+    read = [dcmread(tmp_path / f"{number}.dcm") for number in range(3)]
+    shared = RawFactory(unmentioned_parent_tags="copy").build_series_header(read, Blueprint()).dataset
+    assert shared.ProcedureCodeSequence[0].CodeValue == "CTABD"
+    assert shared.PatientName == "Hansen^Jørgen"
+    assert "StationName" not in shared
+    assert "SliceLocation" not in shared
 
 
 def test_the_copy_policy_never_copies_pixel_data_or_the_pixel_description() -> None:

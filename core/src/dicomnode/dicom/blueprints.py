@@ -186,13 +186,13 @@ class SourceImageElement(InstancedVirtualElement):
 
     def __init__(self) -> None:
         self.tag = BaseTag(0x00082112)  # SourceImageSequence
-        self._by_number: dict[int, Dataset] = {}
-        self._single: Dataset | None = None
+        self._by_number: dict[int, tuple[str, str]] = {}
+        self._single: tuple[str, str] | None = None
 
     def evaluate(self, context: SeriesContext) -> SourceImageElement:
         """A copy bound to the references of the parent series."""
         bound = SourceImageElement()
-        references = [_reference(parent) for parent in context.parent_series]
+        references = [(p.SOPClassUID, p.SOPInstanceUID) for p in context.parent_series]
         if len(references) == 1:
             bound._single = references[0]
         for parent, reference in zip(context.parent_series, references):
@@ -207,19 +207,11 @@ class SourceImageElement(InstancedVirtualElement):
         if reference is None:
             return None
         item = Dataset()
-        item.ReferencedSOPClassUID = reference.ReferencedSOPClassUID
-        item.ReferencedSOPInstanceUID = reference.ReferencedSOPInstanceUID
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = reference
         return DataElement(self.tag, "SQ", DicomSequence([item]))
 
     def __repr__(self) -> str:
         return "SourceImageElement()"
-
-
-def _reference(parent: Dataset) -> Dataset:
-    reference = Dataset()
-    reference.ReferencedSOPClassUID = parent.SOPClassUID
-    reference.ReferencedSOPInstanceUID = parent.SOPInstanceUID
-    return reference
 
 
 # --------------------------------------------------------------------------- module blueprints
