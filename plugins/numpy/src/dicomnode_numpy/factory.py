@@ -214,6 +214,8 @@ class NumpyFactory(DicomFactory):
         sources: list[Dataset | None] = [None] * total
         if len(volume.source_uids) == total:
             sources = [_reference(by_uid[uid]) if uid in by_uid else None for uid in volume.source_uids]
+        elif parents and not volume.source_uids:
+            sources = _sources_by_position(volume, positions, parents)
         return _Geometry(
             positions=positions,
             orientation=volume.image_orientation,
@@ -349,7 +351,31 @@ def _image_type(current: Any, modality: str) -> list[str]:
     values[1] = "PRIMARY" if modality == "PT" else (values[1] or "SECONDARY")
     if modality == "CT" and (len(values) < 3 or values[2] not in ("AXIAL", "LOCALIZER")):
         values = [*values[:2], "AXIAL", *values[3:]]
+    if modality == "MR" and (len(values) < 3 or not values[2]):
+        # the MR image module requires a third value; OTHER is its defined term for "none of these"
+        values = [*values[:2], "OTHER", *values[3:]]
     return values
+
+
+def _plane_key(position: Any, orientation: Any) -> tuple[float, ...]:
+    # positions written as DS text agree to far better than 1 µm; a coarser key would merge slices
+    return tuple(round(float(v), 3) for v in (*position, *orientation))
+
+
+def _sources_by_position(volume: Volume, positions: np.ndarray, parents: Sequence[Dataset]) -> list[Dataset | None]:
+    """Each slice's parent image: the one in exactly the same plane (single-frame parents only)."""
+    planes: dict[tuple[float, ...], Dataset] = {}
+    for parent in parents:
+        if "ImagePositionPatient" in parent and "ImageOrientationPatient" in parent:
+            planes[_plane_key(parent.ImagePositionPatient, parent.ImageOrientationPatient)] = parent
+    orientation = [round(v, 6) for v in volume.image_orientation]
+    slices = volume.slice_count
+    total = int(np.prod(volume.shape[:-2]))
+    found: list[Dataset | None] = []
+    for index in range(total):
+        match = planes.get(_plane_key(positions[index % slices], orientation))
+        found.append(None if match is None else _reference(match))
+    return found
 
 
 def _reference(parent: Dataset) -> Dataset:
