@@ -33,7 +33,7 @@ from dicomnode.errors import ConfigurationError
 if TYPE_CHECKING:
     from dicomnode.server.nodes import AbstractPipeline
 
-__all__ = ["configure", "load_target", "with_overrides"]
+__all__ = ["configure", "load_target"]
 
 logger = logging.getLogger("dicomnode.cli.run")
 
@@ -65,7 +65,10 @@ def _module_from_file(path: Path) -> ModuleType:
     # the pipeline's own helper modules beside it import as they do under 'python my_node.py'
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    name = f"dicomnode_target_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
+    # under its own name when free, so a spawned processing process (processing_directory),
+    # which gets our sys.path, can import the pipeline class again by module name
+    name = path.stem if path.stem.isidentifier() and path.stem not in sys.modules else \
+        f"dicomnode_target_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ConfigurationError(f"target {str(path)!r}: cannot be loaded as Python")
@@ -123,18 +126,6 @@ def load_target(target: str) -> type[AbstractPipeline]:
     return _pick_class(module, class_part or None, target)
 
 
-def with_overrides(cls: type[AbstractPipeline], **overrides: Any) -> type[AbstractPipeline]:
-    """A subclass of ``cls`` with some settings replaced (None means: keep the pipeline's)."""
-    changes = {name: value for name, value in overrides.items() if value is not None}
-    if not changes:
-        return cls
-    changes["__module__"] = cls.__module__
-    # the subclass keeps the pipeline's name so logs and derived UIDs stay the same
-    changes.setdefault("__qualname__", cls.__qualname__)
-    subclass: type[AbstractPipeline] = type(cls.__name__, (cls,), changes)
-    return subclass
-
-
 class _StopSignal:
     """Turns SIGINT/SIGTERM into an event the main thread waits on."""
 
@@ -158,15 +149,19 @@ class _StopSignal:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cls = load_target(args.target)
-    data_directory = str(args.data_directory) if args.data_directory is not None else None
-    cls = with_overrides(cls, port=args.port, ae_title=args.ae_title, ip=args.ip,
-                         data_directory=data_directory)
-    node = cls()
+    # installed first: a stop asked for while the pipeline loads is honoured right after it opens
     with _StopSignal() as stop:
+        cls = load_target(args.target)
+        overrides = {"port": args.port, "ae_title": args.ae_title, "ip": args.ip,
+                     "data_directory": args.data_directory}
+        # validated like the pipeline's own settings: a bad --port names the setting and the allowed values
+        node = cls(**{name: value for name, value in overrides.items() if value is not None})
+        # the node's own log settings (level, format, stream or file) decide where its lines go;
+        # without this the CLI's root handler would print every line a second time
+        logging.getLogger("dicomnode").propagate = False
         node.open(blocking=False)
-        print(f"dicomnode: {cls.__name__} serving as {node.ae_title} on {node.ip}:{node.port}; "
-              "Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
+        print(f"dicomnode: {node.config.name} serving as {node.config.ae_title} on "
+              f"{node.config.ip}:{node.port}; Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
         try:
             # a timed wait lets the signal handler run promptly on every platform
             while not stop.event.wait(0.5):
@@ -174,5 +169,5 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             logger.info("stopping on %s: finishing or storing the work in flight", stop.received)
             node.close()
-    print(f"dicomnode: {cls.__name__} stopped ({stop.received})", file=sys.stderr, flush=True)
+    print(f"dicomnode: {node.config.name} stopped ({stop.received})", file=sys.stderr, flush=True)
     return 0
