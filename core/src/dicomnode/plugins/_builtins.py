@@ -62,3 +62,8 @@ def dicomnode_commands() -> Iterator[CommandSpec]:
     yield CommandSpec("outbox", "dicomnode.cli.outbox:configure", "list undelivered results, or retry them")
     yield CommandSpec("store", "dicomnode.cli.store:configure", "send DICOM files and folders to a node (C-STORE)")
     yield CommandSpec("echo", "dicomnode.cli.echo:configure", "check that a DICOM node answers (C-ECHO)")
+    yield CommandSpec("show", "dicomnode.cli.show:configure", "print a readable dump of DICOM files")
+    yield CommandSpec(
+        "anonymize", "dicomnode.cli.anonymize:configure",
+        "anonymize DICOM files or folders, recording a reversible mapping",
+    )
