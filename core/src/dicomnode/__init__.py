@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from dicomnode.__about__ import __version__
 
 if TYPE_CHECKING:
+    from dicomnode.dicom.anonymization import anonymize
     from dicomnode.dicom.factory import (
         AttrElement,
         Blueprint,
@@ -29,6 +30,15 @@ if TYPE_CHECKING:
         SeriesHeader,
         StaticElement,
         VirtualElement,
+    )
+    from dicomnode.dicom.lazy import LazyDataset
+    from dicomnode.dicom.tree import (
+        DicomTree,
+        IdentityMapping,
+        ImageTreeInterface,
+        PatientTree,
+        SeriesTree,
+        StudyTree,
     )
     from dicomnode.server.grinders import (
         DicomTreeGrinder,
@@ -57,27 +67,35 @@ _EXPORTS: dict[str, str] = {
     "Blueprint": "dicomnode.dicom.factory",
     "CopyElement": "dicomnode.dicom.factory",
     "DicomFactory": "dicomnode.dicom.factory",
+    "DicomTree": "dicomnode.dicom.tree",
     "DicomTreeGrinder": "dicomnode.server.grinders",
     "DiscardElement": "dicomnode.dicom.factory",
     "DynamicInput": "dicomnode.server.input",
     "FunctionalElement": "dicomnode.dicom.factory",
     "Grinder": "dicomnode.server.grinders",
     "IdentityGrinder": "dicomnode.server.grinders",
+    "IdentityMapping": "dicomnode.dicom.tree",
+    "ImageTreeInterface": "dicomnode.dicom.tree",
     "InputContainer": "dicomnode.server.pipeline_tree",
     "InstanceCopyElement": "dicomnode.dicom.factory",
     "InstanceEnvironment": "dicomnode.dicom.factory",
     "InstancedVirtualElement": "dicomnode.dicom.factory",
+    "LazyDataset": "dicomnode.dicom.lazy",
     "ListGrinder": "dicomnode.server.grinders",
     "ManyGrinder": "dicomnode.server.grinders",
     "NoOutput": "dicomnode.server.output",
     "OutputContext": "dicomnode.server.output",
+    "PatientTree": "dicomnode.dicom.tree",
     "PipelineOutput": "dicomnode.server.output",
     "SequenceElement": "dicomnode.dicom.factory",
     "SeriesElement": "dicomnode.dicom.factory",
     "SeriesHeader": "dicomnode.dicom.factory",
+    "SeriesTree": "dicomnode.dicom.tree",
     "StaticElement": "dicomnode.dicom.factory",
+    "StudyTree": "dicomnode.dicom.tree",
     "TagGrinder": "dicomnode.server.grinders",
     "VirtualElement": "dicomnode.dicom.factory",
+    "anonymize": "dicomnode.dicom.anonymization",
 }
 
 __all__ = [
@@ -89,28 +107,36 @@ __all__ = [
     "Blueprint",
     "CopyElement",
     "DicomFactory",
+    "DicomTree",
     "DicomTreeGrinder",
     "DiscardElement",
     "DynamicInput",
     "FunctionalElement",
     "Grinder",
     "IdentityGrinder",
+    "IdentityMapping",
+    "ImageTreeInterface",
     "InputContainer",
     "InstanceCopyElement",
     "InstanceEnvironment",
     "InstancedVirtualElement",
+    "LazyDataset",
     "ListGrinder",
     "ManyGrinder",
     "NoOutput",
     "OutputContext",
+    "PatientTree",
     "PipelineOutput",
     "SequenceElement",
     "SeriesElement",
     "SeriesHeader",
+    "SeriesTree",
     "StaticElement",
+    "StudyTree",
     "TagGrinder",
     "VirtualElement",
     "__version__",
+    "anonymize",
 ]
 
 
