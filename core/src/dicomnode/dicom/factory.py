@@ -29,13 +29,11 @@ from typing import Any, Union
 
 import attrs
 from pydicom import Dataset
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.multival import MultiValue
+from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
-from pydicom.uid import UID
-from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
+from dicomnode.dicom.element_copies import fresh_elements, same_value
 from dicomnode.dicom.uids import DEFAULT_UID_PREFIX, UidGenerator
 from dicomnode.dicom.vr_rules import (
     TagLike,
@@ -474,51 +472,6 @@ class Blueprint:
 # --------------------------------------------------------------------------- series header
 
 
-#: value types that cannot be changed in place, so instances may share them
-_IMMUTABLE = frozenset({
-    str, int, float, bytes, type(None), BaseTag, UID, PersonName, DSfloat, DSdecimal, IS,
-})
-
-
-def _fresh(element: DataElement) -> DataElement:
-    """A new DataElement object for the same value: cheap, and safe to change for one instance.
-
-    Strings, numbers and bytes are immutable and shared; a multi-value's list
-    and a sequence's datasets can be changed in place, so they are copied
-    (items of a sequence recursively, element by element — much cheaper than
-    ``copy.deepcopy``).
-    """
-    new = object.__new__(DataElement)
-    new.__dict__ = element.__dict__.copy()
-    value = element._value
-    kind = type(value)
-    if kind in _IMMUTABLE:  # the common case, without the slow ABC isinstance checks
-        return new
-    if issubclass(kind, DicomSequence):
-        new._value = DicomSequence([_fresh_dataset(item) for item in value])
-    elif issubclass(kind, MultiValue):
-        values = copy.copy(value)
-        values._list = list(value._list)
-        new._value = values
-    elif not issubclass(kind, (str, int, float, bytes)):
-        new._value = copy.deepcopy(value)
-    return new
-
-
-def _fresh_elements(dataset: Dataset) -> dict[BaseTag, Any]:
-    elements: dict[BaseTag, Any] = {}
-    for tag, element in dataset.items():
-        # elements of a sequence read from a file may still be encoded
-        elements[tag] = _fresh(dataset[tag] if isinstance(element, RawDataElement) else element)
-    return elements
-
-
-def _fresh_dataset(dataset: Dataset) -> Dataset:
-    copied = Dataset(_fresh_elements(dataset))
-    copied.is_undefined_length_sequence_item = dataset.is_undefined_length_sequence_item
-    return copied
-
-
 @attrs.define
 class SeriesHeader:
     """A series partly built: the values every instance shares, and the per-instance elements left.
@@ -534,7 +487,7 @@ class SeriesHeader:
 
     def instantiate(self, env: InstanceEnvironment) -> Dataset:
         """A new dataset for the instance described by ``env``."""
-        elements = _fresh_elements(self.dataset)
+        elements = fresh_elements(self.dataset)
         for virtual in self.instance_elements:
             element = virtual.produce(env)
             if element is not None:
@@ -682,21 +635,7 @@ class DicomFactory(abc.ABC):
         for tag in list(first.keys()):
             if tag.group in _NEVER_COPIED_GROUPS or tag in blueprint:
                 continue
-            if all(_same_value(first, other, tag) for other in rest):
+            if all(same_value(first, other, tag) for other in rest):
                 dataset[tag] = copy.deepcopy(first[tag])
             else:
                 logger.debug("not copying %s: it differs between the parent instances", describe(tag))
-
-
-def _same_value(first: Dataset, other: Dataset, tag: BaseTag) -> bool:
-    """True when ``other`` has the same value for ``tag`` as ``first``."""
-    mine, theirs = first.get_item(tag), other.get_item(tag)
-    if theirs is None:
-        return False
-    # elements still encoded as read from a file compare as bytes, sparing
-    # the decoding of every attribute of every slice
-    # (equal bytes are equal values; unequal bytes are decoded and compared)
-    if isinstance(mine, RawDataElement) and isinstance(theirs, RawDataElement) \
-            and mine.VR == theirs.VR and isinstance(mine.value, bytes) and mine.value == theirs.value:
-        return True
-    return bool(first[tag].value == other[tag].value)
