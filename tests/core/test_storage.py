@@ -1,0 +1,78 @@
+"""Durable storage: received bytes written atomically under sanitised names, listed, removed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pynetdicom.dsutils import encode
+
+from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.errors import StorageError
+from dicomnode.server.storage import InstanceStore
+
+
+def _encoded() -> tuple[object, bytes]:
+    dataset = synthetic_series(slices=1, rows=4, columns=4)[0]
+    encoded = encode(dataset, False, True)  # explicit VR little endian, as a peer sends it
+    assert encoded is not None
+    return dataset, encoded
+
+
+def test_received_bytes_are_stored_as_a_readable_dicom_file(tmp_path: Path) -> None:
+    dataset, encoded = _encoded()
+    store = InstanceStore(tmp_path)
+    path = store.write_encoded("P1", dataset.SOPInstanceUID, dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    read = dcmread(path)
+    assert read.SOPInstanceUID == dataset.SOPInstanceUID  # type: ignore[attr-defined]
+    assert read.PixelData == dataset.PixelData  # type: ignore[attr-defined]
+    assert path.read_bytes().endswith(encoded)  # the bytes as received, not re-encoded
+
+
+def test_a_hostile_patient_id_stays_inside_the_data_directory(tmp_path: Path) -> None:
+    dataset, encoded = _encoded()
+    store = InstanceStore(tmp_path / "data")
+    path = store.write_encoded("../../etc", "../passwd", dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    assert (tmp_path / "data" / "incoming") in path.parents
+    assert ".." not in path.parts
+
+
+@pytest.mark.parametrize("policy", ["none", "association", "instance"])
+def test_every_fsync_policy_stores_the_file(tmp_path: Path, policy: str) -> None:
+    dataset, encoded = _encoded()
+    store = InstanceStore(tmp_path, policy)  # type: ignore[arg-type]
+    path = store.write_encoded("P1", dataset.SOPInstanceUID, dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    store.sync([path])
+    assert list(store.files()) == [path]
+
+
+def test_an_unknown_fsync_policy_is_refused_with_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="none, association, instance"):
+        InstanceStore(tmp_path, "always")  # type: ignore[arg-type]
+
+
+def test_listing_deletes_partial_files_of_an_interrupted_write(tmp_path: Path) -> None:
+    dataset, encoded = _encoded()
+    store = InstanceStore(tmp_path)
+    path = store.write_encoded("P1", dataset.SOPInstanceUID, dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    partial = path.parent / ".incoming-deadbeef"
+    partial.write_bytes(b"half a file")
+    assert list(store.files()) == [path]
+    assert not partial.exists()
+
+
+def test_remove_deletes_the_files_and_the_emptied_patient_folder(tmp_path: Path) -> None:
+    dataset, encoded = _encoded()
+    store = InstanceStore(tmp_path)
+    path = store.write_encoded("P1", dataset.SOPInstanceUID, dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    store.remove([path])
+    assert not path.parent.exists()
+    assert list(store.files()) == []
+
+
+def test_an_unwritable_directory_is_a_storage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StorageError, match="cannot create"):
+        InstanceStore(blocker)
