@@ -23,6 +23,7 @@ import logging
 import re
 import ssl
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -204,9 +205,16 @@ def _open(address: Address, contexts: list[Any], *, ae_title: str, timeout: floa
     return associate(ae, address, contexts, timeout=timeout, tls=tls, ext_neg=ext_neg, handlers=handlers)
 
 
-def _release(assoc: Association) -> None:
-    if assoc.is_established:
-        assoc.release()
+@contextmanager
+def _exchange(assoc: Association) -> Iterator[Association]:
+    """Requests and responses on ``assoc`` with its reactor parked; the association ends after."""
+    from dicomnode.dicom.transport import end, parked_reactor
+
+    try:
+        with parked_reactor(assoc):
+            yield assoc
+    finally:
+        end(assoc)
 
 
 def echo(address: Address, *, ae_title: str = "DICOMNODE", timeout: float = 10.0,
@@ -219,10 +227,8 @@ def echo(address: Address, *, ae_title: str = "DICOMNODE", timeout: float = 10.0
     from pynetdicom.presentation import build_context
 
     assoc = _open(address, [build_context(_VERIFICATION)], ae_title=ae_title, timeout=timeout, tls=tls)
-    try:
+    with _exchange(assoc):
         code = _status_code(assoc.send_c_echo())
-    finally:
-        _release(assoc)
     if code is None:
         raise AssociationError(f"{address} sent no C-ECHO response within {timeout:g} s")
     logger.info("C-ECHO %s: status 0x%04X", address, code)
@@ -248,7 +254,7 @@ def find(address: Address, query: Dataset, *, level: QueryLevel | str = QueryLev
     sop_class = _model(model, "find", query_level)
     assoc = _open(address, [build_context(sop_class)], ae_title=ae_title, timeout=timeout, tls=tls)
     matches: list[Dataset] = []
-    try:
+    with _exchange(assoc):
         for status, identifier in assoc.send_c_find(_identifier(query, query_level), sop_class):
             code = _status_code(status)
             if code is None:
@@ -261,8 +267,6 @@ def find(address: Address, query: Dataset, *, level: QueryLevel | str = QueryLev
                 comment = status.get("ErrorComment", "")
                 raise DimseError(f"{address} answered the C-FIND with status 0x{code:04X} ({category})"
                                  + (f": {comment}" if comment else ""))
-    finally:
-        _release(assoc)
     logger.info("C-FIND %s at %s level: %d match(es)", address, query_level.value, len(matches))
     return matches
 
@@ -329,11 +333,9 @@ def move(address: Address, query: Dataset, destination_ae: str, *,
         assoc = _open(address, [build_context(sop_class)], ae_title=ae_title, timeout=timeout, tls=tls)
     except AssociationError as error:
         return MoveResult(error=str(error))
-    try:
+    with _exchange(assoc):
         return _collect_retrieve(assoc.send_c_move(_identifier(query, query_level), destination_ae, sop_class),
                                  address, "C-MOVE", timeout)
-    finally:
-        _release(assoc)
 
 
 #: the C-GET storage handler: receives each instance (with its file meta); returns a C-STORE
@@ -381,8 +383,6 @@ def get(address: Address, query: Dataset, *, storage_handler: StorageHandler,
                       handlers=[(evt.EVT_C_STORE, on_store)])
     except AssociationError as error:
         return MoveResult(error=str(error))
-    try:
+    with _exchange(assoc):
         return _collect_retrieve(assoc.send_c_get(_identifier(query, query_level), sop_class),
                                  address, "C-GET", timeout)
-    finally:
-        _release(assoc)

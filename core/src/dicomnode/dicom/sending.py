@@ -29,7 +29,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
-from dicomnode.dicom.transport import application_entity, associate
+from dicomnode.dicom.transport import application_entity, associate, end, parked_reactor
 from dicomnode.errors import AssociationError
 
 if TYPE_CHECKING:
@@ -308,10 +308,10 @@ def send_datasets(address: Address, datasets: Iterable[Dataset | Path | str], *,
             error = str(refused)
             break
         try:
-            error = _send_on(assoc, members, address, timeout, outcome)
+            with parked_reactor(assoc):
+                error = _send_on(assoc, members, address, timeout, outcome)
         finally:
-            if assoc.is_established:
-                assoc.release()
+            end(assoc)
         if error is not None:
             break
     not_sent = tuple(item.sop_instance for item in items if item.index not in outcome.attempted)

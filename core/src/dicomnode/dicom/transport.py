@@ -15,6 +15,10 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, evt
@@ -33,7 +37,9 @@ __all__ = [
     "application_entity",
     "associate",
     "describe_failure",
+    "end",
     "on_connection_open",
+    "parked_reactor",
     "set_tcp_nodelay",
 ]
 
@@ -88,20 +94,28 @@ def _connect_error(address: Address, timeout: float) -> str:
         return f"cannot connect: {error.strerror or error}"
 
 
-def describe_failure(assoc: Association, address: Address, timeout: float, connected: bool) -> str:
-    """A sentence saying why an association to ``address`` was not established."""
-    if assoc.is_rejected:
-        primitive = assoc.acceptor.primitive
-        if primitive is not None:
-            return (f"{address} rejected the association ({primitive.result_str}, "
-                    f"source: {primitive.source_str}, reason: {primitive.reason_str})")
-        return f"{address} rejected the association"
+def describe_failure(assoc: Association, address: Address, timeout: float, *, connected: bool,
+                     received: list[Any], elapsed: float) -> str:
+    """A sentence saying why an association to ``address`` was not established.
+
+    ``received`` holds the PDUs the peer sent. A rejection is read from
+    there: when the peer closes the connection right after rejecting,
+    pynetdicom may report an abort although the rejection arrived.
+    """
+    from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ
+
+    for pdu in received:
+        if isinstance(pdu, A_ASSOCIATE_RJ):
+            return (f"{address} rejected the association ({pdu.result_str}, "
+                    f"source: {pdu.source_str}, reason: {pdu.reason_str})")
     if not connected:
         return f"{address}: {_connect_error(address, timeout)}"
-    if assoc.is_aborted:
-        if assoc.acceptor.primitive is not None and not assoc.accepted_contexts:
-            return f"{address} accepted none of the proposed presentation contexts"
+    if any(isinstance(pdu, A_ASSOCIATE_AC) for pdu in received) and not assoc.accepted_contexts:
+        return f"{address} accepted none of the proposed presentation contexts"
+    if any(isinstance(pdu, A_ABORT_RQ) for pdu in received):
         return f"{address} aborted the association"
+    if elapsed < timeout:
+        return f"{address} closed the connection without answering the association request"
     return f"{address} did not answer the association request within {timeout:g} s"
 
 
@@ -116,21 +130,88 @@ def associate(ae: AE, address: Address, contexts: list[PresentationContext], *,
     never answered.
     """
     connected: list[bool] = []
+    received: list[Any] = []
 
     def _opened(event: evt.Event) -> None:
         connected.append(True)
         on_connection_open(event)
 
+    def _received(event: evt.Event) -> None:
+        if len(received) < 4:  # only the negotiation's PDUs matter here
+            received.append(event.pdu)
+
     tls_args = (tls, address.ip) if tls is not None else None
+    started = time.monotonic()
     assoc = ae.associate(
         address.ip, address.port, contexts, ae_title=address.ae_title, max_pdu=UNLIMITED_PDU,
         ext_neg=ext_neg, tls_args=tls_args,
-        evt_handlers=[(evt.EVT_CONN_OPEN, _opened), *(handlers or [])],
+        evt_handlers=[(evt.EVT_CONN_OPEN, _opened), (evt.EVT_PDU_RECV, _received), *(handlers or [])],
     )
     if not assoc.is_established:
-        reason = describe_failure(assoc, address, timeout, bool(connected))
+        reason = describe_failure(assoc, address, timeout, connected=bool(connected), received=received,
+                                  elapsed=time.monotonic() - started)
         logger.warning("association to %s failed: %s", address, reason)
         raise AssociationError(reason)
     logger.debug("association to %s established, %d context(s) accepted",
                  address, len(assoc.accepted_contexts))
     return assoc
+
+
+class _ParkedCheckpoint(threading.Event):
+    """Stands in for an association's reactor checkpoint while we hold the reactor parked.
+
+    pynetdicom's ``send_*`` methods ``set()`` the checkpoint after each
+    response, which would wake the reactor between two requests: that call
+    is ignored here. :meth:`unpark` really sets it.
+    """
+
+    def set(self) -> None:
+        return
+
+    def unpark(self) -> None:
+        super().set()
+
+
+def _wait_until_parked(assoc: Association, limit: float = 5.0) -> None:
+    # The reactor flags itself paused just before it blocks; two sightings a
+    # few milliseconds apart mean it did not slip through a wait() that
+    # started before the checkpoint was swapped.
+    deadline = time.monotonic() + limit
+    sightings = 0
+    while sightings < 2 and time.monotonic() < deadline:
+        sightings = sightings + 1 if assoc._is_paused else 0
+        time.sleep(0.002)
+
+
+@contextmanager
+def parked_reactor(assoc: Association) -> Iterator[Association]:
+    """Keep pynetdicom's association reactor parked while we exchange requests and responses.
+
+    Each pynetdicom ``send_*`` call pauses the reactor thread with a
+    handshake that can lose a race: the reactor then takes the peer's
+    response off the queue itself, logs "Received unexpected C-STORE service
+    message", and the request waits for its timeout (pynetdicom issues #435
+    and #875). It shows under load, most with many requests on one
+    association. Parking the reactor once, for the whole exchange, removes
+    that window; aborts still end a waiting request at once because the
+    state machine queues an empty message for them.
+    """
+    original = assoc._reactor_checkpoint
+    parked = _ParkedCheckpoint()
+    assoc._reactor_checkpoint = parked
+    original.clear()
+    _wait_until_parked(assoc)
+    try:
+        yield assoc
+    finally:
+        assoc._reactor_checkpoint = original
+        original.set()
+        parked.unpark()
+
+
+def end(assoc: Association) -> None:
+    """Release an association that is still up; just clean up one that the peer aborted."""
+    if assoc.is_established and not assoc.acse.is_aborted():
+        assoc.release()
+    elif assoc.is_alive() or assoc.dul.is_alive():
+        assoc.kill()
