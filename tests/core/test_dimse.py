@@ -98,9 +98,9 @@ def test_echo_to_a_port_nobody_listens_on_says_the_connection_was_refused() -> N
 def test_echo_to_a_peer_refusing_associations_says_it_was_rejected(tmp_path: Path) -> None:
     require_peer("dcmtk")
     port = free_port()
-    with storescp(tmp_path / "out", port, extra=["--refuse"]):
-        with pytest.raises(AssociationError, match="rejected the association"):
-            echo(Address("127.0.0.1", port, "STORESCP"), timeout=5)
+    with storescp(tmp_path / "out", port, extra=["--refuse"]), \
+            pytest.raises(AssociationError, match="rejected the association"):
+        echo(Address("127.0.0.1", port, "STORESCP"), timeout=5)
 
 
 def test_echo_to_a_silent_peer_times_out() -> None:

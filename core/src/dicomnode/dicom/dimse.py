@@ -227,10 +227,12 @@ def echo(address: Address, *, ae_title: str = "DICOMNODE", timeout: float = 10.0
     from pynetdicom.presentation import build_context
 
     assoc = _open(address, [build_context(_VERIFICATION)], ae_title=ae_title, timeout=timeout, tls=tls)
+    from dicomnode.dicom.transport import no_response_reason
+
     with _exchange(assoc):
         code = _status_code(assoc.send_c_echo())
-    if code is None:
-        raise AssociationError(f"{address} sent no C-ECHO response within {timeout:g} s")
+        if code is None:
+            raise AssociationError(no_response_reason(assoc, address, "C-ECHO", timeout))
     logger.info("C-ECHO %s: status 0x%04X", address, code)
     return code
 
@@ -250,6 +252,8 @@ def find(address: Address, query: Dataset, *, level: QueryLevel | str = QueryLev
     from pynetdicom.presentation import build_context
     from pynetdicom.status import code_to_category
 
+    from dicomnode.dicom.transport import no_response_reason
+
     query_level = _level(level)
     sop_class = _model(model, "find", query_level)
     assoc = _open(address, [build_context(sop_class)], ae_title=ae_title, timeout=timeout, tls=tls)
@@ -258,7 +262,7 @@ def find(address: Address, query: Dataset, *, level: QueryLevel | str = QueryLev
         for status, identifier in assoc.send_c_find(_identifier(query, query_level), sop_class):
             code = _status_code(status)
             if code is None:
-                raise DimseError(f"{address} stopped answering the C-FIND within {timeout:g} s")
+                raise DimseError(no_response_reason(assoc, address, "C-FIND", timeout))
             category = code_to_category(code)
             if category == "Pending":
                 if identifier is not None:
@@ -280,9 +284,11 @@ def _uid_list(identifier: Dataset | None) -> tuple[str, ...]:
     return tuple(str(uid) for uid in values if uid)
 
 
-def _collect_retrieve(responses: Iterator[tuple[Dataset, Dataset | None]], address: Address,
-                      operation: str, timeout: float) -> MoveResult:
+def _collect_retrieve(assoc: Association, responses: Iterator[tuple[Dataset, Dataset | None]],
+                      address: Address, operation: str, timeout: float) -> MoveResult:
     from pynetdicom.status import code_to_category
+
+    from dicomnode.dicom.transport import no_response_reason
 
     counts = {"NumberOfCompletedSuboperations": 0, "NumberOfFailedSuboperations": 0,
               "NumberOfWarningSuboperations": 0}
@@ -292,7 +298,7 @@ def _collect_retrieve(responses: Iterator[tuple[Dataset, Dataset | None]], addre
     for status, identifier in responses:
         code = _status_code(status)
         if code is None:
-            error = f"{address} stopped answering the {operation} within {timeout:g} s"
+            error = no_response_reason(assoc, address, operation, timeout)
             break
         for keyword in counts:
             if keyword in status and status[keyword].value is not None:
@@ -334,7 +340,7 @@ def move(address: Address, query: Dataset, destination_ae: str, *,
     except AssociationError as error:
         return MoveResult(error=str(error))
     with _exchange(assoc):
-        return _collect_retrieve(assoc.send_c_move(_identifier(query, query_level), destination_ae, sop_class),
+        return _collect_retrieve(assoc, assoc.send_c_move(_identifier(query, query_level), destination_ae, sop_class),
                                  address, "C-MOVE", timeout)
 
 
@@ -384,5 +390,5 @@ def get(address: Address, query: Dataset, *, storage_handler: StorageHandler,
     except AssociationError as error:
         return MoveResult(error=str(error))
     with _exchange(assoc):
-        return _collect_retrieve(assoc.send_c_get(_identifier(query, query_level), sop_class),
+        return _collect_retrieve(assoc, assoc.send_c_get(_identifier(query, query_level), sop_class),
                                  address, "C-GET", timeout)

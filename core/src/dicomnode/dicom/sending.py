@@ -29,7 +29,13 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
-from dicomnode.dicom.transport import application_entity, associate, end, parked_reactor
+from dicomnode.dicom.transport import (
+    application_entity,
+    associate,
+    end,
+    no_response_reason,
+    parked_reactor,
+)
 from dicomnode.errors import AssociationError
 
 if TYPE_CHECKING:
@@ -258,8 +264,7 @@ def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: 
             continue
         code = status.get("Status") if status else None
         if code is None:
-            error_text = (f"{address} sent no C-STORE response within {timeout:g} s or closed the "
-                          "connection; the association was aborted")
+            error_text = no_response_reason(assoc, address, "C-STORE", timeout)
             outcome.fail(FailedInstance(item.sop_instance, None, error_text, path))
             return error_text
         code = int(code)

@@ -38,6 +38,7 @@ __all__ = [
     "associate",
     "describe_failure",
     "end",
+    "no_response_reason",
     "on_connection_open",
     "parked_reactor",
     "set_tcp_nodelay",
@@ -207,6 +208,15 @@ def parked_reactor(assoc: Association) -> Iterator[Association]:
         assoc._reactor_checkpoint = original
         original.set()
         parked.unpark()
+
+
+def no_response_reason(assoc: Association, address: Address, operation: str, timeout: float) -> str:
+    """Why a request got no response: the peer aborted, the connection closed, or time ran out."""
+    if assoc.acse.is_aborted("a-abort"):
+        return f"{address} aborted the association instead of answering the {operation}"
+    if assoc.acse.is_aborted("a-p-abort"):
+        return f"{address} closed the connection instead of answering the {operation}"
+    return f"{address} sent no {operation} response within {timeout:g} s; the association was aborted"
 
 
 def end(assoc: Association) -> None:
