@@ -145,23 +145,31 @@ class PixelEncoding:
         """0 for unsigned, 1 for two's complement storage."""
         return 1 if self.dtype.kind == "i" else 0
 
-    def encode_slice(self, index: int, values: np.ndarray) -> np.ndarray:
-        """The integers to store for slice ``index`` whose real values are ``values``."""
+    def encode_slice(self, index: int, values: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+        """The integers to store for slice ``index`` whose real values are ``values``.
+
+        ``scratch`` is an optional float64 array of the slice's shape that is
+        reused for the arithmetic (a writer of many slices saves allocating it
+        each time).
+        """
         info = np.iinfo(self.dtype)
         if self.exact:
             intercept = int(Decimal(self.intercepts[index]))
             if intercept == 0 and values.dtype == self.dtype:
                 return values
-            shifted = values.astype(np.int64) - intercept if values.dtype.kind in "iub" else np.rint(values - intercept)
+            if values.dtype.kind in "iub":
+                shifted = values.astype(np.int64) - intercept
+            else:
+                shifted = np.rint(values - intercept)
             return np.clip(shifted, info.min, info.max).astype(self.dtype)
-        slope = float(self.slopes[index])
-        intercept_value = float(self.intercepts[index])
+        if scratch is None or scratch.shape != values.shape:
+            scratch = np.empty(values.shape, dtype=np.float64)
         # float64 keeps the rounding exact for float32 input; one slice at a time keeps it small
-        scaled = np.subtract(values, intercept_value, dtype=np.float64)
-        scaled /= slope
-        np.rint(scaled, out=scaled)
-        np.clip(scaled, info.min, info.max, out=scaled)
-        return np.asarray(scaled.astype(self.dtype))
+        np.subtract(values, float(self.intercepts[index]), out=scratch, dtype=np.float64)
+        scratch *= 1.0 / float(self.slopes[index])
+        np.rint(scratch, out=scratch)
+        np.clip(scratch, info.min, info.max, out=scratch)
+        return np.asarray(scratch.astype(self.dtype))
 
     def decode_slice(self, index: int, stored: np.ndarray) -> np.ndarray:
         """The real values a reader obtains from the stored integers of slice ``index``."""

@@ -169,12 +169,13 @@ class NumpyFactory(DicomFactory):
         forward = float(np.dot(geometry.positions[-1] - geometry.positions[0], geometry.normal)) >= 0
         total = flat.shape[0]
         datasets: list[Dataset] = []
+        scratch = np.empty(flat.shape[1:], dtype=np.float64)
         for index in range(total):
             volume_index, k = divmod(index, slices)
             along = k if forward else slices - 1 - k
             number = volume_index * slices + along + 1
             values = flat[index]
-            stored = encoding.encode_slice(index, values)
+            stored = encoding.encode_slice(index, values, scratch)
             env = InstanceEnvironment(
                 number,
                 kwargs=kwargs or {},
