@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import require_peer
 from parent_series import RawFactory, ct_series, mr_series, slices, write
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 
 from dicomnode import (
     AttrElement,
@@ -98,13 +98,16 @@ def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
+@pytest.mark.parametrize("source", ["memory", "files"])
 @pytest.mark.parametrize("modality", sorted(PARENTS))
 @pytest.mark.parametrize("kind", sorted(OBJECTS))
-def test_the_object_has_no_dciodvfy_error(modality: str, kind: str, tmp_path: Path) -> None:
+def test_the_object_has_no_dciodvfy_error(modality: str, kind: str, source: str, tmp_path: Path) -> None:
     make_parents, modality_blueprint = PARENTS[modality]
     parents = make_parents(3)
     for parent in parents:  # the parents themselves are valid, so every error is ours
         parent.AccessionNumber = "ACC-77"
+    if source == "files":  # as a node receives them: still encoded until used
+        parents = [dcmread(write(parent, tmp_path / f"parent-{n}.dcm")) for n, parent in enumerate(parents)]
     datasets = OBJECTS[kind](parents, modality_blueprint)
     assert datasets
     for number, ds in enumerate(datasets, start=1):

@@ -486,7 +486,13 @@ class SeriesHeader:
     parent_series: Sequence[Dataset] = attrs.field(factory=list)
 
     def instantiate(self, env: InstanceEnvironment) -> Dataset:
-        """A new dataset for the instance described by ``env``."""
+        """A new dataset for the instance described by ``env``.
+
+        ``build_series`` implementations pass ``header_dataset=header.dataset``
+        and ``factory=self`` in ``env``: per-instance elements read them (the
+        default SOPInstanceUID is derived from the header's SeriesInstanceUID
+        and the factory's UID policy).
+        """
         elements = fresh_elements(self.dataset)
         for virtual in self.instance_elements:
             element = virtual.produce(env)
@@ -602,6 +608,8 @@ class DicomFactory(abc.ABC):
         context = SeriesContext(self, parents[0] if parents else None, parents, kwargs or {}, dataset)
         header = self._evaluate_blueprint(blueprint, context)
         header.parent_series = parents
+        logger.debug("series header from %d parents: %d shared elements, %d per instance",
+                     len(parents), len(header.dataset), len(header.instance_elements))
         return header
 
     @abc.abstractmethod
