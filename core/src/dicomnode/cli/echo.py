@@ -23,10 +23,10 @@ def _run(args: argparse.Namespace) -> int:
     address = address_from(args)
     if address is None:
         return 2
-    quiet_network_logs()
     started = time.perf_counter()
     try:
-        status = echo(address, ae_title=args.calling_aet, timeout=args.timeout)
+        with quiet_network_logs():
+            status = echo(address, ae_title=args.calling_aet, timeout=args.timeout)
     except DimseError as error:
         print(f"dicomnode echo: {error}", file=sys.stderr)
         return 1

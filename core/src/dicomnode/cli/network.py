@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,11 +49,22 @@ def address_from(args: argparse.Namespace) -> Address | None:
         return None
 
 
-def quiet_network_logs() -> None:
-    """Keep pynetdicom's own error lines off the terminal: the command reports failures itself.
+@contextmanager
+def quiet_network_logs() -> Iterator[None]:
+    """Keep pynetdicom's own error lines off the terminal while a command runs: it reports failures itself.
 
-    With ``--log-level info`` or ``debug`` everything is shown.
+    With ``--log-level info`` or ``debug`` everything is shown. The levels are
+    restored afterwards (the CLI can run inside another program, or a test).
     """
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:
-        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-        logging.getLogger("dicomnode.dimse").setLevel(logging.ERROR)
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    quieted = {"pynetdicom": logging.CRITICAL, "dicomnode.dimse": logging.ERROR}
+    before = {name: logging.getLogger(name).level for name in quieted}
+    for name, level in quieted.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)

@@ -71,7 +71,6 @@ def _run(args: argparse.Namespace) -> int:
     address = address_from(args)
     if address is None:
         return 2
-    quiet_network_logs()
     problems: list[str] = []
     files = list(_files(args.paths, problems))
     for problem in problems:
@@ -81,8 +80,9 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     bar = _ProgressBar(sys.stderr, not args.quiet)
     try:
-        result = send_datasets(address, files, ae_title=args.calling_aet, timeout=args.timeout,
-                               progress=bar)
+        with quiet_network_logs():
+            result = send_datasets(address, files, ae_title=args.calling_aet, timeout=args.timeout,
+                                   progress=bar)
     finally:
         bar.close()
     for failure in result.failed:
