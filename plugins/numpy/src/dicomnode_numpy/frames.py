@@ -14,6 +14,9 @@ from typing import Any
 import attrs
 import numpy as np
 from pydicom import Dataset
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.multival import MultiValue
 
 from dicomnode.errors import GrindingError
 
@@ -23,6 +26,38 @@ __all__ = ["Frame", "frames_of"]
 
 #: attributes that order the images of one position in time (a 4D series)
 _TEMPORAL_KEYWORDS = ("TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "AcquisitionTime")
+_TAGS = {
+    keyword: tag_for_keyword(keyword)
+    for keyword in (
+        *_TEMPORAL_KEYWORDS, "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+        "ImagerPixelSpacing", "SliceThickness", "SpacingBetweenSlices", "RescaleSlope",
+        "RescaleIntercept", "InstanceNumber", "FrameOfReferenceUID", "SOPInstanceUID",
+    )
+}
+
+
+def _text(dataset: Dataset, keyword: str) -> Any:
+    """A top-level text value (a string, or a list for several), None when absent or empty.
+
+    Values never read yet are split from their raw bytes: pydicom's
+    conversion of every DS value to an object is most of the cost of reading
+    the geometry of a large series, and the grinder only needs the numbers.
+    """
+    element = dataset.get_item(_TAGS[keyword])
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement):
+        if not element.value:
+            return None
+        text = element.value.decode("ascii", "replace").strip(" \x00")
+        if not text:
+            return None
+        parts = [part.strip(" \x00") for part in text.split("\\")]
+        return parts if len(parts) > 1 else parts[0]
+    value = element.value
+    if value is None or value == "":
+        return None
+    return list(value) if isinstance(value, MultiValue | list) else value
 
 
 @attrs.frozen(eq=False)
@@ -92,10 +127,25 @@ def _numbers(value: Any, count: int, what: str, source: str) -> np.ndarray:
     return array
 
 
-def _scalar(value: Any, default: float) -> float:
+def _scalar(value: Any, default: float, what: str = "", source: str = "") -> float:
+    """``value`` as a number; ``default`` when absent. A value that is not a number is an
+    error when ``what`` names it, and counts as absent otherwise (ordering keys)."""
+    if isinstance(value, list):
+        value = value[0] if value else None
     if value is None or value == "":
         return default
-    return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        if not what:
+            return default
+        raise GrindingError(f"{source}: {what} is {value!r}, which is not a number") from exc
+
+
+def _optional(value: Any, what: str, source: str) -> float | None:
+    if value is None or value == "":
+        return None
+    return _scalar(value, 0.0, what, source)
 
 
 def _temporal_key(dataset: Dataset, frame_group: Dataset | None) -> tuple[Any, ...]:
@@ -103,9 +153,9 @@ def _temporal_key(dataset: Dataset, frame_group: Dataset | None) -> tuple[Any, .
     index = _lookup([frame_group], "FrameContentSequence", "TemporalPositionIndex")
     key.append(_scalar(index, 0.0))
     for keyword in _TEMPORAL_KEYWORDS:
-        value = dataset.get(keyword)
-        key.append(str(value) if keyword == "AcquisitionTime" else _scalar(value, 0.0))
-    key.append(_scalar(dataset.get("InstanceNumber"), 0.0))
+        value = _text(dataset, keyword)
+        key.append(str(value or "") if keyword == "AcquisitionTime" else _scalar(value, 0.0))
+    key.append(_scalar(_text(dataset, "InstanceNumber"), 0.0))
     return tuple(key)
 
 
@@ -125,17 +175,17 @@ def _frame(dataset: Dataset, index: int, groups: Sequence[Dataset | None], sourc
     slope = _lookup(groups, "PixelValueTransformationSequence", "RescaleSlope")
     intercept = _lookup(groups, "PixelValueTransformationSequence", "RescaleIntercept")
     if position is None:
-        position = dataset.get("ImagePositionPatient")
+        position = _text(dataset, "ImagePositionPatient")
     if orientation is None:
-        orientation = dataset.get("ImageOrientationPatient")
+        orientation = _text(dataset, "ImageOrientationPatient")
     if spacing is None:
-        spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
+        spacing = _text(dataset, "PixelSpacing") or _text(dataset, "ImagerPixelSpacing")
     if thickness is None:
-        thickness = dataset.get("SliceThickness")
+        thickness = _text(dataset, "SliceThickness")
     if slope is None:
-        slope = dataset.get("RescaleSlope")
+        slope = _text(dataset, "RescaleSlope")
     if intercept is None:
-        intercept = dataset.get("RescaleIntercept")
+        intercept = _text(dataset, "RescaleIntercept")
     missing = [
         name
         for name, value in (
@@ -151,9 +201,9 @@ def _frame(dataset: Dataset, index: int, groups: Sequence[Dataset | None], sourc
             "and pixel spacing of every image"
         )
     iop = _numbers(orientation, 6, "ImageOrientationPatient", source)
-    between = dataset.get("SpacingBetweenSlices")
-    number = dataset.get("InstanceNumber")
-    frame_of_reference = dataset.get("FrameOfReferenceUID")
+    between = _text(dataset, "SpacingBetweenSlices")
+    number = _text(dataset, "InstanceNumber")
+    frame_of_reference = _text(dataset, "FrameOfReferenceUID")
     pixel_spacing = _numbers(spacing, 2, "PixelSpacing", source)
     return Frame(
         dataset=dataset,
@@ -162,16 +212,16 @@ def _frame(dataset: Dataset, index: int, groups: Sequence[Dataset | None], sourc
         row_cosine=_unit(iop[:3], "the row direction ImageOrientationPatient[0:3]", source),
         column_cosine=_unit(iop[3:], "the column direction ImageOrientationPatient[3:6]", source),
         pixel_spacing=(float(pixel_spacing[0]), float(pixel_spacing[1])),
-        slope=_scalar(slope, 1.0),
-        intercept=_scalar(intercept, 0.0),
+        slope=_scalar(slope, 1.0, "RescaleSlope", source),
+        intercept=_scalar(intercept, 0.0, "RescaleIntercept", source),
         temporal_key=_temporal_key(dataset, groups[0] if len(groups) > 1 else None),
-        sop_instance_uid=str(dataset.get("SOPInstanceUID", "")),
-        slice_thickness=None if thickness in (None, "") else float(thickness),
-        spacing_between_slices=None if between in (None, "") else float(between),
+        sop_instance_uid=str(_text(dataset, "SOPInstanceUID") or ""),
+        slice_thickness=_optional(thickness, "SliceThickness", source),
+        spacing_between_slices=_optional(between, "SpacingBetweenSlices", source),
         rows=int(dataset.Rows),
         columns=int(dataset.Columns),
         frame_count=int(dataset.get("NumberOfFrames") or 1),
-        instance_number=None if number in (None, "") else int(number),
+        instance_number=None if number in (None, "") else int(_scalar(number, 0.0)),
         frame_of_reference_uid=str(frame_of_reference) if frame_of_reference else None,
         pixel_format=pixel_format,
     )
