@@ -16,8 +16,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "NiftiGrinder",
     "NiftiFactory",
+    "NiftiGrinder",
 ]
 
 

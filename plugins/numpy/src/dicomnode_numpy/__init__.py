@@ -17,9 +17,9 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "NumpyGrinder",
-    "NumpyFactory",
     "NumpyCaller",
+    "NumpyFactory",
+    "NumpyGrinder",
 ]
 
 
