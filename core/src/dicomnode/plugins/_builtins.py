@@ -58,6 +58,7 @@ def dicomnode_inputs() -> Iterator[InputSpec]:
 def dicomnode_commands() -> Iterator[CommandSpec]:
     yield CommandSpec("plugins", "dicomnode.cli.plugins:configure", "list the installed plugins, or check them")
     yield CommandSpec("run", "dicomnode.cli.run:configure", "start a pipeline (file.py, module:Class or .toml) as a node")
+    yield CommandSpec("demo", "dicomnode.cli.demo:configure", "run a demo node end to end on a synthetic CT study")
     yield CommandSpec("quarantine", "dicomnode.cli.quarantine:configure", "list failed jobs, or run one again")
     yield CommandSpec("outbox", "dicomnode.cli.outbox:configure", "list undelivered results, or retry them")
     yield CommandSpec("store", "dicomnode.cli.store:configure", "send DICOM files and folders to a node (C-STORE)")
