@@ -15,7 +15,7 @@ from pydicom import dcmread
 from dicomnode.dicom.blueprints import CT_IMAGE_BLUEPRINT, DEFAULT_BLUEPRINT, MR_IMAGE_BLUEPRINT
 from dicomnode.dicom.factory import Blueprint
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.errors import InvalidDatasetError
+from dicomnode.errors import ConfigurationError, InvalidDatasetError
 from dicomnode_numpy import NumpyCaller, NumpyFactory, NumpyGrinder
 from dicomnode_numpy.encoding import Window
 from dicomnode_numpy.pet import PET_IMAGE_BLUEPRINT
@@ -302,3 +302,13 @@ def test_numpy_caller_can_see_the_real_values():
 def test_numpy_caller_rejects_a_value_kind_it_does_not_know():
     with pytest.raises(ValueError, match="stored"):
         NumpyCaller("LargestImagePixelValue", "US", np.max, values="raw")
+
+
+def test_a_window_given_as_a_pair_is_written():
+    datasets = build(parents_of("CT"), np.zeros((6, 16, 20)), factory=NumpyFactory(window=(50, 350)))
+    assert (datasets[0].WindowCenter, datasets[0].WindowWidth) == (50, 350)
+
+
+def test_a_window_option_that_is_not_a_window_is_refused():
+    with pytest.raises(ConfigurationError, match="window must be"):
+        NumpyFactory(window="soft tissue")

@@ -26,6 +26,7 @@ whole numbers) that fits 16 bits is stored exactly, with slope 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 from typing import Literal
 
@@ -199,7 +200,13 @@ def _is_whole(array: np.ndarray) -> bool:
             f"pixel data must be integer or floating point numbers, got an array of dtype {array.dtype}"
         )
     # slice by slice, so the check never holds a second copy of the volume
-    return all(np.array_equal(part, np.rint(part)) for part in array.reshape(-1, *array.shape[-2:]))
+    return all(np.array_equal(part, np.rint(part)) for part in _slices(array))
+
+
+def _slices(array: np.ndarray) -> Iterator[np.ndarray]:
+    """The 2D slices of ``array`` in order, as views (a reshape of a strided view could copy it)."""
+    for index in np.ndindex(*array.shape[:-2]):
+        yield array[index]
 
 
 def _exact_plan(low: float, high: float, count: int, zero_intercept: bool) -> PixelEncoding | None:
@@ -262,8 +269,7 @@ def plan_encoding(
         )
     if array.size == 0:
         raise InvalidDatasetError(f"the volume is empty (shape {array.shape})")
-    slices = array.reshape(-1, *array.shape[-2:])
-    count = slices.shape[0]
+    count = int(np.prod(array.shape[:-2]))
     whole = _is_whole(array)
     low, high = _finite_range(array, "the volume")
     if whole:
@@ -272,8 +278,8 @@ def plan_encoding(
             return plan
     dtype = _storage_type(low, zero_intercept)
     if per_slice:
-        lows = slices.min(axis=(1, 2)).astype(np.float64).tolist()
-        highs = slices.max(axis=(1, 2)).astype(np.float64).tolist()
+        lows = array.min(axis=(-2, -1)).astype(np.float64).reshape(-1).tolist()
+        highs = array.max(axis=(-2, -1)).astype(np.float64).reshape(-1).tolist()
     else:
         lows, highs = [low], [high]
     pairs = [_quantised(lo, hi, dtype, zero_intercept) for lo, hi in zip(lows, highs)]

@@ -74,18 +74,16 @@ _TAG_IMAGE_INDEX = BaseTag(0x00541330)
 _TAG_TEMPORAL_POSITION = BaseTag(0x00200100)
 
 
-def _check_window(_instance: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None or value == "auto" or isinstance(value, Window):
-        return
-    raise ConfigurationError(
-        f"window must be 'auto' (the data's range), None (keep the blueprint's) or a Window, got {value!r}"
-    )
-
-
-def _to_window(value: Any) -> Any:
+def _window_option(value: Any) -> Window | str | None:
+    """The ``window`` option checked: "auto", None or a Window (a ``(center, width)`` pair becomes one)."""
     if isinstance(value, tuple) and len(value) == 2:
         return Window(center=float(value[0]), width=float(value[1]))
-    return value
+    if value is None or value == "auto" or isinstance(value, Window):
+        return value  # type: ignore[no-any-return]
+    raise ConfigurationError(
+        f"window must be 'auto' (the data's range), None (keep the blueprint's), a Window or a "
+        f"(center, width) pair, got {value!r}"
+    )
 
 
 @attrs.define
@@ -131,8 +129,7 @@ class NumpyFactory(DicomFactory):
     ) -> None:
         super().__init__(**options)
         self.per_slice_rescale = bool(per_slice_rescale)
-        self.window = _to_window(window)
-        _check_window(self, None, self.window)  # type: ignore[arg-type]
+        self.window = _window_option(window)
         self.reference_sources = bool(reference_sources)
 
     # -- the public entry ------------------------------------------------------------------------
@@ -164,17 +161,17 @@ class NumpyFactory(DicomFactory):
         encoding = plan_encoding(array, per_slice=self.per_slice_rescale, zero_intercept=modality == "PT")
         self._set_shared(shared, array, geometry, encoding, modality, volumes)
         series = SeriesHeader(shared, list(header.instance_elements), parents)
-        flat = array.reshape(-1, *array.shape[-2:])
         # InstanceNumber runs along the normal even if the volume's slices run the other way
         forward = float(np.dot(geometry.positions[-1] - geometry.positions[0], geometry.normal)) >= 0
-        total = flat.shape[0]
+        total = volumes * slices
         datasets: list[Dataset] = []
-        scratch = np.empty(flat.shape[1:], dtype=np.float64)
+        scratch = np.empty(array.shape[-2:], dtype=np.float64)
         for index in range(total):
             volume_index, k = divmod(index, slices)
             along = k if forward else slices - 1 - k
             number = volume_index * slices + along + 1
-            values = flat[index]
+            # indexing, not reshaping: a reshape of a strided view (a NIfTI image) could copy it all
+            values = array[volume_index, k] if array.ndim == 4 else array[k]
             stored = encoding.encode_slice(index, values, scratch)
             env = InstanceEnvironment(
                 number,
