@@ -150,12 +150,30 @@ def test_send_datasets_stores_every_instance_with_identical_pixels(scp: tuple[Ad
 
 def test_send_datasets_reads_files_and_reports_progress(scp: tuple[Address, Path], tmp_path: Path) -> None:
     address, folder = scp
-    paths = write_series(_small_series(4), tmp_path / "files")
+    series = _small_series(4)
+    paths = write_series(series, tmp_path / "files")
     calls: list[tuple[int, int]] = []
     result = send_datasets(address, paths, progress=lambda done, total: calls.append((done, total)))
     assert result.ok, result
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert len(list(folder.iterdir())) == 4
+    received = _received(folder)
+    for original in series:
+        assert received[original.SOPInstanceUID] == original
+
+
+def test_sending_files_leaves_pynetdicoms_streaming_setting_as_it_was(
+        scp: tuple[Address, Path], tmp_path: Path) -> None:
+    from pynetdicom import _config
+
+    address, _ = scp
+    paths = write_series(_small_series(2), tmp_path / "files")
+    for before in (False, True):
+        _config.STORE_SEND_CHUNKED_DATASET = before
+        try:
+            assert send_datasets(address, paths).ok
+            assert _config.STORE_SEND_CHUNKED_DATASET is before
+        finally:
+            _config.STORE_SEND_CHUNKED_DATASET = False
 
 
 def test_a_dataset_without_file_meta_is_sent_and_left_unchanged(scp: tuple[Address, Path]) -> None:

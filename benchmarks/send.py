@@ -1,0 +1,188 @@
+"""Send: a 300-slice 512x512 CT to DCMTK storescp from four senders, side by side.
+
+Senders, one association per run, all to the same ``storescp --ignore``
+(receives every byte, writes nothing, ``TCP_NODELAY=1``):
+
+(a) ``dicomnode.dicom.dimse.send_datasets`` with the file paths;
+(b) the same with our TCP_NODELAY switched off (the socket as pynetdicom leaves it);
+(c) DCMTK ``storescu`` (``TCP_NODELAY=1``);
+(d) a bare pynetdicom loop: ``AE.associate`` + ``send_c_store(path)`` per file, defaults.
+
+The senders run interleaved a b c d a b c d … after a warm-up round; the
+figures are medians (with min–max) of the counted rounds, and ratios are
+against storescu.
+
+    python benchmarks/send.py --runs 5
+    python benchmarks/send.py --quick          # 40 slices, 3 runs: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+WORK = HERE / ".work"
+STORESCU = "/usr/bin/storescu"
+STORESCP = "/usr/bin/storescp"
+SENDERS = {
+    "a": "dicomnode send_datasets",
+    "b": "dicomnode send_datasets, Nagle left on",
+    "c": "DCMTK storescu",
+    "d": "bare pynetdicom send_c_store loop",
+}
+
+
+def study(slices: int) -> list[Path]:
+    """The benchmark study on disk (made once, then reused)."""
+    from dicomnode.dicom.synthetic import synthetic_series, write_series
+
+    folder = DATA / f"send-ct-{slices}x512"
+    files = sorted(folder.glob("*.dcm")) if folder.is_dir() else []
+    if len(files) == slices:
+        return files
+    shutil.rmtree(folder, ignore_errors=True)
+    write_series(synthetic_series(slices=slices, rows=512, columns=512, patient_id="BENCH"), folder)
+    return sorted(folder.glob("*.dcm"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"storescp did not listen on {port}")
+
+
+# --- the senders --------------------------------------------------------------------------------
+
+
+def _send_dicomnode(port: int, files: list[Path], nodelay: bool) -> None:
+    from dicomnode.dicom import transport
+    from dicomnode.dicom.dimse import Address, send_datasets
+
+    original = transport.set_tcp_nodelay
+    if not nodelay:  # the benchmark's only switch: our EVT_CONN_OPEN handler then does nothing
+        transport.set_tcp_nodelay = lambda sock: None
+    try:
+        result = send_datasets(Address("127.0.0.1", port, "STORESCP"), files, timeout=60)
+    finally:
+        transport.set_tcp_nodelay = original
+    if not result.ok:
+        raise RuntimeError(f"send_datasets failed: {result}")
+
+
+def _send_storescu(port: int, files: list[Path]) -> None:
+    command = [STORESCU, "-aec", "STORESCP", "127.0.0.1", str(port), *map(str, files)]
+    process = subprocess.run(command, env={**os.environ, "TCP_NODELAY": "1"}, capture_output=True,
+                             text=True, timeout=600)
+    if process.returncode != 0:
+        raise RuntimeError(f"storescu failed: {process.stderr[-2000:]}")
+
+
+def _send_pynetdicom(port: int, files: list[Path]) -> None:
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+    from pynetdicom import AE
+
+    ae = AE(ae_title="BARE")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="STORESCP")
+    if not assoc.is_established:
+        raise RuntimeError("pynetdicom could not associate")
+    try:
+        for path in files:
+            status = assoc.send_c_store(path)
+            if not status or status.Status != 0:
+                raise RuntimeError(f"pynetdicom C-STORE of {path} failed: {status}")
+    finally:
+        assoc.release()
+
+
+def _timed(action: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def measure(files: list[Path], runs: int, kinds: list[str]) -> dict[str, list[float]]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="send-", dir=WORK))
+    port = _free_port()
+    log = open(work / "storescp.log", "wb")  # noqa: SIM115 - closed below
+    scp = subprocess.Popen([STORESCP, "--aetitle", "STORESCP", "--accept-all", "--ignore", str(port)],
+                           env={**os.environ, "TCP_NODELAY": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    senders: dict[str, Callable[[], None]] = {
+        "a": lambda: _send_dicomnode(port, files, nodelay=True),
+        "b": lambda: _send_dicomnode(port, files, nodelay=False),
+        "c": lambda: _send_storescu(port, files),
+        "d": lambda: _send_pynetdicom(port, files),
+    }
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    try:
+        _wait_for_port(port)
+        for round_number in range(runs + 1):  # round 0 warms up caches and imports
+            for kind in kinds:
+                elapsed = _timed(senders[kind])
+                if round_number:
+                    times[kind].append(elapsed)
+                print(f"  round {round_number} {kind}: {elapsed:.2f} s", file=sys.stderr)
+    finally:
+        if scp.poll() is None:
+            scp.terminate()
+            scp.wait(timeout=10)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return times
+
+
+def report(times: dict[str, list[float]], slices: int, size: int) -> str:
+    reference = statistics.median(times["c"]) if "c" in times else None
+    lines = ["| sender | median (s) | min–max (s) | instances/s | MB/s | time vs storescu |",
+             "|---|---|---|---|---|---|"]
+    for kind, values in times.items():
+        median = statistics.median(values)
+        ratio = f"{median / reference:.2f}" if reference else "–"
+        lines.append(f"| ({kind}) {SENDERS[kind]} | {median:.2f} | {min(values):.2f}–{max(values):.2f} | "
+                     f"{slices / median:.0f} | {size / median / 1e6:.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="counted rounds (after one warm-up)")
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="40 slices, 3 runs")
+    parser.add_argument("--senders", default="abcd", help="which senders, e.g. 'ac'")
+    args = parser.parse_args()
+    if args.quick:
+        args.slices, args.runs = 40, 3
+    files = study(args.slices)
+    size = sum(path.stat().st_size for path in files)
+    print(f"{len(files)} files, {size / 1e6:.0f} MB; {args.runs} counted rounds after a warm-up",
+          file=sys.stderr)
+    times = measure(files, args.runs, list(args.senders))
+    print(report(times, len(files), size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
