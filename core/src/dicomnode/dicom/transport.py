@@ -86,17 +86,25 @@ def application_entity(ae_title: str, timeout: float) -> AE:
     return ae
 
 
-def _connect_error(address: Address, timeout: float) -> str:
-    """Why a TCP connection to the peer fails (asked again only after a failure, for the message)."""
+def _connect_error(address: Address, timeout: float, tls: ssl.SSLContext | None) -> str:
+    """Why connecting to the peer fails (tried again only after a failure, for the message).
+
+    pynetdicom logs the error of its own attempt but does not return it.
+    """
     try:
-        with socket.create_connection((address.ip, address.port), timeout=min(timeout, 5.0)):
-            return "the peer accepted the TCP connection but did not answer the association request"
+        with socket.create_connection((address.ip, address.port), timeout=min(timeout, 5.0)) as sock:
+            if tls is not None:
+                try:
+                    tls.wrap_socket(sock, server_hostname=address.ip).close()
+                except (ssl.SSLError, ssl.CertificateError) as error:
+                    return f"the TLS handshake failed: {error}"
+            return "the peer accepted the connection but did not answer the association request"
     except OSError as error:
         return f"cannot connect: {error.strerror or error}"
 
 
 def describe_failure(assoc: Association, address: Address, timeout: float, *, connected: bool,
-                     received: list[Any], elapsed: float) -> str:
+                     received: list[Any], elapsed: float, tls: ssl.SSLContext | None = None) -> str:
     """A sentence saying why an association to ``address`` was not established.
 
     ``received`` holds the PDUs the peer sent. A rejection is read from
@@ -110,7 +118,7 @@ def describe_failure(assoc: Association, address: Address, timeout: float, *, co
             return (f"{address} rejected the association ({pdu.result_str}, "
                     f"source: {pdu.source_str}, reason: {pdu.reason_str})")
     if not connected:
-        return f"{address}: {_connect_error(address, timeout)}"
+        return f"{address}: {_connect_error(address, timeout, tls)}"
     if any(isinstance(pdu, A_ASSOCIATE_AC) for pdu in received) and not assoc.accepted_contexts:
         return f"{address} accepted none of the proposed presentation contexts"
     if any(isinstance(pdu, A_ABORT_RQ) for pdu in received):
@@ -150,7 +158,7 @@ def associate(ae: AE, address: Address, contexts: list[PresentationContext], *,
     )
     if not assoc.is_established:
         reason = describe_failure(assoc, address, timeout, connected=bool(connected), received=received,
-                                  elapsed=time.monotonic() - started)
+                                  elapsed=time.monotonic() - started, tls=tls)
         logger.warning("association to %s failed: %s", address, reason)
         raise AssociationError(reason)
     logger.debug("association to %s established, %d context(s) accepted",

@@ -1,0 +1,94 @@
+"""DICOM over TLS: the client helpers take an ``ssl.SSLContext`` (peer: a pynetdicom SCP with TLS)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.presentation import build_context
+
+from dicomnode.dicom.dimse import Address, echo, send_datasets
+from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.dicom.transport import application_entity, associate
+from dicomnode.errors import AssociationError
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl program."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("these tests need the openssl program to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "peer.crt", folder / "peer.key"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=dicomnode test peer", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture
+def tls_peer(certificate: tuple[Path, Path]) -> Iterator[tuple[Address, list[str]]]:
+    """A pynetdicom storage SCP that speaks only TLS; yields its address and the UIDs it stored."""
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    stored: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        stored.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+
+    ae = AE(ae_title="TLSSCP")
+    ae.supported_contexts = AllStoragePresentationContexts
+    ae.add_supported_context("1.2.840.10008.1.1")
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=server_context,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        yield Address("127.0.0.1", port, "TLSSCP"), stored
+    finally:
+        server.shutdown()
+
+
+def _trusting(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certificate[0]))
+
+
+def test_echo_over_tls(tls_peer: tuple[Address, list[str]], certificate: tuple[Path, Path]) -> None:
+    address, _ = tls_peer
+    assert echo(address, tls=_trusting(certificate), timeout=10) == 0x0000
+
+
+def test_send_datasets_over_tls(tls_peer: tuple[Address, list[str]], certificate: tuple[Path, Path]) -> None:
+    address, stored = tls_peer
+    series = synthetic_series(slices=3, rows=16, columns=16)
+    result = send_datasets(address, series, tls=_trusting(certificate), timeout=10)
+    assert result.ok, result
+    assert stored == [ds.SOPInstanceUID for ds in series]
+
+
+def test_the_tls_socket_has_tcp_nodelay(tls_peer: tuple[Address, list[str]],
+                                        certificate: tuple[Path, Path]) -> None:
+    address, _ = tls_peer
+    assoc = associate(application_entity("DICOMNODE", 10), address, [build_context("1.2.840.10008.1.1")],
+                      timeout=10, tls=_trusting(certificate))
+    try:
+        sock = assoc.dul.socket.socket
+        assert isinstance(sock, ssl.SSLSocket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        assoc.release()
+
+
+def test_an_untrusted_certificate_fails_with_the_tls_reason(tls_peer: tuple[Address, list[str]]) -> None:
+    address, _ = tls_peer
+    with pytest.raises(AssociationError, match=r"TLS handshake failed.*certificate verify failed"):
+        echo(address, tls=ssl.create_default_context(), timeout=10)
