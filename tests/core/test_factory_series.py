@@ -64,6 +64,16 @@ def test_changing_one_instance_changes_neither_the_others_nor_the_header() -> No
         assert untouched.OtherPatientIDsSequence[0].PatientID == "PID-0042"
 
 
+def test_instances_share_immutable_values_instead_of_copying_them() -> None:
+    header = RawFactory().build_series_header(ct_series(2), Blueprint([
+        StaticElement("ImageComments", "LT", "x" * 10_000),
+    ]))
+    first = header.instantiate(InstanceEnvironment(1))
+    second = header.instantiate(InstanceEnvironment(2))
+    assert first["ImageComments"] is not second["ImageComments"]
+    assert first.ImageComments is second.ImageComments is header.dataset.ImageComments
+
+
 def test_build_instance_makes_instance_one_of_one() -> None:
     ds = RawFactory().build_instance(ct_series(1)[0], Blueprint([
         CopyElement("Modality"),
