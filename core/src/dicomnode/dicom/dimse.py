@@ -29,7 +29,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 from pydicom import Dataset
+from pynetdicom import StoragePresentationContexts, evt
+from pynetdicom.presentation import build_context, build_role
+from pynetdicom.status import code_to_category
 
+from dicomnode.dicom.sending import FailedInstance, SendResult, send_datasets
+from dicomnode.dicom.transport import (
+    application_entity,
+    associate,
+    end,
+    no_response_reason,
+    parked_reactor,
+)
 from dicomnode.errors import AssociationError, DimseError
 
 if TYPE_CHECKING:
@@ -99,10 +110,6 @@ class Address:
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.ip}:{self.port}"
 
-
-# -- C-STORE (its own module) --------------------------------------------------------------------
-
-from dicomnode.dicom.sending import FailedInstance, SendResult, send_datasets  # noqa: E402
 
 # -- query / retrieve ----------------------------------------------------------------------------
 
@@ -199,8 +206,6 @@ def _status_code(status: Dataset | None) -> int | None:
 def _open(address: Address, contexts: list[Any], *, ae_title: str, timeout: float,
           tls: ssl.SSLContext | None, ext_neg: list[Any] | None = None,
           handlers: list[Any] | None = None) -> Association:
-    from dicomnode.dicom.transport import application_entity, associate
-
     ae = application_entity(ae_title, timeout)
     return associate(ae, address, contexts, timeout=timeout, tls=tls, ext_neg=ext_neg, handlers=handlers)
 
@@ -208,8 +213,6 @@ def _open(address: Address, contexts: list[Any], *, ae_title: str, timeout: floa
 @contextmanager
 def _exchange(assoc: Association) -> Iterator[Association]:
     """Requests and responses on ``assoc`` with its reactor parked; the association ends after."""
-    from dicomnode.dicom.transport import end, parked_reactor
-
     try:
         with parked_reactor(assoc):
             yield assoc
@@ -224,11 +227,7 @@ def echo(address: Address, *, ae_title: str = "DICOMNODE", timeout: float = 10.0
     Raises :class:`~dicomnode.errors.AssociationError` when the peer cannot be
     reached, refuses the association or does not answer within ``timeout``.
     """
-    from pynetdicom.presentation import build_context
-
     assoc = _open(address, [build_context(_VERIFICATION)], ae_title=ae_title, timeout=timeout, tls=tls)
-    from dicomnode.dicom.transport import no_response_reason
-
     with _exchange(assoc):
         code = _status_code(assoc.send_c_echo())
         if code is None:
@@ -249,11 +248,6 @@ def find(address: Address, query: Dataset, *, level: QueryLevel | str = QueryLev
     >>> query = Dataset(); query.PatientID = "DEMO001"; query.StudyInstanceUID = ""  # doctest: +SKIP
     >>> [s.StudyInstanceUID for s in find(pacs, query, level="STUDY")]  # doctest: +SKIP
     """
-    from pynetdicom.presentation import build_context
-    from pynetdicom.status import code_to_category
-
-    from dicomnode.dicom.transport import no_response_reason
-
     query_level = _level(level)
     sop_class = _model(model, "find", query_level)
     assoc = _open(address, [build_context(sop_class)], ae_title=ae_title, timeout=timeout, tls=tls)
@@ -286,10 +280,6 @@ def _uid_list(identifier: Dataset | None) -> tuple[str, ...]:
 
 def _collect_retrieve(assoc: Association, responses: Iterator[tuple[Dataset, Dataset | None]],
                       address: Address, operation: str, timeout: float) -> MoveResult:
-    from pynetdicom.status import code_to_category
-
-    from dicomnode.dicom.transport import no_response_reason
-
     counts = {"NumberOfCompletedSuboperations": 0, "NumberOfFailedSuboperations": 0,
               "NumberOfWarningSuboperations": 0}
     final: int | None = None
@@ -330,8 +320,6 @@ def move(address: Address, query: Dataset, destination_ae: str, *,
     failures do not raise: they are in :attr:`MoveResult.error`.
     ``timeout`` bounds the wait for each response, the sub-operations included.
     """
-    from pynetdicom.presentation import build_context
-
     check_ae_title(destination_ae, "destination AE title")
     query_level = _level(level)
     sop_class = _model(model, "move", query_level)
@@ -361,9 +349,6 @@ def get(address: Address, query: Dataset, *, storage_handler: StorageHandler,
     C-STORE with 0xC000 and is logged. Peer and network failures do not
     raise: they are in :attr:`MoveResult.error`.
     """
-    from pynetdicom import StoragePresentationContexts, evt
-    from pynetdicom.presentation import build_context, build_role
-
     query_level = _level(level)
     sop_class = _model(model, "get", query_level)
     classes = sop_classes if sop_classes is not None else [
