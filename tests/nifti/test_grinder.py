@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
 from geometry_series import CASES, build_series, expected
+from pydicom import dcmread
 
 from dicomnode.errors import GrindingError
 from dicomnode_nifti.grinder import NiftiGrinder
@@ -124,3 +128,18 @@ def test_the_registered_nifti_grinder_is_this_class(clean_registry: None) -> Non
     from dicomnode.plugins import get_registry
 
     assert get_registry().grinder("nifti") is NiftiGrinder
+
+
+def test_numpy_grinder_cuts_a_siemens_mosaic_into_the_same_slices(tmp_path: Path) -> None:
+    data = Path(nib.__file__).parent / "nicom" / "tests" / "data"
+    datasets = []
+    for name in ("siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz"):
+        path = tmp_path / name.removesuffix(".gz")
+        path.write_bytes(gzip.decompress((data / name).read_bytes()))
+        datasets.append(dcmread(path))
+
+    volume = NumpyGrinder()(datasets)
+    image = NiftiGrinder()(datasets)
+
+    assert volume.shape == (2, 48, 128, 128)  # two volumes of 48 slices cut from 896x896 mosaics
+    assert np.array_equal(volume.array[:, :, ::-1, :].transpose(3, 2, 1, 0), image.get_fdata())

@@ -134,3 +134,4 @@ def test_pydicom_single_slices_equal_dcm2niix(name: str, tmp_path: Path) -> None
     mine = grind_and_save([dcmread(tmp_path / "dicom" / name)], tmp_path / "mine.nii")
 
     assert_same_nifti(mine, reference)
+
