@@ -26,8 +26,8 @@ __all__ = ["Frame", "frames_of"]
 
 #: attributes that order the images of one position in time (a 4D series)
 _TEMPORAL_KEYWORDS = ("TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "AcquisitionTime")
-_TAGS = {
-    keyword: tag_for_keyword(keyword)
+_TAGS: dict[str, int] = {
+    keyword: int(tag_for_keyword(keyword) or 0)
     for keyword in (
         *_TEMPORAL_KEYWORDS, "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
         "ImagerPixelSpacing", "SliceThickness", "SpacingBetweenSlices", "RescaleSlope",
