@@ -15,6 +15,7 @@ from dicomnode.__about__ import __version__
 
 if TYPE_CHECKING:
     from dicomnode.dicom.anonymization import anonymize
+    from dicomnode.dicom.dimse import Address, send_datasets
     from dicomnode.dicom.factory import (
         AttrElement,
         Blueprint,
@@ -63,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "AbstractPipeline": "dicomnode.server.nodes",
     "AbstractQueuedPipeline": "dicomnode.server.nodes",
     "AbstractThreadedPipeline": "dicomnode.server.nodes",
+    "Address": "dicomnode.dicom.dimse",
     "AttrElement": "dicomnode.dicom.factory",
     "Blueprint": "dicomnode.dicom.factory",
     "CopyElement": "dicomnode.dicom.factory",
@@ -96,6 +98,7 @@ _EXPORTS: dict[str, str] = {
     "TagGrinder": "dicomnode.server.grinders",
     "VirtualElement": "dicomnode.dicom.factory",
     "anonymize": "dicomnode.dicom.anonymization",
+    "send_datasets": "dicomnode.dicom.dimse",
 }
 
 __all__ = [
@@ -103,6 +106,7 @@ __all__ = [
     "AbstractPipeline",
     "AbstractQueuedPipeline",
     "AbstractThreadedPipeline",
+    "Address",
     "AttrElement",
     "Blueprint",
     "CopyElement",
@@ -137,6 +141,7 @@ __all__ = [
     "VirtualElement",
     "__version__",
     "anonymize",
+    "send_datasets",
 ]
 
 
