@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 import numpy as np
 from pydicom import Dataset
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
@@ -72,6 +72,17 @@ _TAG_RESCALE_INTERCEPT = BaseTag(0x00281052)
 _TAG_SOURCE_IMAGES = BaseTag(0x00082112)
 _TAG_IMAGE_INDEX = BaseTag(0x00541330)
 _TAG_TEMPORAL_POSITION = BaseTag(0x00200100)
+_TAG_REFERENCED_CLASS = BaseTag(0x00081150)
+_TAG_REFERENCED_INSTANCE = BaseTag(0x00081155)
+_TAG_MEDIA_CLASS = BaseTag(0x00020002)
+_TAG_MEDIA_INSTANCE = BaseTag(0x00020003)
+_TAG_TRANSFER_SYNTAX = BaseTag(0x00020010)
+# per-slice values the factory always sets: a blueprint's per-instance rule for them
+# (say, copying ImagePositionPatient by InstanceNumber) would only be overwritten
+_WRITTEN_PER_SLICE = frozenset({
+    _TAG_PIXEL_DATA, _TAG_IMAGE_POSITION, _TAG_SLICE_LOCATION, _TAG_INSTANCE_NUMBER,
+    _TAG_RESCALE_SLOPE, _TAG_RESCALE_INTERCEPT,
+})
 
 
 def _window_option(value: Any) -> Window | str | None:
@@ -95,7 +106,7 @@ class _Geometry:
     pixel_spacing: tuple[float, float]
     slice_distance: float
     normal: np.ndarray
-    sources: list[Dataset | None]  # per slice of the whole (possibly 4D) array: a reference item
+    sources: list[tuple[str, str] | None]  # per slice of the whole (possibly 4D) array: its source
 
 
 class NumpyFactory(DicomFactory):
@@ -160,7 +171,7 @@ class NumpyFactory(DicomFactory):
         modality = str(shared.get("Modality", "") or "")
         encoding = plan_encoding(array, per_slice=self.per_slice_rescale, zero_intercept=modality == "PT")
         self._set_shared(shared, array, geometry, encoding, modality, volumes)
-        series = SeriesHeader(shared, list(header.instance_elements), parents)
+        series = SeriesHeader(shared, self._instance_elements(header, geometry), parents)
         # InstanceNumber runs along the normal even if the volume's slices run the other way
         forward = float(np.dot(geometry.positions[-1] - geometry.positions[0], geometry.normal)) >= 0
         total = volumes * slices
@@ -193,6 +204,13 @@ class NumpyFactory(DicomFactory):
                      shared.get("SeriesInstanceUID"))
         return datasets
 
+    def _instance_elements(self, header: SeriesHeader, geometry: _Geometry) -> list[InstancedVirtualElement]:
+        """The header's per-instance elements, without those whose value the factory writes anyway."""
+        written = set(_WRITTEN_PER_SLICE)
+        if self.reference_sources and all(source is not None for source in geometry.sources):
+            written.add(_TAG_SOURCE_IMAGES)
+        return [element for element in header.instance_elements if element.tag not in written]
+
     # -- geometry ------------------------------------------------------------------------------
 
     def _geometry(self, image: Any, parents: Sequence[Dataset]) -> tuple[np.ndarray, _Geometry]:
@@ -209,7 +227,7 @@ class NumpyFactory(DicomFactory):
         normal = np.cross(volume.row_cosine, volume.column_cosine)
         by_uid = {str(p.SOPInstanceUID): p for p in parents if "SOPInstanceUID" in p}
         total = int(np.prod(volume.shape[:-2]))
-        sources: list[Dataset | None] = [None] * total
+        sources: list[tuple[str, str] | None] = [None] * total
         if len(volume.source_uids) == total:
             sources = [_reference(by_uid[uid]) if uid in by_uid else None for uid in volume.source_uids]
         elif parents and not volume.source_uids:
@@ -309,28 +327,46 @@ class NumpyFactory(DicomFactory):
                        encoding: PixelEncoding, stored: np.ndarray, modality: str, volumes: int,
                        volume_index: int, slices: int) -> None:
         position = geometry.positions[k]
-        ds[_TAG_IMAGE_POSITION] = DataElement(_TAG_IMAGE_POSITION, "DS", [format_ds(v) for v in position])
-        ds[_TAG_SLICE_LOCATION] = DataElement(
-            _TAG_SLICE_LOCATION, "DS", format_ds(float(np.dot(position, geometry.normal))))
-        ds[_TAG_INSTANCE_NUMBER] = DataElement(_TAG_INSTANCE_NUMBER, "IS", str(number))
+        ds[_TAG_IMAGE_POSITION] = _text(_TAG_IMAGE_POSITION, "DS", "\\".join(format_ds(v) for v in position))
+        ds[_TAG_SLICE_LOCATION] = _text(_TAG_SLICE_LOCATION, "DS",
+                                        format_ds(float(np.dot(position, geometry.normal))))
+        ds[_TAG_INSTANCE_NUMBER] = _text(_TAG_INSTANCE_NUMBER, "IS", str(number))
         if _TAG_RESCALE_SLOPE not in ds and _writes_rescale(encoding, modality):
-            ds[_TAG_RESCALE_SLOPE] = DataElement(_TAG_RESCALE_SLOPE, "DS", encoding.slopes[index])
-            ds[_TAG_RESCALE_INTERCEPT] = DataElement(_TAG_RESCALE_INTERCEPT, "DS", encoding.intercepts[index])
+            ds[_TAG_RESCALE_SLOPE] = _text(_TAG_RESCALE_SLOPE, "DS", encoding.slopes[index])
+            ds[_TAG_RESCALE_INTERCEPT] = _text(_TAG_RESCALE_INTERCEPT, "DS", encoding.intercepts[index])
         if modality == "PT":
             ds[_TAG_IMAGE_INDEX] = DataElement(_TAG_IMAGE_INDEX, "US", number)
         if modality == "MR" and volumes > 1:
-            ds[_TAG_TEMPORAL_POSITION] = DataElement(_TAG_TEMPORAL_POSITION, "IS", str(volume_index + 1))
+            ds[_TAG_TEMPORAL_POSITION] = _text(_TAG_TEMPORAL_POSITION, "IS", str(volume_index + 1))
         reference = geometry.sources[index] if self.reference_sources else None
         if reference is not None:
-            ds[_TAG_SOURCE_IMAGES] = DataElement(_TAG_SOURCE_IMAGES, "SQ", DicomSequence([_copy(reference)]))
+            ds[_TAG_SOURCE_IMAGES] = DataElement(_TAG_SOURCE_IMAGES, "SQ", DicomSequence([_reference_item(reference)]))
         if "SOPInstanceUID" not in ds:
             ds.SOPInstanceUID = self.uids.random_uid()
         ds[_TAG_PIXEL_DATA] = DataElement(_TAG_PIXEL_DATA, "OW", np.ascontiguousarray(stored).tobytes())
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta[_TAG_MEDIA_CLASS] = _text(_TAG_MEDIA_CLASS, "UI", str(ds.SOPClassUID))
+        meta[_TAG_MEDIA_INSTANCE] = _text(_TAG_MEDIA_INSTANCE, "UI", str(ds.SOPInstanceUID))
+        meta[_TAG_TRANSFER_SYNTAX] = _EXPLICIT_LITTLE
         ds.file_meta = meta
+
+
+def _text(tag: BaseTag, vr: str, text: str) -> RawDataElement:
+    """An element from its text as it is written to a file.
+
+    The text was made valid here (DS of at most 16 characters, UIDs from a
+    dataset), so it is stored encoded, as pydicom stores what it reads: checked
+    and converted only if someone reads the value. Thousands of slices then
+    cost no per-value parsing.
+    """
+    encoded = text.encode("ascii")
+    if len(encoded) % 2:
+        encoded += b"\0" if vr == "UI" else b" "
+    return RawDataElement(tag, vr, len(encoded), encoded, 0, False, True)
+
+
+# every instance is written Explicit VR Little Endian; a raw element is immutable, so one serves all
+_EXPLICIT_LITTLE = _text(_TAG_TRANSFER_SYNTAX, "UI", str(ExplicitVRLittleEndian))
 
 
 def _writes_rescale(encoding: PixelEncoding, modality: str) -> bool:
@@ -360,7 +396,8 @@ def _plane_key(position: Any, orientation: Any) -> tuple[float, ...]:
     return tuple(round(float(v), 3) for v in (*position, *orientation))
 
 
-def _sources_by_position(volume: Volume, positions: np.ndarray, parents: Sequence[Dataset]) -> list[Dataset | None]:
+def _sources_by_position(volume: Volume, positions: np.ndarray, parents: Sequence[Dataset]
+                         ) -> list[tuple[str, str] | None]:
     """Each slice's parent image: the one in exactly the same plane (single-frame parents only)."""
     planes: dict[tuple[float, ...], Dataset] = {}
     for parent in parents:
@@ -369,25 +406,23 @@ def _sources_by_position(volume: Volume, positions: np.ndarray, parents: Sequenc
     orientation = [round(v, 6) for v in volume.image_orientation]
     slices = volume.slice_count
     total = int(np.prod(volume.shape[:-2]))
-    found: list[Dataset | None] = []
+    found: list[tuple[str, str] | None] = []
     for index in range(total):
         match = planes.get(_plane_key(positions[index % slices], orientation))
         found.append(None if match is None else _reference(match))
     return found
 
 
-def _reference(parent: Dataset) -> Dataset:
+def _reference(parent: Dataset) -> tuple[str, str]:
+    """What a source image reference names: (SOPClassUID, SOPInstanceUID)."""
+    return str(parent.SOPClassUID), str(parent.SOPInstanceUID)
+
+
+def _reference_item(reference: tuple[str, str]) -> Dataset:
     item = Dataset()
-    item.ReferencedSOPClassUID = parent.SOPClassUID
-    item.ReferencedSOPInstanceUID = parent.SOPInstanceUID
+    item[_TAG_REFERENCED_CLASS] = _text(_TAG_REFERENCED_CLASS, "UI", reference[0])
+    item[_TAG_REFERENCED_INSTANCE] = _text(_TAG_REFERENCED_INSTANCE, "UI", reference[1])
     return item
-
-
-def _copy(item: Dataset) -> Dataset:
-    fresh = Dataset()
-    fresh.ReferencedSOPClassUID = item.ReferencedSOPClassUID
-    fresh.ReferencedSOPInstanceUID = item.ReferencedSOPInstanceUID
-    return fresh
 
 
 @attrs.frozen
