@@ -76,3 +76,24 @@ def test_an_unwritable_directory_is_a_storage_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(StorageError, match="cannot create"):
         InstanceStore(blocker)
+
+
+def test_the_file_meta_encoding_matches_pydicoms_byte_for_byte() -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    from dicomnode.server.storage import encode_file_meta
+
+    meta = FileMetaDataset()
+    meta.FileMetaInformationGroupLength = 0
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.456"  # odd length: padded
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    meta.ImplementationClassUID = "1.2.826.0.1.3680043.9.3811.3.0.4"
+    meta.ImplementationVersionName = "PYNETDICOM_304"
+    meta.SourceApplicationEntityTitle = "SCANNER"
+    reference = DicomBytesIO()
+    write_file_meta_info(reference, meta, enforce_standard=True)
+    assert encode_file_meta(meta) == reference.getvalue()

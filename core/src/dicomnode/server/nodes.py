@@ -47,7 +47,12 @@ from dicomnode.server.outbox import Outbox
 from dicomnode.server.output import PipelineOutput
 from dicomnode.server.pipeline_tree import InputContainer, PatientContainer, PipelineTree
 from dicomnode.server.quarantine import Quarantine
-from dicomnode.server.receive import STATUS_SUCCESS, AssociationState, Receiver
+from dicomnode.server.receive import (
+    STATUS_SUCCESS,
+    AssociationState,
+    Receiver,
+    use_cheap_context_copies,
+)
 from dicomnode.server.storage import InstanceStore
 
 if TYPE_CHECKING:
@@ -182,6 +187,7 @@ class AbstractPipeline:
         ae.add_supported_context(Verification)
         server = ae.start_server((config.ip, config.port), block=False, evt_handlers=self.receiver.handlers())
         assert server is not None  # block=False always returns the server
+        use_cheap_context_copies(server)
         self._server = server
         self.port = int(server.server_address[1])
         if config.maintenance_thread or config.stable_time is not None:

@@ -114,6 +114,33 @@ def _status(code: int, comment: str) -> Dataset:
     return status
 
 
+class ContextList(list):  # type: ignore[type-arg]
+    """The server's supported presentation contexts, copied cheaply for each association.
+
+    pynetdicom deep-copies the server's contexts for every association it
+    accepts. With every storage SOP class and every transfer syntax that is
+    thousands of UID objects, ~0.1 s of CPU per association; UIDs are immutable
+    strings, so a copy of each context with its own transfer syntax list is
+    just as independent.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        copies = []
+        for context in self:
+            copy = object.__new__(type(context))
+            copy.__dict__.update(context.__dict__)
+            copy._transfer_syntax = list(context._transfer_syntax)
+            copies.append(copy)
+        return copies
+
+
+def use_cheap_context_copies(server: Any) -> None:
+    """Make a pynetdicom server copy its contexts with :class:`ContextList` (if it has them)."""
+    contexts = getattr(server, "contexts", None)
+    if isinstance(contexts, list) and all(hasattr(c, "_transfer_syntax") for c in contexts):
+        server.contexts = ContextList(contexts)
+
+
 class AssociationState:
     """What one association did: the patients it touched and the files it wrote."""
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,12 +32,13 @@ from typing import Any, Literal
 
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 
 from dicomnode.dicom.paths import safe_component
 from dicomnode.errors import StorageError
 
-__all__ = ["FsyncPolicy", "InstanceStore"]
+__all__ = ["FsyncPolicy", "InstanceStore", "encode_file_meta"]
 
 FsyncPolicy = Literal["none", "association", "instance"]
 FSYNC_POLICIES: tuple[str, ...] = ("none", "association", "instance")
@@ -45,6 +47,47 @@ logger = logging.getLogger("dicomnode.storage")
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 _TEMPORARY_PREFIX = ".incoming-"
+
+
+_SHORT_VRS = {"UI": b"\x00", "SH": b" ", "AE": b" ", "UL": b""}
+_LONG_VRS = ("OB",)
+
+
+def encode_file_meta(file_meta: FileMetaDataset) -> bytes:
+    """The file meta information group (0002,xxxx) as explicit VR little endian bytes.
+
+    The same bytes pydicom's ``write_file_meta_info`` writes for the elements a
+    C-STORE receiver has, without its per-call validation (~1 ms, more than
+    the rest of storing an instance); other VRs fall back to pydicom.
+    """
+    parts = []
+    for element in file_meta:
+        tag = element.tag
+        if tag.group != 0x0002 or tag.element == 0x0000:
+            continue
+        vr = element.VR
+        if vr == "UL":
+            value = struct.pack("<I", int(element.value))
+        elif vr in _SHORT_VRS or vr in _LONG_VRS:
+            raw = element.value
+            value = raw if isinstance(raw, bytes) else str(raw).encode("ascii")
+            if len(value) % 2:
+                value += _SHORT_VRS.get(vr, b"\x00") or b"\x00"
+        else:
+            return _encode_file_meta_with_pydicom(file_meta)
+        header = struct.pack("<HH", tag.group, tag.element) + vr.encode("ascii")
+        if vr in _LONG_VRS:
+            parts.append(header + b"\x00\x00" + struct.pack("<I", len(value)) + value)
+        else:
+            parts.append(header + struct.pack("<H", len(value)) + value)
+    body = b"".join(parts)
+    return b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(body)) + body
+
+
+def _encode_file_meta_with_pydicom(file_meta: FileMetaDataset) -> bytes:
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, file_meta, enforce_standard=True)
+    return buffer.getvalue()
 
 
 def _fsync_path(path: Path) -> None:
@@ -84,8 +127,7 @@ class InstanceStore:
             path.parent.mkdir(exist_ok=True)
             temporary = path.parent / f"{_TEMPORARY_PREFIX}{uuid.uuid4().hex}"
             with open(temporary, "wb") as stream:
-                stream.write(_PREAMBLE)
-                write_file_meta_info(stream, file_meta, enforce_standard=True)  # type: ignore[arg-type]
+                stream.write(_PREAMBLE + encode_file_meta(file_meta))
                 stream.write(encoded)
                 if self.fsync == "instance":
                     stream.flush()
