@@ -312,3 +312,9 @@ def test_a_window_given_as_a_pair_is_written():
 def test_a_window_option_that_is_not_a_window_is_refused():
     with pytest.raises(ConfigurationError, match="window must be"):
         NumpyFactory(window="soft tissue")
+
+
+def test_numpy_caller_is_the_registered_virtual_element_numpy_caller(clean_registry):
+    from dicomnode.plugins import get_registry
+
+    assert get_registry().virtual_element("numpy-caller") is NumpyCaller
