@@ -232,8 +232,11 @@ def build_series(spec: SeriesSpec) -> list[Dataset]:
                 ds.Units = "BQML"
                 ds.DecayCorrection = "START"
                 ds.CorrectedImage = ["ATTN", "DECY"]
-                ds.ImageIndex = k + 1
+                ds.ImageIndex = v * spec.slices + k + 1  # unique in the series, time slice major
                 ds.NumberOfSlices = spec.slices
+                ds.NumberOfTimeSlices = spec.volumes
+                ds.FrameReferenceTime = 60000.0 * v
+                ds.ActualFrameDuration = 60000
             ds.PixelData = np.ascontiguousarray(stored[v, k]).astype("<" + stored.dtype.str[1:]).tobytes()
             _meta(ds)
             datasets.append(ds)
@@ -276,7 +279,7 @@ def _enhanced(spec: SeriesSpec) -> Dataset:
         content.StackID = "1"
         content.InStackPositionNumber = k + 1
         content.TemporalPositionIndex = v + 1
-        content.DimensionIndexValues = [1, k + 1] if spec.volumes == 1 else [1, v + 1, k + 1]
+        content.DimensionIndexValues = [1, k + 1] if spec.volumes == 1 else [1, k + 1, v + 1]
         item.FrameContentSequence = DicomSequence([content])
         slope, intercept = rescale_of(spec, k)
         if spec.modality in ("CT", "PT"):
@@ -288,6 +291,13 @@ def _enhanced(spec: SeriesSpec) -> Dataset:
         per_frame.append(item)
         pixels.append(np.ascontiguousarray(stored[v, k]).astype("<" + stored.dtype.str[1:]).tobytes())
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
+    dimensions = []
+    for pointer in ("StackID", "InStackPositionNumber", "TemporalPositionIndex")[: 2 if spec.volumes == 1 else 3]:
+        dimension = Dataset()
+        dimension.DimensionIndexPointer = pointer
+        dimension.FunctionalGroupPointer = "FrameContentSequence"
+        dimensions.append(dimension)
+    ds.DimensionIndexSequence = DicomSequence(dimensions)
     ds.PixelData = b"".join(pixels)
     _meta(ds)
     return ds
@@ -318,6 +328,9 @@ CASES: dict[str, SeriesSpec] = {
         SeriesSpec("thick-slices-pt", modality="PT", slice_spacing=3.0, pixel_spacing=(2.0, 2.0)),
         SeriesSpec("shuffled-ct", shuffle=True, orientation=rotated(10.0, -20.0)),
         SeriesSpec("4d-mr", modality="MR", volumes=3, shuffle=True),
+        SeriesSpec("4d-pt", modality="PT", volumes=2, pixel_spacing=(2.0, 2.0), slice_spacing=3.0),
         SeriesSpec("enhanced-ct", multiframe=True, shuffle=True),
+        SeriesSpec("enhanced-oblique-mr", modality="MR", multiframe=True, orientation=rotated(-20.0, 15.0, SAGITTAL)),
+        SeriesSpec("enhanced-4d-mr", modality="MR", multiframe=True, volumes=3, shuffle=True),
     )
 }
