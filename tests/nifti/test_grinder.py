@@ -143,3 +143,27 @@ def test_numpy_grinder_cuts_a_siemens_mosaic_into_the_same_slices(tmp_path: Path
 
     assert volume.shape == (2, 48, 128, 128)  # two volumes of 48 slices cut from 896x896 mosaics
     assert np.array_equal(volume.array[:, :, ::-1, :].transpose(3, 2, 1, 0), image.get_fdata())
+
+
+def test_lazy_datasets_are_forgotten_again_after_grinding(tmp_path: Path) -> None:
+    from geometry_series import write_series
+
+    from dicomnode.dicom.lazy import LazyDataset
+
+    spec = CASES["shuffled-ct"]
+    datasets = [LazyDataset(path) for path in write_series(build_series(spec), tmp_path)]
+
+    image = NiftiGrinder()(datasets)
+
+    assert not any(ds.is_loaded for ds in datasets)
+    assert np.array_equal(image.get_fdata()[:, ::-1, :], expected(spec)[0].transpose(2, 1, 0))
+
+
+def test_slices_of_the_data_object_are_scaled_like_the_whole() -> None:
+    image = NiftiGrinder()(build_series(CASES["axial-ct"]))
+
+    whole = image.get_fdata()
+
+    assert np.array_equal(image.dataobj[:, :, 4], whole[:, :, 4])
+    assert np.array_equal(np.asarray(image.dataobj), whole)
+    assert image.dataobj.get_unscaled().dtype == np.int16
