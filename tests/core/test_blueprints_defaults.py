@@ -99,6 +99,12 @@ def test_each_instance_references_the_parent_instance_it_came_from() -> None:
         assert reference.ReferencedSOPClassUID == parent.SOPClassUID
 
 
+def test_no_source_reference_when_parents_share_an_instance_number() -> None:
+    parents = ct_series(2)
+    parents[1].InstanceNumber = 1
+    assert all("SourceImageSequence" not in ds for ds in derive(parents))
+
+
 def test_the_pixel_description_is_16_bit_unsigned_monochrome() -> None:
     ds = derive(ct_series(1))[0]
     assert (ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored,

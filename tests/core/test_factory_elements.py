@@ -296,6 +296,13 @@ def test_instance_copy_with_a_parent_lacking_instance_number_says_so() -> None:
         RawFactory().build_series_header(parents, Blueprint([InstanceCopyElement("SliceLocation", "DS")]))
 
 
+def test_instance_copy_with_two_parents_of_one_number_names_both() -> None:
+    parents = ct_series(2)
+    parents[1].InstanceNumber = 1
+    with pytest.raises(BlueprintError, match=r"two parents have InstanceNumber 1 \(SOPInstanceUIDs .* and .*\)"):
+        RawFactory().build_series_header(parents, Blueprint([InstanceCopyElement("SliceLocation", "DS")]))
+
+
 def test_instance_copy_for_an_instance_no_parent_has_names_the_number() -> None:
     factory = RawFactory()
     header = factory.build_series_header(ct_series(2), Blueprint([

@@ -180,8 +180,9 @@ class SourceImageElement(InstancedVirtualElement):
     """SourceImageSequence: the parent instance each instance was derived from.
 
     An instance references the parent with the same InstanceNumber; a series
-    with one parent references it from every instance. Without a match the
-    instance gets no SourceImageSequence.
+    with one parent references it from every instance. Without a match (or
+    when several parents share the number) the instance gets no
+    SourceImageSequence.
     """
 
     def __init__(self) -> None:
@@ -195,10 +196,16 @@ class SourceImageElement(InstancedVirtualElement):
         references = [(p.SOPClassUID, p.SOPInstanceUID) for p in context.parent_series]
         if len(references) == 1:
             bound._single = references[0]
+        ambiguous: set[int] = set()
         for parent, reference in zip(context.parent_series, references):
             number = parent.get("InstanceNumber")
-            if number not in (None, ""):
-                bound._by_number[int(number)] = reference
+            if number in (None, ""):
+                continue
+            if int(number) in bound._by_number:
+                ambiguous.add(int(number))
+            bound._by_number[int(number)] = reference
+        for number in ambiguous:  # several parents share the number: no way to tell the source
+            del bound._by_number[number]
         return bound
 
     def produce(self, env: InstanceEnvironment) -> DataElement | None:

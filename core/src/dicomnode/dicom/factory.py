@@ -8,7 +8,7 @@ instances share, already evaluated — and then asks the header for each instanc
 so the work per slice is only what differs between slices::
 
     blueprint = Blueprint([
-        StaticElement("Modality", "CT", "CT"),
+        StaticElement("Modality", "CS", "CT"),
         CopyElement("PatientID"),
         FunctionalElement("InstanceNumber", "IS", lambda env: env.instance_number),
     ])
@@ -30,6 +30,7 @@ from typing import Any, Union
 import attrs
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
 
@@ -324,14 +325,22 @@ class InstanceCopyElement(InstancedVirtualElement):
     def evaluate(self, context: SeriesContext) -> Evaluated:
         """This element bound to the values of the parent series, by InstanceNumber."""
         values: dict[int, Any] = {}
+        owners: dict[int, str] = {}
         for parent in context.parent_series:
             number = parent.get("InstanceNumber")
+            uid = str(parent.get("SOPInstanceUID", "unknown"))
             if number is None or number == "":
                 raise BlueprintError(
                     f"InstanceCopyElement({describe(self.tag)}) matches instances by InstanceNumber "
-                    f"(0020,0013), but the parent with SOPInstanceUID "
-                    f"{parent.get('SOPInstanceUID', 'unknown')} has none"
+                    f"(0020,0013), but the parent with SOPInstanceUID {uid} has none"
                 )
+            if int(number) in owners:
+                raise BlueprintError(
+                    f"InstanceCopyElement({describe(self.tag)}) matches instances by InstanceNumber, "
+                    f"but two parents have InstanceNumber {number} (SOPInstanceUIDs "
+                    f"{owners[int(number)]} and {uid}); it needs one parent per number"
+                )
+            owners[int(number)] = uid
             if self.tag in parent:
                 values[int(number)] = parent[self.tag].value
             elif not self.optional:
@@ -361,7 +370,11 @@ class _BoundInstanceCopy(InstancedVirtualElement):
             value = self.values[env.instance_number]
             if value is None:
                 return None
-            return make_element(self.tag, self.vr, copy.deepcopy(value), "InstanceCopyElement")
+            if isinstance(value, DicomSequence):
+                value = copy.deepcopy(value)
+            elif isinstance(value, MultiValue):
+                value = list(value)  # the new element makes its own MultiValue of it
+            return make_element(self.tag, self.vr, value, "InstanceCopyElement")
         if self.optional:
             return None
         known = sorted(self.values)
