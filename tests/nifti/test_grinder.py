@@ -167,3 +167,14 @@ def test_slices_of_the_data_object_are_scaled_like_the_whole() -> None:
     assert np.array_equal(image.dataobj[:, :, 4], whole[:, :, 4])
     assert np.array_equal(np.asarray(image.dataobj), whole)
     assert image.dataobj.get_unscaled().dtype == np.int16
+
+
+def test_asking_for_another_disk_type_converts_the_values(tmp_path: Path) -> None:
+    image = NiftiGrinder()(build_series(CASES["axial-ct"]))
+    image.set_data_dtype(np.float32)
+
+    image.to_filename(tmp_path / "float.nii")
+
+    back = nib.load(tmp_path / "float.nii")
+    assert back.get_data_dtype() == np.float32
+    assert np.array_equal(back.get_fdata(), image.get_fdata())
