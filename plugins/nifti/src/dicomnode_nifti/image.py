@@ -115,7 +115,8 @@ class ScaledNifti1Image(nib.Nifti1Image):
     def to_file_map(self, file_map: Any = None, dtype: Any = None, **kwargs: Any) -> Any:
         """Write the stored values and their scaling unchanged (then as nibabel does)."""
         proxy = self._dataobj
-        header_dtype = self.header.get_data_dtype()
+        header: Any = self.header  # nibabel's header methods are untyped
+        header_dtype = header.get_data_dtype()
         wanted = np.dtype(dtype if dtype is not None else header_dtype)
         if not isinstance(proxy, ScaledArray) or wanted != proxy.dtype:
             # another on-disk type was asked for: nibabel converts (and chooses its own scaling)
@@ -123,7 +124,7 @@ class ScaledNifti1Image(nib.Nifti1Image):
             return base.to_file_map(file_map, dtype=dtype, **kwargs)
         if file_map is None:
             file_map = self.file_map
-        header = self.header.copy()
+        header = header.copy()
         stored: Any = nib.Nifti1Image(proxy.get_unscaled(), None, header)
         stored.header.set_slope_inter(float(proxy.slope), float(proxy.inter))
         stored.to_file_map(file_map)
