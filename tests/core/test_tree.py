@@ -156,6 +156,22 @@ def test_lazy_datasets_stay_unloaded_in_a_tree(tmp_path: Path) -> None:
     assert not any(dataset.is_loaded for dataset in lazy)
 
 
+def test_saving_unloaded_lazy_datasets_copies_their_files_and_keeps_them_unloaded(tmp_path: Path) -> None:
+    paths = write_series(small(slices=2, patient_id="P1"), tmp_path / "in")
+    lazy = [LazyDataset(path) for path in paths]
+    written = DicomTree(lazy).save(tmp_path / "out")
+    assert not any(dataset.is_loaded for dataset in lazy)
+    assert sorted(p.read_bytes() for p in written) == sorted(p.read_bytes() for p in paths)
+
+
+def test_saving_a_changed_lazy_dataset_writes_its_changes(tmp_path: Path) -> None:
+    dataset = LazyDataset(write_series(small(slices=1, patient_id="P1"), tmp_path / "in")[0])
+    tree = DicomTree([dataset])
+    dataset.SeriesDescription = "changed in memory"
+    [written] = tree.save(tmp_path / "out")
+    assert dcmread(written).SeriesDescription == "changed in memory"
+
+
 def test_a_loaded_lazy_dataset_stays_loaded(tmp_path: Path) -> None:
     dataset = LazyDataset(write_series(small(slices=1), tmp_path)[0]).load()
     DicomTree([dataset])

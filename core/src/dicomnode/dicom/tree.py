@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -82,6 +84,17 @@ def instance_path(root: Path | str, dataset: Dataset) -> Path:
     return folder.parent / f"{folder.name}.dcm"
 
 
+def _copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` through a temporary file (never half a file)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 class ImageTreeInterface(ABC):
     """What every level of an image tree offers: add, count, iterate, save, map.
 
@@ -131,13 +144,20 @@ class ImageTreeInterface(ABC):
         The layout is ``patient/study/series/instance.dcm`` (see
         :func:`instance_path`) at every level of the tree, so saving a
         :class:`SeriesTree` puts its files where saving its whole
-        :class:`DicomTree` would.
+        :class:`DicomTree` would. A LazyDataset that is not loaded is copied
+        byte for byte and stays unloaded.
         """
         root = Path(directory)
         paths = []
         for dataset in self:
+            untouched = isinstance(dataset, LazyDataset) and not dataset.is_loaded
             path = instance_path(root, dataset)
-            write_dataset(dataset, path)
+            if isinstance(dataset, LazyDataset) and untouched:
+                # its file is exactly what would be written: copy the bytes, keep memory free
+                dataset.unload()
+                _copy_file(dataset.path, path)
+            else:
+                write_dataset(dataset, path)
             paths.append(path)
         return paths
 
