@@ -26,6 +26,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
 
 from dicomnode.dicom.dimse import Address, echo, send_datasets
+from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.dicom.synthetic import synthetic_series, write_series
 from dicomnode.dicom.transport import UNLIMITED_PDU, application_entity, associate
 from dicomnode.errors import AssociationError
@@ -159,6 +160,16 @@ def test_send_datasets_reads_files_and_reports_progress(scp: tuple[Address, Path
     received = _received(folder)
     for original in series:
         assert received[original.SOPInstanceUID] == original
+
+
+def test_lazy_datasets_are_sent_from_their_files_without_loading_them(
+        scp: tuple[Address, Path], tmp_path: Path) -> None:
+    address, folder = scp
+    lazies = [LazyDataset(path) for path in write_series(_small_series(3), tmp_path / "files")]
+    result = send_datasets(address, lazies)
+    assert result.ok, result
+    assert not any(lazy.is_loaded for lazy in lazies)
+    assert len(_received(folder)) == 3
 
 
 def test_sending_files_leaves_pynetdicoms_streaming_setting_as_it_was(

@@ -32,6 +32,7 @@ from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
+from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.dicom.transport import (
     application_entity,
     associate,
@@ -125,6 +126,8 @@ def _transfer_syntax_of(dataset: Dataset) -> UID:
 
 def _plan(index: int, source: Dataset | Path | str) -> _Item | FailedInstance:
     """Read what is needed to propose a context: SOP class, SOP instance, transfer syntax."""
+    if isinstance(source, LazyDataset) and not source.is_loaded:
+        source = source.path  # its file, as it is on disk: nothing is loaded into memory
     if isinstance(source, Dataset):
         missing = [kw for kw in ("SOPClassUID", "SOPInstanceUID") if kw not in source]
         if missing:
@@ -333,7 +336,9 @@ def send_datasets(address: Address, datasets: Iterable[Dataset | Path | str], *,
     Proposes exactly the (SOP class, transfer syntax) pairs present, with an
     uncompressed fallback per SOP class; an instance is re-encoded only when
     the peer refused its own transfer syntax, and only between uncompressed
-    little-endian syntaxes. Files are read one at a time while sending.
+    little-endian syntaxes. Files (and LazyDatasets not loaded yet) are read
+    one at a time while sending, streamed as they are when the peer accepted
+    their transfer syntax.
     Every response status is checked. Peer and network failures never raise:
     they are in the returned :class:`SendResult`. ``progress(done, total)``
     is called after each instance. ``timeout`` bounds every network step
