@@ -307,3 +307,28 @@ def test_the_registered_numpy_grinder_is_this_class(clean_registry: None) -> Non
 def test_volume_refuses_an_array_that_is_not_3d_or_4d() -> None:
     with pytest.raises(ValueError, match=r"\(slices, rows, columns\)"):
         Volume(np.zeros((4, 4)), [0, 0, 0], [1, 1, 1], np.eye(3))
+
+
+def test_a_4d_series_with_no_time_attributes_is_split_by_instance_number() -> None:
+    spec = CASES["4d-mr"]
+    datasets = build_series(spec)  # InstanceNumber counts volume by volume
+    for ds in datasets:
+        del ds.TemporalPositionIdentifier
+        del ds.AcquisitionNumber
+        del ds.AcquisitionTime
+
+    volume = NumpyGrinder()(datasets)
+
+    assert np.array_equal(volume.array, expected(spec)[0])
+
+
+def test_spacing_tolerance_decides_how_uneven_slices_may_be() -> None:
+    datasets = build_series(CASES["axial-ct"])
+    for ds in datasets:
+        if ds.InstanceNumber == 5:  # 0.15 mm (10 % of the 1.5 mm spacing) off
+            ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.15]
+
+    with pytest.raises(GrindingError, match="unevenly spaced"):
+        NumpyGrinder()(datasets)
+    volume = NumpyGrinder(spacing_tolerance=0.2)(datasets)
+    assert volume.slice_spacing == pytest.approx(1.5)
