@@ -18,7 +18,7 @@ from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import ConfigurationError
 from dicomnode.server.config import PipelineConfig
 from dicomnode.server.grinders import ListGrinder, ManyGrinder, TagGrinder
-from dicomnode.server.input import AbstractInput
+from dicomnode.server.input import AbstractInput, DynamicInput
 from dicomnode.server.nodes import AbstractQueuedPipeline
 from dicomnode.server.output import NoOutput
 from dicomnode.server.pipeline_tree import InputContainer
@@ -182,6 +182,18 @@ def test_an_unknown_keyword_in_required_values_is_refused(tmp_path: Path) -> Non
     text = _minimal(module="keyword_jobs").replace("Modality", "Modallity")
     message = _error(tmp_path, text, "keyword_jobs")
     assert "[inputs.CT]" in message and "Modallity" in message
+
+
+def test_a_dynamic_input_groups_by_its_key_tag(tmp_path: Path) -> None:
+    inputs = 'type = "dynamic"\nkey_tag = "SeriesNumber"'
+    path = _write(tmp_path, _minimal(inputs=inputs, module="dynamic_jobs"), "dynamic_jobs")
+    declared = load_pipeline(path).input["CT"]
+    assert issubclass(declared, DynamicInput) and declared.key_tag == "SeriesNumber"
+
+
+def test_a_key_tag_on_an_input_that_does_not_group_is_refused(tmp_path: Path) -> None:
+    message = _error(tmp_path, _minimal(inputs='key_tag = "SeriesNumber"', module="key_jobs"), "key_jobs")
+    assert "[inputs.CT] key_tag" in message and "dynamic" in message
 
 
 def test_a_file_that_is_not_toml_says_so(tmp_path: Path) -> None:

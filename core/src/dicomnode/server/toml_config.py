@@ -243,7 +243,10 @@ def _input_class(name: str, value: object, base: Path, registry: PluginRegistry,
             raise _error(f"{where} enforce_single_series", table["enforce_single_series"], "must be true or false")
         attributes["enforce_single_series"] = table["enforce_single_series"]
     if "key_tag" in table:
-        attributes["key_tag"] = table["key_tag"]
+        if not hasattr(parent, "key_tag"):
+            raise _error(f"{where} key_tag", table["key_tag"],
+                         f"only inputs that group by a tag take it (type = 'dynamic'), not {kind!r}")
+        attributes["key_tag"] = _tag(str(table["key_tag"]), where)
     if "images" in table and "validate" in table:
         raise ConfigurationError(f"{where}: give either images or validate, not both")
     if "images" in table:
