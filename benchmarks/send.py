@@ -6,7 +6,9 @@ Senders, one association per run, all to the same ``storescp --ignore``
 (a) ``dicomnode.dicom.dimse.send_datasets`` with the file paths;
 (b) the same with our TCP_NODELAY switched off (the socket as pynetdicom leaves it);
 (c) DCMTK ``storescu`` (``TCP_NODELAY=1``);
-(d) a bare pynetdicom loop: ``AE.associate`` + ``send_c_store(path)`` per file, defaults.
+(d) a bare pynetdicom loop: ``AE.associate`` + ``send_c_store(path)`` per file, defaults;
+(e) ``DicomOutput`` (dicom-output plugin) with the file paths: what a pipeline's output does;
+(f) ``DicomOutput`` with the datasets already in memory (read before timing), as ``process`` returns them.
 
 The senders run interleaved a b c d a b c d … after a warm-up round; the
 figures are medians (with min–max) of the counted rounds, and ratios are
@@ -29,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -40,6 +43,8 @@ SENDERS = {
     "b": "dicomnode send_datasets, Nagle left on",
     "c": "DCMTK storescu",
     "d": "bare pynetdicom send_c_store loop",
+    "e": "DicomOutput, files",
+    "f": "DicomOutput, datasets in memory",
 }
 
 
@@ -129,6 +134,24 @@ def _send_pynetdicom(port: int, files: list[Path]) -> None:
                 assoc.release()
 
 
+def _send_dicom_output(port: int, items: list[Any]) -> None:
+    from dicomnode.dicom.dimse import Address
+    from dicomnode_dicom_output import DicomOutput
+
+    output = DicomOutput([(Address("127.0.0.1", port, "STORESCP"), items)], attempts=1, timeout=60)
+    if not output.send():
+        raise RuntimeError(f"DicomOutput failed: {output.report}")
+
+
+def _in_memory(files: list[Path], kinds: list[str]) -> list[Any]:
+    """The datasets of (f), read once before any timing."""
+    if "f" not in kinds:
+        return []
+    from pydicom import dcmread
+
+    return [dcmread(path) for path in files]
+
+
 def _timed(action: Callable[[], None]) -> float:
     started = time.perf_counter()
     action()
@@ -147,7 +170,10 @@ def measure(files: list[Path], runs: int, kinds: list[str]) -> dict[str, list[fl
         "b": lambda: _send_dicomnode(port, files, nodelay=False),
         "c": lambda: _send_storescu(port, files),
         "d": lambda: _send_pynetdicom(port, files),
+        "e": lambda: _send_dicom_output(port, list(files)),
+        "f": lambda: _send_dicom_output(port, datasets),
     }
+    datasets = _in_memory(files, kinds)
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
         _wait_for_port(port)
@@ -183,7 +209,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="counted rounds (after one warm-up)")
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="40 slices, 3 runs")
-    parser.add_argument("--senders", default="abcd", help="which senders, e.g. 'ac'")
+    parser.add_argument("--senders", default="abcdef", help="which senders, e.g. 'ac'")
     args = parser.parse_args()
     if args.quick:
         args.slices, args.runs = 40, 3

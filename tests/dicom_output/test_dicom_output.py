@@ -28,7 +28,7 @@ from dicomnode_dicom_output import DicomOutput  # noqa: E402 - after the mark, l
 
 def _context(tmp_path: Path) -> OutputContext:
     return OutputContext(
-        pipeline_name="test", ae_title="DICOMNODE", data_directory=tmp_path,
+        pipeline_name="test", ae_title="PIPELINE", data_directory=tmp_path,
         outbox=Outbox(tmp_path / "outbox"), patient_key="P1", known_endpoints={},
         logger=logging.getLogger("dicomnode.output.dicom"),
     )
@@ -335,3 +335,18 @@ def test_to_sender_also_delivers_every_dataset_to_the_address_the_images_came_fr
 
     assert sorted(_received_uids(received)) == sorted(_uids(result))
     assert sender_peer.accepted() == {uid: 1 for uid in _uids(result)}
+
+
+def test_without_an_ae_title_it_calls_with_the_pipelines_ae_title(tmp_path: Path, series: list) -> None:  # type: ignore[type-arg]
+    port = free_port()
+    with recording_scp(port) as peer:
+        alone = DicomOutput([(Address("127.0.0.1", port, "RECORDER"), series[:1])])
+        assert alone.send() is True
+        bound = DicomOutput([(Address("127.0.0.1", port, "RECORDER"), series[1:2])])
+        bound.bind(_context(tmp_path))
+        assert bound.send() is True
+        chosen = DicomOutput([(Address("127.0.0.1", port, "RECORDER"), series[2:3])], "CHOSEN")
+        chosen.bind(_context(tmp_path))
+        assert chosen.send() is True
+
+    assert peer.calling_aets == ["DICOMNODE", "PIPELINE", "CHOSEN"]

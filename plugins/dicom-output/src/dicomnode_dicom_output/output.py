@@ -139,7 +139,8 @@ class DicomOutput(PipelineOutput):
         pairs of (:class:`~dicomnode.dicom.dimse.Address`, datasets); datasets are
         pydicom datasets or paths of DICOM files.
     ae_title:
-        our calling AE title.
+        our calling AE title; by default the AE title of the pipeline that bound the
+        output (``"DICOMNODE"`` when used on its own).
     attempts, first_delay, max_delay:
         the retry policy per destination (see :class:`~dicomnode_dicom_output.retry.Backoff`).
     timeout:
@@ -161,7 +162,7 @@ class DicomOutput(PipelineOutput):
     def __init__(
         self,
         destinations: Iterable[tuple[Address, Iterable[Sendable]]],
-        ae_title: str = "DICOMNODE",
+        ae_title: str | None = None,
         *,
         attempts: int = 5,
         first_delay: float = 1.0,
@@ -193,7 +194,7 @@ class DicomOutput(PipelineOutput):
             pairs.append((address, [Path(d) if isinstance(d, str) else d for d in datasets]))
         self.destinations: tuple[tuple[Address, list[Sendable]], ...] = tuple(pairs)
         try:
-            self.ae_title = check_ae_title(ae_title, "DicomOutput ae_title")
+            self.ae_title = None if ae_title is None else check_ae_title(ae_title, "DicomOutput ae_title")
         except ValueError as error:
             raise ConfigurationError(str(error)) from None
         self.backoff = Backoff(attempts=attempts, first_delay=first_delay, max_delay=max_delay)
@@ -219,6 +220,14 @@ class DicomOutput(PipelineOutput):
         self.report: list[DestinationReport] = []
 
     # -- sending ------------------------------------------------------------------------------
+
+    @property
+    def calling_ae_title(self) -> str:
+        """The AE title we call with: the one given, else the bound pipeline's, else DICOMNODE."""
+        if self.ae_title is not None:
+            return self.ae_title
+        pipeline_ae: str | None = getattr(self.context, "ae_title", None)
+        return pipeline_ae or "DICOMNODE"
 
     @property
     def _log(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -275,7 +284,7 @@ class DicomOutput(PipelineOutput):
         delays = self.backoff.delays()
         while pending:
             attempt += 1
-            result = send_datasets(address, list(pending.values()), ae_title=self.ae_title,
+            result = send_datasets(address, list(pending.values()), ae_title=self.calling_ae_title,
                                    timeout=self.timeout, tls=self.tls)
             for uid in result.accepted:
                 if pending.pop(uid, None) is not None:
@@ -314,7 +323,7 @@ class DicomOutput(PipelineOutput):
             tls = {"context": token}
         return {
             "destination": {"ip": address.ip, "port": address.port, "ae_title": address.ae_title},
-            "ae_title": self.ae_title,
+            "ae_title": self.calling_ae_title,
             "timeout": self.timeout,
             "tls": tls,
         }
