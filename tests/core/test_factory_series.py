@@ -198,3 +198,15 @@ def test_a_bad_uid_prefix_says_what_a_prefix_looks_like(prefix: str) -> None:
 def test_an_empty_pipeline_name_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="pipeline_name must be a non-empty string"):
         RawFactory(pipeline_name=" ")
+
+
+def test_lazy_parents_read_from_files_work_like_datasets(tmp_path: Path) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+
+    parents = [LazyDataset(write(ds, tmp_path / f"{n}.dcm")) for n, ds in enumerate(ct_series(3))]
+    factory = RawFactory(pipeline_name="liver", unmentioned_parent_tags="copy")
+    header = factory.build_series_header(parents, DEFAULT_BLUEPRINT)
+    datasets = factory.build_series(slices(3), header)
+    assert datasets[0].PatientName == "Hansen^Jørgen"
+    assert header.dataset.KVP == 120
+    assert datasets[2].SourceImageSequence[0].ReferencedSOPInstanceUID == parents[2].SOPInstanceUID
