@@ -350,3 +350,17 @@ def test_without_an_ae_title_it_calls_with_the_pipelines_ae_title(tmp_path: Path
         assert chosen.send() is True
 
     assert peer.calling_aets == ["DICOMNODE", "PIPELINE", "CHOSEN"]
+
+
+def test_a_lazy_dataset_is_sent_from_its_file_without_being_loaded(
+    storescp_peer: tuple[Address, Path], series: list, tmp_path: Path,  # type: ignore[type-arg]
+) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+
+    address, received = storescp_peer
+    lazy = [LazyDataset(path) for path in write_series(series, tmp_path / "stored")]
+
+    assert DicomOutput([(address, lazy)]).send() is True
+
+    assert sorted(_received_uids(received)) == sorted(_uids(series))
+    assert not any(ds.is_loaded for ds in lazy)

@@ -40,6 +40,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomnode.dicom.dimse import Address, FailedInstance, SendResult, check_ae_title, send_datasets
+from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import ConfigurationError, DimseError
 from dicomnode.server.outbox import Outbox, OutboxEntry
 from dicomnode.server.output import PipelineOutput
@@ -84,6 +85,13 @@ class DestinationReport:
 
 def _describe_status(status: int | None) -> str:
     return "no status" if status is None else f"status 0x{status:04X}"
+
+
+def _as_sendable(item: Sendable) -> Sendable:
+    """An unloaded LazyDataset goes as its file: streamed as stored, never read into memory."""
+    if isinstance(item, LazyDataset) and not item.is_loaded:
+        return item.path
+    return item
 
 
 def _uid_of(item: Sendable) -> str | None:
@@ -270,7 +278,8 @@ class DicomOutput(PipelineOutput):
     def _deliver(self, address: Address, datasets: Sequence[Sendable]) -> DestinationReport:
         pending: dict[str, Sendable] = {}
         unsendable: list[FailedInstance] = []
-        for item in datasets:
+        for given in datasets:
+            item = _as_sendable(given)
             uid = _uid_of(item)
             if uid is None:
                 what = f"{item}: not a readable DICOM file with" if isinstance(item, Path) else "a dataset without"
