@@ -31,8 +31,8 @@ THREE_D_CASES = {
 }
 
 
-def dcm2niix(source: Path, out: Path, *options: str) -> nib.Nifti1Image:
-    """Run the real dcm2niix on the folder ``source``; its one NIfTI image."""
+def dcm2niix(source: Path, out: Path, *options: str, files: int = 1) -> nib.Nifti1Image:
+    """Run the real dcm2niix on the folder ``source``; its first NIfTI image (of ``files``)."""
     program = require_peer("dcm2niix")
     out.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
@@ -40,7 +40,7 @@ def dcm2niix(source: Path, out: Path, *options: str) -> nib.Nifti1Image:
         capture_output=True, text=True, timeout=120, check=False,
     )
     images = sorted(out.glob("*.nii"))
-    assert result.returncode == 0 and len(images) == 1, result.stdout + result.stderr
+    assert result.returncode == 0 and len(images) == files, result.stdout + result.stderr
     return nib.load(images[0])
 
 
@@ -135,3 +135,21 @@ def test_pydicom_single_slices_equal_dcm2niix(name: str, tmp_path: Path) -> None
 
     assert_same_nifti(mine, reference)
 
+
+
+def test_accepted_gantry_tilt_keeps_dcm2niix_voxels_with_the_true_sheared_affine(tmp_path: Path) -> None:
+    spec = CASES["axial-ct"].with_(tilt_mm=0.3, name="tilted-ct")
+    datasets = build_series(spec)
+    for ds in datasets:
+        ds.GantryDetectorTilt = 11.31
+    write_series(datasets, tmp_path / "dicom")
+
+    # dcm2niix writes the plain image and a resampled *_Tilt_1 image; the first is the plain one
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix", files=2)
+    mine = grind_and_save(datasets, tmp_path / "mine.nii", NiftiGrinder(accept_gantry_tilt=True))
+
+    assert np.array_equal(mine.get_fdata(), reference.get_fdata())
+    np.testing.assert_allclose(mine.affine[:, [0, 1, 3]], reference.affine[:, [0, 1, 3]], atol=1e-3)
+    # dcm2niix's plain image steps straight along the normal; ours follows the slices (0.3 mm in-plane)
+    np.testing.assert_allclose(mine.affine[:3, 2], [0.0, -0.3, 1.5], atol=1e-4)
+    np.testing.assert_allclose(reference.affine[:3, 2], [0.0, 0.0, 1.5], atol=1e-4)
