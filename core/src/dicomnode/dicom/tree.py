@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 
-from dicomnode.dicom.lazy import LazyDataset, write_dataset
+from dicomnode.dicom.lazy import LazyDataset, read_dataset, write_dataset
 from dicomnode.dicom.paths import contained_path
 from dicomnode.dicom.uids import DEFAULT_UID_PREFIX, UidGenerator
 from dicomnode.errors import ConfigurationError, IncompatibleImagesError, InvalidDatasetError
@@ -84,6 +84,18 @@ def instance_path(root: Path | str, dataset: Dataset) -> Path:
     return folder.parent / f"{folder.name}.dcm"
 
 
+def _header_of(dataset: Dataset) -> Dataset:
+    """``dataset``, or for a LazyDataset not loaded yet its file's header read apart.
+
+    Sorting needs four UIDs; reading them without the pixel data, and
+    without loading the LazyDataset, keeps a tree of lazy datasets small
+    and quick to build.
+    """
+    if isinstance(dataset, LazyDataset) and not dataset.is_loaded:
+        return read_dataset(dataset.path, stop_before_pixels=True)
+    return dataset
+
+
 def _copy_file(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` through a temporary file (never half a file)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +111,9 @@ class ImageTreeInterface(ABC):
     """What every level of an image tree offers: add, count, iterate, save, map.
 
     ``len(tree)`` is the number of images, iteration yields the datasets.
-    A :class:`~dicomnode.dicom.lazy.LazyDataset` that was not loaded when it
-    was added is unloaded again once its UIDs are read, so a tree of lazy
-    datasets stays small.
+    A :class:`~dicomnode.dicom.lazy.LazyDataset` that is not loaded is sorted
+    by its file's header, read without the pixel data, and stays unloaded, so
+    a tree of lazy datasets stays small.
     """
 
     def __init__(self, images: Iterable[Dataset] = ()) -> None:
@@ -110,12 +122,7 @@ class ImageTreeInterface(ABC):
 
     def add_image(self, dataset: Dataset) -> None:
         """Put one image in its place, creating the branches it needs."""
-        lazy = isinstance(dataset, LazyDataset) and not dataset.is_loaded
-        try:
-            self._add(dataset)
-        finally:
-            if lazy:
-                dataset.unload()
+        self._add(dataset, _header_of(dataset))
 
     def add_images(self, datasets: Iterable[Dataset]) -> None:
         """Put every image in its place."""
@@ -123,8 +130,11 @@ class ImageTreeInterface(ABC):
             self.add_image(dataset)
 
     @abstractmethod
-    def _add(self, dataset: Dataset) -> None:
-        """Add one image; raise before changing anything if it does not belong here."""
+    def _add(self, dataset: Dataset, header: Dataset) -> None:
+        """Add ``dataset``, sorted by the UIDs of ``header`` (itself, or its header read apart).
+
+        Raises before changing anything if it does not belong here.
+        """
 
     @abstractmethod
     def _clear(self) -> None:
@@ -150,11 +160,9 @@ class ImageTreeInterface(ABC):
         root = Path(directory)
         paths = []
         for dataset in self:
-            untouched = isinstance(dataset, LazyDataset) and not dataset.is_loaded
-            path = instance_path(root, dataset)
-            if isinstance(dataset, LazyDataset) and untouched:
+            path = instance_path(root, _header_of(dataset))
+            if isinstance(dataset, LazyDataset) and not dataset.is_loaded:
                 # its file is exactly what would be written: copy the bytes, keep memory free
-                dataset.unload()
                 _copy_file(dataset.path, path)
             else:
                 write_dataset(dataset, path)
@@ -177,7 +185,7 @@ class ImageTreeInterface(ABC):
         self._clear()
         self._parent = None
         for dataset in images:
-            self._add(dataset)
+            self._add(dataset, dataset)
         if parent is None:
             return
         root = parent
@@ -200,9 +208,9 @@ class SeriesTree(ImageTreeInterface):
         self.series_uid: str | None = None
         super().__init__(images)
 
-    def _add(self, dataset: Dataset) -> None:
-        series_uid = _uid_of(dataset, "SeriesInstanceUID", "a SeriesTree")
-        sop_uid = _uid_of(dataset, "SOPInstanceUID", "a SeriesTree")
+    def _add(self, dataset: Dataset, header: Dataset) -> None:
+        series_uid = _uid_of(header, "SeriesInstanceUID", "a SeriesTree")
+        sop_uid = _uid_of(header, "SOPInstanceUID", "a SeriesTree")
         if self.series_uid is not None and series_uid != self.series_uid:
             raise IncompatibleImagesError(
                 f"image {sop_uid} belongs to series {series_uid}, not to this tree's series "
@@ -266,20 +274,20 @@ class _BranchTree(ImageTreeInterface, Generic[ChildT]):
             return str(dataset.get("PatientID", "") or "")
         return _uid_of(dataset, keyword, f"a {type(self).__name__}")
 
-    def _add(self, dataset: Dataset) -> None:
+    def _add(self, dataset: Dataset, header: Dataset) -> None:
         if self.keyword is not None:
-            identity = self._value(dataset, self.keyword)
+            identity = self._value(header, self.keyword)
             if self._identity is not None and identity != self._identity:
                 raise IncompatibleImagesError(
-                    f"image {dataset.get('SOPInstanceUID', '?')} has {self.keyword} {identity!r}, "
+                    f"image {header.get('SOPInstanceUID', '?')} has {self.keyword} {identity!r}, "
                     f"not this {type(self).__name__}'s {self._identity!r}"
                 )
-        key = self._value(dataset, self.child_keyword)
+        key = self._value(header, self.child_keyword)
         child = self._children.get(key)
         created = child is None
         if child is None:
             child = self._new_child()
-        child._add(dataset)
+        child._add(dataset, header)
         if created:
             child._parent = self
             self._children[key] = child
