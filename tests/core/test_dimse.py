@@ -25,11 +25,11 @@ from pydicom.uid import (
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
 
-from dicomnode.dicom.dimse import Address, echo, send_datasets
+from dicomnode.dicom.dimse import Address, echo, find, send_datasets
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.dicom.synthetic import synthetic_series, write_series
 from dicomnode.dicom.transport import UNLIMITED_PDU, application_entity, associate
-from dicomnode.errors import AssociationError
+from dicomnode.errors import AssociationError, DimseError
 
 # -- peers ----------------------------------------------------------------------------------------
 
@@ -210,6 +210,17 @@ def test_a_non_dicom_file_is_reported_by_name_and_the_others_are_sent(
     assert not result.ok
 
 
+def test_a_peer_with_a_small_maximum_pdu_gets_every_instance_intact(tmp_path: Path) -> None:
+    require_peer("dcmtk")
+    port = free_port()
+    series = _small_series(2)
+    with storescp(tmp_path / "received", port, extra=["--max-pdu", "4096"]):
+        result = send_datasets(Address("127.0.0.1", port, "STORESCP"), series)
+    assert result.ok, result
+    received = _received(tmp_path / "received")
+    assert all(received[ds.SOPInstanceUID].PixelData == ds.PixelData for ds in series)
+
+
 def test_peer_accepting_only_implicit_vr_gets_converted_instances(tmp_path: Path) -> None:
     require_peer("dcmtk")
     port = free_port()
@@ -263,6 +274,23 @@ def test_send_to_a_peer_refusing_the_association_reports_its_reason(tmp_path: Pa
 
 
 # -- C-STORE to pynetdicom SCPs: statuses, contexts, broken associations ---------------------------
+
+
+def test_find_raises_with_the_failure_status_the_peer_answers() -> None:
+    def on_find(event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+        yield 0xA700, None
+
+    ae = AE(ae_title="QRSCP")
+    ae.add_supported_context("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root Query/Retrieve - FIND
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)])
+    query = Dataset()
+    query.PatientID = "X"
+    try:
+        with pytest.raises(DimseError, match="status 0xA700"):
+            find(Address("127.0.0.1", port, "QRSCP"), query, level="STUDY", timeout=5)
+    finally:
+        server.shutdown()
 
 
 def test_failure_and_warning_statuses_are_told_apart() -> None:
