@@ -143,7 +143,11 @@ def _memory_kib(field: str) -> int:
 
 def one_run(name: str) -> dict[str, float]:
     """Build once with ``name`` in this process; time and peak memory growth."""
-    from dicomnode_numpy import NumpyFactory  # noqa: F401  (imports are not part of the job)
+    # imports are not part of the job: load every module either contender uses first
+    import dicomnode.dicom.blueprints  # noqa: F401
+    import dicomnode_numpy.factory
+    import dicomnode_numpy.frames
+    import dicomnode_numpy.geometry  # noqa: F401
 
     parents = make_parents()
     volume = make_volume()
