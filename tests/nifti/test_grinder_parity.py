@@ -153,3 +153,18 @@ def test_accepted_gantry_tilt_keeps_dcm2niix_voxels_with_the_true_sheared_affine
     # dcm2niix's plain image steps straight along the normal; ours follows the slices (0.3 mm in-plane)
     np.testing.assert_allclose(mine.affine[:3, 2], [0.0, -0.3, 1.5], atol=1e-4)
     np.testing.assert_allclose(reference.affine[:3, 2], [0.0, 0.0, 1.5], atol=1e-4)
+
+
+def test_per_slice_fractional_rescales_equal_dcm2niix_to_the_bit(tmp_path: Path) -> None:
+    datasets = build_series(CASES["thick-slices-pt"])
+    for ds in datasets:
+        # slopes and an intercept that no binary float holds exactly, as real PET has
+        ds.RescaleSlope = f"{0.0123456789 * ds.ImageIndex:.10g}"
+        ds.RescaleIntercept = "-3.3"
+    write_series(datasets, tmp_path / "dicom")
+
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix")
+    mine = grind_and_save(datasets, tmp_path / "mine.nii")
+
+    assert mine.get_data_dtype() == np.float32
+    assert_same_nifti(mine, reference)

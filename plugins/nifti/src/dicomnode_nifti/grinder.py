@@ -145,10 +145,12 @@ class NiftiGrinder(Grinder):
         scales = {(frame.slope, frame.intercept) for frame in frames}
         if len(scales) == 1:
             ((slope, inter),) = scales
-            stored_format = frames[0].pixel_format
-            dtype = stored_format.dtype
-            if dtype == np.uint16 and stored_format.bits_stored < 16:
+            formats = {frame.pixel_format for frame in frames}
+            dtype = np.dtype(np.result_type(*{f.dtype for f in formats}))
+            if dtype == np.uint16 and all(f.bits_stored < 16 for f in formats):
                 dtype = np.dtype(np.int16)  # every stored value fits, and int16 is what dcm2niix writes
             return fill(layout, dtype, rescale=False, flip_rows=True, forget=forget), slope, inter
-        values = fill(layout, np.dtype(np.float32), rescale=True, flip_rows=True, forget=forget)
+        # float32 arithmetic, as dcm2niix computes it, so the values are identical to its own
+        values = fill(layout, np.dtype(np.float32), rescale=True, flip_rows=True, forget=forget,
+                      float_arithmetic="float32")
         return values, 1.0, 0.0

@@ -193,14 +193,18 @@ def fill(
     widest: np.dtype | None = None,
     flip_rows: bool = False,
     forget: set[int] | None = None,
+    float_arithmetic: str = "float64",
 ) -> np.ndarray:
     """Allocate the output once and copy (and rescale) every frame into its slot.
 
     ``widest``: an integer type the output is widened to if a rescaled value
     does not fit ``dtype``. ``flip_rows`` stores each slice bottom row first
     (the NIfTI convention). Datasets whose ``id`` is in ``forget`` are
-    unloaded after their last frame is copied.
+    unloaded after their last frame is copied. ``float_arithmetic`` is the
+    type a fractional rescale is computed in before the result is stored
+    (``"float32"`` rounds as dcm2niix does).
     """
+    arithmetic = np.dtype(float_arithmetic)
     forget = forget or set()
     out = np.empty(layout.shape, dtype=dtype)
     integral = np.issubdtype(dtype, np.integer)
@@ -241,10 +245,10 @@ def fill(
                 slot = out[v, k] if out.ndim == 4 else out[k]
             np.copyto(slot, scratch, casting="unsafe")
         else:
-            if scratch is None or scratch.dtype != np.float64:
-                scratch = np.empty(values.shape, dtype=np.float64)
-            np.multiply(values, frame.slope, out=scratch)
-            scratch += frame.intercept
+            if scratch is None or scratch.dtype != arithmetic:
+                scratch = np.empty(values.shape, dtype=arithmetic)
+            np.multiply(values, arithmetic.type(frame.slope), out=scratch)
+            scratch += arithmetic.type(frame.intercept)
             np.copyto(slot, scratch, casting="unsafe")
         if last_use[key] == i:
             del readers[key]
