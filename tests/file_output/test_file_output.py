@@ -286,3 +286,20 @@ def test_an_unwritable_directory_is_reported_as_failure(tmp_path: Path) -> None:
 
     assert output.send() is False
     assert output.report[0].failed[0].sop_instance_uid == ds.SOPInstanceUID
+
+
+def test_a_stored_lazy_dataset_is_copied_byte_for_byte_without_being_loaded(tmp_path: Path) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+    from dicomnode.dicom.synthetic import write_series
+
+    series = synthetic_series(slices=2, rows=8, columns=8, patient_id="LAZY")
+    stored = write_series(series, tmp_path / "stored")
+    lazy = [LazyDataset(path) for path in stored]
+
+    assert FileOutput([(tmp_path / "out", lazy)]).send() is True
+
+    for source, ds in zip(stored, lazy):
+        (copied,) = (tmp_path / "out").rglob(source.name)
+        assert copied.read_bytes() == source.read_bytes()
+        assert copied.parent.parent.parent.name == "LAZY"
+        assert not ds.is_loaded

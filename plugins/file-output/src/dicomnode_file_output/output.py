@@ -43,16 +43,18 @@ import copy
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeGuard
 
 import attrs
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.dicom.paths import safe_component
 from dicomnode.errors import ConfigurationError
 from dicomnode.server.output import PipelineOutput
@@ -64,6 +66,8 @@ logger = logging.getLogger("dicomnode.output.file")
 ExistingPolicy = Literal["overwrite", "keep", "fail"]
 _POLICIES: tuple[str, ...] = ("overwrite", "keep", "fail")
 _PARTIAL = ".partial"
+_COPY_CHUNK = 1 << 20
+_NAMING_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 @attrs.frozen
@@ -128,6 +132,18 @@ def _with_file_meta(dataset: Dataset) -> Dataset:
     return shallow
 
 
+def _on_disk_only(dataset: Dataset) -> TypeGuard[LazyDataset]:
+    """True for a LazyDataset whose file has not been read: its file is the instance as it is."""
+    return isinstance(dataset, LazyDataset) and not dataset.is_loaded
+
+
+def _header(dataset: Dataset) -> Dataset:
+    """The identifiers that name the file, without loading an unread LazyDataset's pixels."""
+    if _on_disk_only(dataset):
+        return dcmread(dataset.path, stop_before_pixels=True, specific_tags=list(_NAMING_TAGS))
+    return dataset
+
+
 def _fsync_directory(directory: Path) -> None:
     """Make the renames in ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
     try:
@@ -153,7 +169,12 @@ def write_atomically(dataset: Dataset, target: Path, *, replace: bool = True, fs
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}{_PARTIAL}")
     try:
         with open(temporary, "xb") as handle:
-            dcmwrite(handle, _with_file_meta(dataset), enforce_file_format=True)
+            if _on_disk_only(dataset):
+                # a stored instance nobody has read: copy its bytes, do not decode and re-encode
+                with open(dataset.path, "rb") as source:
+                    shutil.copyfileobj(source, handle, _COPY_CHUNK)
+            else:
+                dcmwrite(handle, _with_file_meta(dataset), enforce_file_format=True)
             handle.flush()
             if fsync:
                 os.fsync(handle.fileno())
@@ -253,11 +274,17 @@ class FileOutput(PipelineOutput):
         folders: set[Path] = set()
         replace = self.existing == "overwrite"
         for dataset in datasets:
-            uid = dataset.get("SOPInstanceUID")
+            try:
+                header = _header(dataset)
+            except Exception as error:  # an unreadable stored file fails alone
+                where = getattr(dataset, "path", "the dataset")
+                failed.append(FailedFile(None, None, f"cannot read {where}: {error}"))
+                continue
+            uid = header.get("SOPInstanceUID")
             if not uid:
                 failed.append(FailedFile(None, None, "the dataset has no SOPInstanceUID to name its file"))
                 continue
-            target = instance_path(directory, dataset)
+            target = instance_path(directory, header)
             if not replace and target.exists():
                 # checked before writing only to save the work; write_atomically checks again
                 stored = False
