@@ -123,6 +123,26 @@ def test_show_of_a_missing_file_is_one_line(tmp_path: Path, dicomnode: Run) -> N
     assert "gone.dcm" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_show_force_reads_a_bare_dataset_without_file_header(tmp_path: Path, dicomnode: Run) -> None:
+    dataset = synthetic_series(slices=1, rows=2, columns=2, patient_id="BARE1")[0]
+    del dataset.file_meta
+    path = tmp_path / "bare.dcm"
+    dataset.save_as(path, implicit_vr=False, little_endian=True)
+    assert not path.read_bytes().startswith(b"\0" * 128)
+    assert dicomnode("show", path).returncode == 1
+    result = dicomnode("show", "--force", path)
+    assert result.returncode == 0, result.stderr
+    assert "BARE1" in result.stdout
+
+
+def test_show_force_still_refuses_text(tmp_path: Path, dicomnode: Run) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n")
+    result = dicomnode("show", "--force", path)
+    assert result.returncode == 1
+    assert "is not a DICOM file" in result.stderr
+
+
 def test_show_goes_on_after_a_bad_file(ct_file: Path, tmp_path: Path, dicomnode: Run) -> None:
     bad = tmp_path / "bad.dcm"
     bad.write_text("no")

@@ -26,6 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     parser.add_argument("files", nargs="+", metavar="FILE", help="DICOM files to show")
     parser.add_argument("--no-meta", action="store_true", help="leave out the file meta information")
     parser.add_argument(
+        "--force", action="store_true",
+        help="also read a bare dataset without the DICOM file header ('DICM' preamble and file meta)",
+    )
+    parser.add_argument(
         "--width", type=int, default=80, metavar="N",
         help="cut values longer than N characters (default: 80; 0 shows everything)",
     )
@@ -108,7 +112,7 @@ def describe(dataset: Dataset, *, width: int = 80, depth: int = 0) -> Iterator[s
 
 
 def _show(path: str, args: argparse.Namespace) -> None:
-    dataset = read_dataset(path)
+    dataset = read_dataset(path, force=args.force)
     meta = getattr(dataset, "file_meta", None)
     print(f"# {path}")
     if meta is not None and len(meta) and not args.no_meta:

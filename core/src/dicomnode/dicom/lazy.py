@@ -35,18 +35,21 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _OWN = ("_lazy_path", "_lazy_lock", "_lazy_names")
 
 
-def read_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool = False) -> FileDataset:
+def read_dataset(
+    path: str | os.PathLike[str], *, stop_before_pixels: bool = False, force: bool = False
+) -> FileDataset:
     """Read the DICOM file at ``path``; a file that is not DICOM gives one clear error.
 
     Raises :class:`~dicomnode.errors.InvalidDatasetError` (a ``ValueError``)
     naming the file when it is not a DICOM Part 10 file, cannot be parsed or
     is cut short (pydicom itself reads a truncated file without complaint),
     and the usual ``OSError`` (``FileNotFoundError`` …) when it cannot be
-    opened.
+    opened. ``force`` also reads a bare dataset without the Part 10 header
+    (no preamble, no file meta), as some older systems write them.
     """
     name = os.fspath(path)
     try:
-        dataset = dcmread(path, stop_before_pixels=stop_before_pixels)
+        dataset = dcmread(path, stop_before_pixels=stop_before_pixels, force=force)
     except OSError:
         raise
     except InvalidDicomError as error:
@@ -58,6 +61,8 @@ def read_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool = Fal
         # a caller only needs to know that this file is unusable and why
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InvalidDatasetError(f"{name} is not a readable DICOM file: {detail}") from error
+    if force and not any(tag.group > 0x0002 for tag, _ in dataset.items()):
+        raise InvalidDatasetError(f"{name} is not a DICOM file: no data element could be read from it")
     _check_complete(dataset, name)
     return dataset
 
