@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import require_peer
 from geometry_series import CASES, build_series
 
 from dicomnode.dicom.blueprints import CT_IMAGE_BLUEPRINT, DEFAULT_BLUEPRINT, MR_IMAGE_BLUEPRINT
@@ -87,3 +90,24 @@ def test_shuffled_parents_give_the_same_series_as_ordered_ones(tmp_path):
     for a, b in zip(shuffled, ordered):
         assert a.ImagePositionPatient == b.ImagePositionPatient
         assert a.PixelData == b.PixelData
+
+
+def test_spacings_read_from_a_nifti_file_are_written_as_the_decimals_meant(tmp_path):
+    parents = build_series(CASES["non-square-pixels-ct"])
+    datasets = through_nifti(parents, tmp_path, via_file=True, with_parent=False)
+    # the file holds 0.7 and 1.1 as float32 (0.69999998807907...); DICOM gets the decimals back
+    assert [str(v) for v in datasets[0].PixelSpacing] == [str(v) for v in parents[0].PixelSpacing]
+    assert str(datasets[0].SliceThickness) == str(parents[0].SliceThickness)
+
+
+def test_a_round_trip_with_a_ct_parent_passes_dciodvfy_without_errors(tmp_path):
+    program = require_peer("dciodvfy")
+    parents = build_series(CASES["oblique-ct"])
+    datasets = through_nifti(parents, tmp_path, via_file=True, with_parent=True)
+    errors = []
+    for number, dataset in enumerate(datasets):
+        path = tmp_path / f"{number}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        result = subprocess.run([program, str(path)], capture_output=True, text=True, timeout=60)
+        errors += [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+    assert errors == []

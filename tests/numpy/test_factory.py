@@ -318,3 +318,20 @@ def test_numpy_caller_is_the_registered_virtual_element_numpy_caller(clean_regis
     from dicomnode.plugins import get_registry
 
     assert get_registry().virtual_element("numpy-caller") is NumpyCaller
+
+
+def test_a_4d_mr_result_passes_dciodvfy_without_errors(tmp_path):
+    parents = build_series(SeriesSpec("dynamic-mr", modality="MR", volumes=2, slices=3))
+    datasets = build(parents, NumpyGrinder()(parents).array.astype(np.float32) / 3)
+    assert dciodvfy_errors(datasets, tmp_path) == []
+
+
+def test_a_gantry_tilted_volume_keeps_its_slice_positions_and_the_distance_between_planes():
+    spec = SeriesSpec("tilted", tilt_mm=0.3, slice_spacing=2.0)
+    parents = build_series(spec)
+    volume = NumpyGrinder(accept_gantry_tilt=True)(parents)
+    datasets = by_number(build(parents, volume, modality="CT"))
+    for k, dataset in enumerate(datasets):
+        assert np.allclose([float(v) for v in dataset.ImagePositionPatient], volume.slice_position(k), atol=1e-6)
+    # the planes are 2 mm apart along the normal, though each slice shifts 0.3 mm in-plane
+    assert float(datasets[0].SliceThickness) == pytest.approx(2.0)
