@@ -8,58 +8,24 @@ rest of the grinder never needs to know which kind it was given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 from pydicom import Dataset
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import RawDataElement
-from pydicom.multival import MultiValue
 
 from dicomnode.errors import GrindingError
 
+from .header_values import has, int_value
+from .header_values import text_value as _text
 from .pixels import PixelFormat
 
 __all__ = ["Frame", "frames_of"]
 
 #: attributes that order the images of one position in time (a 4D series)
 _TEMPORAL_KEYWORDS = ("TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "AcquisitionTime")
-_TAGS: dict[str, int] = {
-    keyword: int(tag_for_keyword(keyword) or 0)
-    for keyword in (
-        *_TEMPORAL_KEYWORDS, "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
-        "ImagerPixelSpacing", "SliceThickness", "SpacingBetweenSlices", "RescaleSlope",
-        "RescaleIntercept", "InstanceNumber", "FrameOfReferenceUID", "SOPInstanceUID",
-    )
-}
-
-
-def _text(dataset: Dataset, keyword: str) -> Any:
-    """A top-level text value (a string, or a list for several), None when absent or empty.
-
-    Values never read yet are split from their raw bytes: pydicom's
-    conversion of every DS value to an object is most of the cost of reading
-    the geometry of a large series, and the grinder only needs the numbers.
-    """
-    element = dataset.get_item(_TAGS[keyword])
-    if element is None:
-        return None
-    if isinstance(element, RawDataElement):
-        if not element.value:
-            return None
-        text = element.value.decode("ascii", "replace").strip(" \x00")
-        if not text:
-            return None
-        parts = [part.strip(" \x00") for part in text.split("\\")]
-        return parts if len(parts) > 1 else parts[0]
-    value = element.value
-    if value is None or value == "":
-        return None
-    return list(value) if isinstance(value, MultiValue | list) else value
-
-
 @attrs.frozen(eq=False)
 class Frame:
     """One 2D image: a single-frame dataset, or frame ``index`` of a multi-frame one."""
@@ -160,7 +126,7 @@ def _temporal_key(dataset: Dataset, frame_group: Dataset | None) -> tuple[Any, .
 
 
 def _unit(vector: np.ndarray, what: str, source: str) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
+    norm = math.sqrt(float(vector @ vector))
     if not 0.9 < norm < 1.1:
         raise GrindingError(f"{source}: {what} {vector.tolist()} is not a unit vector (length {norm:.4g})")
     return np.asarray(vector / norm)
@@ -218,9 +184,9 @@ def _frame(dataset: Dataset, index: int, groups: Sequence[Dataset | None], sourc
         sop_instance_uid=str(_text(dataset, "SOPInstanceUID") or ""),
         slice_thickness=_optional(thickness, "SliceThickness", source),
         spacing_between_slices=_optional(between, "SpacingBetweenSlices", source),
-        rows=int(dataset.Rows),
-        columns=int(dataset.Columns),
-        frame_count=int(dataset.get("NumberOfFrames") or 1),
+        rows=pixel_format.rows,
+        columns=pixel_format.columns,
+        frame_count=pixel_format.frame_count,
         instance_number=None if number in (None, "") else int(_scalar(number, 0.0)),
         frame_of_reference_uid=str(frame_of_reference) if frame_of_reference else None,
         pixel_format=pixel_format,
@@ -235,18 +201,20 @@ def frames_of(datasets: Iterable[Dataset]) -> list[Frame]:
     """
     frames: list[Frame] = []
     for dataset in datasets:
-        uid = str(dataset.get("SOPInstanceUID", "<no SOPInstanceUID>"))
-        if "PixelData" not in dataset:
+        uid = str(_text(dataset, "SOPInstanceUID") or "<no SOPInstanceUID>")
+        if not has(dataset, "PixelData"):
             raise GrindingError(f"image {uid} has no PixelData; only images can be ground into a volume")
-        samples = int(dataset.get("SamplesPerPixel", 1))
+        samples = int_value(dataset, "SamplesPerPixel", 1)
         if samples != 1:
             raise GrindingError(
                 f"image {uid} has SamplesPerPixel {samples}; a volume needs greyscale images (1)"
             )
         pixel_format = PixelFormat.of(dataset)
-        count = int(dataset.get("NumberOfFrames") or 1)
-        per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
-        shared_items = dataset.get("SharedFunctionalGroupsSequence")
+        count = pixel_format.frame_count
+        per_frame = (dataset.get("PerFrameFunctionalGroupsSequence")
+                     if has(dataset, "PerFrameFunctionalGroupsSequence") else None)
+        shared_items = (dataset.get("SharedFunctionalGroupsSequence")
+                        if has(dataset, "SharedFunctionalGroupsSequence") else None)
         shared = shared_items[0] if shared_items else None
         if per_frame is None and shared is None:
             if count != 1:

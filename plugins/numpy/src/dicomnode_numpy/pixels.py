@@ -13,6 +13,7 @@ slices on disk never has them all in memory at once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ from pydicom.uid import UID, ExplicitVRBigEndian
 
 from dicomnode.errors import GrindingError
 
+from .header_values import int_value
+
 if TYPE_CHECKING:
     from .frames import Frame
     from .geometry import StackLayout
@@ -32,10 +35,15 @@ __all__ = ["PixelFormat", "PixelReader", "choose_dtype", "fill", "unloaded_datas
 _INTEGER_CANDIDATES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64)
 
 
+@functools.lru_cache(maxsize=64)
+def _uid(value: str) -> UID:
+    return UID(value)
+
+
 def _transfer_syntax(dataset: Dataset) -> UID | None:
     meta = getattr(dataset, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    return UID(str(syntax)) if syntax else None
+    return _uid(str(syntax)) if syntax else None
 
 
 @attrs.frozen
@@ -53,18 +61,21 @@ class PixelFormat:
     @classmethod
     def of(cls, dataset: Dataset) -> PixelFormat:
         """The pixel format of ``dataset``; refuses what the grinder cannot read."""
-        bits = int(dataset.get("BitsAllocated", 16))
+        bits = int_value(dataset, "BitsAllocated", 16) or 16
+        uid = dataset.get("SOPInstanceUID", "<no SOPInstanceUID>")
         if bits not in (8, 16, 32):
-            uid = dataset.get("SOPInstanceUID", "<no SOPInstanceUID>")
             raise GrindingError(f"image {uid} has BitsAllocated {bits}; supported: 8, 16, 32")
+        rows, columns = int_value(dataset, "Rows"), int_value(dataset, "Columns")
+        if not rows or not columns:
+            raise GrindingError(f"image {uid} has Rows {rows} and Columns {columns}; both must be positive")
         return cls(
             bits_allocated=bits,
-            bits_stored=int(dataset.get("BitsStored", bits)),
-            signed=int(dataset.get("PixelRepresentation", 0)) == 1,
+            bits_stored=int_value(dataset, "BitsStored", bits) or bits,
+            signed=int_value(dataset, "PixelRepresentation", 0) == 1,
             syntax=_transfer_syntax(dataset),
-            rows=int(dataset.Rows),
-            columns=int(dataset.Columns),
-            frame_count=int(dataset.get("NumberOfFrames") or 1),
+            rows=rows,
+            columns=columns,
+            frame_count=int_value(dataset, "NumberOfFrames", 1) or 1,
         )
 
     @property
@@ -225,6 +236,10 @@ def fill(
             values = values[::-1]
         slot = out[v, k] if out.ndim == 4 else out[k]
         if not rescale or (frame.slope == 1.0 and frame.intercept == 0.0):
+            if (values.dtype.kind, out.dtype.kind) == ("u", "i") and values.dtype.isnative \
+                    and values.dtype.itemsize == out.dtype.itemsize \
+                    and frame.pixel_format.bits_stored < 8 * values.dtype.itemsize:
+                values = values.view(out.dtype)  # every value fits: a plain copy instead of a cast
             np.copyto(slot, values, casting="unsafe")
         elif integral and (widest is None or widest == out.dtype):
             np.copyto(slot, values, casting="unsafe")

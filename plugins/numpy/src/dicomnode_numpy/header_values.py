@@ -1,0 +1,87 @@
+"""Read the few header values a grinder needs without pydicom's full conversion.
+
+A series of 300 slices means thousands of attribute reads before a single
+pixel is copied. pydicom turns every value it hands out into an object (a
+``DSfloat`` per number, with validation), which for the grinder's needs —
+positions, orientations, rescales, sizes — costs more than reading the
+files' pixels. Elements that were never read are still raw bytes in the
+dataset; these functions parse those bytes directly and fall back to the
+normal pydicom value for anything else (elements set in code, deferred or
+unusual encodings).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.multival import MultiValue
+
+__all__ = ["has", "int_value", "text_value"]
+
+_TAGS: dict[str, int] = {}
+_BINARY_INTEGERS = {"US": (2, False), "SS": (2, True), "UL": (4, False), "SL": (4, True)}
+
+
+def _tag(keyword: str) -> int:
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        number = tag_for_keyword(keyword)
+        if number is None:
+            raise KeyError(f"{keyword!r} is not a DICOM keyword")
+        tag = _TAGS[keyword] = int(number)
+    return tag
+
+
+def has(dataset: Dataset, keyword: str) -> bool:
+    """True when ``dataset`` holds the element (even empty), without converting its value."""
+    return dataset.get_item(_tag(keyword)) is not None
+
+
+def text_value(dataset: Dataset, keyword: str) -> Any:
+    """A text value (a string, or a list of strings for several), None when absent or empty."""
+    element = dataset.get_item(_tag(keyword))
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement):
+        if not element.value:
+            return None
+        text = element.value.decode("ascii", "replace").strip(" \x00")
+        if not text:
+            return None
+        parts = [part.strip(" \x00") for part in text.split("\\")]
+        return parts if len(parts) > 1 else parts[0]
+    value = element.value
+    if value is None or value == "":
+        return None
+    return list(value) if isinstance(value, MultiValue | list) else value
+
+
+def int_value(dataset: Dataset, keyword: str, default: int | None = None) -> int | None:
+    """An integer value (binary US/SS/UL/SL or text IS), ``default`` when absent or empty."""
+    tag = _tag(keyword)
+    element = dataset.get_item(tag)
+    if element is None:
+        return default
+    if isinstance(element, RawDataElement) and element.value is not None:
+        vr = dictionary_VR(tag)
+        if vr == "IS":
+            text = text_value(dataset, keyword)
+            if isinstance(text, list):
+                text = text[0]
+            return default if text is None else int(float(text))
+        size_signed = _BINARY_INTEGERS.get(vr)
+        if size_signed is not None:
+            size, signed = size_signed
+            if len(element.value) < size:
+                return default
+            order = "little" if element.is_little_endian else "big"
+            return int.from_bytes(element.value[:size], order, signed=signed)
+    value = dataset[tag].value
+    if value is None or value == "":
+        return default
+    if isinstance(value, MultiValue | list):
+        value = value[0]
+    return int(float(value))
