@@ -97,3 +97,37 @@ def test_the_file_meta_encoding_matches_pydicoms_byte_for_byte() -> None:
     reference = DicomBytesIO()
     write_file_meta_info(reference, meta, enforce_standard=True)
     assert encode_file_meta(meta) == reference.getvalue()
+
+
+def test_an_instance_received_twice_gets_two_files_so_neither_job_deletes_the_other(tmp_path: Path) -> None:
+    dataset, encoded = _encoded()
+    store = InstanceStore(tmp_path)
+    uid = dataset.SOPInstanceUID  # type: ignore[attr-defined]
+    first = store.write_encoded("P1", uid, dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    second = store.write_encoded("P1", uid, dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    assert first != second and first.name.startswith(uid)
+    store.remove([first])
+    assert list(store.files()) == [second]
+
+
+def test_spare_files_left_by_a_killed_process_are_deleted_and_never_listed(tmp_path: Path) -> None:
+    dataset, encoded = _encoded()
+    crashed = InstanceStore(tmp_path)
+    path = crashed.write_encoded("P1", dataset.SOPInstanceUID, dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    spare_folder = tmp_path / "incoming" / ".spare"
+    assert wait_for_spares(spare_folder)
+    restarted = InstanceStore(tmp_path)
+    assert list(restarted.files()) == [path]
+    assert list(spare_folder.iterdir()) == []
+    crashed.close()
+
+
+def wait_for_spares(folder: Path, timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if folder.is_dir() and any(folder.iterdir()):
+            return True
+        time.sleep(0.01)
+    return False

@@ -188,6 +188,9 @@ class PipelineConfig:
             if hasattr(pipeline, source):
                 values[field.name] = getattr(pipeline, source)
         values.setdefault("name", getattr(pipeline, "__name__", "dicomnode"))
+        if "input" in overrides:  # the class attribute's name, which users know
+            overrides = {**overrides, "inputs": overrides["input"]}
+            del overrides["input"]
         values.update(overrides)
         unknown = set(values) - set(SETTINGS)
         if unknown:

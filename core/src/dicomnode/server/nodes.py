@@ -100,6 +100,8 @@ class AbstractPipeline:
     log_level: ClassVar[str] = "INFO"
     log_format: ClassVar[str] = DEFAULT_LOG_FORMAT
     log_output: ClassVar[str | Path | None] = None
+    log_max_bytes: ClassVar[int] = 10_000_000
+    log_backup_count: ClassVar[int] = 5
 
     #: seconds ``close()`` waits for running associations before aborting them
     close_timeout: ClassVar[float] = 30.0
@@ -130,6 +132,8 @@ class AbstractPipeline:
         self._pending: set[Future[JobResult]] = set()
         self._pending_lock = threading.Condition()
         self._stopped = threading.Event()
+        self._opening = False
+        self._workers_started = False
         self.post_init()
 
     # --- what a user overrides ----------------------------------------------
@@ -162,18 +166,52 @@ class AbstractPipeline:
         return self._server is not None
 
     def open(self, blocking: bool = True) -> None:
-        """Start serving; with ``blocking`` wait until SIGINT/SIGTERM or :meth:`close`, then close."""
-        if self._server is not None:
+        """Start serving; with ``blocking`` wait until SIGINT/SIGTERM or :meth:`close`, then close.
+
+        A blocking ``open`` in the main thread handles SIGINT and SIGTERM from
+        its first line, so a signal during start-up also ends in a clean close.
+        """
+        if self._server is not None or self._opening:
             raise RuntimeError(f"{type(self).__name__} is already open on port {self.port}")
+        self._stopped.clear()
+        previous = self._catch_signals() if blocking else {}
+        try:
+            self._opening = True
+            self._start()
+            if blocking:
+                while not self._stopped.wait(0.5):
+                    pass
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self._opening = False
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        if blocking:
+            self.close()
+
+    def _catch_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(number: int, _frame: object) -> None:
+            self.logger.info("received %s: closing", signal.Signals(number).name)
+            self._stopped.set()
+
+        return {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def _start(self) -> None:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         config = self.config
-        configure_logging(config.log_level, config.log_format, config.log_output)
-        self._stopped.clear()
+        configure_logging(config.log_level, config.log_format, config.log_output,
+                          config.log_max_bytes, config.log_backup_count)
         self._executor = ThreadPoolExecutor(max_workers=self._executor_workers or config.processing_workers,
                                             thread_name_prefix=f"{config.name}-job")
         self._start_workers()
+        self._workers_started = True
         if self.store is not None:
             self._rebuild()
         ae = AE(ae_title=config.ae_title)
@@ -196,43 +234,36 @@ class AbstractPipeline:
             self._maintenance = MaintenanceThread(self)
             self._maintenance.start()
         self.logger.info("%s listening as %s on %s:%d", config.name, config.ae_title, config.ip, self.port)
-        if blocking:
-            self._serve_until_stopped()
-
-    def _serve_until_stopped(self) -> None:
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
-        try:
-            while not self._stopped.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            self.logger.info("interrupted")
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-            self.close()
 
     def close(self) -> None:
-        """Stop accepting, let running associations finish, finish the jobs in flight, stop."""
-        server, self._server = self._server, None
+        """Stop accepting, let running associations finish, finish the jobs in flight, stop.
+
+        Safe to call more than once, and after a failed ``open``.
+        """
         self._stopped.set()
-        if server is None:
-            return
-        server.shutdown()
-        deadline = time.monotonic() + type(self).close_timeout
-        while server.active_associations and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for assoc in server.active_associations:
-            self.logger.warning("aborting an association still running at close")
-            assoc.abort()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            deadline = time.monotonic() + type(self).close_timeout
+            # wait for associations that are transferring; a connection that never
+            # asked for an association (a port probe) is not worth waiting for
+            while any(a.is_established for a in server.active_associations) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for assoc in server.active_associations:
+                self.logger.warning("aborting an association still running at close")
+                assoc.abort()
         if self._maintenance is not None:
             self._maintenance.stop()
             self._maintenance = None
-        self._stop_workers()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._workers_started:
+            self._workers_started = False
+            self._stop_workers()
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        executor.shutdown(wait=True)
+        if self.store is not None:
+            self.store.close()
         waiting = self.tree.keys()
         if waiting:
             where = "kept in the data directory" if self.store is not None else "dropped (no data_directory)"
@@ -330,15 +361,21 @@ class AbstractPipeline:
         log.info("job started: %d image(s)", container.images)
         result = self._execute(container, log)
         elapsed = time.monotonic() - started
-        if result.ok:
-            self.jobs_succeeded += 1
-            if self.store is not None:
-                self.store.remove(container.paths)
-            log.info("job done in %.2f s", elapsed)
-        else:
-            self.jobs_failed += 1
-            log.error("job failed after %.2f s: %s", elapsed, result.reason)
-            self._quarantine(container, result, log)
+        with self._pending_lock:
+            if result.ok:
+                self.jobs_succeeded += 1
+            else:
+                self.jobs_failed += 1
+        try:
+            if result.ok:
+                if self.store is not None:
+                    self.store.remove(container.paths)
+                log.info("job done in %.2f s", elapsed)
+            else:
+                log.error("job failed after %.2f s: %s", elapsed, result.reason)
+                self._quarantine(container, result, log)
+        except Exception:  # cleaning up must not kill the worker; the files stay for the next start
+            log.exception("cleaning up after the job failed")
         return result
 
     def _execute(self, container: PatientContainer, log: Any) -> JobResult:

@@ -5,7 +5,7 @@ C-STORE success status goes back: its encoded bytes exactly as received,
 behind a DICOM preamble and the file meta information, to a temporary file
 that is then atomically renamed. Layout::
 
-    data_directory/incoming/<safe patient key>/<safe SOPInstanceUID>.dcm
+    data_directory/incoming/<safe patient key>/<safe SOPInstanceUID>.<reception id>.dcm
 
 Folder and file names go through :func:`dicomnode.dicom.paths.safe_component`
 (a PatientID of ``../../x`` is data). The fsync policy decides how hard a
@@ -22,9 +22,13 @@ crash of the *machine* (not just the process) is guarded against:
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import os
 import struct
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,12 +94,99 @@ def _encode_file_meta_with_pydicom(file_meta: FileMetaDataset) -> bytes:
     return buffer.getvalue()
 
 
+def _write_all(descriptor: int, head: bytes, body: Any) -> None:
+    """Write ``head`` then ``body`` with as few system calls as the kernel allows.
+
+    Each system call lets other threads take the interpreter lock, and getting
+    it back can take milliseconds while an association thread is busy.
+    """
+    pending = [memoryview(head), memoryview(body).cast("B")]
+    while pending:
+        written = os.writev(descriptor, pending)
+        while pending and written >= len(pending[0]):
+            written -= len(pending[0])
+            pending.pop(0)
+        if pending and written:
+            pending[0] = pending[0][written:]
+
+
 def _fsync_path(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+class _SpareFiles:
+    """Empty files created ahead of need by a background thread, in ``incoming/.spare``.
+
+    Creating a file costs far more than writing half a megabyte into it (an
+    inode, a directory entry, the journal); a C-STORE waits for its file, so
+    the creation happens before the instance arrives. A spare left by a crash
+    was never acknowledged and is deleted at the next start.
+    """
+
+    def __init__(self, folder: Path, keep: int = 8) -> None:
+        self.folder = folder
+        self.keep = keep
+        self._ready: collections.deque[tuple[Path, int]] = collections.deque()
+        self._wanted = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._names = itertools.count()
+        self._prefix = os.urandom(4).hex()
+
+    def clean(self) -> None:
+        """Delete spares a killed process left (call before this process makes any)."""
+        if self.folder.is_dir():
+            for leftover in self.folder.iterdir():
+                leftover.unlink(missing_ok=True)
+
+    def _create(self) -> tuple[Path, int]:
+        path = self.folder / f"{self._prefix}-{next(self._names)}"
+        try:
+            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            self.folder.mkdir(exist_ok=True)
+            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def take(self) -> tuple[Path, int]:
+        """An empty file (path, open descriptor), made now if none is waiting."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._closed:
+                    self._thread = threading.Thread(target=self._fill, name="dicomnode-spare-files", daemon=True)
+                    self._thread.start()
+        try:
+            item = self._ready.popleft()
+        except IndexError:
+            item = self._create()
+        self._wanted.set()
+        return item
+
+    def _fill(self) -> None:
+        while not self._closed:
+            self._wanted.wait()
+            self._wanted.clear()
+            try:
+                while len(self._ready) < self.keep and not self._closed:
+                    self._ready.append(self._create())
+            except OSError as error:  # a full disk: the receive path reports it when it writes
+                logger.warning("cannot prepare spare files in %s: %s", self.folder, error)
+                time.sleep(1.0)
+
+    def close(self) -> None:
+        """Stop the thread and delete the spare files."""
+        self._closed = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        while self._ready:
+            path, descriptor = self._ready.popleft()
+            os.close(descriptor)
+            path.unlink(missing_ok=True)
 
 
 class InstanceStore:
@@ -109,12 +200,26 @@ class InstanceStore:
         self.fsync = fsync
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._spares = _SpareFiles(self.directory / ".spare")
         except OSError as error:
             raise StorageError(f"cannot create the data directory {self.directory}: {error}") from error
+        self._names = itertools.count()
+        self._prefix = os.urandom(3).hex()
+        self._folders: set[Path] = set()
+
+    def close(self) -> None:
+        """Release the spare files (the store can still write afterwards, just slower)."""
+        self._spares.close()
 
     def path_for(self, patient_key: str, sop_instance_uid: str) -> Path:
-        """Where an instance of a patient is stored."""
-        return self.directory / safe_component(patient_key) / f"{safe_component(sop_instance_uid)}.dcm"
+        """A new file name for an instance of a patient: ``<SOPInstanceUID>.<reception>.dcm``.
+
+        Every reception gets its own file, so an instance sent again while the
+        first copy's job runs is not deleted when that job succeeds; the inputs
+        keep one image per SOPInstanceUID however many files there are.
+        """
+        name = f"{safe_component(sop_instance_uid)}.{self._prefix}{next(self._names):x}.dcm"
+        return self.directory / safe_component(patient_key) / name
 
     def write_encoded(self, patient_key: str, sop_instance_uid: str, file_meta: FileMetaDataset,
                       encoded: Any) -> Path:
@@ -124,20 +229,31 @@ class InstanceStore:
         """
         path = self.path_for(patient_key, sop_instance_uid)
         try:
-            path.parent.mkdir(exist_ok=True)
-            temporary = path.parent / f"{_TEMPORARY_PREFIX}{uuid.uuid4().hex}"
-            with open(temporary, "wb") as stream:
-                stream.write(_PREAMBLE + encode_file_meta(file_meta))
-                stream.write(encoded)
+            temporary, descriptor = self._spares.take()
+            try:
+                _write_all(descriptor, _PREAMBLE + encode_file_meta(file_meta), encoded)
                 if self.fsync == "instance":
-                    stream.flush()
-                    os.fsync(stream.fileno())
-            os.replace(temporary, path)
+                    os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            self._move_into_place(temporary, path)
             if self.fsync == "instance":
                 _fsync_path(path.parent)
         except OSError as error:
             raise StorageError(f"cannot store instance {sop_instance_uid} in {path.parent}: {error}") from error
         return path
+
+    def _move_into_place(self, temporary: Path, path: Path) -> None:
+        folder = path.parent
+        if folder not in self._folders:
+            folder.mkdir(exist_ok=True)
+            self._folders.add(folder)
+        try:
+            os.replace(temporary, path)
+        except FileNotFoundError:
+            # a finished job removed the emptied patient folder just now
+            folder.mkdir(exist_ok=True)
+            os.replace(temporary, path)
 
     def write_dataset(self, patient_key: str, dataset: Dataset) -> Path:
         """Write a decoded dataset (one that already has ``file_meta``), atomically."""
@@ -167,11 +283,15 @@ class InstanceStore:
                 continue
 
     def files(self) -> Iterator[Path]:
-        """Every stored instance; left-over temporary files of a crash are deleted on the way."""
+        """Every stored instance; left-over temporary files of a crash are deleted on the way.
+
+        Only the serving process calls this (at start, before it receives).
+        """
         if not self.directory.is_dir():
             return
+        self._spares.clean()
         for folder in sorted(self.directory.iterdir()):
-            if not folder.is_dir():
+            if not folder.is_dir() or folder.name.startswith("."):
                 continue
             for path in sorted(folder.iterdir()):
                 if path.name.startswith(_TEMPORARY_PREFIX):
@@ -187,6 +307,7 @@ class InstanceStore:
             path.unlink(missing_ok=True)
             folders.add(path.parent)
         for folder in folders:
+            self._folders.discard(folder)
             try:
                 folder.rmdir()
             except OSError:
