@@ -13,7 +13,7 @@ from pet_series import pet_series
 from pydicom import dcmread
 
 from dicomnode.dicom.blueprints import CT_IMAGE_BLUEPRINT, DEFAULT_BLUEPRINT, MR_IMAGE_BLUEPRINT
-from dicomnode.dicom.factory import Blueprint
+from dicomnode.dicom.factory import Blueprint, StaticElement
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import ConfigurationError, InvalidDatasetError
 from dicomnode_numpy import NumpyCaller, NumpyFactory, NumpyGrinder
@@ -335,3 +335,9 @@ def test_a_gantry_tilted_volume_keeps_its_slice_positions_and_the_distance_betwe
         assert np.allclose([float(v) for v in dataset.ImagePositionPatient], volume.slice_position(k), atol=1e-6)
     # the planes are 2 mm apart along the normal, though each slice shifts 0.3 mm in-plane
     assert float(datasets[0].SliceThickness) == pytest.approx(2.0)
+
+
+def test_a_blueprint_may_give_ct_results_another_rescale_type():
+    blueprint = BLUEPRINTS["CT"] + Blueprint([StaticElement("RescaleType", "LO", "US")])
+    datasets = build(parents_of("CT"), np.linspace(0, 1, 6 * 16 * 20).reshape(6, 16, 20), blueprint=blueprint)
+    assert {ds.RescaleType for ds in datasets} == {"US"}

@@ -197,7 +197,7 @@ class NumpyFactory(DicomFactory):
             )
             dataset = series.instantiate(env)
             self._set_per_slice(dataset, index, k, number, geometry, encoding, stored, modality, volumes,
-                                volume_index, slices)
+                                volume_index)
             datasets.append(dataset)
         datasets.sort(key=lambda ds: int(ds.InstanceNumber))
         logger.debug("built %d %s instances of series %s", len(datasets), modality or "image",
@@ -301,12 +301,12 @@ class NumpyFactory(DicomFactory):
         for keyword in ("RescaleSlope", "RescaleIntercept"):
             if keyword in ds:
                 del ds[keyword]
-        if not _writes_rescale(encoding, modality):
-            pass
-        elif len(set(encoding.slopes)) == 1 and len(set(encoding.intercepts)) == 1:
+        shared_rescale = len(set(encoding.slopes)) == 1 and len(set(encoding.intercepts)) == 1
+        if _writes_rescale(encoding, modality) and shared_rescale:
             ds.RescaleSlope = encoding.slopes[0]
             ds.RescaleIntercept = encoding.intercepts[0]
         if modality == "CT" and "RescaleType" not in ds:
+            # what a CT without RescaleType means anyway; a blueprint sets another type for other units
             ds.RescaleType = "HU"
         if modality == "PT":
             ds.NumberOfSlices = int(array.shape[-3])
@@ -325,7 +325,7 @@ class NumpyFactory(DicomFactory):
 
     def _set_per_slice(self, ds: Dataset, index: int, k: int, number: int, geometry: _Geometry,
                        encoding: PixelEncoding, stored: np.ndarray, modality: str, volumes: int,
-                       volume_index: int, slices: int) -> None:
+                       volume_index: int) -> None:
         position = geometry.positions[k]
         ds[_TAG_IMAGE_POSITION] = _text(_TAG_IMAGE_POSITION, "DS", "\\".join(format_ds(v) for v in position))
         ds[_TAG_SLICE_LOCATION] = _text(_TAG_SLICE_LOCATION, "DS",
