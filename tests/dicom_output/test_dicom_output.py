@@ -23,7 +23,10 @@ from dicomnode.server.output import OutputContext
 
 pytestmark = pytest.mark.plugin("dicom-output")
 
-from dicomnode_dicom_output import DicomOutput  # noqa: E402 - after the mark, like every plugin test
+try:
+    from dicomnode_dicom_output import DicomOutput
+except ImportError:  # a session without the plugin deselects every test here (pytestmark)
+    pass
 
 
 def _context(tmp_path: Path) -> OutputContext:

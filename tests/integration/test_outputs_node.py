@@ -19,8 +19,11 @@ from dicomnode.server.pipeline_tree import InputContainer
 
 pytestmark = pytest.mark.plugin("dicom-output", "file-output")
 
-from dicomnode_dicom_output import DicomOutput  # noqa: E402 - after the mark, like every plugin test
-from dicomnode_file_output import FileOutput  # noqa: E402
+try:
+    from dicomnode_dicom_output import DicomOutput
+    from dicomnode_file_output import FileOutput
+except ImportError:  # a session without the plugins deselects every test here (pytestmark)
+    pass
 
 
 class TwoOutputNode(AbstractPipeline):

@@ -38,7 +38,10 @@ from dicomnode.server.pipeline_tree import InputContainer
 
 pytestmark = pytest.mark.plugin("dicom-output")
 
-from dicomnode_dicom_output import DicomOutput  # noqa: E402 - after the mark, like every plugin test
+try:
+    from dicomnode_dicom_output import DicomOutput
+except ImportError:  # a session without the plugin deselects every test here (pytestmark)
+    pass
 
 #: Orthanc settings that refuse every calling AE title it does not know
 REFUSE_UNKNOWN = {"DicomAlwaysAllowStore": False, "DicomAlwaysAllowEcho": False, "DicomAlwaysAllowFind": False,
