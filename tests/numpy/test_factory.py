@@ -341,3 +341,8 @@ def test_a_blueprint_may_give_ct_results_another_rescale_type():
     blueprint = BLUEPRINTS["CT"] + Blueprint([StaticElement("RescaleType", "LO", "US")])
     datasets = build(parents_of("CT"), np.linspace(0, 1, 6 * 16 * 20).reshape(6, 16, 20), blueprint=blueprint)
     assert {ds.RescaleType for ds in datasets} == {"US"}
+
+
+def test_numpy_caller_rejects_a_vr_the_tag_cannot_have():
+    with pytest.raises(ValueError, match="the DICOM dictionary gives US or SS"):
+        NumpyCaller("LargestImagePixelValue", "DS", np.max)

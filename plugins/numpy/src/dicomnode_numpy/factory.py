@@ -37,7 +37,7 @@ from dicomnode.dicom.factory import (
     InstanceEnvironment,
     SeriesHeader,
 )
-from dicomnode.dicom.vr_rules import make_element, to_tag
+from dicomnode.dicom.vr_rules import check_vr, make_element, to_tag
 from dicomnode.errors import BlueprintError, ConfigurationError, InvalidDatasetError
 
 from .encoding import PixelEncoding, Window, format_ds, plan_encoding, window_for
@@ -438,9 +438,13 @@ class NumpyCaller(InstancedVirtualElement):
     """
 
     tag: BaseTag = attrs.field(converter=to_tag)
-    vr: str = "US"
+    vr: str = attrs.field(default="US")
     func: Callable[[np.ndarray], Any] = attrs.field(default=None)
     values: str = attrs.field(default="stored", kw_only=True)
+
+    @vr.validator
+    def _check_vr(self, _attribute: attrs.Attribute[str], vr: str) -> None:
+        check_vr(self.tag, vr, "NumpyCaller")
 
     @func.validator
     def _check_func(self, _attribute: attrs.Attribute[Any], func: Any) -> None:
