@@ -276,8 +276,10 @@ def test_a_destination_that_is_not_a_pair_is_refused(tmp_path: Path) -> None:
 
 def test_a_single_dataset_instead_of_a_list_is_refused(tmp_path: Path) -> None:
     (ds,) = synthetic_series(slices=1, rows=8, columns=8)
-    with pytest.raises(ConfigurationError, match="list of datasets"):
+    with pytest.raises(ConfigurationError, match="list of datasets or files, not a single one"):
         FileOutput([(tmp_path, ds)])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="list of datasets or files, not a single one"):
+        FileOutput([(tmp_path, "some/folder")])
 
 
 def test_an_unwritable_directory_is_reported_as_failure(tmp_path: Path) -> None:
@@ -306,3 +308,28 @@ def test_a_stored_lazy_dataset_is_copied_byte_for_byte_without_being_loaded(tmp_
         assert copied.read_bytes() == source.read_bytes()
         assert copied.parent.parent.parent.name == "LAZY"
         assert not ds.is_loaded
+
+
+def test_dicom_files_given_as_paths_are_copied_into_the_layout(tmp_path: Path) -> None:
+    from dicomnode.dicom.synthetic import write_series
+
+    series = synthetic_series(slices=2, rows=8, columns=8, patient_id="FILES")
+    stored = write_series(series, tmp_path / "stored")
+
+    output = FileOutput([(tmp_path / "out", [stored[0], str(stored[1])])])
+
+    assert output.send() is True
+    for source, ds in zip(stored, series):
+        target = tmp_path / "out" / "FILES" / ds.StudyInstanceUID / ds.SeriesInstanceUID / source.name
+        assert target.read_bytes() == source.read_bytes()
+
+
+def test_a_path_that_is_not_dicom_is_reported_by_name(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not DICOM")
+
+    output = FileOutput([(tmp_path / "out", [junk])])
+
+    assert output.send() is False
+    assert str(junk) in output.report[0].failed[0].reason
+    assert not (tmp_path / "out").exists() or _files(tmp_path / "out") == []

@@ -46,7 +46,7 @@ import secrets
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar, Literal, TypeGuard
+from typing import ClassVar, Literal
 
 import attrs
 from pydicom import Dataset, dcmread
@@ -66,6 +66,8 @@ logger = logging.getLogger("dicomnode.output.file")
 ExistingPolicy = Literal["overwrite", "keep", "fail"]
 _POLICIES: tuple[str, ...] = ("overwrite", "keep", "fail")
 _PARTIAL = ".partial"
+#: what FileOutput writes: a dataset, or the path of a DICOM file (copied as it is)
+Writable = Dataset | Path | str
 _COPY_CHUNK = 1 << 20
 _NAMING_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
@@ -132,16 +134,22 @@ def _with_file_meta(dataset: Dataset) -> Dataset:
     return shallow
 
 
-def _on_disk_only(dataset: Dataset) -> TypeGuard[LazyDataset]:
-    """True for a LazyDataset whose file has not been read: its file is the instance as it is."""
-    return isinstance(dataset, LazyDataset) and not dataset.is_loaded
+def _source_file(item: Writable) -> Path | None:
+    """The file that already holds the instance as it is: a path given, or an unread LazyDataset's file."""
+    if isinstance(item, LazyDataset):
+        return None if item.is_loaded else item.path
+    if isinstance(item, Dataset):
+        return None
+    return Path(item)
 
 
-def _header(dataset: Dataset) -> Dataset:
-    """The identifiers that name the file, without loading an unread LazyDataset's pixels."""
-    if _on_disk_only(dataset):
-        return dcmread(dataset.path, stop_before_pixels=True, specific_tags=list(_NAMING_TAGS))
-    return dataset
+def _header(item: Writable) -> Dataset:
+    """The identifiers that name the file, read without the pixels when the instance is a file."""
+    source = _source_file(item)
+    if source is not None:
+        return dcmread(source, stop_before_pixels=True, specific_tags=list(_NAMING_TAGS))
+    assert isinstance(item, Dataset)  # _source_file returns None only for datasets
+    return item
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -158,8 +166,8 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(dataset: Dataset, target: Path, *, replace: bool = True, fsync: bool = True) -> bool:
-    """Write ``dataset`` as a DICOM file at ``target`` through a temporary file and a rename.
+def write_atomically(dataset: Writable, target: Path, *, replace: bool = True, fsync: bool = True) -> bool:
+    """Write ``dataset`` (or copy a DICOM file) to ``target`` through a temporary file and a rename.
 
     Returns True when ``target`` now holds ``dataset``, False when ``replace`` is
     False and ``target`` already existed (it is left untouched). On any error the
@@ -169,11 +177,13 @@ def write_atomically(dataset: Dataset, target: Path, *, replace: bool = True, fs
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}{_PARTIAL}")
     try:
         with open(temporary, "xb") as handle:
-            if _on_disk_only(dataset):
-                # a stored instance nobody has read: copy its bytes, do not decode and re-encode
-                with open(dataset.path, "rb") as source:
+            source_file = _source_file(dataset)
+            if source_file is not None:
+                # the instance is a file already: copy its bytes, do not decode and re-encode
+                with open(source_file, "rb") as source:
                     shutil.copyfileobj(source, handle, _COPY_CHUNK)
             else:
+                assert isinstance(dataset, Dataset)
                 dcmwrite(handle, _with_file_meta(dataset), enforce_file_format=True)
             handle.flush()
             if fsync:
@@ -205,7 +215,8 @@ class FileOutput(PipelineOutput):
     Parameters
     ----------
     destinations:
-        pairs of (directory, datasets); the directory is created when missing.
+        pairs of (directory, datasets); the directory is created when missing. Datasets
+        may be pydicom datasets or paths of DICOM files (copied byte for byte).
     existing:
         what to do when a file is already there: ``"overwrite"``, ``"keep"`` or ``"fail"``
         (see the module documentation).
@@ -222,7 +233,7 @@ class FileOutput(PipelineOutput):
 
     def __init__(
         self,
-        destinations: Iterable[tuple[Path | str, Iterable[Dataset]]],
+        destinations: Iterable[tuple[Path | str, Iterable[Writable]]],
         *,
         existing: ExistingPolicy = "overwrite",
         fsync: bool = True,
@@ -232,7 +243,7 @@ class FileOutput(PipelineOutput):
             raise ConfigurationError(
                 f"FileOutput existing must be one of {', '.join(map(repr, _POLICIES))}, got {existing!r}"
             )
-        pairs: list[tuple[Path, Sequence[Dataset]]] = []
+        pairs: list[tuple[Path, Sequence[Writable]]] = []
         for number, pair in enumerate(destinations, start=1):
             try:
                 directory, datasets = pair
@@ -244,12 +255,12 @@ class FileOutput(PipelineOutput):
                 raise ConfigurationError(
                     f"FileOutput destination {number}: the directory must be a path, got {directory!r}"
                 )
-            if isinstance(datasets, Dataset):
+            if isinstance(datasets, (Dataset, str, os.PathLike)):
                 raise ConfigurationError(
-                    f"FileOutput destination {number}: give a list of datasets, not a single dataset"
+                    f"FileOutput destination {number}: give a list of datasets or files, not a single one"
                 )
             pairs.append((Path(directory), list(datasets)))
-        self.destinations: tuple[tuple[Path, Sequence[Dataset]], ...] = tuple(pairs)
+        self.destinations: tuple[tuple[Path, Sequence[Writable]], ...] = tuple(pairs)
         self.existing: ExistingPolicy = existing
         self.fsync = fsync
         #: one :class:`FileReport` per destination, filled by :meth:`send`
@@ -267,7 +278,7 @@ class FileOutput(PipelineOutput):
                        for directory, datasets in self.destinations]
         return all(report.ok for report in self.report)
 
-    def _write_destination(self, directory: Path, datasets: Sequence[Dataset]) -> FileReport:
+    def _write_destination(self, directory: Path, datasets: Sequence[Writable]) -> FileReport:
         written: list[Path] = []
         kept: list[Path] = []
         failed: list[FailedFile] = []
@@ -277,7 +288,7 @@ class FileOutput(PipelineOutput):
             try:
                 header = _header(dataset)
             except Exception as error:  # an unreadable stored file fails alone
-                where = getattr(dataset, "path", "the dataset")
+                where = _source_file(dataset) or "the dataset"
                 failed.append(FailedFile(None, None, f"cannot read {where}: {error}"))
                 continue
             uid = header.get("SOPInstanceUID")
