@@ -22,6 +22,8 @@ from dicomnode.errors import ConfigurationError, DicomnodeError
 
 __all__ = ["configure"]
 
+_LOG_EVERY = 500
+
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     """Add the arguments of ``dicomnode anonymize`` and return its handler."""
@@ -89,6 +91,9 @@ def _save_mapping(mapping: IdentityMapping, path: Path) -> None:
 def _progress(done: int, total: int, final: bool = False) -> None:
     if sys.stderr.isatty():
         print(f"\ranonymize: {done}/{total} file(s)", end="\n" if final else "", file=sys.stderr, flush=True)
+    elif done % _LOG_EVERY == 0 and not final:
+        # a log file gets a line now and then rather than a rewritten one
+        print(f"anonymize: {done}/{total} file(s)", file=sys.stderr, flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:
