@@ -2,7 +2,9 @@
 
 Tests that need a plugin carry ``pytestmark = pytest.mark.plugin("numpy")``;
 in a session without that plugin they are deselected (the session's whole
-point is to run without it), and the summary says how many and why.
+point is to run without it), and the summary says how many and why. The
+folders of :data:`PLUGIN_TEST_FOLDERS` are not collected at all without
+their plugin, since their modules import it (or numpy) at the top.
 
 Tests that need an external program ask for it with :func:`require_peer`. A
 missing peer skips with a reason that says how to install it, except under
@@ -95,6 +97,28 @@ def port() -> int:
     return free_port()
 
 
+#: test folder -> the plugin every test in it needs; such a folder is not even collected
+#: without its plugin (its modules import numpy, nibabel, the plugin itself, …)
+PLUGIN_TEST_FOLDERS = {
+    "numpy_plugin": "numpy",
+    "nifti_plugin": "nifti",
+    "dicom_output": "dicom-output",
+    "file_output": "file-output",
+    "historic_input": "historic-input",
+}
+_ignored_folders: list[str] = []
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    plugin = PLUGIN_TEST_FOLDERS.get(collection_path.name)
+    if plugin is None or collection_path.parent != Path(__file__).parent:
+        return None
+    if plugin in installed_plugins():
+        return None
+    _ignored_folders.append(f"tests/{collection_path.name}/ (needs {plugin})")
+    return True
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     present = installed_plugins()
     keep, dropped = [], []
@@ -116,6 +140,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if _ignored_folders:
+        terminalreporter.write_line(
+            "dicomnode: not collected because this session does not install their plugin: "
+            + ", ".join(sorted(set(_ignored_folders)))
+        )
     info = getattr(config, "_dicomnode_deselected", None)
     if info:
         count, names = info
