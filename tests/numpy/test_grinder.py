@@ -332,3 +332,12 @@ def test_spacing_tolerance_decides_how_uneven_slices_may_be() -> None:
         NumpyGrinder()(datasets)
     volume = NumpyGrinder(spacing_tolerance=0.2)(datasets)
     assert volume.slice_spacing == pytest.approx(1.5)
+
+
+def test_pixel_data_that_cannot_be_decoded_is_refused_with_the_transfer_syntax() -> None:
+    datasets = build_series(CASES["axial-ct"])
+    datasets[0].compress(RLELossless, encoding_plugin="pydicom")
+    datasets[0].PixelData = datasets[0].PixelData[:40]  # a truncated fragment
+
+    with pytest.raises(GrindingError, match=r"cannot decode the pixel data.*RLE Lossless"):
+        NumpyGrinder()(datasets)
