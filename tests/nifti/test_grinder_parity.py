@@ -168,3 +168,40 @@ def test_per_slice_fractional_rescales_equal_dcm2niix_to_the_bit(tmp_path: Path)
 
     assert mine.get_data_dtype() == np.float32
     assert_same_nifti(mine, reference)
+
+
+def _classic_philips(intercept: str) -> list:
+    datasets = build_series(CASES["oblique-mr"])
+    for ds in datasets:
+        ds.Manufacturer = "Philips Medical Systems"
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "2.10793650793650", intercept, "normalized"
+        block = ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
+        block.add_new(0x0E, "FL", 0.0002682503836695105)  # the private scale slope
+    return datasets
+
+
+@pytest.mark.parametrize(("precise", "dcm2niix_option"), [(True, "y"), (False, "n")])
+def test_classic_philips_private_scaling_equals_dcm2niix(precise: bool, dcm2niix_option: str,
+                                                         tmp_path: Path) -> None:
+    datasets = _classic_philips("0")
+    write_series(datasets, tmp_path / "dicom")
+
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix", "-p", dcm2niix_option)
+    mine = grind_and_save(datasets, tmp_path / "mine.nii", NiftiGrinder(philips_precise_scaling=precise))
+
+    assert_same_nifti(mine, reference)
+
+
+def test_philips_precise_scaling_with_an_intercept_matches_dcm2niix_to_float32_rounding(tmp_path: Path) -> None:
+    datasets = _classic_philips("-5.5")
+    write_series(datasets, tmp_path / "dicom")
+
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix", "-p", "y")
+    mine = grind_and_save(datasets, tmp_path / "mine.nii", NiftiGrinder(philips_precise_scaling=True))
+
+    # (stored * RS + RI) / (RS * SS): dcm2niix rounds its float32 scale fields a unit or two
+    # in the last place differently; the stored integers are the same
+    assert np.array_equal(np.asarray(mine.dataobj.get_unscaled()), np.asarray(reference.dataobj.get_unscaled()))
+    np.testing.assert_allclose(float(mine.dataobj.slope), float(reference.dataobj.slope), rtol=1e-6)
+    np.testing.assert_allclose(float(mine.dataobj.inter), float(reference.dataobj.inter), rtol=1e-6)
+    np.testing.assert_allclose(mine.get_fdata(), reference.get_fdata(), rtol=1e-6, atol=1e-3)
