@@ -86,6 +86,25 @@ def test_a_peer_whose_certificate_is_not_trusted_is_refused(tls_peer: tuple[Addr
     assert str(address) in (output.report[0].error or "")
 
 
+def test_a_peer_that_requires_a_client_certificate_accepts_ours(tmp_path: Path) -> None:
+    require_peer("dcmtk")
+    server_cert, server_key = _certificate(tmp_path, "server")
+    client_cert, client_key = _certificate(tmp_path, "client")
+    port = free_port()
+    address = Address("127.0.0.1", port, "MTLSSCP")
+    series = synthetic_series(slices=2, rows=8, columns=8)
+    mutual = ["+tls", str(server_key), str(server_cert), "-rc", "+cf", str(client_cert)]
+
+    with storescp(tmp_path / "received", port, ae_title="MTLSSCP", extra=mutual):
+        without = DicomOutput([(address, series)], tls_ca=server_cert, attempts=1, timeout=5)
+        assert without.send() is False
+        with_cert = DicomOutput([(address, series)], tls_ca=server_cert, tls_cert=client_cert,
+                                tls_key=client_key, attempts=1, timeout=5)
+        assert with_cert.send() is True
+
+    assert _received(tmp_path / "received") == {ds.SOPInstanceUID for ds in series}
+
+
 def test_a_plain_connection_to_a_tls_peer_fails_and_says_where(tls_peer: tuple[Address, Path, Path]) -> None:
     address, _, _ = tls_peer
     output = DicomOutput([(address, synthetic_series(slices=1, rows=8, columns=8))], attempts=1, timeout=5)
