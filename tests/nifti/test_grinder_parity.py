@@ -205,3 +205,17 @@ def test_philips_precise_scaling_with_an_intercept_matches_dcm2niix_to_float32_r
     np.testing.assert_allclose(float(mine.dataobj.slope), float(reference.dataobj.slope), rtol=1e-6)
     np.testing.assert_allclose(float(mine.dataobj.inter), float(reference.dataobj.inter), rtol=1e-6)
     np.testing.assert_allclose(mine.get_fdata(), reference.get_fdata(), rtol=1e-6, atol=1e-3)
+
+
+def test_rle_compressed_series_equals_dcm2niix(tmp_path: Path) -> None:
+    from pydicom.uid import RLELossless
+
+    datasets = build_series(CASES["oblique-ct"])
+    for ds in datasets:
+        ds.compress(RLELossless, encoding_plugin="pydicom")
+    write_series(datasets, tmp_path / "dicom")
+
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix")
+    mine = grind_and_save(datasets, tmp_path / "mine.nii")
+
+    assert_same_nifti(mine, reference)
