@@ -12,6 +12,7 @@ error that names the setting, the value and what is allowed::
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,9 @@ class PipelineConfig:
     quarantine_retention_days: float | None = attrs.field(default=90.0, validator=_optional_positive)
     outbox_retry_delay: float = attrs.field(default=60.0, validator=_positive)
     outbox_max_delay: float = attrs.field(default=3600.0, validator=_positive)
+    tls_certificate: Path | None = attrs.field(default=None, converter=_path)
+    tls_key: Path | None = attrs.field(default=None, converter=_path)
+    tls_ca: Path | None = attrs.field(default=None, converter=_path)
     log_level: str = attrs.field(default="INFO", converter=_log_level)
     log_format: str = DEFAULT_LOG_FORMAT
     log_output: Path | None = attrs.field(default=None, converter=_path)
@@ -178,6 +182,30 @@ class PipelineConfig:
             )
         if self.fsync != "none" and self.data_directory is None:
             raise ConfigurationError(f"setting 'fsync' = {self.fsync!r} needs 'data_directory'")
+        if (self.tls_key is not None or self.tls_ca is not None) and self.tls_certificate is None:
+            raise ConfigurationError("settings 'tls_key' and 'tls_ca' need 'tls_certificate' (the node's "
+                                     "certificate, PEM)")
+        for setting in ("tls_certificate", "tls_key", "tls_ca"):
+            path = getattr(self, setting)
+            if path is not None and not path.is_file():
+                raise ConfigurationError(f"setting {setting!r} must name a readable PEM file, got {str(path)!r}")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server-side TLS context, or None when ``tls_certificate`` is not set.
+
+        With ``tls_ca`` the node also requires a client certificate signed by it.
+        """
+        if self.tls_certificate is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.tls_certificate, self.tls_key)
+            if self.tls_ca is not None:
+                context.load_verify_locations(cafile=self.tls_ca)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigurationError(f"cannot use the TLS certificate, key or CA: {error}") from error
+        return context
 
     @classmethod
     def from_pipeline_class(cls, pipeline: type[Any], **overrides: Any) -> PipelineConfig:

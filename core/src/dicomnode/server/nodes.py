@@ -97,6 +97,9 @@ class AbstractPipeline:
     quarantine_retention_days: ClassVar[float | None] = 90.0
     outbox_retry_delay: ClassVar[float] = 60.0
     outbox_max_delay: ClassVar[float] = 3600.0
+    tls_certificate: ClassVar[str | Path | None] = None
+    tls_key: ClassVar[str | Path | None] = None
+    tls_ca: ClassVar[str | Path | None] = None
     log_level: ClassVar[str] = "INFO"
     log_format: ClassVar[str] = DEFAULT_LOG_FORMAT
     log_output: ClassVar[str | Path | None] = None
@@ -116,7 +119,7 @@ class AbstractPipeline:
             config = attrs.evolve(config, **overrides)
         self.config = config
         self.logger = logging.getLogger("dicomnode.node")
-        self.tree = PipelineTree(config.inputs, config.known_endpoints)
+        self.tree = PipelineTree(config.inputs, config.known_endpoints, node=self)
         data = config.data_directory
         self.store = InstanceStore(data, config.fsync) if data is not None else None  # type: ignore[arg-type]
         self.quarantine = Quarantine(data / "quarantine") if data is not None else None
@@ -223,7 +226,8 @@ class AbstractPipeline:
         for uid in uids:
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        server = ae.start_server((config.ip, config.port), block=False, evt_handlers=self.receiver.handlers())
+        server = ae.start_server((config.ip, config.port), block=False, evt_handlers=self.receiver.handlers(),
+                                 ssl_context=config.ssl_context())
         assert server is not None  # block=False always returns the server
         use_cheap_context_copies(server)
         self._server = server
@@ -358,7 +362,9 @@ class AbstractPipeline:
         """Grind, process and dispatch one patient; then remove or quarantine its data."""
         log = job_logger("dicomnode.job", container.patient_key, container.calling_aet)
         started = time.monotonic()
-        log.info("job started: %d image(s)", container.images)
+        # the wait is how long the complete patient sat in the tree after its last image
+        log.info("job started: %d image(s), %.3f s after the last", container.images,
+                 started - container.last_update)
         result = self._execute(container, log)
         elapsed = time.monotonic() - started
         with self._pending_lock:
@@ -379,17 +385,25 @@ class AbstractPipeline:
         return result
 
     def _execute(self, container: PatientContainer, log: Any) -> JobResult:
+        started = time.monotonic()
         try:
             input_container = container.get_input_container()
         except Exception as error:
             return failure("grinding", error)
+        ground = time.monotonic()
         if self.config.processing_directory is not None:
+            log.info("stage times: grind %.3f s", ground - started)
             return run_in_spawned_process(self, input_container, log)
         try:
             result = self.process(input_container)
         except Exception as error:
             return failure("process", error)
-        return dispatch_outputs(self, result, input_container, log)
+        processed = time.monotonic()
+        outcome = dispatch_outputs(self, result, input_container, log)
+        # one line per job, so operators (and benchmarks/end_to_end.py) see where the time went
+        log.info("stage times: grind %.3f s, process %.3f s, outputs %.3f s", ground - started,
+                 processed - ground, time.monotonic() - processed)
+        return outcome
 
     def _quarantine(self, container: PatientContainer, result: JobResult, log: Any) -> None:
         if self.quarantine is None:
