@@ -98,3 +98,22 @@ def test_a_non_positive_interval_is_refused(setting: str) -> None:
 
     with pytest.raises(ConfigurationError, match=setting):
         Idle(**{setting: 0})
+
+
+def test_a_patient_restored_at_start_ages_from_its_stored_files(tmp_path: Path) -> None:
+    import os
+
+    from dicomnode.server.storage import InstanceStore
+
+    store = InstanceStore(tmp_path)
+    two_days_ago = time.time() - 2 * 86400
+    for image in synthetic_series(patient_id="STALE", slices=2, rows=4, columns=4):
+        path = store.write_dataset("STALE", image)
+        os.utime(path, (two_days_ago, two_days_ago))
+    store.close()
+    with Idle(data_directory=tmp_path, ip="127.0.0.1", port=0, maintenance_interval=0.05) as node:
+        deadline = time.monotonic() + 5
+        while "STALE" in node.tree and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "STALE" not in node.tree
+    assert list(InstanceStore(tmp_path).files()) == []

@@ -150,4 +150,6 @@ def run_in_spawned_process(pipeline: AbstractPipeline, input_container: InputCon
     log.info("processing process %s exited with code %s", child.pid, child.exitcode)
     if outcome.ok:
         shutil.rmtree(directory, ignore_errors=True)
+    else:
+        outcome = attrs.evolve(outcome, reason=f"{outcome.reason} (its work folder is kept: {directory})")
     return outcome

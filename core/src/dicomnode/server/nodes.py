@@ -325,6 +325,9 @@ class AbstractPipeline:
             if not key or not self.tree.add_image(key, dataset, path, "RESTORED"):
                 self.logger.warning("stored instance %s is accepted by no input any more; left in place", path)
                 continue
+            # the patient's age counts from its first stored image, not from this start
+            container = self.tree[key]
+            container.created = min(container.created, path.stat().st_mtime)
             count += 1
         if count:
             self.logger.info("restored %d stored instance(s) of %d patient(s)", count, len(self.tree))

@@ -235,23 +235,24 @@ class Receiver:
             logger.warning("C-STORE from %s: cannot decode the dataset: %s", state.calling_aet, error)
             return _status(STATUS_CANNOT_DECODE, f"cannot decode: {error}")
         if not patient_key:
-            return self._reject(state, sop_uid, STATUS_MISSING_PATIENT_ID,
+            return self._reject(state, "", sop_uid, STATUS_MISSING_PATIENT_ID,
                                 f"lacks the patient identifier {Tag(config.patient_identifier_tag)}")
         try:
             if not pipeline.filter(dataset):
-                return self._reject(state, sop_uid, STATUS_REJECTED_BY_FILTER, "rejected by filter()")
+                return self._reject(state, patient_key, sop_uid, STATUS_REJECTED_BY_FILTER, "rejected by filter()")
             reason = pipeline.tree.rejection(patient_key, dataset)
         except Exception as error:  # user code: a bug must not take the association down
-            logger.exception("C-STORE %s from %s: filter or routing raised", sop_uid, state.calling_aet)
+            logger.exception("[patient %s from %s] C-STORE %s: filter or routing raised", patient_key,
+                             state.calling_aet, sop_uid)
             return _status(STATUS_FILTER_ERROR, f"filter raised {type(error).__name__}")
         if reason is not None:
-            return self._reject(state, sop_uid, STATUS_NOT_ACCEPTED, f"no input accepts it: {reason}")
+            return self._reject(state, patient_key, sop_uid, STATUS_NOT_ACCEPTED, f"no input accepts it: {reason}")
         path = None
         if pipeline.store is not None:
             try:
                 path = pipeline.store.write_encoded(patient_key, sop_uid, file_meta, encoded.getbuffer())
             except StorageError as error:
-                logger.error("C-STORE %s from %s: %s", sop_uid, state.calling_aet, error)
+                logger.error("[patient %s from %s] C-STORE %s: %s", patient_key, state.calling_aet, sop_uid, error)
                 return _status(STATUS_OUT_OF_RESOURCES, "cannot store the instance")
             state.paths.append(path)
             if lazy:
@@ -264,12 +265,13 @@ class Receiver:
         if not names:  # an input's state changed between the check and the add
             if path is not None and pipeline.store is not None:
                 pipeline.store.remove([path])
-            return self._reject(state, sop_uid, STATUS_NOT_ACCEPTED, "no input accepts it any more")
+            return self._reject(state, patient_key, sop_uid, STATUS_NOT_ACCEPTED, "no input accepts it any more")
         state.patients.add(patient_key)
         return STATUS_SUCCESS
 
-    def _reject(self, state: AssociationState, sop_uid: str, code: int, why: str) -> int | Dataset:
+    def _reject(self, state: AssociationState, patient_key: str, sop_uid: str, code: int,
+                why: str) -> int | Dataset:
         discard = self.config.rejection_policy == "discard" and code in DISCARDABLE
-        logger.warning("C-STORE %s from %s %s: %s", sop_uid, state.calling_aet,
+        logger.warning("[patient %s from %s] C-STORE %s %s: %s", patient_key or "?", state.calling_aet, sop_uid,
                        "discarded" if discard else f"refused with status 0x{code:04X}", why)
         return STATUS_SUCCESS if discard else _status(code, why)
