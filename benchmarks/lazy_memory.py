@@ -146,14 +146,15 @@ def main() -> int:
           f"holding all (before reading: {before:.0f} MiB)\n")
     eager_held = statistics.median(r["traced_mib"] for r in results["eager"])
     print("| contender | RSS median (MiB) | min–max (MiB) | dcmread / contender (RSS) "
-          "| held by Python (MiB) | dcmread / contender (held) | time median (s) |")
-    print("|---|---|---|---|---|---|---|")
+          "| held by Python (MiB) | dcmread / contender (held) | time median (s) | time min–max (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for mode, name in CONTENDERS.items():
         rss = [r["rss_mib"] for r in results[mode]]
         held = statistics.median(r["traced_mib"] for r in results[mode])
-        seconds = statistics.median(r["seconds"] for r in results[mode])
+        seconds = [r["seconds"] for r in results[mode]]
         print(f"| {name} | {statistics.median(rss):.0f} | {min(rss):.0f}–{max(rss):.0f} | "
-              f"{eager / statistics.median(rss):.1f} | {held:.2f} | {eager_held / held:.0f} | {seconds:.2f} |")
+              f"{eager / statistics.median(rss):.1f} | {held:.2f} | {eager_held / held:.0f} | "
+              f"{statistics.median(seconds):.2f} | {min(seconds):.2f}–{max(seconds):.2f} |")
     return 0
 
 
