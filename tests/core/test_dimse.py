@@ -221,6 +221,19 @@ def test_a_peer_with_a_small_maximum_pdu_gets_every_instance_intact(tmp_path: Pa
     assert all(received[ds.SOPInstanceUID].PixelData == ds.PixelData for ds in series)
 
 
+def test_a_damaged_file_fails_alone_and_the_rest_go_on_a_new_association(
+        scp: tuple[Address, Path], tmp_path: Path) -> None:
+    address, folder = scp
+    paths = write_series(_small_series(4), tmp_path / "files")
+    damaged = paths[1]
+    damaged.write_bytes(damaged.read_bytes()[:-1000])  # cut short inside the pixel data
+    result = send_datasets(address, paths, timeout=10)
+    assert len(result.accepted) == 3 and result.error is None and result.not_sent == ()
+    [failure] = result.failed
+    assert failure.path == damaged and "aborted the association" in failure.reason
+    assert len(list(folder.iterdir())) == 3
+
+
 def test_peer_accepting_only_implicit_vr_gets_converted_instances(tmp_path: Path) -> None:
     require_peer("dcmtk")
     port = free_port()

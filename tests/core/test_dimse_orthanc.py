@@ -75,18 +75,19 @@ def test_orthanc_checking_the_called_ae_title_rejects_a_wrong_one(tmp_path: Path
         assert echo(server.address) == 0x0000
 
 
-def test_orthanc_refusing_unknown_calling_aes_leaves_the_instances_not_sent(tmp_path: Path) -> None:
+def test_orthanc_refusing_unknown_calling_aes_stops_after_two_fruitless_associations(tmp_path: Path) -> None:
     require_peer("orthanc")
-    series = synthetic_series(slices=2, rows=16, columns=16)
+    series = synthetic_series(slices=4, rows=16, columns=16)
     config = {"DicomAlwaysAllowStore": False, "DicomAlwaysAllowEcho": False}
     with orthanc(tmp_path, modalities={"NODE": ("KNOWNNODE", "127.0.0.1", 104)}, config=config) as server:
         refused = send_datasets(server.address, series, ae_title="STRANGER")
         assert refused.accepted == () and not refused.ok
         assert "aborted the association" in (refused.error or "")
+        assert len(refused.failed) == 2 and len(refused.not_sent) == 2
         assert server.count_instances() == 0
         allowed = send_datasets(server.address, series, ae_title="KNOWNNODE")
         assert allowed.ok, allowed
-        assert server.count_instances() == 2
+        assert server.count_instances() == 4
 
 
 # -- C-FIND ----------------------------------------------------------------------------------------

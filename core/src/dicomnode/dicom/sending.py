@@ -37,12 +37,14 @@ from dicomnode.dicom.transport import (
     application_entity,
     associate,
     end,
+    no_response_kind,
     no_response_reason,
     parked_reactor,
 )
 from dicomnode.errors import AssociationError
 
 if TYPE_CHECKING:
+    from pynetdicom import AE
     from pynetdicom.association import Association
 
     from dicomnode.dicom.dimse import Address
@@ -141,8 +143,8 @@ def _plan(index: int, source: Dataset | Path | str) -> _Item | FailedInstance:
     except InvalidDicomError:
         return FailedInstance("", None, f"{path}: not a DICOM file (no 'DICM' prefix after the preamble)",
                               path)
-    except (OSError, ValueError, EOFError) as error:
-        return FailedInstance("", None, f"{path}: cannot read: {error}", path)
+    except Exception as error:  # pydicom reports a damaged file with many exception types
+        return FailedInstance("", None, f"{path}: cannot read: {_first_line(error)}", path)
     missing = [kw for kw in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
                if kw not in meta]
     if missing:
@@ -150,6 +152,11 @@ def _plan(index: int, source: Dataset | Path | str) -> _Item | FailedInstance:
                               f"{path}: the file meta information lacks {', '.join(missing)}", path)
     return _Item(index, path, UID(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID),
                  UID(meta.TransferSyntaxUID))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _convertible(syntax: UID) -> bool:
@@ -289,9 +296,18 @@ class _Outcome:
         self._step()
 
 
+@attrs.frozen
+class _Break:
+    """Why an association ended before all its items were sent."""
+
+    reason: str
+    #: the peer aborted or closed the connection (a new association may go on); not a timeout
+    abrupt: bool
+
+
 def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: float,
-             outcome: _Outcome) -> str | None:
-    """C-STORE the items on one association; return the error that broke it, if any."""
+             outcome: _Outcome) -> _Break | None:
+    """C-STORE the items on one association; say why it broke off, if it did."""
     for item in items:
         outcome.attempted.add(item.index)
         path = item.source if isinstance(item.source, Path) else None
@@ -301,8 +317,9 @@ def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: 
             continue
         try:
             dataset = _carrier(assoc, item)
-        except (OSError, InvalidDicomError, ValueError, EOFError) as error:
-            outcome.fail(FailedInstance(item.sop_instance, None, f"{path}: cannot read: {error}", path))
+        except Exception as error:  # pydicom reports a damaged file with many exception types
+            outcome.fail(FailedInstance(item.sop_instance, None, f"{path}: cannot read: {_first_line(error)}",
+                                        path))
             continue
         outcome.message_id = outcome.message_id % 65535 + 1
         try:
@@ -314,7 +331,7 @@ def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: 
         if code is None:
             error_text = no_response_reason(assoc, address, "C-STORE", timeout)
             outcome.fail(FailedInstance(item.sop_instance, None, error_text, path))
-            return error_text
+            return _Break(error_text, abrupt=no_response_kind(assoc) != "timeout")
         code = int(code)
         if code_to_category(code) in ("Success", "Warning"):
             if code != 0:
@@ -323,8 +340,41 @@ def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: 
         else:
             outcome.fail(FailedInstance(item.sop_instance, code, _status_text(code), path))
         if not assoc.is_established:
-            return f"{address} ended the association during the transfer"
+            return _Break(f"{address} ended the association during the transfer", abrupt=True)
     return None
+
+
+def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], members: list[_Item],
+                timeout: float, tls: ssl.SSLContext | None, outcome: _Outcome) -> str | None:
+    """Send items that share one set of contexts; return the error that stopped it, if any.
+
+    A peer that aborts or drops the association after storing some
+    instances (DCMTK does so on a file it cannot parse) is asked again on a
+    new association for the rest, so one damaged file never holds back a
+    whole batch. Two broken associations in a row that stored nothing, or a
+    peer that stops answering, end the send.
+    """
+    fruitless = 0
+    while True:
+        pending = [item for item in members if item.index not in outcome.attempted]
+        if not pending:
+            return None
+        try:
+            assoc = associate(ae, address, contexts, timeout=timeout, tls=tls)
+        except AssociationError as refused:
+            return str(refused)
+        stored_before = len(outcome.accepted)
+        try:
+            with parked_reactor(assoc), _file_streaming():
+                broken = _send_on(assoc, pending, address, timeout, outcome)
+        finally:
+            end(assoc)
+        if broken is None:
+            return None
+        fruitless = 0 if len(outcome.accepted) > stored_before else fruitless + 1
+        if not broken.abrupt or fruitless >= 2:
+            return broken.reason
+        logger.warning("%s; going on with the remaining instance(s) on a new association", broken.reason)
 
 
 def send_datasets(address: Address, datasets: Iterable[Dataset | Path | str], *,
@@ -357,16 +407,7 @@ def send_datasets(address: Address, datasets: Iterable[Dataset | Path | str], *,
             outcome.fail(entry)
     error: str | None = None
     for contexts, members in _associations(items):
-        try:
-            assoc = associate(ae, address, contexts, timeout=timeout, tls=tls)
-        except AssociationError as refused:
-            error = str(refused)
-            break
-        try:
-            with parked_reactor(assoc), _file_streaming():
-                error = _send_on(assoc, members, address, timeout, outcome)
-        finally:
-            end(assoc)
+        error = _send_group(ae, address, contexts, members, timeout, tls, outcome)
         if error is not None:
             break
     not_sent = tuple(item.sop_instance for item in items if item.index not in outcome.attempted)

@@ -38,6 +38,7 @@ __all__ = [
     "associate",
     "describe_failure",
     "end",
+    "no_response_kind",
     "no_response_reason",
     "on_connection_open",
     "parked_reactor",
@@ -218,11 +219,21 @@ def parked_reactor(assoc: Association) -> Iterator[Association]:
         parked.unpark()
 
 
-def no_response_reason(assoc: Association, address: Address, operation: str, timeout: float) -> str:
-    """Why a request got no response: the peer aborted, the connection closed, or time ran out."""
+def no_response_kind(assoc: Association) -> str:
+    """Why a request got no response: ``"aborted"`` (A-ABORT), ``"closed"`` (connection lost) or ``"timeout"``."""
     if assoc.acse.is_aborted("a-abort"):
-        return f"{address} aborted the association instead of answering the {operation}"
+        return "aborted"
     if assoc.acse.is_aborted("a-p-abort"):
+        return "closed"
+    return "timeout"
+
+
+def no_response_reason(assoc: Association, address: Address, operation: str, timeout: float) -> str:
+    """A sentence saying why a request got no response (see :func:`no_response_kind`)."""
+    kind = no_response_kind(assoc)
+    if kind == "aborted":
+        return f"{address} aborted the association instead of answering the {operation}"
+    if kind == "closed":
         return f"{address} closed the connection instead of answering the {operation}"
     return f"{address} sent no {operation} response within {timeout:g} s; the association was aborted"
 
