@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
@@ -31,6 +31,9 @@ from pydicom.tag import BaseTag
 
 from dicomnode.errors import InvalidDatasetError
 from dicomnode.server.grinders import IdentityGrinder, resolve_tag
+
+if TYPE_CHECKING:
+    from dicomnode.server.nodes import AbstractPipeline
 
 __all__ = ["AbstractInput", "DynamicInput"]
 
@@ -71,15 +74,21 @@ class AbstractInput:
     ``image_grinder``
         the grinder (any ``callable(datasets)``) that makes the value ``process`` gets;
     ``enforce_single_series``
-        accept only images of the series of the first image.
+        accept only images of the series of the first image;
+    ``exclusive``
+        an image this input accepts goes to it alone, not to the patient's
+        other inputs, and its sender does not become the patient's calling AE
+        title: for images the node fetches itself (prior studies from a PACS).
 
-    Override :meth:`validate` to say when the input holds enough.
+    Override :meth:`validate` to say when the input holds enough, and
+    :meth:`patient_started` to act when a patient's first image arrives.
     """
 
     required_tags: ClassVar[Sequence[str | int]] = ()
     required_values: ClassVar[Mapping[str | int, Any]] = {}
     image_grinder: ClassVar[Callable[..., Any]] = IdentityGrinder()
     enforce_single_series: ClassVar[bool] = False
+    exclusive: ClassVar[bool] = False
 
     def __init__(self) -> None:
         cls = type(self)
@@ -141,6 +150,16 @@ class AbstractInput:
         if path is not None:
             self._paths[uid] = path
         return len(self._datasets)
+
+    def patient_started(self, dataset: Dataset, patient_key: str, node: AbstractPipeline | None) -> None:
+        """Called once per patient, with the first image a non-exclusive input of the patient accepted.
+
+        ``node`` is the pipeline that received it, or None when datasets are
+        replayed outside a running node (a quarantine retry). It runs on the
+        association thread with the pipeline tree locked: return at once, and
+        start a thread for slow work (as the historic input does to query a
+        PACS). The default does nothing.
+        """
 
     # --- what the input holds ---------------------------------------------
 

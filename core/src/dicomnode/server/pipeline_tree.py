@@ -9,22 +9,33 @@ mapping ``process`` receives.
 The tree is shared by the association threads and the workers; every method
 of :class:`PipelineTree` takes its lock, and a container taken out of the
 tree belongs to its job alone.
+
+An input marked ``exclusive`` (images the node fetches itself, such as prior
+studies from a PACS) takes the images it accepts away from the other inputs.
+The first image a non-exclusive input accepts starts the patient: each
+input's ``patient_started`` is told, with the image and the node.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
 
 from dicomnode.dicom.dimse import Address
 from dicomnode.server.input import AbstractInput
 
+if TYPE_CHECKING:
+    from dicomnode.server.nodes import AbstractPipeline
+
 __all__ = ["InputContainer", "PatientContainer", "PipelineTree"]
+
+logger = logging.getLogger("dicomnode.inputs")
 
 
 class InputContainer(Mapping[str, Any]):
@@ -71,10 +82,17 @@ class InputContainer(Mapping[str, Any]):
 
 
 class PatientContainer:
-    """One patient's images so far: an instance of every input class of the pipeline."""
+    """One patient's images so far: an instance of every input class of the pipeline.
 
-    def __init__(self, patient_key: str, inputs: Mapping[str, type[AbstractInput]]) -> None:
+    ``node`` is the pipeline the images arrive at (None for a tree outside a
+    running node); the inputs get it in ``patient_started``.
+    """
+
+    def __init__(self, patient_key: str, inputs: Mapping[str, type[AbstractInput]],
+                 node: AbstractPipeline | None = None) -> None:
         self.patient_key = patient_key
+        self.node = node
+        self.started = False
         self.inputs: dict[str, AbstractInput] = {name: cls() for name, cls in inputs.items()}
         self.created = time.time()
         self.last_update = time.monotonic()
@@ -93,17 +111,31 @@ class PatientContainer:
         return "; ".join(reasons)
 
     def add_image(self, dataset: Dataset, path: Path | None = None) -> list[str]:
-        """Add the image to every input that accepts it; return their names."""
-        names = []
-        for name, inp in self.inputs.items():
-            if inp.accepts(dataset):
-                inp.add_image(dataset, path)
-                names.append(name)
+        """Add the image to every input that accepts it; return their names.
+
+        When an ``exclusive`` input accepts it, only the exclusive inputs get it.
+        """
+        accepting = [(name, inp) for name, inp in self.inputs.items() if inp.accepts(dataset)]
+        exclusive = [(name, inp) for name, inp in accepting if type(inp).exclusive]
+        chosen = exclusive or accepting
+        for _name, inp in chosen:
+            inp.add_image(dataset, path)
+        names = [name for name, _inp in chosen]
         if names:
             self.last_update = time.monotonic()
             if path is not None:
                 self._paths[path] = None
+            if not exclusive and not self.started:
+                self.started = True
+                self._start(dataset)
         return names
+
+    def _start(self, dataset: Dataset) -> None:
+        for name, inp in self.inputs.items():
+            try:
+                inp.patient_started(dataset, self.patient_key, self.node)
+            except Exception:  # user code: the image is accepted whatever the callback does
+                logger.exception("[patient %s] input %r failed in patient_started", self.patient_key, name)
 
     @property
     def images(self) -> int:
@@ -140,12 +172,18 @@ class PatientContainer:
 
 
 class PipelineTree:
-    """Patient key -> :class:`PatientContainer`, thread-safe."""
+    """Patient key -> :class:`PatientContainer`, thread-safe.
+
+    ``node`` is the pipeline the tree belongs to, handed to each input's
+    ``patient_started``.
+    """
 
     def __init__(self, inputs: Mapping[str, type[AbstractInput]],
-                 known_endpoints: Mapping[str, Address] | None = None) -> None:
+                 known_endpoints: Mapping[str, Address] | None = None,
+                 node: AbstractPipeline | None = None) -> None:
         self.input_classes = dict(inputs)
         self.known_endpoints = dict(known_endpoints or {})
+        self.node = node
         self._patients: dict[str, PatientContainer] = {}
         self._lock = threading.Lock()
 
@@ -154,7 +192,7 @@ class PipelineTree:
         with self._lock:
             container = self._patients.get(patient_key)
             if container is None:
-                container = PatientContainer(patient_key, self.input_classes)
+                container = PatientContainer(patient_key, self.input_classes, self.node)
             return container.rejection(dataset)
 
     def add_image(self, patient_key: str, dataset: Dataset, path: Path | None = None,
@@ -163,11 +201,13 @@ class PipelineTree:
         with self._lock:
             container = self._patients.get(patient_key)
             if container is None:
-                container = PatientContainer(patient_key, self.input_classes)
+                container = PatientContainer(patient_key, self.input_classes, self.node)
             names = container.add_image(dataset, path)
             if names:
                 self._patients[patient_key] = container
-                if calling_aet:
+                # an image fetched by the node itself (an exclusive input's) does not say
+                # whom the job answers to
+                if calling_aet and not type(container.inputs[names[0]]).exclusive:
                     container.calling_aet = calling_aet
                     container.responding_address = self.known_endpoints.get(calling_aet)
             return names
