@@ -1,0 +1,218 @@
+"""HistoricAbstractInput: a patient's prior studies, fetched from a PACS when the patient arrives.
+
+::
+
+    from dicomnode import AbstractInput, AbstractPipeline, Address
+    from dicomnode_historic_input import HistoricAbstractInput
+
+    class Priors(HistoricAbstractInput):
+        address = Address("10.0.0.5", 4242, "PACS")   # the PACS to ask
+        modality = "CT"                                # earlier CT series only
+
+    class FollowUp(AbstractPipeline):
+        ae_title = "FOLLOWUP"                          # the PACS must know this AE (C-MOVE)
+        input = {"today": TodaysCT, "history": Priors}
+
+When the first image of a patient is accepted by another input, the historic
+input starts a thread that asks the PACS for the patient's studies (C-FIND)
+and retrieves the ones :meth:`HistoricAbstractInput.check_query_dataset`
+chooses (C-MOVE to the node, or C-GET). The retrieved images come back to the
+node and land in this input only; it validates once the retrieval is over,
+and ``process`` gets the priors by study date and series description.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydicom import Dataset
+
+from dicomnode.dicom.dimse import Address, QueryLevel
+from dicomnode.errors import ConfigurationError
+from dicomnode.server.input import AbstractInput
+from dicomnode_historic_input.ground import Priors, PriorsGrinder, RetrievalReport
+from dicomnode_historic_input.query import Action, default_decision, first_query
+
+if TYPE_CHECKING:
+    from dicomnode.server.nodes import AbstractPipeline
+
+__all__ = ["HistoricAbstractInput"]
+
+logger = logging.getLogger("dicomnode.historic")
+
+RETRIEVE_MODES = ("move", "get")
+FAILURE_OUTCOMES = ("process", "retry")
+
+
+def _setting_error(cls: type, setting: str, value: object, allowed: str) -> ConfigurationError:
+    return ConfigurationError(f"{cls.__name__}.{setting} must be {allowed}, got {value!r}")
+
+
+def _positive(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
+class HistoricAbstractInput(AbstractInput):
+    """An input that retrieves the patient's prior studies from a PACS.
+
+    Class attributes a subclass sets:
+
+    ``address``
+        the PACS, an :class:`~dicomnode.dicom.dimse.Address` (required);
+    ``query_level``
+        where the C-FIND walk starts: ``STUDY`` (default), ``SERIES`` or ``IMAGE``;
+    ``modality``
+        with the default decision, retrieve only series of this Modality
+        (None, the default: whole studies);
+    ``retrieve_mode``
+        ``"move"`` (C-MOVE to the node's AE title, which the PACS must know;
+        default) or ``"get"`` (C-GET: the images come back on our own
+        association, nothing to register at the PACS);
+    ``timeout``
+        seconds each network step (association, C-FIND / C-MOVE / C-GET
+        response) may take (default 30);
+    ``on_failure``
+        when the PACS is down or refuses: ``"process"`` (default) runs the
+        job without (all of) the history, ``"retry"`` waits
+        ``retry_interval`` seconds and asks again, up to ``max_attempts``
+        times (None: until the patient expires), then runs the job;
+    ``required_values`` / ``required_tags`` / ``image_grinder``
+        as for every input; the default grinder gives a
+        :class:`~dicomnode_historic_input.ground.Priors` mapping.
+
+    Override :meth:`check_query_dataset` to choose what to retrieve, and
+    :meth:`query_dataset` to change the first C-FIND. The input accepts only
+    images of another study than the triggering image's, dated before it
+    (or of a study it asked for), and takes them away from the other inputs.
+    ``validate()`` is True once the retrieval is over; :attr:`retrieval`
+    (and the ground value's ``retrieval``) says how it went.
+    """
+
+    address: ClassVar[Address | None] = None
+    query_level: ClassVar[QueryLevel | str] = QueryLevel.STUDY
+    modality: ClassVar[str | None] = None
+    retrieve_mode: ClassVar[str] = "move"
+    timeout: ClassVar[float] = 30.0
+    on_failure: ClassVar[str] = "process"
+    retry_interval: ClassVar[float] = 30.0
+    max_attempts: ClassVar[int | None] = 3
+    image_grinder: ClassVar[Any] = PriorsGrinder()
+    exclusive: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # checked when the class is defined, not when the first patient arrives
+        if cls.address is not None and not isinstance(cls.address, Address):
+            raise _setting_error(cls, "address", cls.address, "an Address(ip, port, ae_title)")
+        try:
+            level = QueryLevel(cls.query_level.upper() if isinstance(cls.query_level, str) else cls.query_level)
+        except ValueError:
+            level = QueryLevel.PATIENT
+        if level is QueryLevel.PATIENT:
+            raise _setting_error(cls, "query_level", cls.query_level, "'STUDY', 'SERIES' or 'IMAGE'")
+        if cls.retrieve_mode not in RETRIEVE_MODES:
+            raise _setting_error(cls, "retrieve_mode", cls.retrieve_mode, "'move' or 'get'")
+        if cls.on_failure not in FAILURE_OUTCOMES:
+            raise _setting_error(cls, "on_failure", cls.on_failure, "'process' or 'retry'")
+        for setting in ("timeout", "retry_interval"):
+            if not _positive(getattr(cls, setting)):
+                raise _setting_error(cls, setting, getattr(cls, setting), "a positive number of seconds")
+        attempts = cls.max_attempts
+        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+            raise _setting_error(cls, "max_attempts", attempts, "an integer of at least 1, or None")
+        if cls.modality is not None and not isinstance(cls.modality, str):
+            raise _setting_error(cls, "modality", cls.modality, "a Modality such as 'CT', or None")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._trigger: Dataset | None = None
+        self._trigger_study = ""
+        self._trigger_date = ""
+        self._expected_studies: set[str] = set()
+        self._report = RetrievalReport()
+
+    @property
+    def level(self) -> QueryLevel:
+        """The level the C-FIND walk starts at."""
+        level = type(self).query_level
+        return QueryLevel(level.upper() if isinstance(level, str) else level)
+
+    # --- what a user overrides -----------------------------------------------------
+
+    def check_query_dataset(self, trigger: Dataset, response: Dataset, level: QueryLevel) -> Action:
+        """Decide what to do with one C-FIND ``response`` at ``level``: FIND deeper, MOVE it, or SKIP.
+
+        ``trigger`` is the patient's first image. The default retrieves every
+        study dated before the trigger's; with ``modality`` set, only the
+        series of that Modality (studies are searched series by series).
+        """
+        return default_decision(trigger, response, level, type(self).modality)
+
+    def query_dataset(self, trigger: Dataset) -> Dataset:
+        """The first C-FIND identifier: by default the trigger's PatientID and the level's return keys."""
+        return first_query(trigger, self.level)
+
+    # --- the node's side -------------------------------------------------------------
+
+    def patient_started(self, dataset: Dataset, patient_key: str, node: AbstractPipeline | None) -> None:
+        """Remember the triggering image and start retrieving the priors on a thread."""
+        self._trigger = dataset
+        self._trigger_study = str(dataset.get("StudyInstanceUID", ""))
+        self._trigger_date = str(dataset.get("StudyDate", "") or "").strip()
+        cls = type(self)
+        if node is None:  # datasets replayed outside a node (a quarantine retry) bring their priors
+            self._finish(RetrievalReport(finished=True))
+            return
+        if cls.address is None:
+            error = f"{cls.__name__}.address is not set: give it the PACS as Address(ip, port, ae_title)"
+            logger.error("[patient %s] %s", patient_key, error)
+            self._finish(RetrievalReport(finished=True, error=error))
+            return
+        from dicomnode_historic_input.retrieval import PriorRetrieval
+
+        PriorRetrieval(self, dataset, patient_key, node, cls.address).start()
+
+    def rejection(self, dataset: Dataset) -> str | None:
+        """Why the image is not a prior this input takes (or the reasons of :class:`AbstractInput`)."""
+        name = type(self).__name__
+        if self._trigger is None:
+            return f"{name} takes prior studies, and no image of the current study has arrived yet"
+        study = str(dataset.get("StudyInstanceUID", ""))
+        if study == self._trigger_study:
+            return f"{name} takes prior studies; the image is of the current study"
+        if study not in self._expected_studies:
+            date = str(dataset.get("StudyDate", "") or "").strip()
+            if not date or not self._trigger_date or date >= self._trigger_date:
+                return (f"{name} takes studies dated before the current one ({self._trigger_date or 'no date'}), "
+                        f"the image's StudyDate is {date or 'empty'}")
+        return super().rejection(dataset)
+
+    def _expect(self, identifier: Dataset) -> None:
+        """A study is about to be retrieved: its images are priors whatever their date."""
+        self._expected_studies.add(str(identifier.get("StudyInstanceUID", "")))
+
+    def _finish(self, report: RetrievalReport) -> None:
+        with self._lock:
+            self._report = report
+
+    # --- what the job sees ------------------------------------------------------------
+
+    @property
+    def retrieval(self) -> RetrievalReport:
+        """How the retrieval went so far (``finished``, ``error``, sub-operation counts)."""
+        with self._lock:
+            return self._report
+
+    def validate(self) -> bool:
+        """True once the retrieval is over: the priors are here, or the failure is recorded."""
+        return self.retrieval.finished
+
+    def get_data(self) -> Any:
+        """The grinder's value; the default :class:`Priors` also carries the retrieval report."""
+        value = type(self).image_grinder(self.datasets)
+        if isinstance(value, Priors):
+            value.retrieval = self.retrieval
+        return value

@@ -1,0 +1,195 @@
+"""The retrieval of one patient's priors, on its own thread.
+
+Started by :meth:`HistoricAbstractInput.patient_started` (on the
+association thread, which it never holds up), a :class:`PriorRetrieval`:
+
+1. waits until the node listens (after a restart the tree is rebuilt before
+   the server opens, and a C-MOVE needs our SCP);
+2. walks the PACS with C-FIND (:func:`~dicomnode_historic_input.query.walk`);
+3. retrieves each target with C-MOVE to the node's own AE title, or with
+   C-GET, whose instances it hands to the node's receive path itself;
+4. on a failure, tries again after ``retry_interval`` when ``on_failure`` is
+   ``"retry"`` (up to ``max_attempts``), else gives up;
+5. records a :class:`~dicomnode_historic_input.ground.RetrievalReport`
+   and asks the node to check whether the patient is now complete.
+
+Every network step is bounded by the input's ``timeout``, so the thread
+always ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from io import BytesIO
+from typing import TYPE_CHECKING
+
+import attrs
+from pydicom import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import UID
+
+from dicomnode.dicom.dimse import Address, MoveResult, get, move
+from dicomnode.errors import DimseError
+from dicomnode.server.receive import AssociationState
+from dicomnode_historic_input.ground import RetrievalReport
+from dicomnode_historic_input.query import Target, walk
+
+if TYPE_CHECKING:
+    from dicomnode.server.nodes import AbstractPipeline
+    from dicomnode_historic_input.input import HistoricAbstractInput
+
+__all__ = ["PriorRetrieval"]
+
+logger = logging.getLogger("dicomnode.historic")
+
+#: how long to wait, after the last retrieve, for instances the node acknowledged
+#: before storing them (AbstractThreadedPipeline) to reach the input
+_SETTLE_LIMIT = 10.0
+
+
+class PriorRetrieval:
+    """Finds and retrieves one patient's priors for ``owner`` on a daemon thread."""
+
+    def __init__(self, owner: HistoricAbstractInput, trigger: Dataset, patient_key: str,
+                 node: AbstractPipeline, address: Address) -> None:
+        self.owner = owner
+        self.trigger = trigger
+        self.patient_key = patient_key
+        self.node = node
+        self.address = address
+        self.thread = threading.Thread(target=self.run, name=f"historic-{patient_key}", daemon=True)
+
+    def start(self) -> None:
+        """Start the retrieval thread."""
+        self.thread.start()
+
+    # --- the thread -----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Attempt, retry as configured, record the report, then let the node check the patient."""
+        owner = type(self.owner)
+        report = RetrievalReport()
+        try:
+            if not self._wait_until_open(owner.timeout):
+                report = RetrievalReport(error=f"the node did not listen within {owner.timeout:g} s")
+            else:
+                report = self._attempts()
+        except Exception as error:  # the thread must always end in a report
+            logger.exception("[patient %s] retrieving priors from %s failed", self.patient_key, self.address)
+            report = attrs.evolve(report, error=f"{type(error).__name__}: {error}")
+        report = attrs.evolve(report, finished=True)
+        self.owner._finish(report)
+        if report.ok:
+            logger.info("[patient %s] priors retrieved from %s: %d instance(s) of %d target(s)",
+                        self.patient_key, self.address, report.completed, len(report.targets))
+        else:
+            logger.error("[patient %s] priors from %s not (all) retrieved after %d attempt(s): %s; "
+                         "the job runs with what arrived", self.patient_key, self.address, report.attempts,
+                         report.error or f"{report.failed} sub-operation(s) failed")
+        if self.node.is_open:
+            self.node.check_ready([self.patient_key])
+
+    def _attempts(self) -> RetrievalReport:
+        owner = type(self.owner)
+        attempt = 0
+        while True:
+            attempt += 1
+            report = self._attempt(attempt)
+            if report.error is None and report.failed == 0:
+                return report
+            retry = owner.on_failure == "retry" and (owner.max_attempts is None or attempt < owner.max_attempts)
+            if not retry:
+                return report
+            logger.warning("[patient %s] attempt %d to retrieve priors from %s failed: %s; again in %g s",
+                           self.patient_key, attempt, self.address,
+                           report.error or f"{report.failed} sub-operation(s) failed", owner.retry_interval)
+            if not self._sleep(owner.retry_interval):
+                return attrs.evolve(report, error=f"{report.error}; the node closed before the next attempt")
+
+    def _attempt(self, attempt: int) -> RetrievalReport:
+        owner = type(self.owner)
+        ae_title = self.node.config.ae_title
+        try:
+            targets = walk(self.address, self.trigger, self.owner.query_dataset(self.trigger), self.owner.level,
+                           self.owner.check_query_dataset, ae_title=ae_title, timeout=owner.timeout)
+        except DimseError as find_error:
+            return RetrievalReport(error=f"C-FIND: {find_error}", attempts=attempt)
+        logger.info("[patient %s] %d prior target(s) at %s: %s", self.patient_key, len(targets), self.address,
+                    ", ".join(map(str, targets)) or "none")
+        completed = failed = warning = 0
+        error: str | None = None
+        for target in targets:
+            self.owner._expect(target.identifier)
+            result = self._retrieve(target)
+            completed += result.completed
+            failed += result.failed
+            warning += result.warning
+            if result.error is not None:
+                error = result.error
+                if owner.retrieve_mode == "move" and result.completed == 0:
+                    error += (f" (the PACS must know the AE title {ae_title} as a C-MOVE destination "
+                              f"with this node's address and port; or use retrieve_mode = 'get')")
+                break
+        self._settle(completed + warning)
+        return RetrievalReport(error=error, attempts=attempt, targets=tuple(map(str, targets)),
+                               completed=completed, failed=failed, warning=warning)
+
+    def _retrieve(self, target: Target) -> MoveResult:
+        owner = type(self.owner)
+        ae_title = self.node.config.ae_title
+        if owner.retrieve_mode == "get":
+            state = AssociationState(self.address.ae_title)
+            result = get(self.address, target.identifier, storage_handler=lambda ds: self._store(state, ds),
+                         level=target.level, ae_title=ae_title, timeout=owner.timeout)
+            store = self.node.store
+            if store is not None and self.node.config.fsync == "association":
+                store.sync(state.paths)
+            return result
+        return move(self.address, target.identifier, ae_title, level=target.level, ae_title=ae_title,
+                    timeout=owner.timeout)
+
+    def _store(self, state: AssociationState, dataset: Dataset) -> int:
+        """A C-GET instance through the node's own receive path (filter, data directory, tree)."""
+        meta = dataset.file_meta
+        syntax = UID(str(meta.TransferSyntaxUID))
+        stream = DicomBytesIO()
+        stream.is_little_endian = syntax.is_little_endian
+        stream.is_implicit_VR = syntax.is_implicit_VR
+        write_dataset(stream, dataset)
+        encoded = stream.getvalue()
+        if syntax.is_deflated:
+            packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+            encoded = packer.compress(encoded) + packer.flush()
+        status = self.node.receiver.store(state, BytesIO(encoded), str(syntax), meta)
+        return status if isinstance(status, int) else int(status.Status)
+
+    # --- waiting, bounded ------------------------------------------------------------
+
+    def _wait_until_open(self, limit: float) -> bool:
+        deadline = time.monotonic() + limit
+        while not self.node.is_open:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early when the node closes; False when it did."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self.node.is_open:
+                return False
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return self.node.is_open
+
+    def _settle(self, expected: int) -> None:
+        # the PACS counts an instance as sent once we acknowledged it; a pipeline that
+        # acknowledges before storing may still be adding it to the input
+        deadline = time.monotonic() + min(_SETTLE_LIMIT, type(self.owner).timeout)
+        while self.owner.images < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+
