@@ -14,7 +14,8 @@ from typing import TypeVar, overload
 
 from pydicom import Dataset
 
-from dicomnode.dicom.tree import IDENTIFIER_KEYWORDS, IdentityMapping, ImageTreeInterface
+from dicomnode.dicom.identity import IDENTIFIER_KEYWORDS, IdentityMapping
+from dicomnode.dicom.tree import ImageTreeInterface
 from dicomnode.errors import ConfigurationError
 
 __all__ = ["DEIDENTIFICATION_METHOD", "EMPTIED", "REMOVED", "anonymize", "checked_keep"]
