@@ -127,7 +127,7 @@ class _SpareFiles:
     was never acknowledged and is deleted at the next start.
     """
 
-    def __init__(self, folder: Path, keep: int = 8) -> None:
+    def __init__(self, folder: Path, keep: int = 16) -> None:
         self.folder = folder
         self.keep = keep
         self._ready: collections.deque[tuple[Path, int]] = collections.deque()
@@ -163,7 +163,8 @@ class _SpareFiles:
             item = self._ready.popleft()
         except IndexError:
             item = self._create()
-        self._wanted.set()
+        if len(self._ready) <= self.keep // 2:  # refill in batches: fewer wake-ups, fewer lock hand-overs
+            self._wanted.set()
         return item
 
     def _fill(self) -> None:
