@@ -158,3 +158,19 @@ def test_an_anonymized_image_passes_dciodvfy_without_errors(tmp_path: Path, moda
     result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
     assert errors == []
+
+
+def test_a_tree_of_lazy_datasets_is_anonymized_and_saved_without_touching_the_originals(
+    tmp_path: Path,
+) -> None:
+    from pydicom import dcmread
+
+    from dicomnode.dicom.lazy import LazyDataset
+
+    originals = write_series(identified(), tmp_path / "in")
+    before = [path.read_bytes() for path in originals]
+    tree = anonymize(DicomTree(LazyDataset(path) for path in originals))
+    written = tree.save(tmp_path / "out")
+    assert [path.read_bytes() for path in originals] == before
+    assert {dcmread(path).PatientID for path in written} == {"ANON0001"}
+    assert all(path.relative_to(tmp_path / "out").parts[0] == "ANON0001" for path in written)
