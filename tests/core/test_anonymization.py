@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from conftest import require_peer
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence
 
 from dicomnode.dicom.anonymization import DEIDENTIFICATION_METHOD, EMPTIED, REMOVED, anonymize
+from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.dicom.synthetic import synthetic_series, write_series
 from dicomnode.dicom.tree import DicomTree, IdentityMapping
 from dicomnode.errors import ConfigurationError
@@ -163,10 +164,6 @@ def test_an_anonymized_image_passes_dciodvfy_without_errors(tmp_path: Path, moda
 def test_a_tree_of_lazy_datasets_is_anonymized_and_saved_without_touching_the_originals(
     tmp_path: Path,
 ) -> None:
-    from pydicom import dcmread
-
-    from dicomnode.dicom.lazy import LazyDataset
-
     originals = write_series(identified(), tmp_path / "in")
     before = [path.read_bytes() for path in originals]
     tree = anonymize(DicomTree(LazyDataset(path) for path in originals))
