@@ -1,16 +1,20 @@
-"""Exclusive inputs and patient_started: the hooks an input that fetches its own images builds on."""
+"""Exclusive inputs, patient_started and arrival order: what an input that fetches its own images builds on."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
 
 from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.server.grinders import ListGrinder
 from dicomnode.server.input import AbstractInput
 from dicomnode.server.pipeline_tree import PipelineTree
+from dicomnode.server.storage import InstanceStore
 
 
 class CT(AbstractInput):
@@ -90,3 +94,17 @@ def test_a_failing_patient_started_does_not_refuse_the_image(caplog: Any) -> Non
     mr = synthetic_series(patient_id="P", modality="MR", slices=1, rows=4, columns=4)[0]
     assert tree.add_image("P", mr) == ["mr"]
     assert "failed in patient_started" in caplog.text
+
+
+def test_stored_instances_come_back_in_the_order_they_were_written(tmp_path: Path) -> None:
+    # after a restart the first image of a patient is still the first: it started the patient
+    store = InstanceStore(tmp_path, "none")
+    uids = ["9.9", "1.1", "5.5"]  # names that sort otherwise
+    for uid in uids:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        meta.MediaStorageSOPInstanceUID = uid
+        meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+        store.write_encoded("P", uid, meta, b"")
+        time.sleep(0.01)
+    assert [dcmread(path, force=True).file_meta.MediaStorageSOPInstanceUID for path in store.files()] == uids

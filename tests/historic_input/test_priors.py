@@ -19,6 +19,7 @@ import pytest
 from conftest import free_port, require_peer
 from dcmtk import storescu
 from historic import NODE_AE, TODAY, follow_up_node, shape, study, wait_for_jobs, write_today
+from node import wait_until
 from orthanc import OrthancServer, orthanc
 
 from dicomnode.dicom.dimse import Address
@@ -119,6 +120,23 @@ def test_retrieved_priors_stored_in_the_data_directory_are_removed_with_the_job(
     _node, jobs = run_follow_up(pacs.address, node_port, tmp_path, data_directory=tmp_path / "data")
     assert len(jobs[0].paths["history"]) == 5
     assert not any(path.exists() for path in jobs[0].paths["history"])
+
+
+def test_a_restarted_node_restores_today_and_the_priors_and_retrieves_again(
+        pacs: OrthancServer, node_port: int, tmp_path: Path) -> None:
+    two_priors_and_a_stranger(pacs)
+    data = tmp_path / "data"
+    first = follow_up_node(pacs.address, node_port, data_directory=data, today_images=5)()
+    with first:  # five images expected, four sent: the priors arrive, the job waits
+        send_today(node_port, tmp_path, "P1")
+        assert wait_until(lambda: first.tree["P1"].inputs["history"].validate())
+        assert first.tree["P1"].inputs["history"].images == 5
+    second = follow_up_node(pacs.address, node_port, data_directory=data, today_images=4)()
+    with second:  # the stored images come back in arrival order: today's first image starts the patient
+        jobs = wait_for_jobs(second, 1)
+    assert jobs[0]["today"] and all(str(ds.StudyDate) == TODAY for ds in jobs[0]["today"])
+    assert shape(jobs[0]["history"]) == {"20240105": {"CT 2024": 3}, "20250105": {"CT 2025": 2}}
+    assert jobs[0]["history"].retrieval.ok
 
 
 def test_with_a_modality_only_the_series_of_that_modality_are_retrieved(

@@ -28,14 +28,15 @@ TODAY = "20260301"
 
 
 class TodaysCT(AbstractInput):
-    """Today's CT: complete with four images."""
+    """Today's CT: complete with ``expected`` images (four)."""
 
     required_values = {"Modality": "CT"}
     required_tags = ["SeriesInstanceUID"]
     image_grinder = ListGrinder()
+    expected = 4
 
     def validate(self) -> bool:
-        return self.images >= 4
+        return self.images >= type(self).expected
 
 
 def study(patient: str, date: str, *, slices: int = 3, description: str | None = None,
@@ -53,15 +54,19 @@ def write_today(folder: Path, patient: str) -> tuple[str, list[Path]]:
 
 
 def follow_up_node(pacs: Address, port: int, *, history: dict[str, Any] | None = None,
-                   **settings: Any) -> type[AbstractPipeline]:
-    """A pipeline class on ``port`` whose ``history`` input asks ``pacs`` (``history``: its settings)."""
+                   today_images: int = 4, **settings: Any) -> type[AbstractPipeline]:
+    """A pipeline class on ``port`` whose ``history`` input asks ``pacs`` (``history``: its settings).
+
+    The ``today`` input is complete with ``today_images`` images.
+    """
     history_class = type("History", (HistoricAbstractInput,),
                          {"address": pacs, "timeout": 10.0, **(history or {})})
+    today_class = type("Today", (TodaysCT,), {"expected": today_images})
 
     class FollowUp(AbstractPipeline):
         ae_title = NODE_AE
         ip = "127.0.0.1"
-        input = {"today": TodaysCT, "history": history_class}
+        input = {"today": today_class, "history": history_class}
         maintenance_thread = False
         log_level = "WARNING"
 

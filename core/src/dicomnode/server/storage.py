@@ -190,6 +190,13 @@ class _SpareFiles:
             path.unlink(missing_ok=True)
 
 
+def _written_order(path: Path) -> tuple[int, str]:
+    try:
+        return path.stat().st_mtime_ns, path.name
+    except OSError:  # removed meanwhile
+        return 0, path.name
+
+
 class InstanceStore:
     """The ``incoming`` folder of a data directory: write, list and remove received instances."""
 
@@ -294,7 +301,9 @@ class InstanceStore:
         for folder in sorted(self.directory.iterdir()):
             if not folder.is_dir() or folder.name.startswith("."):
                 continue
-            for path in sorted(folder.iterdir()):
+            # in the order they were written: an input's "first image" (the image that
+            # started a patient, the series enforce_single_series keeps) stays the same
+            for path in sorted(folder.iterdir(), key=_written_order):
                 if path.name.startswith(_TEMPORARY_PREFIX):
                     logger.info("removing a partial file left by an interrupted write: %s", path)
                     path.unlink(missing_ok=True)
