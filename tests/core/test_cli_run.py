@@ -42,7 +42,7 @@ class RunTestNode(AbstractPipeline):
     def process(self, input_container):
         with open(os.environ["RUN_TEST_RECORD"], "a", encoding="utf-8") as stream:
             uids = sorted(str(ds.SOPInstanceUID) for ds in input_container.datasets["CT"])
-            stream.write(json.dumps({"patient": input_container.patient_key, "uids": uids}) + "\\n")
+            stream.write(json.dumps({"patient": input_container.patient_key, "uids": uids, "pid": os.getpid()}) + "\\n")
         return NoOutput()
 '''
 
@@ -106,6 +106,22 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         load_target(str(tmp_path / "absent.py"))
 
 
+def test_a_pipeline_from_a_file_can_process_in_a_spawned_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_peer("dcmtk")
+    monkeypatch.setenv("RUN_TEST_RECORD", str(tmp_path / "jobs.jsonl"))
+    monkeypatch.setenv("RUN_TEST_IMAGES", "3")
+    cls = load_target(str(_node_file(tmp_path / "node", "spawned_from_file")))
+    write_patient(tmp_path / "P3", "P3", slices=3)
+    with cls(port=0, processing_directory=tmp_path / "work") as node:
+        sent = storescu(node.port, [tmp_path / "P3"], called_aet="RUNTEST")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert wait_until(lambda: node.jobs_succeeded + node.jobs_failed == 1, timeout=60)
+        assert node.jobs_succeeded == 1
+    [job] = read_jobs(tmp_path / "jobs.jsonl")
+    assert job["patient"] == "P3" and job["pid"] != os.getpid()
+
+
 # --- the command --------------------------------------------------------------------------------
 
 
@@ -146,8 +162,8 @@ def test_run_serves_with_overridden_port_and_ae_title_and_stops_on_sigterm(
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "serving as OVERRIDE" in stderr and "stopped (SIGTERM)" in stderr
-    jobs = read_jobs(tmp_path / "jobs.jsonl")
-    assert jobs == [{"patient": "P1", "uids": sorted(p.stem for p in files)}]
+    jobs = [(job["patient"], job["uids"]) for job in read_jobs(tmp_path / "jobs.jsonl")]
+    assert jobs == [("P1", sorted(p.stem for p in files))]
 
 
 def test_sigint_keeps_incomplete_work_stored_and_a_restart_completes_it_once(
@@ -179,8 +195,8 @@ def test_sigint_keeps_incomplete_work_stored_and_a_restart_completes_it_once(
     assert wait_until(lambda: read_jobs(tmp_path / "jobs.jsonl"), timeout=30)
     os.kill(second.pid, signal.SIGTERM)
     second.communicate(timeout=60)
-    jobs = read_jobs(tmp_path / "jobs.jsonl")
-    assert jobs == [{"patient": "P2", "uids": sorted(p.stem for p in files)}]
+    jobs = [(job["patient"], job["uids"]) for job in read_jobs(tmp_path / "jobs.jsonl")]
+    assert jobs == [("P2", sorted(p.stem for p in files))]
 
 
 def test_a_bad_override_names_the_setting_and_exits_1(tmp_path: Path, run_env: dict[str, str]) -> None:
