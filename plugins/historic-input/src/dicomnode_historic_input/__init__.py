@@ -11,11 +11,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "Action": "dicomnode_historic_input.query",
     "HistoricAbstractInput": "dicomnode_historic_input.input",
+    "Priors": "dicomnode_historic_input.ground",
+    "PriorsGrinder": "dicomnode_historic_input.ground",
+    "RetrievalReport": "dicomnode_historic_input.ground",
 }
 
 __all__ = [
+    "Action",
     "HistoricAbstractInput",
+    "Priors",
+    "PriorsGrinder",
+    "RetrievalReport",
 ]
 
 

@@ -109,6 +109,9 @@ class PriorRetrieval:
                            report.error or f"{report.failed} sub-operation(s) failed", owner.retry_interval)
             if not self._sleep(owner.retry_interval):
                 return attrs.evolve(report, error=f"{report.error}; the node closed before the next attempt")
+            if not self._patient_waiting():
+                return attrs.evolve(report, error=f"{report.error}; the patient left the node (expired?) "
+                                                  "before the next attempt")
 
     def _attempt(self, attempt: int) -> RetrievalReport:
         owner = type(self.owner)
@@ -185,6 +188,14 @@ class PriorRetrieval:
                 return False
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         return self.node.is_open
+
+    def _patient_waiting(self) -> bool:
+        """True while this input's patient is still in the node's tree (not expired or dropped)."""
+        try:
+            container = self.node.tree[self.patient_key]
+        except KeyError:
+            return False
+        return any(inp is self.owner for inp in container.inputs.values())
 
     def _settle(self, expected: int) -> None:
         # the PACS counts an instance as sent once we acknowledged it; a pipeline that
