@@ -81,7 +81,7 @@ _PIPELINE_TYPES = ("pipeline", "threaded", "queued")
 _TOP_LEVEL = ("name", "process", "type", "node", "inputs", "outputs")
 _INPUT_KEYS = ("type", "required_values", "required_tags", "grinder", "images", "validate",
                "enforce_single_series", "key_tag")
-_PATH_SETTINGS = ("data_directory", "processing_directory", "log_output")
+_PATH_SETTINGS = ("data_directory", "processing_directory", "log_output", "tls_certificate", "tls_key", "tls_ca")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _HEX_TAG = re.compile(r"^(0x)?[0-9A-Fa-f]{8}$")
 
