@@ -58,6 +58,10 @@ def storescp(directory: Path, port: int, ae_title: str = "STORESCP",
     process = subprocess.Popen(command, env=dcmtk_env(), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port)
+        # another process may own the port: then storescp exits at once and must not look ready
+        time.sleep(0.05)
+        if process.poll() is not None:
+            raise RuntimeError(f"storescp exited at start (status {process.returncode}); is port {port} taken?")
         yield process
     finally:
         stop_process(process)
