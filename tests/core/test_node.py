@@ -321,3 +321,25 @@ def test_a_threaded_pipeline_acknowledges_at_once_and_processes_on_its_thread(tm
         _send(node.port, tmp_path / "P1")
         assert wait_until(lambda: read_jobs(record))
     assert len(read_jobs(record)[0]["uids"]) == 6  # type: ignore[arg-type]
+
+
+def test_a_sender_that_drops_the_connection_still_completes_its_patient(tmp_path: Path, record: Path) -> None:
+    import socket
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    from dicomnode.dicom.synthetic import synthetic_series
+
+    series = synthetic_series(patient_id="DROP", slices=6, rows=16, columns=16)
+    with RecordingNode() as node:
+        client = AE(ae_title="DROPPER")
+        client.add_requested_context(CTImageStorage)
+        assoc = client.associate("127.0.0.1", node.port, ae_title="TESTNODE")
+        assert assoc.is_established
+        for dataset in series:
+            assert assoc.send_c_store(dataset).Status == 0x0000
+        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # no A-RELEASE, no A-ABORT
+        assert wait_until(lambda: read_jobs(record))
+        assoc.abort()
+    assert read_jobs(record)[0]["patient"] == "DROP"

@@ -172,6 +172,8 @@ class Receiver:
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_RELEASED, self.on_association_end),
             (evt.EVT_ABORTED, self.on_association_end),
+            # a peer that drops the connection without release or abort ends it too
+            (evt.EVT_CONN_CLOSE, self.on_association_end),
         ]
 
     # --- events ---------------------------------------------------------------
@@ -211,7 +213,7 @@ class Receiver:
         return self.pipeline._receive(state, encoded, event.context.transfer_syntax, event.file_meta)
 
     def on_association_end(self, event: Event) -> None:
-        """EVT_RELEASED / EVT_ABORTED: sync per the fsync policy; check the touched patients."""
+        """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE (whichever comes first): sync, check the patients."""
         with self._lock:
             state = self._states.pop(id(event.assoc), None)
         if state is None:
