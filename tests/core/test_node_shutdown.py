@@ -58,3 +58,21 @@ def test_incomplete_work_is_kept_on_disk_at_close_and_reported(tmp_path: Path) -
         stop_process(process)  # type: ignore[arg-type]
     assert "closing with 1 incomplete patient(s), kept in the data directory" in output
     assert len(list(InstanceStore(tmp_path / "data").files())) == 3
+
+
+def test_a_port_in_use_fails_open_and_leaves_nothing_running(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from node import RecordingNode
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        before = {thread.name for thread in threading.enumerate()}
+        node = RecordingNode(port=taken.getsockname()[1], data_directory=tmp_path / "data")
+        with pytest.raises(OSError):
+            node.open(blocking=False)
+    assert not node.is_open
+    leftover = {thread.name for thread in threading.enumerate()} - before
+    assert not [name for name in leftover if "RecordingNode" in name or "spare" in name]
