@@ -1,0 +1,377 @@
+"""The benchmark suite: every scenario side by side with its peers; writes RESULTS.md and ratios.png.
+
+Generates its own data under ``benchmarks/.data/`` (synthetic 512x512 CT
+series, nothing downloaded) and runs each scenario's own script functions:
+start-up, ingest (one client and four), end to end, conversion, building,
+send, memory. Within a scenario the contenders run interleaved (A B A B …)
+after a warm-up round; the figures are medians with min–max, and ratios are
+taken round by round. The results replace the generated blocks of
+``benchmarks/RESULTS.md`` (the notes around them are kept) and the chart
+``benchmarks/ratios.png``; ``--quick`` and ``--smoke`` write to
+``benchmarks/.work/`` instead, so a short run never replaces the full one.
+
+    python benchmarks/run.py                  # 300 slices, 5 counted rounds (about 15 minutes)
+    python benchmarks/run.py --quick          # smaller series, 2 rounds (a few minutes)
+    python benchmarks/run.py --only end-to-end,ingest --runs 7
+    python benchmarks/run.py --smoke          # tiny series, 1 round: the suite works
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from results import (  # noqa: E402
+    Headline,
+    Section,
+    Target,
+    chart,
+    machine,
+    paired,
+    ratio_cell,
+    spread,
+    update_results,
+)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How big and how often: the series sizes and the counted rounds of one run of the suite."""
+
+    name: str
+    slices: int  #: slices of the CT (ingest, end to end, send) and per patient (memory)
+    runs: int  #: counted rounds after the warm-up
+    fixed_size: bool  #: run the scenarios whose scripts fix the size at 300 slices
+    lazy_count: int  #: slices of the LazyDataset study
+    lazy_size: int  #: their rows and columns
+
+
+MODES = {
+    "full": Mode("full", slices=300, runs=5, fixed_size=True, lazy_count=2000, lazy_size=512),
+    "quick": Mode("quick", slices=100, runs=2, fixed_size=True, lazy_count=500, lazy_size=512),
+    "smoke": Mode("smoke", slices=6, runs=1, fixed_size=False, lazy_count=20, lazy_size=64),
+}
+
+
+def say(text: str) -> None:
+    """Progress on stderr (the report goes to RESULTS.md and stdout)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- the scenarios -----------------------------------------------------------------------------------
+
+
+def startup(mode: Mode) -> Section:
+    """`import dicomnode` and `dicomnode plugins` against a bare interpreter and `import pydicom`."""
+    import startup as script
+
+    times = script.measure(max(2, mode.runs * 2))
+    rows = ["| command | median (s) | min–max (s) |", "|---|---|---|"]
+    rows += [f"| `{name}` | {' | '.join(spread(values))} |" for name, values in times.items()]
+    plugins = statistics.median(times["dicomnode plugins"])
+    return Section(
+        "startup", "Start-up", "\n".join(rows),
+        [Target("`dicomnode plugins` < 0.5 s with every plugin", f"{plugins:.3f} s", plugins < 0.5)],
+        [Headline("start-up: 0.5 s budget / `dicomnode plugins`", 0.5 / plugins, 1.0)],
+    )
+
+
+def ingest(mode: Mode) -> Section:
+    """storescu into a bare pynetdicom SCP, our node (in memory, data_directory), storescp; 1 and 4 clients."""
+    import ingest as script
+
+    files = script.study(mode.slices)
+    kinds = list("abcd")
+    megabytes = sum(path.stat().st_size for path in files) / 1e6
+    lines, targets, headlines, by_clients = [], [], [], {}
+    for clients in (1, 4):
+        say(f"  ingest, {clients} client(s)")
+        times = script.measure(files, mode.runs, clients, kinds)
+        by_clients[clients] = times
+        lines += ["", f"{'One storescu association' if clients == 1 else f'{clients} concurrent storescu clients'} "
+                  f"({len(files)} slices, {megabytes:.0f} MB):", "",
+                  "| receiver | median (s) | min–max (s) | images/s | throughput vs (a), round by round |",
+                  "|---|---|---|---|---|"]
+        for kind, values in times.items():
+            ratio = ratio_cell(paired(times["a"], values))
+            lines.append(f"| ({kind}) {script.RECEIVERS[kind]} | {' | '.join(spread(values))} | "
+                         f"{len(files) / statistics.median(values):.0f} | {ratio} |")
+    one = by_clients[1]
+    memory = statistics.median(paired(one["a"], one["b"]))
+    data = statistics.median(paired(one["a"], one["c"]))
+    four = statistics.median(by_clients[1]["b"]) / statistics.median(by_clients[4]["b"])
+    targets += [
+        Target("in memory >= 0.9x the bare pynetdicom SCP's throughput", f"{memory:.2f}x", memory >= 0.9),
+        Target("data_directory >= 0.75x the bare pynetdicom SCP's throughput", f"{data:.2f}x", data >= 0.75),
+        Target("4 clients at least as fast as one client per instance (node in memory)", f"{four:.2f}x",
+               four >= 1.0),
+    ]
+    headlines += [Headline("ingest in memory vs bare pynetdicom SCP", memory, 0.9),
+                  Headline("ingest with data_directory vs bare SCP", data, 0.75),
+                  Headline("ingest 4 clients vs 1 client (node)", four, 1.0),
+                  Headline("ingest in memory vs DCMTK storescp", statistics.median(paired(one["d"], one["b"])))]
+    return Section("ingest", "Ingest", "\n".join(lines).strip(), targets, headlines)
+
+
+def end_to_end(mode: Mode) -> Section:
+    """The plus-one node, in memory and with lazy_storage, against bare ingest + naive grind + bare send."""
+    import end_to_end as script
+
+    parts, targets, headlines = [], [], []
+    for variant in ("memory", "lazy"):
+        say(f"  end to end, node {variant}")
+        result = script.measure(mode.slices, mode.runs, variant, log=say)
+        parts.append(script.report(result))
+        label = "in memory" if variant == "memory" else "lazy_storage"
+        for name, measured, met in script.targets(result):
+            targets.append(Target(f"{name} (node {label})", measured, met))
+        latency = statistics.median(result["latency"])
+        headlines += [
+            Headline(f"end to end ({label}): 2.5 s / latency", 2.5 / latency, 1.0),
+            Headline(f"end to end ({label}): references / latency", 1 / statistics.median(result["ratio"]),
+                     1 / 1.5),
+            Headline(f"end to end ({label}): 4x series / peak RSS",
+                     4 * result["series_bytes"] / statistics.median(result["peak rss"]), 1.0),
+        ]
+    return Section("end-to-end", "End to end", "\n\n".join(parts), targets, headlines)
+
+
+def conversion(mode: Mode) -> Section:
+    """NiftiGrinder vs dcm2niix vs dicom2nifti; NumpyGrinder vs a naive loop (300 slices, fixed)."""
+    import conversion as script
+
+    script.WORK.mkdir(parents=True, exist_ok=True)
+    paths = script.series()
+    nifti = script.timed({"NiftiGrinder": script.run_nifti_grinder, "dcm2niix -z n": script.run_dcm2niix,
+                          "dicom2nifti": script.run_dicom2nifti}, paths, mode.runs)
+    numpy = script.timed({"NumpyGrinder": script.run_numpy_grinder, "naive loop": script.run_naive}, paths,
+                         mode.runs)
+    with contextlib.redirect_stdout(io.StringIO()):
+        memory = script.memory(paths)
+    lines = [f"{len(paths)}-slice 512x512 CT to an uncompressed `.nii`:", "",
+             "| contender | median (s) | min–max (s) | dcm2niix time / this, round by round |", "|---|---|---|---|"]
+    lines += [f"| {name} | {' | '.join(spread(values))} | {ratio_cell(paired(nifti['dcm2niix -z n'], values))} |"
+              for name, values in nifti.items()]
+    lines += ["", "To a numpy volume (read + grind):", "",
+              "| contender | median (s) | min–max (s) | naive time / this, round by round |", "|---|---|---|---|"]
+    lines += [f"| {name} | {' | '.join(spread(values))} | {ratio_cell(paired(numpy['naive loop'], values))} |"
+              for name, values in numpy.items()]
+    lines += ["", "Peak memory allocated while grinding (tracemalloc):", "",
+              "| scenario | peak (MiB) | peak / volume size |", "|---|---|---|"]
+    lines += [f"| {name} | {mib:.0f} | {ratio:.2f} |" for name, mib, ratio in memory]
+    to_dcm2niix = statistics.median(paired(nifti["NiftiGrinder"], nifti["dcm2niix -z n"]))
+    over_dicom2nifti = statistics.median(paired(nifti["dicom2nifti"], nifti["NiftiGrinder"]))
+    grinder_peak = memory[0][2]
+    return Section(
+        "conversion", "Conversion", "\n".join(lines),
+        [Target("NiftiGrinder within 2.0x of dcm2niix's time", f"{to_dcm2niix:.2f}x", to_dcm2niix <= 2.0),
+         Target("NiftiGrinder at least 4x faster than dicom2nifti", f"{over_dicom2nifti:.1f}x",
+                over_dicom2nifti >= 4.0),
+         Target("NumpyGrinder peak memory <= 1.5x the volume", f"{grinder_peak:.2f}x", grinder_peak <= 1.5)],
+        [Headline("NiftiGrinder vs dcm2niix", 1 / to_dcm2niix, 0.5),
+         Headline("NiftiGrinder vs dicom2nifti", over_dicom2nifti, 4.0),
+         Headline("NumpyGrinder vs naive loop", statistics.median(paired(numpy["naive loop"], numpy["NumpyGrinder"]))),
+         Headline("NumpyGrinder: 1.5x volume / peak memory", 1.5 / grinder_peak, 1.0)],
+    )
+
+
+def building(mode: Mode) -> Section:
+    """NumpyFactory vs a pydicom template loop (each run a fresh process), and series headers vs deepcopy."""
+    import build_header
+    import building as script
+
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in script.CONTENDERS}
+    for round_number in range(mode.runs + 1):
+        for name in script.CONTENDERS:
+            output = subprocess.run([sys.executable, script.__file__, "--one", name], check=True,
+                                    capture_output=True, text=True).stdout
+            if round_number:
+                runs[name].append(json.loads(output))
+    loop_name, factory_name = script.CONTENDERS
+    seconds = {name: [run["seconds"] for run in values] for name, values in runs.items()}
+    output_mib = script.SLICES * script.SIZE * script.SIZE * 2 / 2**20
+    lines = [f"A {script.SLICES}-slice {script.SIZE}x{script.SIZE} float32 volume written as a CT series in memory "
+             f"(pixel data {output_mib:.0f} MiB):", "",
+             "| contender | median (s) | min–max (s) | loop time / this, round by round | peak growth (MiB) "
+             "| peak / output |", "|---|---|---|---|---|---|"]
+    for name, values in runs.items():
+        peak = statistics.median(run["peak_growth_mib"] for run in values)
+        lines.append(f"| {name} | {' | '.join(spread(seconds[name], digits=2))} | "
+                     f"{ratio_cell(paired(seconds[loop_name], seconds[name]))} | {peak:.0f} | "
+                     f"{peak / output_mib:.2f} |")
+    speed = statistics.median(paired(seconds[loop_name], seconds[factory_name]))
+    peak = statistics.median(run["peak_growth_mib"] for run in runs[factory_name]) / output_mib
+    with tempfile.TemporaryDirectory(prefix="dicomnode-bench-") as directory:
+        times, elements = build_header.measure(build_header.make_parents(Path(directory)), mode.runs)
+    reference = times["pydicom deepcopy loop"]
+    lines += ["", f"Headers of {build_header.SLICES} derived instances (no pixel data):", "",
+              "| contender | median (ms) | min–max (ms) | elements | deepcopy time / this, round by round |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {name} | {' | '.join(spread(values, 1e-3, 1))} | {elements[name]} | "
+              f"{ratio_cell(paired(reference, values))} |" for name, values in times.items()]
+    header_name = next(name for name in times if name != "pydicom deepcopy loop")
+    return Section(
+        "building", "Building", "\n".join(lines),
+        [Target("NumpyFactory no slower than the plain pydicom loop", f"{speed:.2f}x", speed >= 1.0),
+         Target("NumpyFactory peak memory <= 2x the output", f"{peak:.2f}x", peak <= 2.0)],
+        [Headline("NumpyFactory vs pydicom template loop", speed, 1.0),
+         Headline("series headers vs deepcopy loop", statistics.median(paired(reference, times[header_name])))],
+    )
+
+
+def send(mode: Mode) -> Section:
+    """DicomOutput and send_datasets vs DCMTK storescu vs a bare pynetdicom loop, to storescp."""
+    import send as script
+
+    files = script.study(mode.slices)
+    kinds = list("acdef")
+    times = script.measure(files, mode.runs, kinds)
+    lines = [f"{len(files)} slices to `storescp --ignore` (16 KiB maximum PDU):", "",
+             "| sender | median (s) | min–max (s) | storescu time / this | bare loop time / this |",
+             "|---|---|---|---|---|"]
+    lines += [f"| ({kind}) {script.SENDERS[kind]} | {' | '.join(spread(values, digits=2))} | "
+              f"{ratio_cell(paired(times['c'], values))} | {ratio_cell(paired(times['d'], values))} |"
+              for kind, values in times.items()]
+    if script.LOST_RESPONSES:
+        lines += ["", f"The bare pynetdicom loop lost {len(script.LOST_RESPONSES)} C-STORE response(s) to "
+                  "pynetdicom's reactor race (each costs its 10 s timeout)."]
+    over_bare = statistics.median(paired(times["d"], times["e"]))
+    to_storescu = statistics.median(paired(times["e"], times["c"]))
+    return Section(
+        "send", "Send", "\n".join(lines),
+        [Target("DicomOutput at least as fast as the bare pynetdicom loop", f"{over_bare:.1f}x", over_bare >= 1.0),
+         Target("DicomOutput within 3x of storescu", f"{to_storescu:.2f}x", to_storescu <= 3.0)],
+        [Headline("DicomOutput vs bare pynetdicom loop", over_bare, 1.0),
+         Headline("DicomOutput vs DCMTK storescu", 1 / to_storescu, 1 / 3)],
+    )
+
+
+def memory(mode: Mode) -> Section:
+    """A node holding 4 patients, eager vs lazy_storage; 2,000 LazyDatasets vs dcmread."""
+    import lazy_memory
+    import memory as script
+
+    measured = script.measure(mode.slices, mode.runs, log=say)
+    results = measured["results"]
+    eager = statistics.median(r["peak"] for r in results["a"])
+    lazy = statistics.median(r["peak"] for r in results["c"])
+    lines = [script.report(measured)]
+    directory = lazy_memory.DATA / f"{mode.lazy_count}x{mode.lazy_size}"
+    lazy_memory.make_study(directory, mode.lazy_count, mode.lazy_size)
+    held: dict[str, list[dict[str, float]]] = {name: [] for name in lazy_memory.CONTENDERS}
+    for round_number in range(mode.runs + 1):
+        for name in lazy_memory.CONTENDERS:
+            outcome = lazy_memory.measure(name, directory)
+            if round_number:
+                held[name].append(outcome)
+    lines += ["", f"{mode.lazy_count} slices of {mode.lazy_size}x{mode.lazy_size} read and all kept, each contender "
+              "in a fresh process:", "",
+              "| contender | RSS holding all (MiB) | min–max (MiB) | RSS before reading (MiB) | held by Python (MiB) "
+              "| time (s) |", "|---|---|---|---|---|---|"]
+    for name, label in lazy_memory.CONTENDERS.items():
+        values = held[name]
+        rss = [r["rss_mib"] for r in values]
+        lines.append(f"| {label} | {' | '.join(spread(rss, digits=0))} | "
+                     f"{statistics.median(r['before_mib'] for r in values):.0f} | "
+                     f"{statistics.median(r['traced_mib'] for r in values):.2f} | "
+                     f"{statistics.median(r['seconds'] for r in values):.2f} |")
+    names = list(lazy_memory.CONTENDERS)
+    dcmread_rss = statistics.median(r["rss_mib"] for r in held[names[0]])
+    lazy_rss = statistics.median(r["rss_mib"] for r in held[names[-1]])
+    return Section(
+        "memory", "Memory", "\n".join(lines), [],
+        [Headline("4 patients held: eager peak / lazy_storage peak", eager / lazy),
+         Headline(f"{mode.lazy_count} slices held: dcmread RSS / LazyDataset RSS", dcmread_rss / lazy_rss)],
+    )
+
+
+SCENARIOS: dict[str, Callable[[Mode], Section]] = {
+    "startup": startup,
+    "ingest": ingest,
+    "end-to-end": end_to_end,
+    "conversion": conversion,
+    "building": building,
+    "send": send,
+    "memory": memory,
+}
+#: scenarios whose scripts fix the series at 300 slices (left out of --smoke)
+FIXED_SIZE = {"conversion", "building"}
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="100-slice series, 2 counted rounds (a few minutes)")
+    size.add_argument("--smoke", action="store_true", help="tiny series, 1 round: checks that the suite runs")
+    parser.add_argument("--runs", type=int, help="counted rounds after the warm-up (default 5; quick 2)")
+    parser.add_argument("--only", help=f"comma-separated scenarios out of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--output", type=Path, help="the results file (default benchmarks/RESULTS.md; "
+                        "benchmarks/.work/RESULTS-<mode>.md for --quick and --smoke)")
+    args = parser.parse_args(argv)
+    mode = MODES["quick" if args.quick else "smoke" if args.smoke else "full"]
+    if args.runs is not None:
+        if args.runs < 1:
+            parser.error(f"--runs must be at least 1, got {args.runs}")
+        mode = Mode(mode.name, mode.slices, args.runs, mode.fixed_size, mode.lazy_count, mode.lazy_size)
+    names = list(SCENARIOS) if not args.only else [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; the scenarios are {', '.join(SCENARIOS)}")
+    if not mode.fixed_size:
+        names = [name for name in names if name not in FIXED_SIZE]
+    for program in ("/usr/bin/storescu", "/usr/bin/storescp"):
+        if not os.access(program, os.X_OK):
+            raise SystemExit(f"{program} is missing: install DCMTK (apt-get install dcmtk)")
+    full = mode.name == "full"
+    output = args.output or (HERE / "RESULTS.md" if full else HERE / ".work" / f"RESULTS-{mode.name}.md")
+    image = output.parent / ("ratios.png" if full else f"ratios-{mode.name}.png")
+    if not full:
+        say(f"{mode.name} run: {mode.slices}-slice series and {mode.runs} counted round(s) — fewer than the "
+            f"5 rounds of 300 slices the targets are set for; results go to {output}")
+    sections = []
+    started = time.perf_counter()
+    for name in names:
+        say(f"{name} …")
+        began = time.perf_counter()
+        sections.append(SCENARIOS[name](mode))
+        say(f"{name}: {time.perf_counter() - began:.0f} s")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = "\n".join([
+        f"`python benchmarks/run.py{'' if full else ' --' + mode.name}` on {stamp}: {mode.slices}-slice series, "
+        f"{mode.runs} counted round(s) after a warm-up, contenders interleaved, medians with min–max, ratios "
+        f"round by round; the suite took {(time.perf_counter() - started) / 60:.1f} min.",
+        "", machine()])
+    drawn = chart(sections, image, f"dicomnode benchmarks, {mode.name} run of {stamp}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    update_results(output, sections, header, os.path.relpath(image, output.parent) if drawn else None)
+    print(header)
+    for section in sections:
+        print(f"\n## {section.title}\n\n{section.body}")
+    missed = [f"{section.title}: {target.name} ({target.measured})" for section in sections
+              for target in section.targets if not target.met]
+    print("\nTargets missed:" + "".join(f"\n- {line}" for line in missed) if missed else "\nEvery target met.")
+    say(f"wrote {output}" + (f" and {image}" if drawn else " (no chart: matplotlib is not installed)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
