@@ -98,3 +98,28 @@ def test_an_entry_of_an_output_nobody_provides_stays_with_the_reason(tmp_path: P
 
 def test_the_base_output_does_not_support_the_outbox(tmp_path: Path) -> None:
     assert PipelineOutput.retry_outbox_entry(_put(Outbox(tmp_path))) is False
+
+
+def test_an_entry_being_retried_elsewhere_is_left_alone(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    entry = _put(outbox)
+    (entry.directory / ".retrying").touch()  # the node's maintenance thread is on it
+    delivered_before = len(DELIVERED)
+    assert not outbox.retry(entry, _registry())
+    assert len(DELIVERED) == delivered_before
+    assert outbox.get(entry.id).attempts == 0
+
+
+def test_a_claim_left_by_a_dead_process_does_not_block_the_entry(tmp_path: Path) -> None:
+    import os
+    import time
+
+    outbox = Outbox(tmp_path)
+    entry = _put(outbox)
+    claim = entry.directory / ".retrying"
+    claim.touch()
+    old = time.time() - 2 * 3600
+    os.utime(claim, (old, old))
+    Deliverable.works = True
+    assert outbox.retry(entry, _registry())
+    assert outbox.entries() == []

@@ -39,6 +39,9 @@ logger = logging.getLogger("dicomnode.outbox")
 
 JSON = Any
 _MANIFEST = "manifest.json"
+_CLAIM = ".retrying"
+#: a claim older than this (seconds) was left by a process that died while retrying
+_STALE_CLAIM = 3600.0
 
 
 @attrs.frozen
@@ -132,7 +135,30 @@ class Outbox:
         return updated
 
     def retry(self, entry: OutboxEntry, registry: PluginRegistry) -> bool:
-        """Hand the entry to its output's ``retry_outbox_entry``; remove it when delivered."""
+        """Hand the entry to its output's ``retry_outbox_entry``; remove it when delivered.
+
+        An entry another thread or process is retrying right now (the node's
+        maintenance thread and ``dicomnode outbox retry`` at the same time) is
+        left alone, so nothing is delivered twice: False, and no attempt counted.
+        """
+        claim = entry.directory / _CLAIM
+        try:
+            descriptor = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if time.time() - claim.stat().st_mtime < _STALE_CLAIM:
+                logger.info("outbox: %s is being retried elsewhere; skipped", entry.id)
+                return False
+            claim.unlink(missing_ok=True)  # left by a process that died while retrying
+            return self.retry(entry, registry)
+        except FileNotFoundError:
+            return False  # delivered and removed meanwhile
+        os.close(descriptor)
+        try:
+            return self._retry_claimed(entry, registry)
+        finally:
+            claim.unlink(missing_ok=True)
+
+    def _retry_claimed(self, entry: OutboxEntry, registry: PluginRegistry) -> bool:
         try:
             output = registry.output(entry.output_name)
             delivered = output.retry_outbox_entry(entry)
