@@ -454,7 +454,8 @@ class AbstractQueuedPipeline(AbstractPipeline):
     """A pipeline whose jobs run one at a time, in the order patients became complete.
 
     For one GPU and one model loaded once (in ``post_init``): no two
-    ``process`` calls overlap.
+    ``process`` calls overlap. (With ``processing_directory`` each job runs in
+    its own spawned process, which loads the model again: isolation costs that.)
     """
 
     _executor_workers: ClassVar[int | None] = 1
