@@ -138,3 +138,12 @@ def test_the_ground_value_is_priors_by_study_date_and_series_description() -> No
     assert list(priors) == ["20240101", "20250101"]
     assert [ds.InstanceNumber for ds in priors["20250101"]["CT"]] == [1, 2]
     assert list(priors["20250101"]) == ["CT", "6"]  # no description: keyed by the series UID
+
+
+def test_a_decision_that_is_not_an_action_is_named_in_the_error() -> None:
+    from dicomnode_historic_input.query import _action
+
+    assert _action(None) is Action.SKIP
+    assert _action("MOVE") is Action.MOVE
+    with pytest.raises(TypeError, match=r"must return Action\.FIND, Action\.MOVE or Action\.SKIP .* got True"):
+        _action(True)

@@ -23,6 +23,7 @@ from node import wait_until
 from orthanc import OrthancServer, orthanc
 
 from dicomnode.dicom.dimse import Address
+from dicomnode.server.nodes import AbstractThreadedPipeline
 
 pytestmark = pytest.mark.plugin("historic-input")
 
@@ -137,6 +138,13 @@ def test_a_restarted_node_restores_today_and_the_priors_and_retrieves_again(
     assert jobs[0]["today"] and all(str(ds.StudyDate) == TODAY for ds in jobs[0]["today"])
     assert shape(jobs[0]["history"]) == {"20240105": {"CT 2024": 3}, "20250105": {"CT 2025": 2}}
     assert jobs[0]["history"].retrieval.ok
+
+
+def test_a_pipeline_that_acknowledges_before_storing_still_gets_every_prior(
+        pacs: OrthancServer, node_port: int, tmp_path: Path) -> None:
+    two_priors_and_a_stranger(pacs)
+    _, jobs = run_follow_up(pacs.address, node_port, tmp_path, base=AbstractThreadedPipeline)
+    assert shape(jobs[0]["history"]) == {"20240105": {"CT 2024": 3}, "20250105": {"CT 2025": 2}}
 
 
 def test_with_a_modality_only_the_series_of_that_modality_are_retrieved(

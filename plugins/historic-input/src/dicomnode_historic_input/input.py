@@ -163,6 +163,9 @@ class HistoricAbstractInput(AbstractInput):
         self._trigger_study = str(dataset.get("StudyInstanceUID", ""))
         self._trigger_date = str(dataset.get("StudyDate", "") or "").strip()
         cls = type(self)
+        if not self._trigger_date:
+            logger.warning("[patient %s] the first image has no StudyDate: only studies chosen by "
+                           "check_query_dataset count as priors", patient_key)
         if node is None:  # datasets replayed outside a node (a quarantine retry) bring their priors
             self._finish(RetrievalReport(finished=True))
             return

@@ -143,6 +143,16 @@ def default_decision(trigger: Dataset, response: Dataset, level: QueryLevel, mod
     return Action.MOVE if str(response.get("Modality", "")).strip() == modality else Action.SKIP
 
 
+def _action(value: object) -> Action:
+    if value is None:  # a decision that says nothing leaves the response at the PACS
+        return Action.SKIP
+    try:
+        return Action(value)
+    except ValueError:
+        raise TypeError(f"check_query_dataset must return Action.FIND, Action.MOVE or Action.SKIP "
+                        f"(or None to skip), got {value!r}") from None
+
+
 def walk(address: Address, trigger: Dataset, query: Dataset, level: QueryLevel, decide: Decision, *,
          ae_title: str, timeout: float) -> list[Target]:
     """Run the C-FINDs the decisions ask for; return what to retrieve, in the order found.
@@ -158,7 +168,7 @@ def walk(address: Address, trigger: Dataset, query: Dataset, level: QueryLevel, 
             merged = Dataset()
             merged.update(parent)
             merged.update(response)
-            action = Action(decide(trigger, merged, step))
+            action = _action(decide(trigger, merged, step))
             if action is Action.MOVE:
                 targets.append(Target(step, retrieve_identifier(merged, step)))
             elif action is Action.FIND:
