@@ -5,7 +5,8 @@ Receivers, each in its own process on a free loopback port:
 (a) a bare pynetdicom storage SCP, maximum PDU size 0, whose handler returns 0x0000;
 (b) a dicomnode node whose one input accepts everything and never validates, in memory;
 (c) the same node with ``data_directory`` (each instance written before success returns);
-(d) DCMTK ``storescp`` writing to a folder.
+(d) DCMTK ``storescp`` writing to a folder;
+(e) Orthanc storing every instance (``--receivers abcde``; HTTP off, no plugins).
 
 The same files are sent with ``/usr/bin/storescu`` (``TCP_NODELAY=1``), one
 association per run, the receivers interleaved a b c d a b c d … after a
@@ -41,7 +42,9 @@ RECEIVERS = {
     "b": "dicomnode, in memory",
     "c": "dicomnode, data_directory",
     "d": "DCMTK storescp",
+    "e": "Orthanc",
 }
+ORTHANC = "/usr/sbin/Orthanc"
 
 
 # --- the receivers (run with --serve KIND PORT FOLDER) ------------------------------------------
@@ -146,6 +149,8 @@ class Receiver:
         if kind == "d":
             command = [STORESCP, "--aetitle", "STORESCP", "--output-directory", str(self.folder),
                        "--accept-all", str(self.port)]
+        elif kind == "e":
+            command = [ORTHANC, str(_orthanc_configuration(self.folder, self.port))]
         else:
             command = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, str(self.port),
                        str(self.folder)]
@@ -162,6 +167,23 @@ class Receiver:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log.close()
+
+
+def _orthanc_configuration(folder: Path, port: int) -> Path:
+    """An Orthanc storing to ``folder``: DICOM on ``port``, no HTTP, no plugins, every store accepted."""
+    import json
+
+    settings = {
+        "Name": f"ingest-{port}", "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "storage"), "Plugins": [], "HttpServerEnabled": False,
+        "DicomServerEnabled": True, "DicomAet": "ORTHANC", "DicomPort": port, "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True, "DicomCheckModalityHost": False, "UnknownSopClassAccepted": False,
+        # every round stores the same instances again, as a fresh receiver would
+        "OverwriteInstances": True, "SaveJobs": False, "StorageCompression": False,
+    }
+    path = folder / "orthanc.json"
+    path.write_text(json.dumps(settings, indent=2))
+    return path
 
 
 def send(port: int, groups: list[list[Path]]) -> float:
@@ -236,7 +258,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="counted rounds after the warm-up (default 5)")
     parser.add_argument("--slices", type=int, default=300, help="slices of the CT (default 300)")
     parser.add_argument("--quick", action="store_true", help="40 slices, 3 rounds")
-    parser.add_argument("--receivers", default="abcd", help="which receivers (default abcd)")
+    parser.add_argument("--receivers", default="abcd", help="which receivers (default abcd; e: Orthanc)")
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -93,11 +93,11 @@ def startup(mode: Mode) -> Section:
 
 
 def ingest(mode: Mode) -> Section:
-    """storescu into a bare pynetdicom SCP, our node (in memory, data_directory), storescp; 1 and 4 clients."""
+    """storescu into a bare pynetdicom SCP, our node (in memory, data_directory), storescp, Orthanc; 1 and 4 clients."""
     import ingest as script
 
     files = script.study(mode.slices)
-    kinds = list("abcd")
+    kinds = list("abcd") + (["e"] if os.access(script.ORTHANC, os.X_OK) else [])
     megabytes = sum(path.stat().st_size for path in files) / 1e6
     lines, targets, headlines, by_clients = [], [], [], {}
     for clients in (1, 4):
