@@ -343,3 +343,30 @@ def test_a_sender_that_drops_the_connection_still_completes_its_patient(tmp_path
         assert wait_until(lambda: read_jobs(record))
         assoc.abort()
     assert read_jobs(record)[0]["patient"] == "DROP"
+
+
+def test_lazy_storage_keeps_received_images_unread_in_memory(tmp_path: Path, record: Path,
+                                                            expected: type[CT]) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+
+    expected.expected = 100
+    write_patient(tmp_path / "P1", "P1", slices=4)
+    with RecordingNode(data_directory=tmp_path / "data", lazy_storage=True) as node:
+        _send(node.port, tmp_path / "P1")
+        held = node.tree["P1"].datasets()
+        assert len(held) == 4
+        assert all(isinstance(ds, LazyDataset) and not ds.is_loaded for ds in held)
+
+
+def test_a_restart_reads_only_headers_and_keeps_pixels_on_disk(tmp_path: Path, record: Path,
+                                                              expected: type[CT]) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+
+    expected.expected = 100
+    write_patient(tmp_path / "P1", "P1", slices=4)
+    with RecordingNode(data_directory=tmp_path / "data") as node:
+        _send(node.port, tmp_path / "P1")
+    with RecordingNode(data_directory=tmp_path / "data") as node:
+        held = node.tree["P1"].datasets()
+        assert len(held) == 4
+        assert all(isinstance(ds, LazyDataset) and not ds.is_loaded for ds in held)

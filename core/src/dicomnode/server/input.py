@@ -134,18 +134,22 @@ class AbstractInput:
         """True when :meth:`add_image` would take ``dataset``."""
         return self.rejection(dataset) is None
 
-    def add_image(self, dataset: Dataset, path: Path | None = None) -> int:
+    def add_image(self, dataset: Dataset, path: Path | None = None, *, header: Dataset | None = None) -> int:
         """Add an image (and the file it is stored in, if any); return the number of images held.
 
-        Raises :class:`~dicomnode.errors.InvalidDatasetError` saying why when
-        the image is not accepted.
+        ``header``, when given, is what the decision looks at instead of
+        ``dataset`` (the node passes the parsed header of an image it keeps as
+        a not-yet-loaded LazyDataset). Raises
+        :class:`~dicomnode.errors.InvalidDatasetError` saying why when the
+        image is not accepted.
         """
-        reason = self.rejection(dataset)
+        routed = dataset if header is None else header
+        reason = self.rejection(routed)
         if reason is not None:
             raise InvalidDatasetError(reason)
-        uid = str(dataset.get(_SOP_INSTANCE_UID, "")) or f"#{len(self._datasets)}"
+        uid = str(routed.get(_SOP_INSTANCE_UID, "")) or f"#{len(self._datasets)}"
         if self.enforce_single_series and self._series_uid is None:
-            self._series_uid = str(dataset.get(_SERIES_INSTANCE_UID, ""))
+            self._series_uid = str(routed.get(_SERIES_INSTANCE_UID, ""))
         self._datasets[uid] = dataset
         if path is not None:
             self._paths[uid] = path

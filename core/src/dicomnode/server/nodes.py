@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydicom import Dataset, dcmread
 
 from dicomnode.dicom.dimse import Address
+from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.server.config import DEFAULT_LOG_FORMAT, PipelineConfig
 from dicomnode.server.input import AbstractInput
 from dicomnode.server.jobs import JobResult, dispatch_outputs, failure, run_in_spawned_process
@@ -313,16 +314,15 @@ class AbstractPipeline:
         tag = self.config.patient_identifier_tag
         for path in self.store.files():
             try:
-                dataset: Dataset = dcmread(path, stop_before_pixels=self.config.lazy_storage)
-                key = str(dataset[tag].value).strip() if tag in dataset else ""
-                if self.config.lazy_storage:
-                    from dicomnode.dicom.lazy import LazyDataset
-
-                    dataset = LazyDataset(path)
+                header = dcmread(path, stop_before_pixels=True)
+                key = str(header[tag].value).strip() if tag in header else ""
             except Exception as error:  # an unreadable file must not stop the start
                 self.logger.error("cannot read stored instance %s: %s", path, error)
                 continue
-            if not key or not self.tree.add_image(key, dataset, path, "RESTORED"):
+            # the pixels stay on disk until a job needs them, whatever lazy_storage says:
+            # a backlog of restored patients must not fill the memory at start
+            dataset = LazyDataset(path)
+            if not key or not self.tree.add_image(key, dataset, path, "RESTORED", header=header):
                 self.logger.warning("stored instance %s is accepted by no input any more; left in place", path)
                 continue
             # the patient's age counts from its first stored image, not from this start

@@ -110,16 +110,19 @@ class PatientContainer:
             reasons.append(reason)
         return "; ".join(reasons)
 
-    def add_image(self, dataset: Dataset, path: Path | None = None) -> list[str]:
+    def add_image(self, dataset: Dataset, path: Path | None = None, *, header: Dataset | None = None) -> list[str]:
         """Add the image to every input that accepts it; return their names.
 
         When an ``exclusive`` input accepts it, only the exclusive inputs get it.
+        ``header`` is what the inputs decide on, when ``dataset`` should not be
+        read for that (a LazyDataset).
         """
-        accepting = [(name, inp) for name, inp in self.inputs.items() if inp.accepts(dataset)]
+        routed = dataset if header is None else header
+        accepting = [(name, inp) for name, inp in self.inputs.items() if inp.accepts(routed)]
         exclusive = [(name, inp) for name, inp in accepting if type(inp).exclusive]
         chosen = exclusive or accepting
         for _name, inp in chosen:
-            inp.add_image(dataset, path)
+            inp.add_image(dataset, path, header=header)
         names = [name for name, _inp in chosen]
         if names:
             self.last_update = time.monotonic()
@@ -127,7 +130,7 @@ class PatientContainer:
                 self._paths[path] = None
             if not exclusive and not self.started:
                 self.started = True
-                self._start(dataset)
+                self._start(routed)
         return names
 
     def _start(self, dataset: Dataset) -> None:
@@ -196,13 +199,17 @@ class PipelineTree:
             return container.rejection(dataset)
 
     def add_image(self, patient_key: str, dataset: Dataset, path: Path | None = None,
-                  calling_aet: str = "") -> list[str]:
-        """Add an image for a patient; return the names of the inputs that took it (may be none)."""
+                  calling_aet: str = "", *, header: Dataset | None = None) -> list[str]:
+        """Add an image for a patient; return the names of the inputs that took it (may be none).
+
+        ``header``: what the inputs decide on instead of ``dataset`` (see
+        :meth:`PatientContainer.add_image`).
+        """
         with self._lock:
             container = self._patients.get(patient_key)
             if container is None:
                 container = PatientContainer(patient_key, self.input_classes, self.node)
-            names = container.add_image(dataset, path)
+            names = container.add_image(dataset, path, header=header)
             if names:
                 self._patients[patient_key] = container
                 # an image fetched by the node itself (an exclusive input's) does not say

@@ -250,6 +250,7 @@ class Receiver:
         if reason is not None:
             return self._reject(state, patient_key, sop_uid, STATUS_NOT_ACCEPTED, f"no input accepts it: {reason}")
         path = None
+        header = None
         if pipeline.store is not None:
             try:
                 path = pipeline.store.write_encoded(patient_key, sop_uid, file_meta, encoded.getbuffer())
@@ -260,10 +261,10 @@ class Receiver:
             if lazy:
                 from dicomnode.dicom.lazy import LazyDataset
 
-                dataset = LazyDataset(path)
+                header, dataset = dataset, LazyDataset(path)
         else:
             dataset.file_meta = file_meta
-        names = pipeline.tree.add_image(patient_key, dataset, path, state.calling_aet)
+        names = pipeline.tree.add_image(patient_key, dataset, path, state.calling_aet, header=header)
         if not names:  # an input's state changed between the check and the add
             if path is not None and pipeline.store is not None:
                 pipeline.store.remove([path])
