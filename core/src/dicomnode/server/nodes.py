@@ -149,6 +149,7 @@ class AbstractPipeline:
         """Return False to refuse an image before the inputs see it; the default accepts all.
 
         Runs on the association thread: keep it quick, and look only at a few tags.
+        With ``lazy_storage`` the dataset it sees stops before the pixel data.
         """
         return True
 
