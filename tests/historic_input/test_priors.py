@@ -140,6 +140,30 @@ def test_a_restarted_node_restores_today_and_the_priors_and_retrieves_again(
     assert jobs[0]["history"].retrieval.ok
 
 
+def test_a_quarantined_job_retried_gets_today_and_the_priors_apart(pacs: OrthancServer, node_port: int,
+                                                                   tmp_path: Path) -> None:
+    two_priors_and_a_stranger(pacs)
+    node = follow_up_node(pacs.address, node_port, data_directory=tmp_path / "data")()
+    succeed = type(node).process
+
+    def explode_once(self: Any, input_container: Any) -> Any:
+        if not getattr(self, "exploded", False):
+            self.exploded = True
+            raise RuntimeError("model exploded")
+        return succeed(self, input_container)
+
+    type(node).process = explode_once  # type: ignore[method-assign]
+    with node:
+        today_uid = send_today(node_port, tmp_path, "P1")
+        assert wait_until(lambda: node.jobs_failed == 1)
+    pacs.clear()  # the retry replays the quarantined images; it asks the PACS for nothing
+    [entry] = node.quarantine.list()
+    assert node.quarantine.retry(entry.id, node)
+    [job] = node.jobs
+    assert {str(ds.StudyInstanceUID) for ds in job["today"]} == {today_uid}
+    assert shape(job["history"]) == {"20240105": {"CT 2024": 3}, "20250105": {"CT 2025": 2}}
+
+
 def test_a_pipeline_that_acknowledges_before_storing_still_gets_every_prior(
         pacs: OrthancServer, node_port: int, tmp_path: Path) -> None:
     two_priors_and_a_stranger(pacs)

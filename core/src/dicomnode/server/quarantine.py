@@ -33,6 +33,7 @@ from pydicom import Dataset, dcmread
 
 from dicomnode.dicom.paths import safe_component
 from dicomnode.errors import StorageError
+from dicomnode.server.storage import written_order
 
 if TYPE_CHECKING:
     from dicomnode.server.nodes import AbstractPipeline
@@ -58,8 +59,9 @@ class QuarantineEntry:
 
     @property
     def paths(self) -> list[Path]:
-        """The DICOM files of the entry."""
-        return sorted(p for p in self.directory.iterdir() if p.suffix == ".dcm")
+        """The DICOM files of the entry, in the order they arrived at the node."""
+        # a retry must see the patient's first image first, as the node did
+        return sorted((p for p in self.directory.iterdir() if p.suffix == ".dcm"), key=written_order)
 
     def datasets(self) -> list[Dataset]:
         """The datasets of the entry, read from disk."""

@@ -42,7 +42,7 @@ from pydicom.filewriter import write_file_meta_info
 from dicomnode.dicom.paths import safe_component
 from dicomnode.errors import StorageError
 
-__all__ = ["FsyncPolicy", "InstanceStore", "encode_file_meta"]
+__all__ = ["FsyncPolicy", "InstanceStore", "encode_file_meta", "written_order"]
 
 FsyncPolicy = Literal["none", "association", "instance"]
 FSYNC_POLICIES: tuple[str, ...] = ("none", "association", "instance")
@@ -190,7 +190,8 @@ class _SpareFiles:
             path.unlink(missing_ok=True)
 
 
-def _written_order(path: Path) -> tuple[int, str]:
+def written_order(path: Path) -> tuple[int, str]:
+    """Sort key of stored files: the time each was written, then its name."""
     try:
         return path.stat().st_mtime_ns, path.name
     except OSError:  # removed meanwhile
@@ -303,7 +304,7 @@ class InstanceStore:
                 continue
             # in the order they were written: an input's "first image" (the image that
             # started a patient, the series enforce_single_series keeps) stays the same
-            for path in sorted(folder.iterdir(), key=_written_order):
+            for path in sorted(folder.iterdir(), key=written_order):
                 if path.name.startswith(_TEMPORARY_PREFIX):
                     logger.info("removing a partial file left by an interrupted write: %s", path)
                     path.unlink(missing_ok=True)
