@@ -54,16 +54,17 @@ def write_today(folder: Path, patient: str) -> tuple[str, list[Path]]:
 
 
 def follow_up_node(pacs: Address, port: int, *, history: dict[str, Any] | None = None,
-                   today_images: int = 4, **settings: Any) -> type[AbstractPipeline]:
+                   today_images: int = 4, base: type[AbstractPipeline] = AbstractPipeline,
+                   **settings: Any) -> type[AbstractPipeline]:
     """A pipeline class on ``port`` whose ``history`` input asks ``pacs`` (``history``: its settings).
 
-    The ``today`` input is complete with ``today_images`` images.
+    The ``today`` input is complete with ``today_images`` images; ``base`` is the kind of pipeline.
     """
     history_class = type("History", (HistoricAbstractInput,),
                          {"address": pacs, "timeout": 10.0, **(history or {})})
     today_class = type("Today", (TodaysCT,), {"expected": today_images})
 
-    class FollowUp(AbstractPipeline):
+    class FollowUp(base):  # type: ignore[valid-type,misc]
         ae_title = NODE_AE
         ip = "127.0.0.1"
         input = {"today": today_class, "history": history_class}
