@@ -108,3 +108,13 @@ def test_stored_instances_come_back_in_the_order_they_were_written(tmp_path: Pat
         store.write_encoded("P", uid, meta, b"")
         time.sleep(0.01)
     assert [dcmread(path, force=True).file_meta.MediaStorageSOPInstanceUID for path in store.files()] == uids
+
+
+def test_a_patients_datasets_come_in_arrival_order_whatever_the_order_of_the_inputs() -> None:
+    # a quarantined patient without a data directory is written in this order, and replayed in it
+    tree = PipelineTree({"old": OldCT, "today": CT})
+    today, prior, later = _image("20260301"), _image("20250101"), _image("20260301")
+    for dataset in (today, prior, later):
+        tree.add_image("P", dataset)
+    assert [ds.SOPInstanceUID for ds in tree["P"].datasets()] == [
+        today.SOPInstanceUID, prior.SOPInstanceUID, later.SOPInstanceUID]

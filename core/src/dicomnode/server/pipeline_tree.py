@@ -99,6 +99,9 @@ class PatientContainer:
         self.calling_aet = ""
         self.responding_address: Address | None = None
         self._paths: dict[Path, None] = {}
+        # id(dataset) -> when it arrived: the inputs each keep their own order only
+        self._arrival: dict[int, int] = {}
+        self._arrivals = 0
 
     def rejection(self, dataset: Dataset) -> str | None:
         """Why no input accepts ``dataset`` (every input's reason), or None when one does."""
@@ -125,6 +128,8 @@ class PatientContainer:
             inp.add_image(dataset, path, header=header)
         names = [name for name, _inp in chosen]
         if names:
+            self._arrivals += 1
+            self._arrival[id(dataset)] = self._arrivals
             self.last_update = time.monotonic()
             if path is not None:
                 self._paths[path] = None
@@ -155,12 +160,12 @@ class PatientContainer:
         return all(inp.validate() for inp in self.inputs.values())
 
     def datasets(self) -> list[Dataset]:
-        """Every distinct dataset of the patient, in arrival order."""
+        """Every distinct dataset of the patient, in arrival order (across inputs)."""
         seen: dict[int, Dataset] = {}
         for inp in self.inputs.values():
             for dataset in inp.datasets:
                 seen.setdefault(id(dataset), dataset)
-        return list(seen.values())
+        return sorted(seen.values(), key=lambda dataset: self._arrival.get(id(dataset), 0))
 
     def get_input_container(self) -> InputContainer:
         """Grind every input into the mapping ``process`` receives (runs the grinders)."""
