@@ -78,7 +78,11 @@ class AbstractInput:
     ``exclusive``
         an image this input accepts goes to it alone, not to the patient's
         other inputs, and its sender does not become the patient's calling AE
-        title: for images the node fetches itself (prior studies from a PACS).
+        title: for images the node fetches itself (prior studies from a PACS);
+    ``toml_settings``
+        the further keys an ``[inputs.NAME]`` table of a TOML pipeline may
+        set on the class: key -> converter from the TOML value (raising
+        ValueError or TypeError that says what is allowed).
 
     Override :meth:`validate` to say when the input holds enough, and
     :meth:`patient_started` to act when a patient's first image arrives.
@@ -89,6 +93,7 @@ class AbstractInput:
     image_grinder: ClassVar[Callable[..., Any]] = IdentityGrinder()
     enforce_single_series: ClassVar[bool] = False
     exclusive: ClassVar[bool] = False
+    toml_settings: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
 
     def __init__(self) -> None:
         cls = type(self)

@@ -220,7 +220,6 @@ def _input_class(name: str, value: object, base: Path, registry: PluginRegistry,
                  source: str | None) -> type[AbstractInput]:
     where = f"[inputs.{name}]"
     table = _table(value, where)
-    _check_keys(table, _INPUT_KEYS, where)
     kind = table.get("type", "dicom")
     try:
         parent = registry.input(kind) if isinstance(kind, str) else None
@@ -228,7 +227,16 @@ def _input_class(name: str, value: object, base: Path, registry: PluginRegistry,
         raise ConfigurationError(f"{where} type = {kind!r}: {error}") from None
     if parent is None:
         raise _error(f"{where} type", kind, "must be a registered input name such as 'dicom'")
+    # an input class may take further keys (the historic input: its PACS address, …)
+    extra = dict(getattr(parent, "toml_settings", {}))
+    _check_keys(table, (*_INPUT_KEYS, *extra), where)
     attributes: dict[str, Any] = {"__module__": __name__, "__qualname__": name}
+    for key, convert in extra.items():
+        if key in table:
+            try:
+                attributes[key] = convert(table[key])
+            except (TypeError, ValueError) as error:
+                raise ConfigurationError(f"{where} {key} = {table[key]!r}: {error}") from None
     if "required_values" in table:
         attributes["required_values"] = _required_values(table["required_values"], f"{where} required_values")
     if "required_tags" in table:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydicom import Dataset
@@ -52,6 +53,18 @@ def _setting_error(cls: type, setting: str, value: object, allowed: str) -> Conf
 
 def _positive(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
+def address_from_toml(value: object) -> Address:
+    """The ``address`` of a TOML ``[inputs.NAME]`` table: ``{ip = "…", port = 4242, ae_title = "PACS"}``."""
+    keys = ("ip", "port", "ae_title")
+    if not isinstance(value, Mapping) or sorted(value) != sorted(keys):
+        raise ValueError('must be a table {ip = "10.0.0.5", port = 4242, ae_title = "PACS"}')
+    return Address(value["ip"], value["port"], value["ae_title"])
+
+
+def _as_given(value: object) -> object:
+    return value  # checked with the other class attributes when the class is made
 
 
 class HistoricAbstractInput(AbstractInput):
@@ -100,6 +113,11 @@ class HistoricAbstractInput(AbstractInput):
     max_attempts: ClassVar[int | None] = 3
     image_grinder: ClassVar[Any] = PriorsGrinder()
     exclusive: ClassVar[bool] = True
+    toml_settings: ClassVar[Mapping[str, Callable[[Any], Any]]] = {
+        "address": address_from_toml,
+        **{key: _as_given for key in ("query_level", "modality", "retrieve_mode", "timeout", "on_failure",
+                                      "retry_interval", "max_attempts")},
+    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
