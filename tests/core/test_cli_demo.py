@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import installed_plugins
+from conftest import installed_plugins, require_peer
 from pydicom import dcmread
 
 from dicomnode.cli.demo import STAGES, check_copy
@@ -50,6 +50,18 @@ def test_with_the_plugins_the_demo_runs_the_plus_one_pipeline(tmp_path: Path) ->
     _check_report(result, output, 16)
     assert "plus-one pipeline" in result.stdout
     assert "every voxel is the input + 1" in result.stdout
+
+
+@pytest.mark.plugin("numpy", "dicom-output")
+def test_the_plus_one_result_is_a_valid_ct_image(tmp_path: Path) -> None:
+    dciodvfy = require_peer("dciodvfy")
+    output = tmp_path / "out"
+    assert _demo("--output", str(output), "--slices", "4", "--size", "32", cwd=tmp_path).returncode == 0
+    for path in sorted((output / "result").glob("*.dcm")):
+        checked = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
+        report = checked.stdout + checked.stderr
+        assert "CTImage" in report
+        assert [line for line in report.splitlines() if line.startswith("Error")] == [], report
 
 
 def test_without_the_plugins_the_demo_falls_back_to_the_copy_pipeline(tmp_path: Path) -> None:
