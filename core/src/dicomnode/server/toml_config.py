@@ -337,19 +337,34 @@ class _OutputRecipe:
         except ValueError:
             pass  # no signature to check (a builtin): the output will say so when built
 
-    def build(self, datasets: list[Dataset]) -> PipelineOutput:
-        """The output that delivers ``datasets``."""
+    def build(self, datasets: list[Dataset], ae_title: str | None = None) -> PipelineOutput:
+        """The output that delivers ``datasets``.
+
+        An output that takes an ``ae_title`` and was given none uses the node's
+        (``ae_title``): a DICOM peer then sees the node calling, not a default.
+        """
         from_config = getattr(self.cls, "from_config", None)
         if from_config is not None:
             output: PipelineOutput = from_config(self.settings, datasets)
-        elif self.target is not None:
-            output = self.cls([(self.target, datasets)], **self.options)  # type: ignore[call-arg]
+            return output
+        options = dict(self.options)
+        if ae_title is not None and "ae_title" not in options and self._takes("ae_title"):
+            options["ae_title"] = ae_title
+        if self.target is not None:
+            output = self.cls([(self.target, datasets)], **options)  # type: ignore[call-arg]
         else:
-            output = self.cls(**self.options)
+            output = self.cls(**options)
         return output
 
+    def _takes(self, name: str) -> bool:
+        try:
+            return name in inspect.signature(self.cls).parameters
+        except (TypeError, ValueError):
+            return False
 
-def _result_outputs(result: object, recipes: Sequence[_OutputRecipe]) -> list[PipelineOutput]:
+
+def _result_outputs(result: object, recipes: Sequence[_OutputRecipe],
+                    ae_title: str | None = None) -> list[PipelineOutput]:
     """What a TOML pipeline's process returned, as the outputs to dispatch."""
     from dicomnode.server.output import NoOutput, PipelineOutput
 
@@ -371,7 +386,7 @@ def _result_outputs(result: object, recipes: Sequence[_OutputRecipe]) -> list[Pi
         )
     if not recipes:
         raise TypeError("process returned datasets but the pipeline declares no [[outputs]] to deliver them")
-    return [recipe.build(datasets) for recipe in recipes]
+    return [recipe.build(datasets, ae_title) for recipe in recipes]
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -434,7 +449,7 @@ def parse_pipeline(document: Mapping[str, Any], base: Path | str = ".", *, name:
         raise _error("process", document["process"], "must name a function process(input_container)")
 
     def process(self: Any, input_container: Any) -> list[PipelineOutput]:
-        return _result_outputs(function(input_container), recipes)
+        return _result_outputs(function(input_container), recipes, self.config.ae_title)
 
     attributes: dict[str, Any] = {**node, "input": inputs, "process": process, "__module__": __name__,
                                   "__qualname__": pipeline_name, "toml_outputs": tuple(recipes)}
