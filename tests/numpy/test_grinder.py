@@ -341,3 +341,20 @@ def test_pixel_data_that_cannot_be_decoded_is_refused_with_the_transfer_syntax()
 
     with pytest.raises(GrindingError, match=r"cannot decode the pixel data.*RLE Lossless"):
         NumpyGrinder()(datasets)
+
+
+def test_8_bit_values_with_a_large_intercept_go_straight_to_a_wide_type() -> None:
+    datasets = build_series(CASES["axial-ct"])
+    stored = []
+    for ds in datasets:
+        values = (np.frombuffer(ds.PixelData, "<u2") % 256).astype(np.uint8)
+        stored.append(values)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelData = values.tobytes()
+
+    volume = NumpyGrinder()(datasets)
+
+    assert volume.array.dtype == np.int16
+    by_uid = dict(zip([ds.SOPInstanceUID for ds in datasets], stored))
+    for k, uid in enumerate(volume.source_uids):
+        assert np.array_equal(volume.array[k].ravel(), by_uid[uid].astype(np.int16) - 1024)

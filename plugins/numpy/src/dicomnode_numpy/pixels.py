@@ -193,7 +193,11 @@ def choose_dtype(layout: StackLayout, *, rescale: bool) -> tuple[np.dtype, np.dt
     widest = _smallest_integer(*_rescaled_range(frames))
     if widest.itemsize <= stored.itemsize:
         return widest, widest
-    return np.dtype(f"i{stored.itemsize}"), widest
+    hopeful = np.dtype(f"i{stored.itemsize}")
+    info = np.iinfo(hopeful)
+    if not all(info.min <= f.intercept <= info.max for f in frames):
+        return widest, widest  # even a stored 0 would not fit: no point in hoping
+    return hopeful, widest
 
 
 def fill(
