@@ -370,3 +370,25 @@ def test_a_restart_reads_only_headers_and_keeps_pixels_on_disk(tmp_path: Path, r
         held = node.tree["P1"].datasets()
         assert len(held) == 4
         assert all(isinstance(ds, LazyDataset) and not ds.is_loaded for ds in held)
+
+
+class KeepingNode(RecordingNode):
+    kept: list[object] = []
+
+    def process(self, input_container: InputContainer) -> PipelineOutput:
+        type(self).kept.extend(input_container.datasets["CT"])
+        return NoOutput()
+
+
+def test_without_lazy_storage_a_restored_job_gets_datasets_that_outlive_their_files(
+        tmp_path: Path, expected: type[CT]) -> None:
+    expected.expected = 7
+    write_patient(tmp_path / "P1", "P1", slices=6)
+    with KeepingNode(data_directory=tmp_path / "data") as node:
+        _send(node.port, tmp_path / "P1")
+    expected.expected = 6
+    with KeepingNode(data_directory=tmp_path / "data") as node:
+        assert wait_until(lambda: len(KeepingNode.kept) == 6)
+        node.wait_for_jobs(10)
+    assert list(InstanceStore(tmp_path / "data").files()) == []  # the files are gone …
+    assert all(len(ds.PixelData) == 16 * 16 * 2 for ds in KeepingNode.kept)  # type: ignore[attr-defined]

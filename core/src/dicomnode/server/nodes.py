@@ -391,6 +391,12 @@ class AbstractPipeline:
     def _execute(self, container: PatientContainer, log: Any) -> JobResult:
         started = time.monotonic()
         try:
+            if not self.config.lazy_storage:
+                # images restored at start are read now, on the worker: without lazy_storage a
+                # job's datasets are in memory, and stay usable after its files are removed
+                for dataset in container.datasets():
+                    if isinstance(dataset, LazyDataset):
+                        dataset.load()
             input_container = container.get_input_container()
         except Exception as error:
             return failure("grinding", error)
