@@ -23,9 +23,11 @@ from pathlib import Path
 
 import pytest
 
-# ``from conftest import require_peer`` and the modules in tests/support import from any test
+# the modules in tests/support import from any test, and so does ``from conftest import
+# require_peer``: an alias, because putting tests/ itself on sys.path would let the folder
+# tests/numpy shadow the real numpy where it is not installed
 sys.path.insert(0, str(Path(__file__).parent / "support"))
-sys.path.insert(0, str(Path(__file__).parent))
+sys.modules.setdefault("conftest", sys.modules[__name__])
 
 #: plugin entry-point name -> distribution
 PLUGIN_DISTRIBUTIONS = {
@@ -100,8 +102,8 @@ def port() -> int:
 #: test folder -> the plugin every test in it needs; such a folder is not even collected
 #: without its plugin (its modules import numpy, nibabel, the plugin itself, …)
 PLUGIN_TEST_FOLDERS = {
-    "numpy_plugin": "numpy",
-    "nifti_plugin": "nifti",
+    "numpy": "numpy",
+    "nifti": "nifti",
     "dicom_output": "dicom-output",
     "file_output": "file-output",
     "historic_input": "historic-input",
