@@ -76,6 +76,11 @@ def follow_up_node(pacs: Address, port: int, *, history: dict[str, Any] | None =
             self._jobs_lock = threading.Lock()
 
         def process(self, input_container: InputContainer) -> PipelineOutput:
+            # images restored after a restart are read from their files on first use, and the
+            # files go when the job succeeds: read them now, so a test can look at them later
+            for name in input_container:
+                for dataset in input_container.datasets[name]:
+                    dataset.get("StudyDate")
             with self._jobs_lock:
                 self.jobs.append(input_container)
             return NoOutput()
