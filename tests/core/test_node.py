@@ -382,6 +382,7 @@ class KeepingNode(RecordingNode):
 
 def test_without_lazy_storage_a_restored_job_gets_datasets_that_outlive_their_files(
         tmp_path: Path, expected: type[CT]) -> None:
+    KeepingNode.kept.clear()
     expected.expected = 7
     write_patient(tmp_path / "P1", "P1", slices=6)
     with KeepingNode(data_directory=tmp_path / "data") as node:
@@ -392,3 +393,16 @@ def test_without_lazy_storage_a_restored_job_gets_datasets_that_outlive_their_fi
         node.wait_for_jobs(10)
     assert list(InstanceStore(tmp_path / "data").files()) == []  # the files are gone …
     assert all(len(ds.PixelData) == 16 * 16 * 2 for ds in KeepingNode.kept)  # type: ignore[attr-defined]
+
+
+def test_in_memory_the_job_gets_the_pixel_data_exactly_as_sent(tmp_path: Path, record: Path) -> None:
+    from pydicom import dcmread
+
+    KeepingNode.kept.clear()
+    files = write_patient(tmp_path / "P1", "P1", slices=6)
+    sent = {str(ds.SOPInstanceUID): ds.PixelData for ds in map(dcmread, files)}
+    with KeepingNode() as node:
+        _send(node.port, tmp_path / "P1")
+        assert wait_until(lambda: len(KeepingNode.kept) == 6)
+    received = {str(ds.SOPInstanceUID): ds.PixelData for ds in KeepingNode.kept}  # type: ignore[attr-defined]
+    assert received == sent

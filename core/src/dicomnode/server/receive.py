@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
+from pydicom.dataset import FileDataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
@@ -90,6 +91,8 @@ STATUS_FILTER_ERROR = 0xC005
 DISCARDABLE = (STATUS_MISSING_PATIENT_ID, STATUS_REJECTED_BY_FILTER, STATUS_NOT_ACCEPTED)
 
 _PIXEL_DATA = Tag(0x7FE00010)
+#: values at least this long stay in the received bytes until used
+_DEFER_SIZE = 64 * 1024
 
 
 def _before_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
@@ -97,14 +100,24 @@ def _before_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
 
 
 def decode_received(encoded: BytesIO, transfer_syntax: str, *, header_only: bool) -> Dataset:
-    """Parse a received dataset without converting its values (pydicom converts on access)."""
+    """Parse a received dataset without converting its values (pydicom converts on access).
+
+    With ``header_only`` parsing stops before the pixel data. Otherwise the
+    result is a dataset over the received bytes whose large values (the pixel
+    data) are not copied out of them until first used — on the worker that
+    grinds, not on the association thread (pydicom's deferred reading, from
+    the buffer instead of a file).
+    """
     syntax = UID(transfer_syntax)
     encoded.seek(0)
     stream = encoded
     if syntax.is_deflated:
         stream = BytesIO(zlib.decompress(encoded.getvalue(), -zlib.MAX_WBITS))
-    return read_dataset(stream, syntax.is_implicit_VR, syntax.is_little_endian,
-                        stop_when=_before_pixels if header_only else None)
+    implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    if header_only:
+        return read_dataset(stream, implicit, little, stop_when=_before_pixels)
+    dataset = read_dataset(stream, implicit, little, defer_size=_DEFER_SIZE)
+    return FileDataset(stream, dataset, is_implicit_VR=implicit, is_little_endian=little)
 
 
 def _status(code: int, comment: str) -> Dataset:
