@@ -242,7 +242,7 @@ class Node:
     """The plus-one node in its own process, sending to ``destination_port``."""
 
     def __init__(self, work: Path, destination_port: int, slices: int, variant: str, copy: bool = False,
-                 profile: Path | None = None) -> None:
+                 profile: Path | None = None, polling_delay: float | None = None) -> None:
         self.port = ingest.free_port()
         self.log_path = work / "node.log"
         command = [sys.executable, str(Path(__file__).resolve()), "--serve-node", str(self.port),
@@ -257,6 +257,8 @@ class Node:
             command.append("--lazy")
         if copy:
             command.append("--copy")
+        if polling_delay is not None:
+            command += ["--polling-delay", str(polling_delay)]
         self.console = open(work / "node.console", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, stdout=self.console, stderr=subprocess.STDOUT)
         ingest.wait_for_port(self.port)
@@ -300,12 +302,15 @@ def _naive_grind(files: list[Path]) -> float:
 
 
 def measure(slices: int, runs: int, variant: str = "memory", *, copy: bool = False,
-            destination_pdu: int | None = None, profile: Path | None = None, log: Any = None) -> dict[str, Any]:
+            destination_pdu: int | None = None, profile: Path | None = None, polling_delay: float | None = None,
+            log: Any = None) -> dict[str, Any]:
     """Run the node and its references ``runs`` rounds after a warm-up; every number of every round.
 
     ``variant``: the node ``"memory"``, with a data directory (``"data"``) or with
     ``lazy_storage`` too (``"lazy"``); ``copy``: add one into a new array
-    instead of in place; ``destination_pdu``: storescp's maximum PDU size.
+    instead of in place; ``destination_pdu``: storescp's maximum PDU size;
+    ``polling_delay``: shorten pynetdicom's 1 ms reactor sleeps in the node
+    (an experiment, see ``benchmarks/polling.py``).
     """
     say = log or (lambda text: print(text, file=sys.stderr))
     files = ingest.study(slices)
@@ -320,14 +325,14 @@ def measure(slices: int, runs: int, variant: str = "memory", *, copy: bool = Fal
     node = receiver = None
     result: dict[str, Any] = {
         "slices": slices, "series_bytes": series_bytes, "variant": variant, "runs": runs, "copy": copy,
-        "destination_pdu": destination_pdu,
+        "destination_pdu": destination_pdu, "polling_delay": polling_delay,
         "latency": [], "bare ingest": [], "naive grind": [], "bare send": [], "ratio": [],
         "peak rss": [], "rss before": [], "problems": [], "stages": {name: [] for name in STAGES},
     }
     try:
         ingest.wait_for_port(destination_port)
         ingest.wait_for_port(bare_port)
-        node = Node(work, destination_port, slices, variant, copy, profile)
+        node = Node(work, destination_port, slices, variant, copy, profile, polling_delay)
         receiver = ingest.Receiver("a", work)
         for round_number in range(runs + 1):
             counted = round_number > 0  # round 0 warms imports, caches and connections
@@ -407,7 +412,9 @@ def report(result: dict[str, Any]) -> str:
         f"{'in memory' if result['variant'] == 'memory' else 'with data_directory'}"
         f"{' and lazy_storage' if result['variant'] == 'lazy' else ''}; one added "
         f"{'into a new array' if result['copy'] else 'in place'}; storescp's maximum PDU "
-        f"{result['destination_pdu'] or 16384} bytes; {result['runs']} rounds after a warm-up.",
+        f"{result['destination_pdu'] or 16384} bytes"
+        f"{'' if result['polling_delay'] is None else '; pynetdicom polling shortened (an experiment)'}; "
+        f"{result['runs']} rounds after a warm-up.",
         "",
         "| contender | median (s) | min–max (s) |",
         "|---|---|---|",
@@ -444,6 +451,8 @@ def main() -> int:
     parser.add_argument("--copy", action="store_true", help="add one into a new array instead of in place")
     parser.add_argument("--destination-pdu", type=int, metavar="BYTES",
                         help="storescp's maximum PDU size (default: storescp's own, 16 KiB)")
+    parser.add_argument("--polling-delay", type=float, metavar="SECONDS",
+                        help="an experiment: pynetdicom's reactors in the node sleep this long instead of 1 ms")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="run the node under py-spy record and write its collapsed stacks to FILE")
     parser.add_argument("--serve-node", nargs=4, metavar=("PORT", "DEST", "SLICES", "LOG"), help=argparse.SUPPRESS)
@@ -452,6 +461,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve_node:
         port, destination, slices, log_path = args.serve_node
+        if args.polling_delay is not None:
+            from polling import shorten_polling
+
+            shorten_polling(args.polling_delay)
         serve_node(int(port), int(destination), int(slices), Path(log_path), args.data_directory, args.lazy,
                    args.copy)
         return 0
@@ -460,7 +473,7 @@ def main() -> int:
             raise SystemExit(f"{program} is missing: apt-get install dcmtk")
     slices, runs = (40, 2) if args.quick else (args.slices, args.runs)
     print(report(measure(slices, runs, args.variant, copy=args.copy, destination_pdu=args.destination_pdu,
-                         profile=args.profile)))
+                         profile=args.profile, polling_delay=args.polling_delay)))
     return 0
 
 
