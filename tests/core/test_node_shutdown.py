@@ -76,3 +76,21 @@ def test_a_port_in_use_fails_open_and_leaves_nothing_running(tmp_path: Path) -> 
     assert not node.is_open
     leftover = {thread.name for thread in threading.enumerate()} - before
     assert not [name for name in leftover if "RecordingNode" in name or "spare" in name]
+
+
+def test_a_closed_node_can_be_opened_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from node import RecordingNode, read_jobs, wait_until
+
+    from dicomnode.dicom.dimse import send_datasets
+    from dicomnode.dicom.synthetic import synthetic_series
+
+    monkeypatch.setenv(RECORD, str(tmp_path / "jobs.jsonl"))
+    node = RecordingNode(data_directory=tmp_path / "data")
+    for patient in ("FIRST", "SECOND"):
+        node.open(blocking=False)
+        try:
+            assert send_datasets(node.address, synthetic_series(patient_id=patient, slices=6, rows=8, columns=8)).ok
+            assert wait_until(lambda p=patient: p in [job["patient"] for job in read_jobs(tmp_path / "jobs.jsonl")])
+        finally:
+            node.close()
+    assert [job["patient"] for job in read_jobs(tmp_path / "jobs.jsonl")] == ["FIRST", "SECOND"]

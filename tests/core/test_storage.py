@@ -115,19 +115,20 @@ def test_spare_files_left_by_a_killed_process_are_deleted_and_never_listed(tmp_p
     crashed = InstanceStore(tmp_path)
     path = crashed.write_encoded("P1", dataset.SOPInstanceUID, dataset.file_meta, encoded)  # type: ignore[attr-defined]
     spare_folder = tmp_path / "incoming" / ".spare"
-    assert wait_for_spares(spare_folder)
+    assert wait_for_spares(spare_folder, 16)  # the filler is idle again: as good as dead
     restarted = InstanceStore(tmp_path)
     assert list(restarted.files()) == [path]
     assert list(spare_folder.iterdir()) == []
     crashed.close()
 
 
-def wait_for_spares(folder: Path, timeout: float = 5.0) -> bool:
+def wait_for_spares(folder: Path, count: int, timeout: float = 5.0) -> bool:
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if folder.is_dir() and any(folder.iterdir()):
+        if folder.is_dir() and len(list(folder.iterdir())) >= count:
+            time.sleep(0.05)
             return True
         time.sleep(0.01)
     return False

@@ -179,15 +179,18 @@ class _SpareFiles:
                 time.sleep(1.0)
 
     def close(self) -> None:
-        """Stop the thread and delete the spare files."""
-        self._closed = True
-        self._wanted.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        while self._ready:
-            path, descriptor = self._ready.popleft()
-            os.close(descriptor)
-            path.unlink(missing_ok=True)
+        """Stop the thread and delete the spare files (the next ``take`` starts over)."""
+        with self._lock:
+            self._closed = True
+            self._wanted.set()
+            if self._thread is not None:
+                self._thread.join(5)
+            while self._ready:
+                path, descriptor = self._ready.popleft()
+                os.close(descriptor)
+                path.unlink(missing_ok=True)
+            self._thread = None
+            self._closed = False
 
 
 def written_order(path: Path) -> tuple[int, str]:
