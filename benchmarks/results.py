@@ -191,7 +191,7 @@ def chart(sections: Sequence[Section], path: Path, title: str) -> bool:
     for row, bar in zip(rows, bars):
         if bar.goal is not None:
             axes.plot([bar.goal, bar.goal], [row - 0.38, row + 0.38], color="black", linewidth=2)
-        axes.text(bar.value * 1.05, row, f"{bar.value:.2f}×", va="center", fontsize=8)
+        axes.text(bar.value * 1.05, row, f"{bar.value:.3g}×", va="center", fontsize=8)
     axes.set_yticks(rows, [bar.label for bar in bars], fontsize=8)
     axes.set_xscale("log")
     axes.axvline(1.0, color="#555555", linewidth=0.8, linestyle=":")

@@ -344,6 +344,29 @@ def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: 
     return None
 
 
+#: how long pynetdicom's DUL thread sleeps when idle while we send (its own default: 1 ms)
+SEND_POLL_DELAY = 0.00005
+
+
+@contextmanager
+def _prompt_polling(assoc: Association) -> Iterator[None]:
+    """Let the association's DUL thread look for work every 50 µs instead of every 1 ms while we send.
+
+    pynetdicom's DUL reactor sleeps 1 ms whenever it finds nothing to do, and
+    every C-STORE runs into that sleep (the response waits for the next
+    poll): a 300-slice CT to storescp went 1.4x faster with the shorter
+    sleep (``benchmarks/polling.py``). The thread spins only while this
+    association sends.
+    """
+    dul = assoc.dul
+    previous = dul._run_loop_delay
+    dul._run_loop_delay = SEND_POLL_DELAY
+    try:
+        yield
+    finally:
+        dul._run_loop_delay = previous
+
+
 def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], members: list[_Item],
                 timeout: float, tls: ssl.SSLContext | None, outcome: _Outcome) -> str | None:
     """Send items that share one set of contexts; return the error that stopped it, if any.
@@ -365,7 +388,7 @@ def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], m
             return str(refused)
         stored_before = len(outcome.accepted)
         try:
-            with parked_reactor(assoc), _file_streaming():
+            with parked_reactor(assoc), _prompt_polling(assoc), _file_streaming():
                 broken = _send_on(assoc, pending, address, timeout, outcome)
         finally:
             end(assoc)
