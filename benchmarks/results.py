@@ -9,6 +9,7 @@ as a new section at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -147,22 +149,45 @@ def replace_block(text: str, key: str, title: str, content: str) -> str:
     return text.rstrip() + f"\n\n## {title}\n\n{block}\n"
 
 
+def remember(store_path: Path, sections: Sequence[Section], stamp: str, order: Sequence[str]) -> list[Section]:
+    """Merge this run's targets and chart bars into ``store_path`` (JSON); every scenario's latest, in order.
+
+    A run of a few scenarios (``--only``) so keeps the others' last figures in
+    the summary and the chart.
+    """
+    store: dict[str, Any] = json.loads(store_path.read_text()) if store_path.exists() else {}
+    for section in sections:
+        store[section.key] = {
+            "title": section.title, "measured": stamp,
+            "targets": [[t.name, t.measured, t.met] for t in section.targets],
+            "headlines": [[h.label, h.value, h.goal] for h in section.headlines],
+        }
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    store_path.write_text(json.dumps(store, indent=1, ensure_ascii=False) + "\n")
+    keys = [key for key in order if key in store] + [key for key in store if key not in order]
+    return [Section(key, store[key]["title"], f"(measured {store[key]['measured']})",
+                    [Target(*target) for target in store[key]["targets"]],
+                    [Headline(*headline) for headline in store[key]["headlines"]]) for key in keys]
+
+
 def summary(sections: Sequence[Section], header: str, chart: str | None) -> str:
     """The block at the top: how the run was made, every target met or missed, the chart."""
-    lines = [header, "", "| scenario | target | measured | met |", "|---|---|---|---|"]
+    lines = [header, "", "| scenario | target | measured | met | measured on |", "|---|---|---|---|---|"]
     for section in sections:
+        when = section.body.removeprefix("(measured ").removesuffix(")")
         for target in section.targets:
             lines.append(f"| {section.title} | {target.name} | {target.measured} | "
-                         f"{'yes' if target.met else '**no**'} |")
+                         f"{'yes' if target.met else '**no**'} | {when} |")
     if chart:
         lines += ["", f"![Headline ratios, higher is better]({chart})"]
     return "\n".join(lines)
 
 
-def update_results(path: Path, sections: Sequence[Section], header: str, chart: str | None) -> None:
-    """Write each section's block and the summary into ``path`` (created from scratch if missing)."""
+def update_results(path: Path, sections: Sequence[Section], everything: Sequence[Section], header: str,
+                   chart: str | None) -> None:
+    """Write this run's blocks and the summary of ``everything`` into ``path`` (created if missing)."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    text = replace_block(text, "summary", "Summary", summary(sections, header, chart))
+    text = replace_block(text, "summary", "Summary", summary(everything, header, chart))
     for section in sections:
         text = replace_block(text, section.key, section.title, section.body)
     path.write_text(text.rstrip() + "\n")

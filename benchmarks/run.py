@@ -24,6 +24,7 @@ import datetime
 import io
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from results import (  # noqa: E402
     machine,
     paired,
     ratio_cell,
+    remember,
     spread,
     update_results,
 )
@@ -327,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="the results file (default benchmarks/RESULTS.md; "
                         "benchmarks/.work/RESULTS-<mode>.md for --quick and --smoke)")
     args = parser.parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: every scenario's finally stops the peers it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     mode = MODES["quick" if args.quick else "smoke" if args.smoke else "full"]
     if args.runs is not None:
         if args.runs < 1:
@@ -355,14 +359,16 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(SCENARIOS[name](mode))
         say(f"{name}: {time.perf_counter() - began:.0f} s")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python benchmarks/run.py" + ("" if full else f" --{mode.name}") + (f" --only {args.only}" if args.only else "")
     header = "\n".join([
-        f"`python benchmarks/run.py{'' if full else ' --' + mode.name}` on {stamp}: {mode.slices}-slice series, "
+        f"Last run: `{command}` on {stamp}: {mode.slices}-slice series, "
         f"{mode.runs} counted round(s) after a warm-up, contenders interleaved, medians with min–max, ratios "
         f"round by round; the suite took {(time.perf_counter() - started) / 60:.1f} min.",
         "", machine()])
-    drawn = chart(sections, image, f"dicomnode benchmarks, {mode.name} run of {stamp}")
+    everything = remember(output.with_suffix(".json"), sections, f"{stamp}, {mode.name} run", list(SCENARIOS))
+    drawn = chart(everything, image, f"dicomnode benchmarks: the latest figures of each scenario ({stamp})")
     output.parent.mkdir(parents=True, exist_ok=True)
-    update_results(output, sections, header, os.path.relpath(image, output.parent) if drawn else None)
+    update_results(output, sections, everything, header, os.path.relpath(image, output.parent) if drawn else None)
     print(header)
     for section in sections:
         print(f"\n## {section.title}\n\n{section.body}")
