@@ -406,3 +406,17 @@ def test_in_memory_the_job_gets_the_pixel_data_exactly_as_sent(tmp_path: Path, r
         assert wait_until(lambda: len(KeepingNode.kept) == 6)
     received = {str(ds.SOPInstanceUID): ds.PixelData for ds in KeepingNode.kept}  # type: ignore[attr-defined]
     assert received == sent
+
+
+@pytest.mark.parametrize("kind", [RecordingNode, ThreadedNode])
+def test_wait_for_jobs_right_after_a_send_returns_once_the_job_has_run(tmp_path: Path, record: Path,
+                                                                       kind: type[RecordingNode]) -> None:
+    from dicomnode.dicom.dimse import send_datasets
+    from dicomnode.dicom.synthetic import synthetic_series
+
+    with kind() as node:
+        for round_ in range(5):
+            series = synthetic_series(patient_id=f"W{round_}", slices=6, rows=8, columns=8)
+            assert send_datasets(node.address, series).ok
+            assert node.wait_for_jobs(20)
+            assert node.jobs_succeeded == round_ + 1

@@ -358,9 +358,23 @@ class AbstractPipeline:
             self._pending_lock.notify_all()
 
     def wait_for_jobs(self, timeout: float | None = None) -> bool:
-        """Block until no job is queued or running; False on timeout."""
+        """Block until no association that sent images is still open and no job is queued or running.
+
+        False on timeout. Waiting for the associations too matters: a sender's
+        release returns before the node has handled it and started the job.
+        (A patient held back by ``stable_time`` is not a job yet.)
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._receiving():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         with self._pending_lock:
-            return self._pending_lock.wait_for(lambda: not self._pending, timeout)
+            return self._pending_lock.wait_for(lambda: not self._pending, remaining)
+
+    def _receiving(self) -> bool:
+        return self.receiver.receiving()
 
     def _run_job(self, container: PatientContainer) -> JobResult:
         """Grind, process and dispatch one patient; then remove or quarantine its data."""
@@ -496,10 +510,14 @@ class AbstractThreadedPipeline(AbstractPipeline):
         # queued behind the association's images, so the check sees all of them
         self._queue.put(("ended", state))
 
+    def _receiving(self) -> bool:
+        return super()._receiving() or self._queue.unfinished_tasks > 0
+
     def _drain(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
+                self._queue.task_done()
                 return
             try:
                 if item[0] == "store":
@@ -513,3 +531,5 @@ class AbstractThreadedPipeline(AbstractPipeline):
                     AbstractPipeline._association_ended(self, item[1])
             except Exception:  # the background thread must survive anything
                 self.logger.exception("storing a received image failed")
+            finally:
+                self._queue.task_done()

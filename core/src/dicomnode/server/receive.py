@@ -175,6 +175,7 @@ class Receiver:
         #: sockets whose TCP_NODELAY was checked after setting it, and how many had it on
         self.nodelay_checked = 0
         self.nodelay_on = 0
+        self._ending = 0
 
     def handlers(self) -> list[Any]:
         """The ``(event, handler)`` pairs for ``AE.start_server(evt_handlers=...)``."""
@@ -206,6 +207,11 @@ class Receiver:
             self.nodelay_checked += 1
             self.nodelay_on += int(on)
 
+    def receiving(self) -> bool:
+        """True while an association that sent a C-STORE has not ended (or its end is being handled)."""
+        with self._lock:
+            return bool(self._states) or self._ending > 0
+
     def state(self, assoc: Association) -> AssociationState:
         """The state of an association, created on its first C-STORE."""
         key = id(assoc)
@@ -229,9 +235,14 @@ class Receiver:
         """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE (whichever comes first): sync, check the patients."""
         with self._lock:
             state = self._states.pop(id(event.assoc), None)
-        if state is None:
-            return
-        self.pipeline._association_ended(state)
+            if state is None:
+                return
+            self._ending += 1
+        try:
+            self.pipeline._association_ended(state)
+        finally:
+            with self._lock:
+                self._ending -= 1
 
     # --- the C-STORE decision, shared with the threaded pipeline ----------------
 
