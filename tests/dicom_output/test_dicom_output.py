@@ -320,20 +320,13 @@ def test_to_sender_also_delivers_every_dataset_to_the_address_the_images_came_fr
 ) -> None:
     import attrs
 
-    @attrs.frozen
-    class ContextWithSender(OutputContext):
-        """The job's context as a pipeline binds it when the sender is a known endpoint."""
-
-        responding_address: Address | None = None
-
     address, received = storescp_peer
     result = synthetic_series(slices=3, rows=8, columns=8)
     port = free_port()
     with recording_scp(port) as sender_peer:
         sender = Address("127.0.0.1", port, "RECORDER")
         output = DicomOutput([(address, result)], to_sender=True)
-        output.bind(ContextWithSender(**attrs.asdict(_context(tmp_path), recurse=False),
-                                      responding_address=sender))
+        output.bind(attrs.evolve(_context(tmp_path), responding_address=sender))
         assert output.send() is True
 
     assert sorted(_received_uids(received)) == sorted(_uids(result))

@@ -68,3 +68,53 @@ def test_a_node_delivers_to_storescp_and_to_a_folder(tmp_path: Path) -> None:
     assert all((tmp_path / "results") in p.parents for p in written)
     (patient_folder,) = (tmp_path / "results").iterdir()
     assert patient_folder.name.startswith("BOTH-")
+
+
+
+class BackToSenderNode(AbstractPipeline):
+    """Returns each patient's images to whichever known endpoint sent them."""
+
+    ae_title = "RETURNER"
+    ip = "127.0.0.1"
+    port = 0
+    input = {"CT": CT}
+    log_level = "WARNING"
+    maintenance_thread = False
+
+    def process(self, input_container: InputContainer) -> PipelineOutput:
+        return DicomOutput.back_to_sender(input_container["CT"], attempts=2, first_delay=0.1)
+
+
+def test_a_node_returns_the_result_to_the_known_endpoint_that_sent_the_images(tmp_path: Path) -> None:
+    require_peer("dcmtk")
+    series = synthetic_series(slices=6, rows=16, columns=16, patient_id="RETURN")
+    files = write_series(series, tmp_path / "in")
+    port = free_port()
+
+    class Node(BackToSenderNode):
+        known_endpoints = {"MODALITY": Address("127.0.0.1", port, "MODALITY")}
+
+    with storescp(tmp_path / "modality", port, ae_title="MODALITY"), Node() as node:
+        sent = storescu(node.port, files, called_aet="RETURNER", calling_aet="MODALITY")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert wait_until(lambda: node.jobs_succeeded + node.jobs_failed == 1, timeout=30)
+        assert node.jobs_succeeded == 1
+
+    returned = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in (tmp_path / "modality").iterdir()}
+    assert returned == {str(ds.SOPInstanceUID) for ds in series}
+
+
+def test_an_unknown_sender_gets_nothing_back_and_the_job_is_quarantined_with_the_reason(tmp_path: Path) -> None:
+    require_peer("dcmtk")
+    series = synthetic_series(slices=6, rows=16, columns=16, patient_id="STRANGER")
+    files = write_series(series, tmp_path / "in")
+
+    class Node(BackToSenderNode):
+        data_directory = tmp_path / "data"
+
+    with Node() as node:
+        sent = storescu(node.port, files, called_aet="RETURNER", calling_aet="STRANGER")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert wait_until(lambda: node.jobs_failed == 1, timeout=30)
+        (entry,) = node.quarantine.list()
+    assert "known_endpoints" in entry.reason

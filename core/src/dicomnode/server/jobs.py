@@ -81,6 +81,7 @@ def dispatch_outputs(pipeline: AbstractPipeline, result: Any, input_container: I
         pipeline_name=config.name, ae_title=config.ae_title, data_directory=config.data_directory,
         outbox=pipeline.outbox, patient_key=input_container.patient_key,
         known_endpoints=config.known_endpoints, logger=log,
+        responding_address=input_container.responding_address,
     )
     for output in outputs:
         name = type(output).__name__

@@ -40,6 +40,8 @@ class OutputContext:
     patient_key: str
     known_endpoints: Mapping[str, Address]
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    #: the known endpoint that sent the job's images, when the calling AE title is one
+    responding_address: Address | None = None
 
 
 class PipelineOutput:

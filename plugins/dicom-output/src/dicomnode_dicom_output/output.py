@@ -224,6 +224,8 @@ class DicomOutput(PipelineOutput):
             }
         self.tls = tls
         self.to_sender = bool(to_sender)
+        #: datasets meant for the sender only (see :meth:`back_to_sender`)
+        self.sender_datasets: list[Sendable] = []
         #: one :class:`DestinationReport` per destination, filled by :meth:`send`
         self.report: list[DestinationReport] = []
 
@@ -242,6 +244,20 @@ class DicomOutput(PipelineOutput):
         context_logger = getattr(self.context, "logger", None)
         return context_logger if context_logger is not None else logger
 
+    @classmethod
+    def back_to_sender(cls, datasets: Iterable[Sendable], ae_title: str | None = None,
+                       **options: Any) -> DicomOutput:
+        """An output that delivers ``datasets`` only to the node the job's images came from.
+
+        The sender must be a known endpoint of the pipeline (its calling AE title
+        a key of ``known_endpoints``); ``options`` are those of the constructor.
+
+        >>> DicomOutput.back_to_sender(result_datasets)  # doctest: +SKIP
+        """
+        output = cls([], ae_title, to_sender=True, **options)
+        output.sender_datasets = list(datasets)
+        return output
+
     def _all_destinations(self) -> list[tuple[Address, list[Sendable]]]:
         pairs = list(self.destinations)
         if not self.to_sender:
@@ -254,7 +270,7 @@ class DicomOutput(PipelineOutput):
             )
         seen: set[int] = set()
         everything: list[Sendable] = []
-        for _, datasets in pairs:
+        for datasets in [self.sender_datasets, *(datasets for _, datasets in pairs)]:
             for item in datasets:
                 if id(item) not in seen:
                     seen.add(id(item))
