@@ -123,3 +123,15 @@ def test_a_claim_left_by_a_dead_process_does_not_block_the_entry(tmp_path: Path)
     Deliverable.works = True
     assert outbox.retry(entry, _registry())
     assert outbox.entries() == []
+
+
+def test_datasets_built_in_memory_without_file_meta_are_stored_and_left_unchanged(tmp_path: Path) -> None:
+    from pydicom import dcmread
+
+    datasets = synthetic_series(slices=2, rows=4, columns=4)
+    for dataset in datasets:
+        del dataset.file_meta
+    entry = Outbox(tmp_path / "outbox").put("dicom", {}, datasets, "peer down")
+    stored = [dcmread(entry.directory / name) for name in entry.files]
+    assert [str(ds.SOPInstanceUID) for ds in stored] == [str(ds.SOPInstanceUID) for ds in datasets]
+    assert all(not hasattr(dataset, "file_meta") for dataset in datasets)

@@ -14,6 +14,7 @@ the contents again with :meth:`LazyDataset.unload`::
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from pathlib import Path
@@ -23,7 +24,7 @@ from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomnode.errors import InvalidDatasetError
 
@@ -85,23 +86,37 @@ def _check_complete(dataset: Dataset, name: str) -> None:
         )
 
 
+def with_file_meta(dataset: Dataset) -> Dataset:
+    """``dataset`` itself if its file meta names a transfer syntax, else a shallow copy that does.
+
+    Datasets built in memory often have no file meta, and a file needs one. The
+    copy shares the caller's elements and the caller's dataset is not changed;
+    its transfer syntax is Implicit VR Little Endian when the dataset was read
+    that way, Explicit VR Little Endian otherwise.
+    """
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return dataset
+    new_meta = FileMetaDataset(meta) if meta is not None else FileMetaDataset()
+    implicit = getattr(dataset, "original_encoding", (None, None))[0]
+    new_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    carrier = copy.copy(dataset)
+    carrier.file_meta = new_meta
+    return carrier
+
+
 def write_dataset(dataset: Dataset, path: str | os.PathLike[str]) -> Path:
     """Write ``dataset`` as a DICOM file at ``path`` and return the path; never leaves half a file.
 
     The file is written beside its destination and renamed into place, and
     the folders are created. A dataset built in memory without a transfer
-    syntax gets a file meta saying Explicit VR Little Endian.
+    syntax is written as :func:`with_file_meta` describes.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    meta = getattr(dataset, "file_meta", None)
-    if meta is None:
-        meta = dataset.file_meta = FileMetaDataset()
-    if "TransferSyntaxUID" not in meta:
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
     temporary = target.parent / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        dataset.save_as(temporary, enforce_file_format=True)
+        with_file_meta(dataset).save_as(temporary, enforce_file_format=True)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from pydicom import Dataset, dcmread
 
+from dicomnode.dicom.lazy import with_file_meta
 from dicomnode.errors import StorageError
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class Outbox:
             files = []
             for index, dataset in enumerate(datasets):
                 name = f"{index:06d}.dcm"
-                dataset.save_as(staging / name, enforce_file_format=True)
+                with_file_meta(dataset).save_as(staging / name, enforce_file_format=True)
                 files.append(name)
             now = time.time()
             entry = OutboxEntry(entry_id, self.directory / entry_id, output_name, dict(settings), reason,

@@ -34,13 +34,11 @@ from typing import Any, ClassVar
 
 import attrs
 from pydicom import Dataset, dcmread
-from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomnode.dicom.dimse import Address, FailedInstance, SendResult, check_ae_title, send_datasets
-from dicomnode.dicom.lazy import LazyDataset
+from dicomnode.dicom.lazy import LazyDataset, with_file_meta
 from dicomnode.errors import ConfigurationError, DimseError
 from dicomnode.server.outbox import Outbox, OutboxEntry
 from dicomnode.server.output import PipelineOutput
@@ -104,22 +102,6 @@ def _uid_of(item: Sendable) -> str | None:
         except (OSError, InvalidDicomError, ValueError, EOFError):
             return None
     return str(uid) if uid else None
-
-
-def _with_transfer_syntax(dataset: Dataset) -> Dataset:
-    """``dataset``, or a shallow copy whose file meta names the transfer syntax a file needs.
-
-    Datasets built in memory often have no file meta; the caller's dataset is
-    not changed (the copy shares its elements).
-    """
-    meta = getattr(dataset, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return dataset
-    carrier = dataset.copy()
-    carrier.file_meta = FileMetaDataset(meta) if meta is not None else FileMetaDataset()
-    implicit = getattr(dataset, "original_encoding", (None, None))[0]
-    carrier.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-    return carrier
 
 
 def tls_context(cert: str | Path | None = None, key: str | Path | None = None,
@@ -360,7 +342,7 @@ class DicomOutput(PipelineOutput):
             self._log.error("%s; there is no outbox (the pipeline has no data_directory), so they "
                             "are kept only if the job's data is kept", message)
             return None
-        datasets = [_with_transfer_syntax(item) if isinstance(item, Dataset) else dcmread(item)
+        datasets = [with_file_meta(item) if isinstance(item, Dataset) else dcmread(item)
                     for item in pending.values()]
         entry = outbox.put(self.output_name, self._settings(address), datasets, message)
         self._log.error("%s; stored in the outbox as %s", message, entry.id)

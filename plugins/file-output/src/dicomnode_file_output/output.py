@@ -39,7 +39,6 @@ final name is claimed with a hard link, which fails if the name exists.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import secrets
@@ -50,11 +49,9 @@ from typing import ClassVar, Literal
 
 import attrs
 from pydicom import Dataset, dcmread
-from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicomnode.dicom.lazy import LazyDataset
+from dicomnode.dicom.lazy import LazyDataset, with_file_meta
 from dicomnode.dicom.paths import safe_component
 from dicomnode.errors import ConfigurationError
 from dicomnode.server.output import PipelineOutput
@@ -118,22 +115,6 @@ def instance_path(directory: Path, dataset: Dataset) -> Path:
     )
 
 
-def _with_file_meta(dataset: Dataset) -> Dataset:
-    """``dataset`` itself if its file meta names a transfer syntax, else a shallow copy that does.
-
-    The caller's dataset is never changed; the copy shares its elements.
-    """
-    meta = getattr(dataset, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return dataset
-    new_meta = FileMetaDataset(meta) if meta is not None else FileMetaDataset()
-    encoding = getattr(dataset, "original_encoding", (None, None))
-    new_meta.TransferSyntaxUID = ImplicitVRLittleEndian if encoding == (True, True) else ExplicitVRLittleEndian
-    shallow = copy.copy(dataset)
-    shallow.file_meta = new_meta
-    return shallow
-
-
 def _source_file(item: Writable) -> Path | None:
     """The file that already holds the instance as it is: a path given, or an unread LazyDataset's file."""
     if isinstance(item, LazyDataset):
@@ -184,7 +165,7 @@ def write_atomically(dataset: Writable, target: Path, *, replace: bool = True, f
                     shutil.copyfileobj(source, handle, _COPY_CHUNK)
             else:
                 assert isinstance(dataset, Dataset)
-                dcmwrite(handle, _with_file_meta(dataset), enforce_file_format=True)
+                dcmwrite(handle, with_file_meta(dataset), enforce_file_format=True)
             handle.flush()
             if fsync:
                 os.fsync(handle.fileno())
