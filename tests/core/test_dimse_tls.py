@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from certificates import make_certificate
 from conftest import free_port
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
@@ -23,15 +22,7 @@ from dicomnode.errors import AssociationError
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key, made with the openssl program."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("these tests need the openssl program to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "peer.crt", folder / "peer.key"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=dicomnode test peer", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    return cert, key
+    return make_certificate(tmp_path_factory.mktemp("tls"), "peer")
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
+from certificates import make_certificate
 from node import RECORD, RecordingNode, read_jobs, wait_until
 
 from dicomnode.dicom.dimse import Address, echo, send_datasets
@@ -15,21 +14,10 @@ from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import AssociationError, ConfigurationError
 
 
-def _make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("these tests need the openssl program to make a test certificate")
-    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", f"/CN=dicomnode {name}", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     folder = tmp_path_factory.mktemp("tls")
-    return {name: _make_certificate(folder, name) for name in ("node", "client")}
+    return {name: make_certificate(folder, name) for name in ("node", "client")}
 
 
 def _trusting(cert: Path) -> ssl.SSLContext:

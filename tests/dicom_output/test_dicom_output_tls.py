@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from certificates import make_certificate
 from conftest import free_port, require_peer
 from dcmtk import storescp
 from pydicom import dcmread
@@ -27,23 +26,11 @@ except ImportError:  # a session without the plugin deselects every test here (p
     pass
 
 
-def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (it is its own CA) and its key."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("these tests make certificates with the openssl program, which is not installed")
-    key, cert = directory / f"{name}-key.pem", directory / f"{name}-cert.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    return cert, key
-
-
 @pytest.fixture
 def tls_peer(tmp_path: Path) -> Iterator[tuple[Address, Path, Path]]:
     """A DCMTK storescp that only speaks TLS, with its certificate."""
     require_peer("dcmtk")
-    cert, key = _certificate(tmp_path, "server")
+    cert, key = make_certificate(tmp_path, "server")
     port = free_port()
     received = tmp_path / "received"
     with storescp(received, port, ae_title="TLSSCP", extra=["+tls", str(key), str(cert), "-ic"]):
@@ -76,7 +63,7 @@ def test_sends_over_tls_with_an_ssl_context(tls_peer: tuple[Address, Path, Path]
 def test_a_peer_whose_certificate_is_not_trusted_is_refused(tls_peer: tuple[Address, Path, Path],
                                                              tmp_path: Path) -> None:
     address, received, _ = tls_peer
-    other_ca, _ = _certificate(tmp_path, "other")
+    other_ca, _ = make_certificate(tmp_path, "other")
     series = synthetic_series(slices=1, rows=8, columns=8)
 
     output = DicomOutput([(address, series)], tls_ca=other_ca, attempts=1, timeout=5)
@@ -88,8 +75,8 @@ def test_a_peer_whose_certificate_is_not_trusted_is_refused(tls_peer: tuple[Addr
 
 def test_a_peer_that_requires_a_client_certificate_accepts_ours(tmp_path: Path) -> None:
     require_peer("dcmtk")
-    server_cert, server_key = _certificate(tmp_path, "server")
-    client_cert, client_key = _certificate(tmp_path, "client")
+    server_cert, server_key = make_certificate(tmp_path, "server")
+    client_cert, client_key = make_certificate(tmp_path, "client")
     port = free_port()
     address = Address("127.0.0.1", port, "MTLSSCP")
     series = synthetic_series(slices=2, rows=8, columns=8)
@@ -115,7 +102,7 @@ def test_a_plain_connection_to_a_tls_peer_fails_and_says_where(tls_peer: tuple[A
 
 def test_an_outbox_entry_remembers_the_tls_files_and_is_retried_over_tls(tmp_path: Path) -> None:
     require_peer("dcmtk")
-    cert, key = _certificate(tmp_path, "server")
+    cert, key = make_certificate(tmp_path, "server")
     port = free_port()
     address = Address("127.0.0.1", port, "TLSSCP")
     series = synthetic_series(slices=2, rows=8, columns=8)
@@ -135,7 +122,7 @@ def test_an_outbox_entry_remembers_the_tls_files_and_is_retried_over_tls(tmp_pat
 
 def test_an_outbox_entry_made_with_an_ssl_context_is_retried_in_the_same_process(tmp_path: Path) -> None:
     require_peer("dcmtk")
-    cert, key = _certificate(tmp_path, "server")
+    cert, key = make_certificate(tmp_path, "server")
     port = free_port()
     series = synthetic_series(slices=2, rows=8, columns=8)
     outbox = Outbox(tmp_path / "outbox")
