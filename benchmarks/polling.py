@@ -62,6 +62,10 @@ def shorten_polling(delay: float) -> None:
         self._run_loop_delay = delay
 
     dul.DULServiceProvider.__init__ = init  # type: ignore[method-assign]
+    from dicomnode.dicom import transport
+
+    # the node and send_datasets set their own sleep on the associations they use
+    transport.POLL_DELAY = transport.ACCEPTED_POLL_DELAY = delay
 
 
 def serve(kind: str, port: int, folder: Path, delay: float | None) -> None:
@@ -171,10 +175,10 @@ def main() -> int:
         serve(args.serve[0], int(args.serve[1]), Path(args.serve[2]), args.delay)
         return 0
     if args.send:
-        from dicomnode.dicom import sending
+        from dicomnode.dicom import transport
 
         # send_datasets shortens the DUL's sleep itself; "shipped" puts pynetdicom's 1 ms back
-        sending.SEND_POLL_DELAY = 0.001 if args.delay is None else args.delay
+        transport.POLL_DELAY = 0.001 if args.delay is None else args.delay
         if args.delay is not None:
             shorten_polling(args.delay)
         _send(int(args.send[0]), [Path(name) for name in args.send[1:]])

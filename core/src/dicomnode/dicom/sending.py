@@ -40,6 +40,7 @@ from dicomnode.dicom.transport import (
     no_response_kind,
     no_response_reason,
     parked_reactor,
+    poll_promptly,
 )
 from dicomnode.errors import AssociationError
 
@@ -344,27 +345,19 @@ def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: 
     return None
 
 
-#: how long pynetdicom's DUL thread sleeps when idle while we send (its own default: 1 ms)
-SEND_POLL_DELAY = 0.00005
-
-
 @contextmanager
 def _prompt_polling(assoc: Association) -> Iterator[None]:
-    """Let the association's DUL thread look for work every 50 µs instead of every 1 ms while we send.
+    """Let the association's DUL thread poll every :data:`~dicomnode.dicom.transport.POLL_DELAY` while we send.
 
-    pynetdicom's DUL reactor sleeps 1 ms whenever it finds nothing to do, and
-    every C-STORE runs into that sleep (the response waits for the next
-    poll): a 300-slice CT to storescp went 1.4x faster with the shorter
-    sleep (``benchmarks/polling.py``). The thread spins only while this
-    association sends.
+    Every C-STORE response otherwise waits for pynetdicom's next 1 ms poll:
+    a 300-slice CT to storescp went 1.4x faster with the shorter sleep
+    (``benchmarks/polling.py``). The old delay is put back afterwards.
     """
-    dul = assoc.dul
-    previous = dul._run_loop_delay
-    dul._run_loop_delay = SEND_POLL_DELAY
+    previous = poll_promptly(assoc)
     try:
         yield
     finally:
-        dul._run_loop_delay = previous
+        assoc.dul._run_loop_delay = previous
 
 
 def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], members: list[_Item],
