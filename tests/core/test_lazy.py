@@ -174,3 +174,172 @@ def test_write_dataset_gives_an_in_memory_dataset_a_transfer_syntax(tmp_path: Pa
     path = write_dataset(dataset, tmp_path / "a" / "b.dcm")
     assert dcmread(path).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert [p.name for p in path.parent.iterdir()] == ["b.dcm"]  # no temporary file left
+
+
+# -- the header first, the pixel data when asked for ---------------------------------------------
+
+PIXEL_BYTES = 8 * 6 * 2  # the ct_file's PixelData, the last element of the file
+
+
+def _overwrite_pixels(path: Path, fill: int) -> bytes:
+    """Replace the file's pixel bytes in place (same length, same layout) and return them."""
+    new = bytes([fill]) * PIXEL_BYTES
+    data = path.read_bytes()
+    path.write_bytes(data[:-PIXEL_BYTES] + new)
+    return new
+
+
+def test_header_access_leaves_the_pixel_data_in_the_file(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    assert dataset.PatientID == "LAZY1"
+    new = _overwrite_pixels(ct_file, 0xAB)
+    # had the header access read the pixel data, the old bytes would come back
+    assert dataset.PixelData == new
+
+
+def test_pixel_data_is_counted_without_being_read(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    assert "PixelData" in dataset
+    assert len(dataset) == len(dcmread(ct_file))
+    assert 0x7FE00010 in list(dataset.keys())
+    assert dataset.is_loaded and not dataset.pixels_loaded
+
+
+def test_an_unread_element_is_a_raw_element_without_value_when_kept_deferred(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    raw = dataset.get_item("PixelData", keep_deferred=True)
+    assert raw is not None and raw.value is None and raw.length == PIXEL_BYTES
+    assert not dataset.pixels_loaded
+
+
+def test_pixel_data_once_read_stay_in_memory(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    original = dataset.PixelData
+    _overwrite_pixels(ct_file, 0xAB)
+    assert dataset.pixels_loaded
+    assert dataset.PixelData == original
+
+
+def test_unload_forgets_the_pixel_data_too(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    _ = dataset.PixelData
+    new = _overwrite_pixels(ct_file, 0x11)
+    dataset.unload()
+    assert not dataset.is_loaded and not dataset.pixels_loaded
+    assert dataset.PixelData == new
+
+
+def test_iteration_yields_the_pixel_data_read_when_reached(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    _ = dataset.PatientID
+    elements = {element.tag: element.value for element in dataset}
+    assert elements[0x7FE00010] == dcmread(ct_file).PixelData
+    assert dataset.pixels_loaded
+
+
+def test_save_as_after_header_access_writes_the_pixel_data(ct_file: Path, tmp_path: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    dataset.PatientID = "SAVED"
+    target = tmp_path / "saved.dcm"
+    dataset.save_as(target)
+    written = dcmread(target)
+    assert written.PatientID == "SAVED"
+    assert written.PixelData == dcmread(ct_file).PixelData
+
+
+def test_threads_asking_for_the_pixel_data_at_once_share_one_read(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    assert dataset.PatientID == "LAZY1"
+    barrier = threading.Barrier(16)
+    seen: list[int] = []
+
+    def read() -> None:
+        barrier.wait()
+        seen.append(id(dataset.PixelData))
+
+    threads = [threading.Thread(target=read) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 16 and len(set(seen)) == 1
+
+
+def test_a_file_cut_short_after_its_header_was_read_is_a_clear_error_on_pixel_access(
+    ct_file: Path,
+) -> None:
+    dataset = LazyDataset(ct_file)
+    assert dataset.PatientID == "LAZY1"
+    ct_file.write_bytes(ct_file.read_bytes()[:-20])
+    with pytest.raises(InvalidDatasetError, match=r"truncated.*\(7FE0,0010\) should hold 96 bytes"):
+        _ = dataset.PixelData
+
+
+def test_a_file_truncated_in_its_pixel_data_is_refused_on_first_use(ct_file: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(ct_file.read_bytes()[:-20])
+    with pytest.raises(InvalidDatasetError, match=r"truncated.*\(7FE0,0010\) should hold 96 bytes"):
+        _ = LazyDataset(truncated).PatientID
+
+
+def test_pickling_a_header_leaves_its_pixel_data_in_the_file(tmp_path: Path) -> None:
+    path = write_series(synthetic_series(slices=1, rows=64, columns=64), tmp_path)[0]
+    dataset = LazyDataset(path)
+    assert dataset.Rows == 64
+    data = pickle.dumps(dataset)
+    assert len(data) < 64 * 64 * 2  # the header, not the 8 KB of pixels
+    restored = pickle.loads(data)
+    assert restored.is_loaded and not restored.pixels_loaded
+    assert restored.PixelData == dcmread(path).PixelData
+
+
+def test_a_file_without_pixel_data_is_whole_once_its_header_is_read(tmp_path: Path) -> None:
+    dataset = synthetic_series(slices=1, rows=2, columns=2)[0]
+    del dataset.PixelData
+    path = write_dataset(dataset, tmp_path / "no-pixels.dcm")
+    lazy = LazyDataset(path).load()
+    assert "PixelData" not in lazy
+    assert lazy.pixels_loaded
+
+
+def test_implicit_vr_pixel_data_is_read_when_asked_for(ct_file: Path, tmp_path: Path) -> None:
+    eager = dcmread(ct_file)
+    eager.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"  # Implicit VR Little Endian
+    path = tmp_path / "implicit.dcm"
+    eager.save_as(path, enforce_file_format=True)
+    dataset = LazyDataset(path)
+    assert dataset.PatientID == "LAZY1" and not dataset.pixels_loaded
+    assert dataset.PixelData == eager.PixelData
+
+
+def test_encapsulated_pixel_data_are_read_when_asked_for(ct_file: Path, tmp_path: Path) -> None:
+    from pydicom.encaps import encapsulate
+
+    eager = dcmread(ct_file)
+    eager.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.5"  # RLE Lossless: undefined length
+    eager.PixelData = encapsulate([b"\x01\x02\x03\x04" * 10])
+    eager["PixelData"].VR = "OB"
+    path = tmp_path / "encapsulated.dcm"
+    eager.save_as(path, enforce_file_format=True)
+    dataset = LazyDataset(path)
+    assert dataset.PatientID == "LAZY1" and not dataset.pixels_loaded
+    assert dataset.PixelData == eager.PixelData
+
+
+def test_a_file_replaced_by_another_layout_is_a_clear_error_on_pixel_access(
+    ct_file: Path,
+) -> None:
+    dataset = LazyDataset(ct_file)
+    assert dataset.PatientID == "LAZY1"
+    longer = dcmread(ct_file)
+    longer.StudyDescription = "a description long enough to move the pixel data"
+    longer.save_as(ct_file)
+    with pytest.raises(InvalidDatasetError, match=r"changed on disk after its header was read"):
+        _ = dataset.PixelData
+
+
+def test_load_reads_the_whole_file_so_the_dataset_outlives_it(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file).load()
+    assert dataset.pixels_loaded
+    ct_file.unlink()
+    assert dataset.PixelData == bytes(dataset.PixelData) and len(dataset.PixelData) == PIXEL_BYTES

@@ -30,3 +30,13 @@ def test_pixel_array_is_read_again_after_unload(tmp_path: Path) -> None:
     rewritten.save_as(path)
     dataset.unload()
     assert dataset.pixel_array.max() == 0
+
+
+def test_pixel_array_after_header_access_reads_the_pixels_then(tmp_path: Path) -> None:
+    path = write_series(synthetic_series(slices=1, rows=4, columns=4), tmp_path)[0]
+    dataset = LazyDataset(path)
+    assert dataset.Rows == 4 and not dataset.pixels_loaded
+    rewritten = dcmread(path)
+    rewritten.PixelData = bytes(len(rewritten.PixelData))  # same layout, all zero
+    rewritten.save_as(path)
+    assert dataset.pixel_array.max() == 0

@@ -346,3 +346,16 @@ def test_a_blueprint_may_give_ct_results_another_rescale_type():
 def test_numpy_caller_rejects_a_vr_the_tag_cannot_have():
     with pytest.raises(ValueError, match="the DICOM dictionary gives US or SS"):
         NumpyCaller("LargestImagePixelValue", "DS", np.max)
+
+
+def test_building_on_lazy_parents_reads_their_headers_only(tmp_path):
+    from dicomnode.dicom.lazy import LazyDataset
+    from dicomnode.dicom.synthetic import write_series
+
+    paths = write_series(parents_of("CT"), tmp_path)
+    volume = NumpyGrinder()([LazyDataset(path) for path in paths])  # leaves them unloaded
+    parents = [LazyDataset(path) for path in paths]
+
+    build(parents, volume.array.astype(np.float32))  # a bare array: placed by the parents' geometry
+
+    assert not any(parent.pixels_loaded for parent in parents)

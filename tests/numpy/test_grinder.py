@@ -358,3 +358,15 @@ def test_8_bit_values_with_a_large_intercept_go_straight_to_a_wide_type() -> Non
     by_uid = dict(zip([ds.SOPInstanceUID for ds in datasets], stored))
     for k, uid in enumerate(volume.source_uids):
         assert np.array_equal(volume.array[k].ravel(), by_uid[uid].astype(np.int16) - 1024)
+
+
+def test_laying_out_lazy_datasets_reads_their_headers_only(tmp_path) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+
+    paths = write_series(build_series(CASES["axial-ct"]), tmp_path)
+    datasets = [LazyDataset(path) for path in paths]
+
+    NumpyGrinder().layout(datasets)
+
+    assert all(ds.is_loaded for ds in datasets)
+    assert not any(ds.pixels_loaded for ds in datasets)

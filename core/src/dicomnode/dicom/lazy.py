@@ -3,8 +3,9 @@
 A node that holds a whole study waiting for its last series cannot keep every
 slice in memory: 2,000 CT slices of 512x512 are a gigabyte of pixel data. A
 :class:`LazyDataset` is a :class:`pydicom.Dataset` that knows only its path
-until something asks for its contents, reads the file then, and can forget
-the contents again with :meth:`LazyDataset.unload`::
+until something asks for its contents, reads the file's header then (its
+pixel data only when they are asked for), and can forget the contents again
+with :meth:`LazyDataset.unload`::
 
     >>> from dicomnode.dicom.lazy import LazyDataset
     >>> ds = LazyDataset("slice-001.dcm")     # nothing is read yet
@@ -17,14 +18,21 @@ from __future__ import annotations
 import copy
 import os
 import threading
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, overload
 
 from pydicom import Dataset, dcmread
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.filereader import data_element_generator, read_deferred_data_element
+from pydicom.tag import BaseTag, Tag, TagType
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from dicomnode.errors import InvalidDatasetError
 
@@ -49,8 +57,17 @@ def read_dataset(
     (no preamble, no file meta), as some older systems write them.
     """
     name = os.fspath(path)
+    dataset = _parsed(name, lambda: dcmread(path, stop_before_pixels=stop_before_pixels, force=force))
+    if force and not any(tag.group > 0x0002 for tag, _ in dataset.items()):
+        raise InvalidDatasetError(f"{name} is not a DICOM file: no data element could be read from it")
+    _check_complete(dataset, name)
+    return dataset
+
+
+def _parsed(name: str, read: Callable[[], FileDataset]) -> FileDataset:
+    """``read()``, with pydicom's many ways of refusing a damaged file turned into one clear error."""
     try:
-        dataset = dcmread(path, stop_before_pixels=stop_before_pixels, force=force)
+        return read()
     except OSError:
         raise
     except InvalidDicomError as error:
@@ -60,12 +77,19 @@ def read_dataset(
     except Exception as error:
         # pydicom reports a damaged file with many different exception types;
         # a caller only needs to know that this file is unusable and why
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InvalidDatasetError(f"{name} is not a readable DICOM file: {detail}") from error
-    if force and not any(tag.group > 0x0002 for tag, _ in dataset.items()):
-        raise InvalidDatasetError(f"{name} is not a DICOM file: no data element could be read from it")
-    _check_complete(dataset, name)
-    return dataset
+        raise InvalidDatasetError(f"{name} is not a readable DICOM file: {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _truncated(name: str, tag: int, expected: int, found: int) -> InvalidDatasetError:
+    return InvalidDatasetError(
+        f"{name} is truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) should hold "
+        f"{expected} bytes but the file ends after {max(found, 0)}"
+    )
 
 
 def _check_complete(dataset: Dataset, name: str) -> None:
@@ -80,10 +104,60 @@ def _check_complete(dataset: Dataset, name: str) -> None:
         and last.value is not None
         and len(last.value) < last.length
     ):
+        raise _truncated(name, last.tag, last.length, len(last.value))
+
+
+def _read_header(path: Path) -> FileDataset:
+    """The file's elements up to its pixel data, read; the pixel data and what follows, only located.
+
+    The elements from PixelData (or FloatPixelData, DoubleFloatPixelData) on
+    are pydicom's deferred elements: their place in the file without their
+    value, which :func:`_read_value` reads. A deflated file is one compressed
+    stream with no place to come back to, so it is read whole.
+    """
+    name = os.fspath(path)
+    with open(path, "rb") as file:
+        dataset = _parsed(name, lambda: dcmread(file, stop_before_pixels=True))
+        _check_complete(dataset, name)
+        if dataset.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            return read_dataset(path)
+        size = os.fstat(file.fileno()).st_size
+        implicit, little = dataset.original_encoding  # both known for a dataset read from a file
+        # defer_size 0: every value is skipped over, not read (an encapsulated
+        # one is scanned for its end, not kept)
+        try:
+            tail = list(data_element_generator(file, bool(implicit), bool(little), defer_size=0))
+        except Exception as error:
+            raise InvalidDatasetError(f"{name} is not a readable DICOM file: {_first_line(error)}") from error
+    for element in tail:
+        if _is_deferred(element) and element.length != _UNDEFINED_LENGTH \
+                and element.value_tell + element.length > size:
+            raise _truncated(name, element.tag, element.length, size - element.value_tell)
+        dataset._dict[element.tag] = element
+    return dataset
+
+
+def _is_deferred(element: object) -> TypeGuard[RawDataElement]:
+    """True for an element whose value is still in the file."""
+    return isinstance(element, RawDataElement) and element.value is None and element.length != 0
+
+
+def _read_value(path: Path, element: RawDataElement) -> RawDataElement:
+    """``element`` (located by :func:`_read_header`) with its value read from the file."""
+    name = os.fspath(path)
+    try:
+        read = read_deferred_data_element(open, name, None, element)
+    except OSError:
+        raise
+    except Exception as error:
         raise InvalidDatasetError(
-            f"{name} is truncated: element ({last.tag.group:04X},{last.tag.element:04X}) should hold "
-            f"{last.length} bytes but the file ends after {len(last.value)}"
-        )
+            f"{name} changed on disk after its header was read ({_first_line(error)}); "
+            "unload() the dataset to read the file again"
+        ) from error
+    found = len(read.value) if read.value is not None else 0
+    if element.length != _UNDEFINED_LENGTH and found < element.length:
+        raise _truncated(name, element.tag, element.length, found)
+    return read
 
 
 def with_file_meta(dataset: Dataset) -> Dataset:
@@ -126,20 +200,33 @@ def write_dataset(dataset: Dataset, path: str | os.PathLike[str]) -> Path:
 class LazyDataset(Dataset):
     """A DICOM file on disk that acts as a :class:`pydicom.Dataset`, read on first use.
 
-    Everything a ``Dataset`` offers works and loads the file the first time it
+    Everything a ``Dataset`` offers works and reads the file the first time it
     is needed: ``ds.PatientID``, ``ds[0x00100020]``, ``ds["PatientID"]``,
     ``"PatientID" in ds``, iteration, ``len``, ``.get()``, ``.file_meta``,
     ``.pixel_array`` (with numpy installed), ``save_as``. ``isinstance(ds,
     pydicom.Dataset)`` is true, so it can go wherever a dataset goes (a C-STORE,
     a grinder, an image tree).
 
-    :meth:`unload` forgets the contents; the next use reads the file again.
-    Changes made to a loaded dataset are lost by :meth:`unload` — save them
-    first (``ds.save_as(ds.path)``) if they must last. Loading is thread-safe:
-    threads that ask at the same time share one read of the file.
+    The first use reads only the header: every element before the pixel data.
+    The pixel data (PixelData, FloatPixelData or DoubleFloatPixelData, and
+    any element after it) are only located then, and read when their value is
+    asked for: ``ds.PixelData``, ``ds[tag]``, ``ds.pixel_array``, ``==``,
+    ``save_as``. They are elements like the others, so ``"PixelData" in ds``,
+    ``len(ds)`` and ``ds.keys()`` count them without reading them, and
+    iterating over the dataset yields them, read when the iteration reaches
+    them. ``ds.get_item(tag, keep_deferred=True)`` gives an unread one as a
+    ``RawDataElement`` whose value is None. :meth:`load` reads the whole file
+    at once.
+
+    :meth:`unload` forgets the contents, header and pixel data; the next use
+    reads the file again. Changes made to a loaded dataset are lost by
+    :meth:`unload` — save them first (``ds.save_as(ds.path)``) if they must
+    last. Reading is thread-safe: threads that ask at the same time share one
+    read of the header, and one of the pixel data.
 
     Pickling (to hand a job to another process) sends only the path while the
-    dataset is not loaded, and the contents once it is.
+    dataset is not loaded, and the contents once it is (pixel data that were
+    not read yet stay in the file and are read from there).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -147,7 +234,8 @@ class LazyDataset(Dataset):
         # set comes from the file, on first use (see __getattr__)
         state = self.__dict__
         state["_lazy_path"] = Path(path)
-        state["_lazy_lock"] = threading.Lock()
+        # reentrant: converting a value that was just read looks up other elements
+        state["_lazy_lock"] = threading.RLock()
         state["_lazy_names"] = None
 
     @property
@@ -158,16 +246,33 @@ class LazyDataset(Dataset):
 
     @property
     def is_loaded(self) -> bool:
-        """True while the file's contents are in memory."""
+        """True while the file's header is in memory (its pixel data may not be: :attr:`pixels_loaded`)."""
         return self.__dict__.get("_lazy_names") is not None
 
+    @property
+    def pixels_loaded(self) -> bool:
+        """True while the whole file is in memory: the header and every element after it."""
+        if not self.is_loaded:
+            return False
+        elements: MutableMapping[BaseTag, Any] = self.__dict__["_dict"]
+        return not any(_is_deferred(element) for element in elements.values())
+
     def load(self) -> LazyDataset:
-        """Read the file now (if it is not loaded yet) and return this dataset."""
-        self._lazy_state()
+        """Read the whole file now, pixel data included, and return this dataset.
+
+        What is already in memory is kept. Afterwards the dataset no longer
+        needs its file (until :meth:`unload`).
+        """
+        elements = self._lazy_state()["_dict"]
+        for tag in [tag for tag, element in list(elements.items()) if _is_deferred(element)]:
+            self._read_deferred(tag)
         return self
 
     def unload(self) -> None:
-        """Forget the contents (and any change made to them); the next use reads the file again."""
+        """Forget the contents, pixel data included, and any change made to them.
+
+        The next use reads the file again.
+        """
         with self.__dict__["_lazy_lock"]:
             names = self.__dict__["_lazy_names"]
             if names is None:
@@ -177,17 +282,46 @@ class LazyDataset(Dataset):
             self.__dict__["_lazy_names"] = None
 
     def _lazy_state(self) -> dict[str, Any]:
-        """The attributes read from the file, reading it if needed (one reader at a time)."""
+        """The attributes read from the file, reading its header if needed (one reader at a time)."""
         with self.__dict__["_lazy_lock"]:
             if self.__dict__["_lazy_names"] is not None:
                 return self.__dict__
-            loaded = read_dataset(self.__dict__["_lazy_path"])
+            loaded = _read_header(self.__dict__["_lazy_path"])
             state = dict(loaded.__dict__)
             # private blocks cache a reference to the dataset they were made for
             state["_private_blocks"] = {}
             self.__dict__.update(state)
             self.__dict__["_lazy_names"] = tuple(state)
             return self.__dict__
+
+    def _read_deferred(self, key: TagType) -> None:
+        """Read the value of the element at ``key`` if it is still in the file (pixel data)."""
+        try:
+            tag = Tag(key)
+        except Exception:
+            return  # Dataset.__getitem__ gives the KeyError
+        if not _is_deferred(self._lazy_state()["_dict"].get(tag)):
+            return
+        with self.__dict__["_lazy_lock"]:
+            elements = self._lazy_state()["_dict"]
+            element = elements.get(tag)
+            if _is_deferred(element):
+                elements[tag] = _read_value(self.path, element)
+                # converted under the lock too, so every thread gets the same value
+                Dataset.__getitem__(self, tag)
+
+    @overload
+    def __getitem__(self, key: slice) -> Dataset: ...
+
+    @overload
+    def __getitem__(self, key: TagType) -> DataElement: ...
+
+    def __getitem__(self, key: slice | TagType) -> Dataset | DataElement:
+        # every way to a value (attribute, get, get_item, iteration, pixel_array,
+        # save_as) comes here: the one place a deferred value is read, under the lock
+        if not isinstance(key, slice):
+            self._read_deferred(key)
+        return super().__getitem__(key)
 
     def __getattr__(self, name: str) -> Any:
         # only called when normal lookup failed: the name is a DICOM keyword or
@@ -201,7 +335,7 @@ class LazyDataset(Dataset):
 
     def __eq__(self, other: object) -> bool:
         # pydicom compares only datasets of the same class; a LazyDataset is
-        # equal to any dataset with the same elements
+        # equal to any dataset with the same elements (pixel data read to compare)
         if other is self:
             return True
         if not isinstance(other, Dataset):

@@ -36,8 +36,12 @@ def _tag(keyword: str) -> int:
 
 
 def has(dataset: Dataset, keyword: str) -> bool:
-    """True when ``dataset`` holds the element (even empty), without converting its value."""
-    return dataset.get_item(_tag(keyword)) is not None
+    """True when ``dataset`` holds the element (even empty), without converting or reading its value.
+
+    An element whose value is still in the file (a lazy dataset's pixel data)
+    is not read just to say it is there.
+    """
+    return dataset.get_item(_tag(keyword), keep_deferred=True) is not None
 
 
 def text_value(dataset: Dataset, keyword: str) -> Any:
