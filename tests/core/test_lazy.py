@@ -343,3 +343,20 @@ def test_load_reads_the_whole_file_so_the_dataset_outlives_it(ct_file: Path) -> 
     assert dataset.pixels_loaded
     ct_file.unlink()
     assert dataset.PixelData == bytes(dataset.PixelData) and len(dataset.PixelData) == PIXEL_BYTES
+
+
+def test_unload_pixels_keeps_the_header_and_reads_the_pixel_data_again(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    dataset.PatientID = "IN-MEMORY"
+    _ = dataset.PixelData
+    new = _overwrite_pixels(ct_file, 0x22)
+    dataset.unload_pixels()
+    assert dataset.is_loaded and not dataset.pixels_loaded
+    assert dataset.PatientID == "IN-MEMORY"  # the header in memory, changes included
+    assert dataset.PixelData == new
+
+
+def test_unload_pixels_on_an_unloaded_dataset_reads_nothing(ct_file: Path) -> None:
+    dataset = LazyDataset(ct_file)
+    dataset.unload_pixels()
+    assert not dataset.is_loaded

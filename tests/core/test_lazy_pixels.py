@@ -40,3 +40,14 @@ def test_pixel_array_after_header_access_reads_the_pixels_then(tmp_path: Path) -
     rewritten.PixelData = bytes(len(rewritten.PixelData))  # same layout, all zero
     rewritten.save_as(path)
     assert dataset.pixel_array.max() == 0
+
+
+def test_pixel_array_is_read_again_after_unload_pixels(tmp_path: Path) -> None:
+    path = write_series(synthetic_series(slices=1, rows=4, columns=4), tmp_path)[0]
+    dataset = LazyDataset(path)
+    assert dataset.pixel_array.max() > 0
+    rewritten = dcmread(path)
+    rewritten.PixelData = bytes(len(rewritten.PixelData))
+    rewritten.save_as(path)
+    dataset.unload_pixels()
+    assert dataset.pixel_array.max() == 0

@@ -145,7 +145,7 @@ def test_numpy_grinder_cuts_a_siemens_mosaic_into_the_same_slices(tmp_path: Path
     assert np.array_equal(volume.array[:, :, ::-1, :].transpose(3, 2, 1, 0), image.get_fdata())
 
 
-def test_lazy_datasets_are_forgotten_again_after_grinding(tmp_path: Path) -> None:
+def test_lazy_datasets_forget_their_pixel_data_after_grinding(tmp_path: Path) -> None:
     from geometry_series import write_series
 
     from dicomnode.dicom.lazy import LazyDataset
@@ -155,7 +155,7 @@ def test_lazy_datasets_are_forgotten_again_after_grinding(tmp_path: Path) -> Non
 
     image = NiftiGrinder()(datasets)
 
-    assert not any(ds.is_loaded for ds in datasets)
+    assert not any(ds.pixels_loaded for ds in datasets)
     assert np.array_equal(image.get_fdata()[:, ::-1, :], expected(spec)[0].transpose(2, 1, 0))
 
 

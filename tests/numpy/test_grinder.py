@@ -202,7 +202,7 @@ def test_pydicom_ct_file_matches_its_rescaled_pixel_array() -> None:
     assert volume.slice_spacing == float(ds.SliceThickness)  # one slice: its thickness
 
 
-def test_lazy_datasets_on_disk_are_forgotten_again_after_grinding(tmp_path) -> None:
+def test_lazy_datasets_on_disk_forget_their_pixel_data_after_grinding(tmp_path) -> None:
     from dicomnode.dicom.lazy import LazyDataset
 
     spec = CASES["axial-ct"]
@@ -212,7 +212,8 @@ def test_lazy_datasets_on_disk_are_forgotten_again_after_grinding(tmp_path) -> N
     volume = NumpyGrinder()(datasets)
 
     assert np.array_equal(volume.array, expected(spec)[0])
-    assert not any(ds.is_loaded for ds in datasets)
+    assert not any(ds.pixels_loaded for ds in datasets)
+    assert all(ds.is_loaded for ds in datasets)  # the headers stay, for the factory
 
 
 def test_an_empty_input_is_refused() -> None:
@@ -369,4 +370,16 @@ def test_laying_out_lazy_datasets_reads_their_headers_only(tmp_path) -> None:
     NumpyGrinder().layout(datasets)
 
     assert all(ds.is_loaded for ds in datasets)
+    assert not any(ds.pixels_loaded for ds in datasets)
+
+
+def test_lazy_datasets_whose_header_was_read_before_grinding_forget_their_pixel_data_too(tmp_path) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+
+    paths = write_series(build_series(CASES["axial-ct"]), tmp_path)
+    datasets = [LazyDataset(path) for path in paths]
+    assert all(ds.Modality == "CT" for ds in datasets)  # headers read, pixel data still on disk
+
+    NumpyGrinder()(datasets)
+
     assert not any(ds.pixels_loaded for ds in datasets)

@@ -281,6 +281,21 @@ class LazyDataset(Dataset):
                 self.__dict__.pop(name, None)
             self.__dict__["_lazy_names"] = None
 
+    def unload_pixels(self) -> None:
+        """Forget the pixel data (and any change made to them) but keep the header.
+
+        The next ask for the pixel data reads them from the file again. A
+        deflated file, read whole, keeps them until :meth:`unload`.
+        """
+        with self.__dict__["_lazy_lock"]:
+            if self.__dict__["_lazy_names"] is None:
+                return
+            elements: MutableMapping[BaseTag, Any] = self.__dict__["_dict"]
+            elements.update(self.__dict__["_lazy_tail"])
+            # pydicom keeps the last decoded pixel_array beside the elements
+            self.__dict__["_pixel_array"] = None
+            self.__dict__["_pixel_id"] = {}
+
     def _lazy_state(self) -> dict[str, Any]:
         """The attributes read from the file, reading its header if needed (one reader at a time)."""
         with self.__dict__["_lazy_lock"]:
@@ -290,6 +305,9 @@ class LazyDataset(Dataset):
             state = dict(loaded.__dict__)
             # private blocks cache a reference to the dataset they were made for
             state["_private_blocks"] = {}
+            # where the pixel data are, for unload_pixels to forget them again
+            state["_lazy_tail"] = {tag: element for tag, element in loaded._dict.items()
+                                   if _is_deferred(element)}
             self.__dict__.update(state)
             self.__dict__["_lazy_names"] = tuple(state)
             return self.__dict__

@@ -127,9 +127,6 @@ class NiftiGrinder(Grinder):
         first = layout.frames[0].dataset
         three_d = str(first.get("MRAcquisitionType", "")).upper() == "3D"
         repetition = first.get("RepetitionTime")
-        for dataset in datasets:
-            if id(dataset) in forget:
-                dataset.unload()  # headers are read; pixels are read again one file at a time
         stored, slope, inter = self._values(layout, forget)
         affine = nifti_affine(_layout_affine(layout), layout.rows)
         # (v, k, j, i) in memory is NIfTI's (i, j, k, t) in Fortran order: a transpose, no copy

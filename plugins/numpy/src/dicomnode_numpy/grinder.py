@@ -114,10 +114,9 @@ class NumpyGrinder(Grinder):
         """
         datasets = list(datasets)
         forget = unloaded_datasets(datasets)
+        # the layout reads only the headers of lazy datasets; they stay for the
+        # factory, and fill reads (and forgets) the pixel data one file at a time
         layout = self.layout(datasets)
-        for dataset in datasets:
-            if id(dataset) in forget:
-                dataset.unload()  # headers are read; pixels are read again one file at a time
         if self.dtype is not None:
             dtype = widest = np.dtype(self.dtype)
         else:

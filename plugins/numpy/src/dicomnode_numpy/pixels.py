@@ -6,9 +6,10 @@ pydicom's pixel handlers. Rescale is applied slice by slice into the output,
 so the only allocation the size of the volume is the output itself.
 
 Datasets that were not yet read from disk when grinding began (a
-:class:`dicomnode.dicom.lazy.LazyDataset` that is not loaded) are forgotten
-again as soon as their pixels are copied, so a node holding thousands of
-slices on disk never has them all in memory at once.
+:class:`dicomnode.dicom.lazy.LazyDataset` that is not loaded) forget their
+pixel data again as soon as they are copied, so a node holding thousands of
+slices on disk never has them all in memory at once; their headers stay, for
+building the result series.
 """
 
 from __future__ import annotations
@@ -153,8 +154,11 @@ class PixelReader:
 
 
 def unloaded_datasets(datasets: Iterable[Dataset]) -> set[int]:
-    """``id`` of every dataset that is on disk and not read yet (a lazy dataset)."""
-    return {id(ds) for ds in datasets if getattr(ds, "is_loaded", True) is False}
+    """``id`` of every dataset whose pixel data are still on disk (a lazy dataset).
+
+    Its header may have been read already; its pixel data have not.
+    """
+    return {id(ds) for ds in datasets if getattr(ds, "pixels_loaded", True) is False}
 
 
 def _smallest_integer(low: float, high: float) -> np.dtype:
@@ -214,10 +218,10 @@ def fill(
 
     ``widest``: an integer type the output is widened to if a rescaled value
     does not fit ``dtype``. ``flip_rows`` stores each slice bottom row first
-    (the NIfTI convention). Datasets whose ``id`` is in ``forget`` are
-    unloaded after their last frame is copied. ``float_arithmetic`` is the
-    type a fractional rescale is computed in before the result is stored
-    (``"float32"`` rounds as dcm2niix does).
+    (the NIfTI convention). Datasets whose ``id`` is in ``forget`` (lazy
+    datasets) forget their pixel data after their last frame is copied.
+    ``float_arithmetic`` is the type a fractional rescale is computed in
+    before the result is stored (``"float32"`` rounds as dcm2niix does).
     """
     arithmetic = np.dtype(float_arithmetic)
     forget = forget or set()
@@ -272,5 +276,5 @@ def fill(
         if last_use[key] == i:
             del readers[key]
             if key in forget:
-                frame.dataset.unload()
+                frame.dataset.unload_pixels()
     return out
