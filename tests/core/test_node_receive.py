@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from io import BytesIO
+
 from node import RecordingNode
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.dicom.transport import ACCEPTED_POLL_DELAY
+from dicomnode.server.receive import decode_received
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _encoded(implicit: bool) -> tuple[BytesIO, bytes]:
+    """One 256x256 16-bit slice (128 KiB of pixels, above the deferral size), encoded as received."""
+    dataset = synthetic_series(patient_id="P1", slices=1, rows=256, columns=256)[0]
+    stream = DicomBytesIO()
+    stream.is_implicit_VR = implicit
+    stream.is_little_endian = True
+    write_dataset(stream, dataset)
+    return BytesIO(stream.getvalue()), bytes(dataset.PixelData)
 
 
 def test_an_accepted_association_polls_more_often_than_every_millisecond() -> None:
@@ -24,3 +41,19 @@ def test_an_accepted_association_polls_more_often_than_every_millisecond() -> No
             assert accepted[0].dul._run_loop_delay == ACCEPTED_POLL_DELAY < 0.001
         finally:
             assoc.release()
+
+
+def test_a_received_instance_keeps_its_buffer_until_the_pixel_data_is_read() -> None:
+    encoded, _ = _encoded(implicit=False)
+    dataset = decode_received(encoded, ExplicitVRLittleEndian, header_only=False)
+    assert dataset.PatientID == "P1"
+    assert dataset.buffer is encoded
+
+
+def test_reading_the_pixel_data_releases_the_received_buffer() -> None:
+    encoded, pixels = _encoded(implicit=True)
+    dataset = decode_received(encoded, ImplicitVRLittleEndian, header_only=False)
+    assert dataset.PixelData == pixels
+    assert dataset.buffer is None
+    assert dataset.PixelData == pixels
+    assert dataset.PatientID == "P1"

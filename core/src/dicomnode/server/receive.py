@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileDataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
@@ -101,6 +102,32 @@ def _before_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
     return bool(tag >= _PIXEL_DATA)
 
 
+class _ReceivedDataset(FileDataset):
+    """A dataset over its received bytes that lets go of them once its deferred values are read.
+
+    pydicom copies a deferred value (the pixel data) out of the buffer on
+    first use; keeping the buffer after that would hold every slice twice
+    (+150 MiB for a 300-slice CT in memory). The tags still to be read are
+    noted once, when the dataset is made, so other lookups cost one set test.
+    """
+
+    def __init__(self, stream: BytesIO, dataset: Dataset, *, implicit: bool, little: bool) -> None:
+        super().__init__(stream, dataset, is_implicit_VR=implicit, is_little_endian=little)
+        self._deferred = {tag for tag, element in self._dict.items()
+                          if isinstance(element, RawDataElement) and element.value is None and element.length}
+        if not self._deferred:
+            self.buffer = None
+
+    def __getitem__(self, key: Any) -> Any:
+        element = super().__getitem__(key)
+        deferred = self._deferred
+        if deferred and isinstance(element, DataElement) and element.tag in deferred:
+            deferred.discard(element.tag)
+            if not deferred:  # every value now lives in the dataset itself
+                self.buffer = None
+        return element
+
+
 def decode_received(encoded: BytesIO, transfer_syntax: str, *, header_only: bool) -> Dataset:
     """Parse a received dataset without converting its values (pydicom converts on access).
 
@@ -108,7 +135,8 @@ def decode_received(encoded: BytesIO, transfer_syntax: str, *, header_only: bool
     result is a dataset over the received bytes whose large values (the pixel
     data) are not copied out of them until first used — on the worker that
     grinds, not on the association thread (pydicom's deferred reading, from
-    the buffer instead of a file).
+    the buffer instead of a file). Once they are, the dataset drops the
+    received bytes, so the pixel data is held once.
     """
     syntax = UID(transfer_syntax)
     encoded.seek(0)
@@ -119,7 +147,7 @@ def decode_received(encoded: BytesIO, transfer_syntax: str, *, header_only: bool
     if header_only:
         return read_dataset(stream, implicit, little, stop_when=_before_pixels)
     dataset = read_dataset(stream, implicit, little, defer_size=_DEFER_SIZE)
-    return FileDataset(stream, dataset, is_implicit_VR=implicit, is_little_endian=little)
+    return _ReceivedDataset(stream, dataset, implicit=implicit, little=little)
 
 
 def _status(code: int, comment: str) -> Dataset:
