@@ -360,3 +360,14 @@ def test_unload_pixels_on_an_unloaded_dataset_reads_nothing(ct_file: Path) -> No
     dataset = LazyDataset(ct_file)
     dataset.unload_pixels()
     assert not dataset.is_loaded
+
+
+def test_a_deflated_file_is_read_whole_on_first_use(ct_file: Path, tmp_path: Path) -> None:
+    eager = dcmread(ct_file)
+    eager.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+    path = tmp_path / "deflated.dcm"
+    eager.save_as(path, enforce_file_format=True)
+    dataset = LazyDataset(path)
+    assert dataset.PatientID == "LAZY1"
+    assert dataset.pixels_loaded  # one compressed stream: no place to come back to for the pixels
+    assert dataset.PixelData == eager.PixelData
