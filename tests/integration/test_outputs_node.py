@@ -115,6 +115,8 @@ def test_an_unknown_sender_gets_nothing_back_and_the_job_is_quarantined_with_the
     with Node() as node:
         sent = storescu(node.port, files, called_aet="RETURNER", calling_aet="STRANGER")
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        assert wait_until(lambda: node.jobs_failed == 1, timeout=30)
+        # the failure is counted before the patient's files are moved: wait for the entry itself
+        assert wait_until(lambda: len(node.quarantine.list()) == 1, timeout=30)
         (entry,) = node.quarantine.list()
+        assert node.jobs_failed == 1 and node.jobs_succeeded == 0
     assert "known_endpoints" in entry.reason
