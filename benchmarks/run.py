@@ -352,11 +352,17 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{mode.name} run: {mode.slices}-slice series and {mode.runs} counted round(s) — fewer than the "
             f"5 rounds of 300 slices the targets are set for; results go to {output}")
     sections = []
+    failed: list[str] = []
     started = time.perf_counter()
     for name in names:
         say(f"{name} …")
         began = time.perf_counter()
-        sections.append(SCENARIOS[name](mode))
+        try:
+            sections.append(SCENARIOS[name](mode))
+        except Exception as error:  # one broken scenario must not cost the others' results
+            failed.append(f"{name}: {type(error).__name__}: {error}")
+            say(f"{name} FAILED after {time.perf_counter() - began:.0f} s: {error}")
+            continue
         say(f"{name}: {time.perf_counter() - began:.0f} s")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python benchmarks/run.py" + ("" if full else f" --{mode.name}") + (f" --only {args.only}" if args.only else "")
@@ -376,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
               for target in section.targets if not target.met]
     print("\nTargets missed:" + "".join(f"\n- {line}" for line in missed) if missed else "\nEvery target met.")
     say(f"wrote {output}" + (f" and {image}" if drawn else " (no chart: matplotlib is not installed)"))
+    if failed:
+        print("\nScenarios that failed (their earlier figures are kept):" + "".join(f"\n- {line}" for line in failed))
+        return 1
     return 0
 
 
