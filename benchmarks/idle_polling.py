@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from ingest import free_port
+
 VERIFICATION = "1.2.840.10008.1.1"
 
 
@@ -34,12 +36,6 @@ def serve(port: int, delay: float) -> None:
                     evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: transport.poll_promptly(event.assoc))])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _cpu(process: object) -> float:
     times = process.cpu_times()  # type: ignore[attr-defined]
     return float(times.user + times.system)
@@ -50,7 +46,7 @@ def measure(delay: float, seconds: float) -> tuple[float, float]:
     import psutil
     from pynetdicom import AE
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), repr(delay)])
     try:
         process = psutil.Process(server.pid)

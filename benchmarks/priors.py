@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from ingest import free_port
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
@@ -52,12 +53,6 @@ RETRIEVERS = {
 }
 FLOOR = {"a": "e", "b": "f"}
 PATIENT = "BENCHPRIOR"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _dcmtk(*arguments: str) -> None:
@@ -109,7 +104,7 @@ def measure(slices: int, runs: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {kind: [] for kind in RETRIEVERS}
     with tempfile.TemporaryDirectory(dir=WORK) as scratch:
         root = Path(scratch)
-        node_port, move_port, bare_port = _free_port(), _free_port(), _free_port()
+        node_port, move_port, bare_port = free_port(), free_port(), free_port()
         modalities = {"NODE": ("BENCHNODE", "127.0.0.1", node_port), "MOVESCU": ("MOVESCU", "127.0.0.1", move_port),
                       "BARE": ("BARESCP", "127.0.0.1", bare_port)}
         with orthanc(root, modalities=modalities) as pacs:

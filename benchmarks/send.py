@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ingest import free_port, study, wait_for_port
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -46,36 +47,6 @@ SENDERS = {
     "e": "DicomOutput, files",
     "f": "DicomOutput, datasets in memory",
 }
-
-
-def study(slices: int) -> list[Path]:
-    """The benchmark study on disk (made once, then reused)."""
-    from dicomnode.dicom.synthetic import synthetic_series, write_series
-
-    folder = DATA / f"send-ct-{slices}x512"
-    files = sorted(folder.glob("*.dcm")) if folder.is_dir() else []
-    if len(files) == slices:
-        return files
-    shutil.rmtree(folder, ignore_errors=True)
-    write_series(synthetic_series(slices=slices, rows=512, columns=512, patient_id="BENCH"), folder)
-    return sorted(folder.glob("*.dcm"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"storescp did not listen on {port}")
 
 
 # --- the senders --------------------------------------------------------------------------------
@@ -161,7 +132,7 @@ def _timed(action: Callable[[], None]) -> float:
 def measure(files: list[Path], runs: int, kinds: list[str]) -> dict[str, list[float]]:
     WORK.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="send-", dir=WORK))
-    port = _free_port()
+    port = free_port()
     log = open(work / "storescp.log", "wb")  # noqa: SIM115 - closed below
     scp = subprocess.Popen([STORESCP, "--aetitle", "STORESCP", "--accept-all", "--ignore", str(port)],
                            env={**os.environ, "TCP_NODELAY": "1"}, stdout=log, stderr=subprocess.STDOUT)
@@ -176,7 +147,7 @@ def measure(files: list[Path], runs: int, kinds: list[str]) -> dict[str, list[fl
     datasets = _in_memory(files, kinds)
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
-        _wait_for_port(port)
+        wait_for_port(port)
         for round_number in range(runs + 1):  # round 0 warms up caches and imports
             for kind in kinds:
                 elapsed = _timed(senders[kind])
