@@ -183,28 +183,19 @@ def _timed_output(output: Any, clock: StageClock) -> Any:
     return output
 
 
-def plus_one_pipeline(clock: StageClock, destination: Any, slices: int, data: Path) -> type[Any]:
-    """NumpyGrinder -> +1 -> NumpyFactory -> DicomOutput (needs the numpy and dicom-output plugins)."""
-    from dicomnode.dicom.blueprints import CT_IMAGE_BLUEPRINT, DEFAULT_BLUEPRINT
-    from dicomnode.dicom.factory import Blueprint, StaticElement
+def _demo_node(grinder: Any, clock: StageClock, slices: int, data: Path) -> type[Any]:
+    """The demo node both pipelines share: one CT input, complete at ``slices`` images, timed grinding."""
     from dicomnode.server.input import AbstractInput
     from dicomnode.server.nodes import AbstractPipeline
-    from dicomnode_dicom_output import DicomOutput
-    from dicomnode_numpy import NumpyFactory, NumpyGrinder
-
-    blueprint = DEFAULT_BLUEPRINT + CT_IMAGE_BLUEPRINT + Blueprint([
-        StaticElement("SeriesDescription", "LO", "dicomnode demo: plus one"),
-    ])
-    factory = NumpyFactory(pipeline_name="dicomnode-demo")
 
     class CT(AbstractInput):
         required_values = {"Modality": "CT"}
-        image_grinder = TimedGrinder(NumpyGrinder(), clock)
+        image_grinder = TimedGrinder(grinder, clock)
 
         def validate(self) -> bool:
             return self.images >= slices
 
-    class PlusOneDemo(AbstractPipeline):
+    class DemoNode(AbstractPipeline):
         ae_title = NODE_AE
         ip = "127.0.0.1"
         port = 0
@@ -213,6 +204,22 @@ def plus_one_pipeline(clock: StageClock, destination: Any, slices: int, data: Pa
         maintenance_thread = False
         log_level = "WARNING"
 
+    return DemoNode
+
+
+def plus_one_pipeline(clock: StageClock, destination: Any, slices: int, data: Path) -> type[Any]:
+    """NumpyGrinder -> +1 -> NumpyFactory -> DicomOutput (needs the numpy and dicom-output plugins)."""
+    from dicomnode.dicom.blueprints import CT_IMAGE_BLUEPRINT, DEFAULT_BLUEPRINT
+    from dicomnode.dicom.factory import Blueprint, StaticElement
+    from dicomnode_dicom_output import DicomOutput
+    from dicomnode_numpy import NumpyFactory, NumpyGrinder
+
+    blueprint = DEFAULT_BLUEPRINT + CT_IMAGE_BLUEPRINT + Blueprint([
+        StaticElement("SeriesDescription", "LO", "dicomnode demo: plus one"),
+    ])
+    factory = NumpyFactory(pipeline_name="dicomnode-demo")
+
+    class PlusOneDemo(_demo_node(NumpyGrinder(), clock, slices, data)):  # type: ignore[misc]
         def process(self, input_container: Any) -> Any:
             import attrs
 
@@ -236,8 +243,6 @@ def copy_pipeline(clock: StageClock, destination: Any, slices: int, data: Path) 
 
     from dicomnode.dicom.dimse import send_datasets
     from dicomnode.server.grinders import ListGrinder
-    from dicomnode.server.input import AbstractInput
-    from dicomnode.server.nodes import AbstractPipeline
     from dicomnode.server.output import PipelineOutput
 
     class SendOutput(PipelineOutput):
@@ -249,22 +254,7 @@ def copy_pipeline(clock: StageClock, destination: Any, slices: int, data: Path) 
         def send(self) -> bool:
             return send_datasets(destination, self.datasets, ae_title=NODE_AE).ok
 
-    class CT(AbstractInput):
-        required_values = {"Modality": "CT"}
-        image_grinder = TimedGrinder(ListGrinder(), clock)
-
-        def validate(self) -> bool:
-            return self.images >= slices
-
-    class CopyDemo(AbstractPipeline):
-        ae_title = NODE_AE
-        ip = "127.0.0.1"
-        port = 0
-        input = {"CT": CT}
-        data_directory = str(data)
-        maintenance_thread = False
-        log_level = "WARNING"
-
+    class CopyDemo(_demo_node(ListGrinder(), clock, slices, data)):  # type: ignore[misc]
         def process(self, input_container: Any) -> Any:
             start = time.perf_counter()
             series = input_container["CT"]
