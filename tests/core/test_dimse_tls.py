@@ -14,8 +14,9 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
 
 from dicomnode.dicom.dimse import Address, echo, send_datasets
+from dicomnode.dicom.pdata import direct_pdata
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.dicom.transport import application_entity, associate
+from dicomnode.dicom.transport import application_entity, associate, parked_reactor
 from dicomnode.errors import AssociationError
 
 
@@ -77,6 +78,24 @@ def test_the_tls_socket_has_tcp_nodelay(tls_peer: tuple[Address, list[str]],
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         assoc.release()
+
+
+def test_c_stores_over_tls_are_left_to_pynetdicom_and_arrive(tls_peer: tuple[Address, list[str]],
+                                                               certificate: tuple[Path, Path]) -> None:
+    # one OpenSSL connection must not be written by us while pynetdicom's thread reads it
+    address, stored = tls_peer
+    dataset = synthetic_series(slices=1, rows=16, columns=16)[0]
+    assoc = associate(application_entity("DICOMNODE", 10), address,
+                      [build_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)],
+                      timeout=10, tls=_trusting(certificate))
+    try:
+        with parked_reactor(assoc), direct_pdata(assoc) as direct:
+            status = assoc.send_c_store(dataset)
+    finally:
+        assoc.release()
+    assert not direct
+    assert int(status.Status) == 0x0000
+    assert stored == [dataset.SOPInstanceUID]
 
 
 def test_an_untrusted_certificate_fails_with_the_tls_reason(tls_peer: tuple[Address, list[str]]) -> None:

@@ -33,6 +33,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
 from dicomnode.dicom.lazy import LazyDataset
+from dicomnode.dicom.pdata import direct_pdata
 from dicomnode.dicom.transport import (
     application_entity,
     associate,
@@ -381,7 +382,7 @@ def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], m
             return str(refused)
         stored_before = len(outcome.accepted)
         try:
-            with parked_reactor(assoc), _prompt_polling(assoc), _file_streaming():
+            with parked_reactor(assoc), _prompt_polling(assoc), _file_streaming(), direct_pdata(assoc):
                 broken = _send_on(assoc, pending, address, timeout, outcome)
         finally:
             end(assoc)

@@ -1,0 +1,163 @@
+"""C-STORE requests written straight to the socket: the same bytes pynetdicom writes, all of them delivered."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any
+
+import pytest
+from conftest import free_port
+from pydicom import dcmread
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode
+from pynetdicom.pdu import P_DATA_TF
+
+from dicomnode.dicom.dimse import Address, send_datasets
+from dicomnode.dicom.pdata import UNLIMITED_FRAGMENT, direct_pdata, pdu_buffers, write_buffers
+from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.dicom.transport import application_entity, associate, end, parked_reactor
+
+
+def _message(payload: bytes) -> C_STORE_RQ:
+    primitive = C_STORE()
+    primitive.MessageID = 7
+    primitive.AffectedSOPClassUID = CTImageStorage
+    primitive.AffectedSOPInstanceUID = generate_uid()
+    primitive.Priority = 2
+    primitive.DataSet = BytesIO(payload)
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    return message
+
+
+def _pynetdicom_bytes(message: C_STORE_RQ, context_id: int, max_pdu: int) -> bytes:
+    out = bytearray()
+    for primitive in message.encode_msg(context_id, max_pdu):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(primitive)
+        out += pdu.encode()
+    return bytes(out)
+
+
+def _our_bytes(message: C_STORE_RQ, context_id: int, max_pdu: int) -> bytes:
+    command = encode(message.command_set, True, True)
+    assert command is not None
+    assert message.data_set is not None
+    buffers = [*pdu_buffers(command, context_id, max_pdu, command=True),
+               *pdu_buffers(message.data_set.getvalue(), context_id, max_pdu, command=False)]
+    return b"".join(bytes(buffer) for buffer in buffers)
+
+
+@pytest.mark.parametrize(("max_pdu", "size"), [
+    (16384, 1), (16384, 16378), (16384, 16379), (16384, 100_000),  # one fragment exactly, one byte more
+    (4096, 4090), (4096, 100_000), (7, 1), (7, 300), (0, 1), (0, 100_000),
+])
+def test_the_pdus_written_are_byte_for_byte_the_ones_pynetdicom_writes(max_pdu: int, size: int) -> None:
+    message = _message(bytes(range(256)) * (size // 256) + b"\x01" * (size % 256))
+    assert _our_bytes(message, 3, max_pdu) == _pynetdicom_bytes(message, 3, max_pdu)
+
+
+def test_without_a_peer_maximum_the_dataset_is_cut_into_large_fragments() -> None:
+    payload = b"\x05" * (UNLIMITED_FRAGMENT * 2 + 10)
+    pieces = [buffer for buffer in pdu_buffers(payload, 1, 0, command=False) if len(buffer) != 12]
+    assert [len(piece) for piece in pieces] == [UNLIMITED_FRAGMENT, UNLIMITED_FRAGMENT, 10]
+    headers = [bytes(buffer) for buffer in pdu_buffers(payload, 1, 0, command=False) if len(buffer) == 12]
+    assert [header[-1] for header in headers] == [0x00, 0x00, 0x02]  # more, more, last
+
+
+def test_a_maximum_pdu_too_small_for_any_data_is_refused() -> None:
+    with pytest.raises(ValueError, match="maximum PDU length of 6 bytes"):
+        list(pdu_buffers(b"abc", 1, 6, command=True))
+
+
+def test_every_buffer_arrives_in_order_when_the_socket_takes_a_little_at_a_time() -> None:
+    writer, reader = socket.socketpair()
+    writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    buffers: list[bytes | memoryview] = [bytes([index % 251]) * (1000 + index * 37) for index in range(1500)]
+    received = bytearray()
+
+    def read() -> None:
+        while chunk := reader.recv(3000):
+            received.extend(chunk)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        write_buffers(writer, buffers)
+    finally:
+        writer.close()
+        thread.join(timeout=30)
+        reader.close()
+    assert bytes(received) == b"".join(bytes(buffer) for buffer in buffers)
+
+
+def test_a_closed_peer_raises_instead_of_hanging() -> None:
+    writer, reader = socket.socketpair()
+    reader.close()
+    with pytest.raises(OSError):
+        write_buffers(writer, [b"x" * 100_000] * 20)
+    writer.close()
+
+
+def _capturing_scp(max_pdu: int) -> tuple[Any, Address, list[bytes], list[int]]:
+    """A pynetdicom SCP that keeps the encoded datasets it receives and the largest PDU it read."""
+    stored: list[bytes] = []
+    pdu_sizes: list[int] = []
+
+    def on_store(event: evt.Event) -> int:
+        stored.append(event.request.DataSet.getvalue())
+        return 0x0000
+
+    def on_pdu(event: evt.Event) -> None:
+        if isinstance(event.pdu, P_DATA_TF):
+            pdu_sizes.append(len(event.pdu.encode()) - 6)
+
+    ae = AE(ae_title="CAPTURE")
+    ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.maximum_pdu_size = max_pdu
+    port = free_port()
+    handlers: list[tuple[Any, Callable[..., Any]]] = [(evt.EVT_C_STORE, on_store), (evt.EVT_PDU_RECV, on_pdu)]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    return server, Address("127.0.0.1", port, "CAPTURE"), stored, pdu_sizes
+
+
+def _pixels(encoded: bytes) -> bytes:
+    return bytes(dcmread(BytesIO(encoded), force=True).PixelData)
+
+
+def test_an_association_we_send_on_writes_its_c_stores_itself_within_the_peers_maximum() -> None:
+    server, address, stored, pdu_sizes = _capturing_scp(max_pdu=2048)
+    series = synthetic_series(slices=3, rows=64, columns=64)
+    try:
+        ae = application_entity("SENDER", timeout=10)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = associate(ae, address, ae.requested_contexts, timeout=10)
+        try:
+            with parked_reactor(assoc), direct_pdata(assoc) as direct:
+                statuses = [assoc.send_c_store(dataset) for dataset in series]
+        finally:
+            end(assoc)
+    finally:
+        server.shutdown()
+    assert direct
+    assert [int(status.Status) for status in statuses] == [0, 0, 0]
+    assert max(pdu_sizes) == 2048
+    assert [_pixels(data) for data in stored] == [bytes(dataset.PixelData) for dataset in series]
+
+
+def test_send_datasets_delivers_identical_instances_through_the_direct_path() -> None:
+    server, address, stored, _ = _capturing_scp(max_pdu=16384)
+    series = synthetic_series(slices=4, rows=128, columns=128)
+    try:
+        result = send_datasets(address, series, timeout=10)
+    finally:
+        server.shutdown()
+    assert result.ok
+    assert sorted(_pixels(data) for data in stored) == sorted(bytes(ds.PixelData) for ds in series)
