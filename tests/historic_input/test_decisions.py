@@ -120,6 +120,7 @@ def test_a_missing_address_is_a_recorded_error_not_a_hang() -> None:
     ("on_failure", "wait", "'process' or 'retry'"),
     ("timeout", 0, "a positive number of seconds"),
     ("max_attempts", 0, "an integer of at least 1, or None"),
+    ("max_concurrent_retrievals", 0, "an integer of at least 1, or None"),
 ])
 def test_a_bad_setting_is_refused_when_the_class_is_defined(setting: str, value: object, allowed: str) -> None:
     with pytest.raises(ConfigurationError) as error:

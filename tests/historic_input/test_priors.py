@@ -24,6 +24,7 @@ from orthanc import OrthancServer, orthanc
 
 from dicomnode.dicom.dimse import Address
 from dicomnode.server.nodes import AbstractThreadedPipeline
+from dicomnode_historic_input import HistoricAbstractInput
 
 pytestmark = pytest.mark.plugin("historic-input")
 
@@ -214,6 +215,40 @@ def test_two_patients_arriving_at_once_each_get_their_own_priors(pacs: OrthancSe
     for job in jobs:
         patient = job.patient_key
         assert shape(job["history"]) == {"20240105": {f"{patient} 2024": 3}, "20250105": {f"{patient} 2025": 3}}
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_retrievals_from_one_pacs_take_turns(pacs: OrthancServer, node_port: int, tmp_path: Path,
+                                             limit: int) -> None:
+    patients = ("P1", "P3", "P4")
+    for patient in patients:
+        pacs.upload_datasets(study(patient, "20240105", description=f"{patient} 2024"))
+    walking: list[str] = []
+    most = [0]
+    lock = threading.Lock()
+
+    def slow_decision(self: HistoricAbstractInput, trigger: Any, response: Any, level: Any) -> Any:
+        with lock:
+            walking.append(str(trigger.PatientID))
+            most[0] = max(most[0], len(walking))
+        time.sleep(0.5)  # long enough for every patient's retrieval to have started
+        with lock:
+            walking.remove(str(trigger.PatientID))
+        return HistoricAbstractInput.check_query_dataset(self, trigger, response, level)
+
+    node = follow_up_node(pacs.address, node_port, history={"max_concurrent_retrievals": limit,
+                                                             "check_query_dataset": slow_decision})()
+    with node:
+        senders = [threading.Thread(target=send_today, args=(node_port, tmp_path / patient, patient))
+                   for patient in patients]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        jobs = wait_for_jobs(node, 3)
+    assert most[0] == limit
+    assert {job.patient_key: shape(job["history"]) for job in jobs} == {
+        patient: {"20240105": {f"{patient} 2024": 3}} for patient in patients}
 
 
 def test_c_get_brings_the_priors_without_registering_the_node_at_the_pacs(

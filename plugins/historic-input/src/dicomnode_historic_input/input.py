@@ -86,6 +86,10 @@ class HistoricAbstractInput(AbstractInput):
     ``timeout``
         seconds each network step (association, C-FIND / C-MOVE / C-GET
         response) may take (default 30);
+    ``max_concurrent_retrievals``
+        how many patients' retrievals may talk to the same PACS at once
+        (default 2; None: no limit); the others wait their turn, so fifty
+        patients arriving together do not open fifty associations;
     ``on_failure``
         when the PACS is down or refuses: ``"process"`` (default) runs the
         job without (all of) the history, ``"retry"`` waits
@@ -111,12 +115,13 @@ class HistoricAbstractInput(AbstractInput):
     on_failure: ClassVar[str] = "process"
     retry_interval: ClassVar[float] = 30.0
     max_attempts: ClassVar[int | None] = 3
+    max_concurrent_retrievals: ClassVar[int | None] = 2
     image_grinder: ClassVar[Any] = PriorsGrinder()
     exclusive: ClassVar[bool] = True
     toml_settings: ClassVar[Mapping[str, Callable[[Any], Any]]] = {
         "address": address_from_toml,
         **{key: _as_given for key in ("query_level", "modality", "retrieve_mode", "timeout", "on_failure",
-                                      "retry_interval", "max_attempts")},
+                                      "retry_interval", "max_attempts", "max_concurrent_retrievals")},
     }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -137,9 +142,10 @@ class HistoricAbstractInput(AbstractInput):
         for setting in ("timeout", "retry_interval"):
             if not _positive(getattr(cls, setting)):
                 raise _setting_error(cls, setting, getattr(cls, setting), "a positive number of seconds")
-        attempts = cls.max_attempts
-        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
-            raise _setting_error(cls, "max_attempts", attempts, "an integer of at least 1, or None")
+        for setting in ("max_attempts", "max_concurrent_retrievals"):
+            count = getattr(cls, setting)
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+                raise _setting_error(cls, setting, count, "an integer of at least 1, or None")
         if cls.modality is not None and not isinstance(cls.modality, str):
             raise _setting_error(cls, "modality", cls.modality, "a Modality such as 'CT', or None")
 

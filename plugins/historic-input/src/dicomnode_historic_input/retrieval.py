@@ -4,7 +4,8 @@ Started by :meth:`HistoricAbstractInput.patient_started` (on the
 association thread, which it never holds up), a :class:`PriorRetrieval`:
 
 1. waits until the node listens (after a restart the tree is rebuilt before
-   the server opens, and a C-MOVE needs our SCP);
+   the server opens, and a C-MOVE needs our SCP), then for its turn at the
+   PACS (``max_concurrent_retrievals``);
 2. walks the PACS with C-FIND (:func:`~dicomnode_historic_input.query.walk`);
 3. retrieves each target with C-MOVE to the node's own AE title, or with
    C-GET, whose instances it hands to the node's receive path itself;
@@ -23,6 +24,8 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from io import BytesIO
 from typing import TYPE_CHECKING
 
@@ -45,6 +48,17 @@ if TYPE_CHECKING:
 __all__ = ["PriorRetrieval"]
 
 logger = logging.getLogger("dicomnode.historic")
+
+_turns: dict[tuple[str, int, str, int], threading.BoundedSemaphore] = {}
+_turns_lock = threading.Lock()
+
+
+def _turns_at(address: Address, limit: int) -> threading.BoundedSemaphore:
+    """The turns at one PACS shared by every retrieval with the same limit, in this process."""
+    key = (address.ip, address.port, address.ae_title, limit)
+    with _turns_lock:
+        return _turns.setdefault(key, threading.BoundedSemaphore(limit))
+
 
 #: how long to wait, after the last retrieve, for instances the node acknowledged
 #: before storing them (AbstractThreadedPipeline) to reach the input
@@ -98,7 +112,11 @@ class PriorRetrieval:
         attempt = 0
         while True:
             attempt += 1
-            report = self._attempt(attempt)
+            with self._turn() as ours:
+                if not ours:
+                    return RetrievalReport(error="the node closed while waiting for a turn at the PACS",
+                                           attempts=attempt - 1)
+                report = self._attempt(attempt)
             if report.error is None and report.failed == 0:
                 return report
             retry = owner.on_failure == "retry" and (owner.max_attempts is None or attempt < owner.max_attempts)
@@ -171,6 +189,26 @@ class PriorRetrieval:
         return status if isinstance(status, int) else int(status.Status)
 
     # --- waiting, bounded ------------------------------------------------------------
+
+    @contextmanager
+    def _turn(self) -> Iterator[bool]:
+        """Hold one of the PACS's ``max_concurrent_retrievals`` turns; yield False if the node closed first."""
+        limit = type(self.owner).max_concurrent_retrievals
+        if limit is None:
+            yield True
+            return
+        turns = _turns_at(self.address, limit)
+        if not turns.acquire(blocking=False):
+            logger.info("[patient %s] %d retrieval(s) from %s already running: waiting for a turn",
+                        self.patient_key, limit, self.address)
+            while not turns.acquire(timeout=0.1):
+                if not self.node.is_open:
+                    yield False
+                    return
+        try:
+            yield True
+        finally:
+            turns.release()
 
     def _wait_until_open(self, limit: float) -> bool:
         deadline = time.monotonic() + limit
