@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import struct
 import threading
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from dicomnode.errors import InvalidDatasetError
 
@@ -158,6 +160,43 @@ def _read_value(path: Path, element: RawDataElement) -> RawDataElement:
     if element.length != _UNDEFINED_LENGTH and found < element.length:
         raise _truncated(name, element.tag, element.length, found)
     return read
+
+
+def _element_header(element: RawDataElement) -> bytes:
+    """The bytes that precede ``element``'s value in its file: its tag and length (and VR)."""
+    order = "<" if element.is_little_endian else ">"
+    tag = struct.pack(f"{order}HH", element.tag >> 16, element.tag & 0xFFFF)
+    if element.is_implicit_VR:
+        return tag + struct.pack(f"{order}L", element.length)
+    vr = str(element.VR).encode("ascii")
+    if element.VR in EXPLICIT_VR_LENGTH_32:
+        return tag + vr + b"\0\0" + struct.pack(f"{order}L", element.length)
+    return tag + vr + struct.pack(f"{order}H", element.length)
+
+
+def _read_range(path: Path, element: RawDataElement, view: memoryview, offset: int) -> None:
+    """Fill ``view`` with the bytes of ``element``'s value from ``offset`` on, read from ``path``.
+
+    The element's header is read first and compared with what the header
+    read found, so a file replaced by another since then is an error rather
+    than somebody else's pixels.
+    """
+    name = os.fspath(path)
+    expected = _element_header(element)
+    with open(path, "rb", buffering=0) as file:
+        file.seek(element.value_tell - len(expected))
+        if file.read(len(expected)) != expected:
+            raise InvalidDatasetError(
+                f"{name} changed on disk after its header was read: element {element.tag} is no "
+                "longer where it was; unload() the dataset to read the file again"
+            )
+        file.seek(element.value_tell + offset)
+        done = 0
+        while done < view.nbytes:
+            count = file.readinto(view[done:])
+            if not count:
+                raise _truncated(name, element.tag, element.length, offset + done)
+            done += count
 
 
 def with_file_meta(dataset: Dataset) -> Dataset:
@@ -295,6 +334,45 @@ class LazyDataset(Dataset):
             # pydicom keeps the last decoded pixel_array beside the elements
             self.__dict__["_pixel_array"] = None
             self.__dict__["_pixel_id"] = {}
+
+    def read_value_into(self, key: TagType, buffer: memoryview | bytearray, offset: int = 0) -> bool:
+        """Read part of an element's value from the file straight into ``buffer``; True if it did.
+
+        Bytes ``offset`` to ``offset + len(buffer)`` of the value of the
+        element at ``key`` (in bytes; ``buffer`` is writable and contiguous,
+        e.g. a memoryview of a numpy array) are copied from the file into
+        ``buffer``. The dataset keeps nothing: a reader can put pixel data
+        where it wants them, frame by frame, with no copy in between and
+        without the whole value ever being held in memory.
+
+        Returns False, reading nothing, when the value is not waiting in the
+        file with a defined length: it was read already, the element is
+        encapsulated (compressed pixel data) or the file is deflated. Use
+        ``ds[key].value`` then.
+
+        Raises ``KeyError`` when the dataset has no such element,
+        ``ValueError`` when the bytes asked for are not all inside the value,
+        and :class:`~dicomnode.errors.InvalidDatasetError` when the file was
+        changed since its header was read or is cut short.
+
+        >>> frame = numpy.empty((rows, columns), dtype="<u2")
+        >>> ds.read_value_into("PixelData", memoryview(frame), offset=k * frame.nbytes)
+        True
+        """
+        tag = Tag(key)
+        element = self._lazy_state()["_dict"].get(tag)
+        if element is None:
+            raise KeyError(tag)
+        if not _is_deferred(element) or element.length == _UNDEFINED_LENGTH:
+            return False
+        view = memoryview(buffer).cast("B")
+        if offset < 0 or offset + view.nbytes > element.length:
+            raise ValueError(
+                f"bytes {offset} to {offset + view.nbytes} of element {tag} were asked for; "
+                f"its value holds {element.length} bytes"
+            )
+        _read_range(self.path, element, view, offset)
+        return True
 
     def _lazy_state(self) -> dict[str, Any]:
         """The attributes read from the file, reading its header if needed (one reader at a time)."""
