@@ -226,7 +226,13 @@ def measure(files: list[Path], runs: int, clients: int, kinds: list[str]) -> dic
         times: dict[str, list[float]] = {kind: [] for kind in kinds}
         for round_number in range(runs + 1):
             for kind in kinds:
-                elapsed = send(receivers[kind].port, groups)
+                try:
+                    elapsed = send(receivers[kind].port, groups)
+                except RuntimeError as error:  # say which receiver, and what it logged
+                    receivers[kind].log.flush()
+                    logged = (work / f"receiver-{kind}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"({kind}) {RECEIVERS[kind]}, round {round_number}, {clients} "
+                                       f"client(s): {error}\n--- its log ---\n{logged}") from error
                 if round_number > 0:  # round 0 warms caches, imports and connections
                     times[kind].append(elapsed)
         return times
