@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import attrs
 import numpy as np
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.uid import UID, ExplicitVRBigEndian
 
 from dicomnode.errors import GrindingError
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PixelFormat", "PixelReader", "choose_dtype", "fill", "unloaded_datasets"]
 
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 _INTEGER_CANDIDATES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64)
 
 
@@ -103,8 +106,29 @@ class PixelFormat:
         return 0, (1 << self.bits_stored) - 1
 
 
+def _pixel_data_in_file(dataset: Dataset) -> int | None:
+    """Length of the PixelData value when it is still in the file and can be read from there in parts.
+
+    That is a :class:`~dicomnode.dicom.lazy.LazyDataset` whose pixel data
+    were not read yet and are not encapsulated; None for anything else.
+    """
+    if not callable(getattr(type(dataset), "read_value_into", None)):
+        return None
+    element = dataset.get_item(_PIXEL_DATA, keep_deferred=True)
+    if isinstance(element, RawDataElement) and element.value is None \
+            and element.length not in (0, _UNDEFINED_LENGTH):
+        return int(element.length)
+    return None
+
+
 class PixelReader:
-    """Stored values of the frames of one dataset, before any rescale."""
+    """Stored values of the frames of one dataset, before any rescale.
+
+    Pixel data still in a lazy dataset's file are read from there frame by
+    frame into one frame-sized buffer of the reader (the dataset never holds
+    them); pixel data in memory are viewed in place; compressed ones are
+    decoded.
+    """
 
     def __init__(self, dataset: Dataset, pixel_format: PixelFormat) -> None:
         self.dataset = dataset
@@ -113,30 +137,61 @@ class PixelReader:
         self.frame_count = frame_count = pixel_format.frame_count
         rows, columns = self.rows, self.columns
         self._buffer: bytes | None = None
+        self._in_file = False
+        self._scratch: np.ndarray | None = None
+        self._scratch_index = -1
         if not self.format.compressed:
-            buffer = dataset.PixelData
+            in_file = _pixel_data_in_file(dataset)
+            self._in_file = in_file is not None
+            buffer = dataset.PixelData if in_file is None else None
+            length = len(buffer) if buffer is not None else in_file or 0
             needed = frame_count * rows * columns * self.format.stored_dtype.itemsize
-            if len(buffer) < needed:
+            if length < needed:
                 raise GrindingError(
-                    f"image {dataset.get('SOPInstanceUID')} has {len(buffer)} bytes of PixelData, "
+                    f"image {dataset.get('SOPInstanceUID')} has {length} bytes of PixelData, "
                     f"but {frame_count} frame(s) of {rows}x{columns} at "
                     f"{self.format.bits_allocated} bits need {needed}"
                 )
             self._buffer = buffer
 
     def frame(self, index: int) -> np.ndarray:
-        """``(rows, columns)`` stored values of frame ``index`` (0-based)."""
-        if self._buffer is None:
-            return self._decode(index)
+        """``(rows, columns)`` stored values of frame ``index`` (0-based).
+
+        The array may be a view of the reader's own buffer: it is valid until
+        the next call.
+        """
         dtype = self.format.stored_dtype
         count = self.rows * self.columns
-        values = np.frombuffer(self._buffer, dtype=dtype, count=count, offset=index * count * dtype.itemsize)
+        values = self._read_from_file(index, dtype, count) if self._in_file else None
+        if values is None:
+            if self._buffer is None:
+                return self._decode(index)
+            values = np.frombuffer(self._buffer, dtype=dtype, count=count, offset=index * count * dtype.itemsize)
         values = values.reshape(self.rows, self.columns)
         shift = dtype.itemsize * 8 - self.format.bits_stored
         if self.format.signed and shift > 0:
             # the unused high bits may hold anything; extend the sign of the stored bits
             values = (values.astype(self.format.dtype) << shift) >> shift
         return values
+
+    def _read_from_file(self, index: int, dtype: np.dtype, count: int) -> np.ndarray | None:
+        """Frame ``index`` read straight from the file into the reader's buffer (once for all tiles of a mosaic).
+
+        None when the dataset has read its pixel data into memory meanwhile
+        (another thread asked for them); the reader uses those from then on.
+        """
+        if self._scratch is None:
+            self._scratch = np.empty(count, dtype=dtype)
+        if self._scratch_index != index:
+            self._scratch_index = -1  # a failed read leaves no stale frame behind
+            # a byte view: memoryview cannot cast a big-endian array's format
+            if not self.dataset.read_value_into(_PIXEL_DATA, self._scratch.view(np.uint8).data,
+                                                index * count * dtype.itemsize):
+                self._in_file, self._scratch = False, None
+                self._buffer = self.dataset.PixelData
+                return None
+            self._scratch_index = index
+        return self._scratch
 
     def _decode(self, index: int) -> np.ndarray:
         from pydicom.pixels.utils import pixel_array
