@@ -11,11 +11,12 @@ nibabel's own file proxy does (``get_fdata()`` gives rescaled values), and
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.volumeutils import apply_read_scaling
+from nibabel.volumeutils import apply_read_scaling, native_code
 
 __all__ = ["ScaledArray", "ScaledNifti1Image"]
 
@@ -127,6 +128,51 @@ class ScaledNifti1Image(nib.Nifti1Image):
         header = header.copy()
         stored: Any = nib.Nifti1Image(proxy.get_unscaled(), None, header)
         stored.header.set_slope_inter(float(proxy.slope), float(proxy.inter))
-        stored.to_file_map(file_map)
+        target = _plain_nii_path(file_map)
+        if target is not None and _writable_as_is(stored):
+            _write_nii(stored, target)
+        else:
+            stored.to_file_map(file_map)
         self.file_map = file_map
         return None
+
+
+def _plain_nii_path(file_map: Any) -> str | None:
+    """The path of the uncompressed single ``.nii`` file ``file_map`` names, else None."""
+    if set(file_map) != {"image"}:
+        return None
+    holder = file_map["image"]
+    if holder.fileobj is not None or holder.filename is None:
+        return None
+    name = os.fspath(holder.filename)
+    return name if name.endswith(".nii") else None
+
+
+def _writable_as_is(image: Any) -> bool:
+    """True when the array's memory is the file's voxel block: NIfTI order, the header's type and byte order."""
+    data = np.asanyarray(image.dataobj)
+    header = image.header
+    return bool(
+        type(data) is np.ndarray
+        and data.flags.f_contiguous
+        and data.dtype == header.get_data_dtype()
+        and data.dtype.isnative
+        and header.endianness == native_code
+    )
+
+
+def _write_nii(image: Any, path: str) -> None:
+    """Write ``image`` as nibabel does, with its voxels in one write of the array's memory.
+
+    nibabel copies the voxels slice by slice on their way to the file; here
+    the array (already in the file's order and type) is written as it is.
+    The bytes are the same as nibabel's own (a test compares them).
+    """
+    data = np.asanyarray(image.dataobj)
+    image.update_header()
+    header = image.header
+    with open(path, "wb") as file:
+        header.write_to(file)
+        file.write(bytes(max(int(header.get_data_offset()) - file.tell(), 0)))
+        # the transpose of a Fortran-ordered array is C-ordered: its buffer, as is
+        file.write(data.T.data)
