@@ -3,14 +3,20 @@
 The series is a generated 300-slice 512x512 CT (12-bit stored values,
 intercept -1024), written once to ``benchmarks/.data/conversion-ct``.
 
-Wall time, each scenario reading the same files (from the page cache) and
-writing an uncompressed ``.nii``:
+Wall time, each scenario listing the same folder, reading its files (from
+the page cache) and writing an uncompressed ``.nii``:
 
-- ``NiftiGrinder``: ``dcmread`` every file, grind, ``to_filename``; in this
-  (warm) Python process;
+- ``NiftiGrinder``: a ``LazyDataset`` per file, as a node with its images on
+  disk hands them over (the header is parsed, the pixel data are read
+  straight into the volume), grind, ``to_filename``; in this (warm) Python
+  process;
+- ``NiftiGrinder (dcmread)``: the same from datasets ``dcmread`` reads whole;
 - ``dcm2niix -z n -b n``: the reference converter, as a subprocess;
 - ``dicom2nifti.convert_directory`` (no reorientation, uncompressed), in
   this process.
+
+After the timed runs the outputs of NiftiGrinder and dcm2niix are compared
+(affine, stored type, scaling, voxels), so the timings are of the same result.
 
 NumpyGrinder vs a naive loop (sort by z, ``pixel_array * slope +
 intercept`` per slice, ``np.stack``): wall time from files, and the peak of
@@ -67,10 +73,22 @@ def dcm2niix_program() -> str:
     return str(local) if local.exists() else (shutil.which("dcm2niix") or "dcm2niix")
 
 
+def listed() -> list[Path]:
+    """The folder's DICOM files, listed as the converters that are given the folder list it."""
+    return list(DATA.glob("*.dcm"))
+
+
 def run_nifti_grinder(paths: list[Path], out: Path) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
     from dicomnode_nifti.grinder import NiftiGrinder
 
-    NiftiGrinder()([dcmread(path) for path in paths]).to_filename(out / "grinder.nii")
+    NiftiGrinder()([LazyDataset(path) for path in listed()]).to_filename(out / "grinder.nii")
+
+
+def run_nifti_grinder_dcmread(paths: list[Path], out: Path) -> None:
+    from dicomnode_nifti.grinder import NiftiGrinder
+
+    NiftiGrinder()([dcmread(path) for path in listed()]).to_filename(out / "grinder.nii")
 
 
 def run_dcm2niix(paths: list[Path], out: Path) -> None:
@@ -94,6 +112,38 @@ def run_numpy_grinder(paths: list[Path], out: Path) -> None:
     from dicomnode_numpy.grinder import NumpyGrinder
 
     NumpyGrinder()([dcmread(path) for path in paths])
+
+
+def run_numpy_grinder_lazy(paths: list[Path], out: Path) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+    from dicomnode_numpy.grinder import NumpyGrinder
+
+    NumpyGrinder()([LazyDataset(path) for path in paths])
+
+
+def same_as_dcm2niix() -> str:
+    """Convert once with NiftiGrinder and dcm2niix and say whether the two files hold the same image."""
+    import nibabel as nib
+
+    out = Path(tempfile.mkdtemp(prefix="conversion-check-", dir=WORK))
+    try:
+        run_nifti_grinder([], out)
+        run_dcm2niix([], out)
+        mine, reference = nib.load(out / "grinder.nii"), nib.load(out / "dcm2niix.nii")
+        checks = {
+            "shape": mine.shape == reference.shape,
+            "affine within 1e-3 mm": bool(np.abs(mine.affine - reference.affine).max() <= 1e-3),
+            "stored type": mine.get_data_dtype() == reference.get_data_dtype(),
+            "scl_slope/scl_inter": (mine.dataobj.slope, mine.dataobj.inter)
+            == (reference.dataobj.slope, reference.dataobj.inter),
+            "voxels": bool(np.array_equal(np.asarray(mine.dataobj.get_unscaled()),
+                                          np.asarray(reference.dataobj.get_unscaled()))),
+        }
+    finally:
+        shutil.rmtree(out)
+    failed = [name for name, ok in checks.items() if not ok]
+    return "same image as dcm2niix's (" + ", ".join(checks) + ")" if not failed \
+        else "DIFFERENT from dcm2niix's: " + ", ".join(failed)
 
 
 def run_naive(paths: list[Path], out: Path) -> None:
@@ -167,6 +217,12 @@ def table(times: dict[str, list[float]], reference: str) -> None:
     print()
 
 
+def paired_ratio(times: dict[str, list[float]], slower: str, faster: str) -> str:
+    """``slower`` time / ``faster`` time of the same round: median (min-max) over the rounds."""
+    ratios = [a / b for a, b in zip(times[slower], times[faster], strict=True)]
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="counted runs per scenario (default 5)")
@@ -176,10 +232,17 @@ def main() -> int:
     version = subprocess.run([dcm2niix_program(), "--version"], capture_output=True, text=True).stdout.strip()
     print(f"300-slice 512x512 CT, {args.runs} interleaved runs after a warm-up; {version.splitlines()[-1]}\n")
     print("DICOM -> .nii (read, convert, write):\n")
-    table(timed({"NiftiGrinder": run_nifti_grinder, "dcm2niix -z n": run_dcm2niix,
-                 "dicom2nifti": run_dicom2nifti}, paths, args.runs), "dcm2niix -z n")
+    nifti = timed({"NiftiGrinder": run_nifti_grinder, "NiftiGrinder (dcmread)": run_nifti_grinder_dcmread,
+                   "dcm2niix -z n": run_dcm2niix, "dicom2nifti": run_dicom2nifti}, paths, args.runs)
+    table(nifti, "dcm2niix -z n")
+    for grinder in ("NiftiGrinder", "NiftiGrinder (dcmread)"):
+        print(f"- {grinder}: dicom2nifti / this {paired_ratio(nifti, 'dicom2nifti', grinder)}, "
+              f"this / dcm2niix {paired_ratio(nifti, grinder, 'dcm2niix -z n')} (round by round)")
+    print()
+    print(f"NiftiGrinder's .nii: {same_as_dcm2niix()}\n")
     print("DICOM -> numpy volume (read + grind):\n")
-    table(timed({"NumpyGrinder": run_numpy_grinder, "naive loop": run_naive}, paths, args.runs), "naive loop")
+    table(timed({"NumpyGrinder": run_numpy_grinder, "NumpyGrinder (LazyDataset)": run_numpy_grinder_lazy,
+                 "naive loop": run_naive}, paths, args.runs), "naive loop")
     print("Peak memory allocated while grinding:\n")
     rows = memory(paths)
     print("| scenario | peak (MiB) | peak / volume size |")
