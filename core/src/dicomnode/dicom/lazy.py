@@ -96,10 +96,11 @@ def _truncated(name: str, tag: int, expected: int, found: int) -> InvalidDataset
 
 def _check_complete(dataset: Dataset, name: str) -> None:
     """Refuse a file whose last element holds fewer bytes than its header announced."""
-    elements = dict(dataset.items())
+    elements = dataset._dict
     if not elements:
         return
-    last = elements[max(elements)]
+    # plain int comparisons: pydicom's tags compare in Python, 50 times per file
+    last = elements[max(elements, key=int)]
     if (
         isinstance(last, RawDataElement)
         and last.length != _UNDEFINED_LENGTH
