@@ -26,7 +26,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian
 
 from dicomnode.errors import GrindingError
 
-from .header_values import int_value
+from .header_values import int_value, text_value
 
 if TYPE_CHECKING:
     from .frames import Frame
@@ -50,6 +50,11 @@ def _transfer_syntax(dataset: Dataset) -> UID | None:
     return _uid(str(syntax)) if syntax else None
 
 
+def _uid_of(dataset: Dataset) -> str:
+    """The SOPInstanceUID that names ``dataset`` in an error (read raw: pydicom's conversion is not free)."""
+    return str(text_value(dataset, "SOPInstanceUID") or "<no SOPInstanceUID>")
+
+
 @attrs.frozen
 class PixelFormat:
     """How the stored values of one dataset are encoded (read from its header only)."""
@@ -66,12 +71,13 @@ class PixelFormat:
     def of(cls, dataset: Dataset) -> PixelFormat:
         """The pixel format of ``dataset``; refuses what the grinder cannot read."""
         bits = int_value(dataset, "BitsAllocated", 16) or 16
-        uid = dataset.get("SOPInstanceUID", "<no SOPInstanceUID>")
         if bits not in (8, 16, 32):
-            raise GrindingError(f"image {uid} has BitsAllocated {bits}; supported: 8, 16, 32")
+            raise GrindingError(f"image {_uid_of(dataset)} has BitsAllocated {bits}; supported: 8, 16, 32")
         rows, columns = int_value(dataset, "Rows"), int_value(dataset, "Columns")
         if not rows or not columns:
-            raise GrindingError(f"image {uid} has Rows {rows} and Columns {columns}; both must be positive")
+            raise GrindingError(
+                f"image {_uid_of(dataset)} has Rows {rows} and Columns {columns}; both must be positive"
+            )
         return cls(
             bits_allocated=bits,
             bits_stored=int_value(dataset, "BitsStored", bits) or bits,
