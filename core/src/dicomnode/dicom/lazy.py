@@ -361,7 +361,8 @@ class LazyDataset(Dataset):
         True
         """
         tag = Tag(key)
-        element = self._lazy_state()["_dict"].get(tag)
+        with self.__dict__["_lazy_lock"]:  # not while another thread unloads the header
+            element = self._lazy_state()["_dict"].get(tag)
         if element is None:
             raise KeyError(tag)
         if not _is_deferred(element) or element.length == _UNDEFINED_LENGTH:
