@@ -77,6 +77,17 @@ def _workers(_i: object, a: attrs.Attribute[Any], value: object) -> None:
         raise _fail(a.name, value, "an integer of at least 1")
 
 
+def _arenas(value: object) -> object:
+    return None if value == 0 and not isinstance(value, bool) else value  # 0: TOML has no None
+
+
+def _optional_count(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(a.name, value, "an integer of at least 1, or None (0 in TOML): the C library's default")
+
+
 def _inputs(_i: object, a: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, Mapping) or not value:
         raise _fail(a.name, value, "a non-empty mapping of input name to AbstractInput subclass")
@@ -160,6 +171,8 @@ class PipelineConfig:
     fsync: str = attrs.field(default="none", validator=_choice(FSYNC))
     rejection_policy: str = attrs.field(default="failure", validator=_choice(REJECTION))
     maximum_associations: int = attrs.field(default=32, validator=_workers)
+    malloc_arenas: int | None = attrs.field(default=2, converter=_arenas, validator=_optional_count)
+    release_idle_memory: bool = attrs.field(default=True, converter=bool)
     maintenance_thread: bool = attrs.field(default=True, converter=bool)
     maintenance_interval: float = attrs.field(default=60.0, validator=_positive)
     quarantine_retention_days: float | None = attrs.field(default=90.0, validator=_optional_positive)

@@ -40,6 +40,7 @@ from pydicom import Dataset, dcmread
 
 from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.lazy import LazyDataset
+from dicomnode.server.allocator import limit_arenas, release_free_memory
 from dicomnode.server.config import DEFAULT_LOG_FORMAT, PipelineConfig
 from dicomnode.server.input import AbstractInput
 from dicomnode.server.jobs import JobResult, dispatch_outputs, failure, run_in_spawned_process
@@ -93,6 +94,8 @@ class AbstractPipeline:
     fsync: ClassVar[str] = "none"
     rejection_policy: ClassVar[str] = "failure"
     maximum_associations: ClassVar[int] = 32
+    malloc_arenas: ClassVar[int | None] = 2
+    release_idle_memory: ClassVar[bool] = True
     maintenance_thread: ClassVar[bool] = True
     maintenance_interval: ClassVar[float] = 60.0
     quarantine_retention_days: ClassVar[float | None] = 90.0
@@ -213,6 +216,9 @@ class AbstractPipeline:
         config = self.config
         configure_logging(config.log_level, config.log_format, config.log_output,
                           config.log_max_bytes, config.log_backup_count)
+        if config.malloc_arenas is not None:
+            # before the executor and the server start threads: only arenas made later obey the limit
+            limit_arenas(config.malloc_arenas)
         self._executor = ThreadPoolExecutor(max_workers=self._executor_workers or config.processing_workers,
                                             thread_name_prefix=f"{config.name}-job")
         self._start_workers()
@@ -239,6 +245,8 @@ class AbstractPipeline:
 
             self._maintenance = MaintenanceThread(self)
             self._maintenance.start()
+        if config.release_idle_memory:
+            release_free_memory()  # what importing and post_init freed (~30 MB with numpy and pydicom)
         self.logger.info("%s listening as %s on %s:%d", config.name, config.ae_title, config.ip, self.port)
 
     def close(self) -> None:
@@ -375,6 +383,12 @@ class AbstractPipeline:
 
     def _receiving(self) -> bool:
         return self.receiver.receiving()
+
+    @property
+    def jobs_in_flight(self) -> int:
+        """Jobs submitted and not finished yet (queued or running)."""
+        with self._pending_lock:
+            return len(self._pending)
 
     def _run_job(self, container: PatientContainer) -> JobResult:
         """Grind, process and dispatch one patient; then remove or quarantine its data."""
