@@ -33,6 +33,7 @@ grind + bare send) of the same round; peak RSS <= 4x the series size.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
@@ -64,7 +65,7 @@ LINE = re.compile(r"^(?P<created>\d+\.\d+) (?P<name>\S+) (?P<message>.*)$")
 
 
 def serve_node(port: int, destination_port: int, slices: int, log_path: Path, data_directory: Path | None,
-               lazy: bool, copy: bool) -> None:
+               lazy: bool, copy: bool, settings: dict[str, Any] | None = None) -> None:
     """Run the plus-one node until SIGTERM, logging every line with its wall-clock time."""
     import attrs
     import numpy as np
@@ -113,7 +114,8 @@ def serve_node(port: int, destination_port: int, slices: int, log_path: Path, da
                              time.perf_counter() - added)
             return DicomOutput([(destination, series)], attempts=1, timeout=60)
 
-    node = PlusOne(port=port, log_output=log_path, data_directory=data_directory, lazy_storage=lazy)
+    node = PlusOne(port=port, log_output=log_path, data_directory=data_directory, lazy_storage=lazy,
+                   **(settings or {}))
     node.open(blocking=True)  # until SIGTERM
 
 
@@ -242,9 +244,11 @@ class Node:
     """The plus-one node in its own process, sending to ``destination_port``."""
 
     def __init__(self, work: Path, destination_port: int, slices: int, variant: str, copy: bool = False,
-                 profile: Path | None = None, polling_delay: float | None = None) -> None:
+                 profile: Path | None = None, polling_delay: float | None = None,
+                 environment: dict[str, str] | None = None, settings: dict[str, Any] | None = None,
+                 name: str = "node") -> None:
         self.port = ingest.free_port()
-        self.log_path = work / "node.log"
+        self.log_path = work / f"{name}.log"
         command = [sys.executable, str(Path(__file__).resolve()), "--serve-node", str(self.port),
                    str(destination_port), str(slices), str(self.log_path)]
         if profile is not None:  # collapsed stacks of every thread, for finding where the time goes
@@ -259,8 +263,11 @@ class Node:
             command.append("--copy")
         if polling_delay is not None:
             command += ["--polling-delay", str(polling_delay)]
-        self.console = open(work / "node.console", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, stdout=self.console, stderr=subprocess.STDOUT)
+        if settings:
+            command += ["--node-settings", json.dumps(settings)]
+        self.console = open(work / f"{name}.console", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, stdout=self.console, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **(environment or {})})
         ingest.wait_for_port(self.port)
         #: the node's own process (py-spy's child when profiling)
         self.pid = self.process.pid
@@ -382,6 +389,116 @@ def measure(slices: int, runs: int, variant: str = "memory", *, copy: bool = Fal
     return result
 
 
+def parse_contender(text: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``"LABEL:KEY=VALUE,..."``: upper-case keys go into the node's environment, others are node settings.
+
+    A setting's value is read as JSON when it parses (``malloc_arenas=1``,
+    ``malloc_arenas=null``), else kept as a string; ``"LABEL:"`` is the node as it is.
+    """
+    label, _, pairs = text.partition(":")
+    environment: dict[str, str] = {}
+    settings: dict[str, Any] = {}
+    for pair in filter(None, pairs.split(",")):
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise SystemExit(f"--contender {text!r}: {pair!r} is not KEY=VALUE")
+        if key.isupper():
+            environment[key] = value
+        else:
+            try:
+                settings[key] = json.loads(value)
+            except json.JSONDecodeError:
+                settings[key] = value
+    return label or text, environment, settings
+
+
+def compare(slices: int, runs: int, variant: str, contenders: list[str], log: Any = None) -> dict[str, Any]:
+    """Several plus-one nodes (environment or settings differing), one round each in turn, A B A B ….
+
+    Every node runs for the whole comparison (its idle memory is its own
+    process's); per contender: latency, peak RSS, RSS before the round and the
+    stages, from the same shuffled order in the same round. No references.
+    """
+    say = log or (lambda text: print(text, file=sys.stderr))
+    files = ingest.study(slices)
+    series_bytes = sum(path.stat().st_size for path in files)
+    WORK.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="compare-", dir=WORK))
+    out = work / "storescp"
+    scp_log = open(work / "storescp.log", "wb")  # noqa: SIM115 - closed below
+    destination_port = ingest.free_port()
+    scp = _storescp(destination_port, out, scp_log, None)
+    parsed = [parse_contender(text) for text in contenders]
+    nodes: list[Node] = []
+    result: dict[str, Any] = {"slices": slices, "series_bytes": series_bytes, "variant": variant, "runs": runs,
+                              "contenders": {}}
+    try:
+        ingest.wait_for_port(destination_port)
+        for number, (label, environment, settings) in enumerate(parsed):
+            nodes.append(Node(work, destination_port, slices, variant, environment=environment,
+                              settings=settings, name=f"node{number}"))
+            result["contenders"][label] = {"latency": [], "peak rss": [], "rss before": [], "problems": [],
+                                           "stages": {name: [] for name in STAGES}}
+        for round_number in range(runs + 1):
+            order = list(files)
+            random.Random(round_number).shuffle(order)
+            # alternate which contender goes first, so neither always runs on a warmer machine
+            turn = list(zip(parsed, nodes))
+            if round_number % 2:
+                turn.reverse()
+            for (label, _, _), node in turn:
+                _clear(out)
+                before = _vm_kib(node.pid, "VmRSS")
+                _reset_peak(node.pid)
+                sent_at = time.time()
+                ingest.send(node.port, [order])
+                made = _wait_for_files(out, slices, 120.0, node.process)
+                lines = _job_finished(node.log_path, sent_at, 120.0)
+                latency = max(path.stat().st_mtime for path in made) - sent_at
+                peak = _vm_kib(node.pid, "VmHWM") * 1024
+                problems = check_result(files, made)
+                say(f"  round {round_number} {label}: latency {latency:.2f} s, peak RSS {peak / 2**20:.0f} MiB "
+                    f"({peak / series_bytes:.2f}x), before {before / 1024:.0f} MiB"
+                    + (f"; PROBLEMS: {problems}" if problems else ""))
+                if round_number == 0:
+                    continue
+                entry = result["contenders"][label]
+                entry["latency"].append(latency)
+                entry["peak rss"].append(peak)
+                entry["rss before"].append(before * 1024)
+                entry["problems"].append(problems)
+                for name, seconds in stages(lines, sent_at, latency).items():
+                    entry["stages"][name].append(seconds)
+    finally:
+        for node in nodes:
+            node.stop()
+        if scp.poll() is None:
+            os.kill(scp.pid, signal.SIGTERM)
+            scp.wait(timeout=30)
+        scp_log.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def compare_report(result: dict[str, Any]) -> str:
+    """One row per contender: latency, stages, peak RSS (and its ratio to the series), RSS before."""
+    lines = [f"{result['slices']}-slice CT ({result['series_bytes'] / 1e6:.0f} MB), node {result['variant']}, "
+             f"contenders interleaved round by round, {result['runs']} rounds after a warm-up; "
+             "medians (min–max).", "",
+             "| contender | latency (s) | ingest | grind | build | send | peak RSS (MiB) | x series "
+             "| RSS before (MiB) | wrong rounds |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, entry in result["contenders"].items():
+        latency, spread = _cell(entry["latency"])
+        peak, peak_spread = _cell(entry["peak rss"], 2**20, 0)
+        ratio = statistics.median(entry["peak rss"]) / result["series_bytes"]
+        before = statistics.median(entry["rss before"]) / 2**20
+        stage = [_cell(entry["stages"][name])[0] for name in ("ingest", "grind", "build", "send")]
+        wrong = sum(1 for problems in entry["problems"] if problems)
+        lines.append(f"| {label} | {latency} ({spread}) | {' | '.join(stage)} | {peak} ({peak_spread}) "
+                     f"| {ratio:.2f} | {before:.0f} | {wrong} |")
+    return "\n".join(lines)
+
+
 # --- reporting ------------------------------------------------------------------------------------
 
 
@@ -455,6 +572,11 @@ def main() -> int:
                         help="an experiment: pynetdicom's reactors in the node sleep this long instead of 1 ms")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="run the node under py-spy record and write its collapsed stacks to FILE")
+    parser.add_argument("--contender", action="append", metavar="LABEL:KEY=VALUE,...",
+                        help="compare plus-one nodes only, interleaved round by round: upper-case keys are "
+                             "environment variables of the node (MALLOC_ARENA_MAX=1), others node settings "
+                             "(malloc_arenas=null); give it twice or more")
+    parser.add_argument("--node-settings", help=argparse.SUPPRESS)
     parser.add_argument("--serve-node", nargs=4, metavar=("PORT", "DEST", "SLICES", "LOG"), help=argparse.SUPPRESS)
     parser.add_argument("--data-directory", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--lazy", action="store_true", help=argparse.SUPPRESS)
@@ -466,12 +588,15 @@ def main() -> int:
 
             shorten_polling(args.polling_delay)
         serve_node(int(port), int(destination), int(slices), Path(log_path), args.data_directory, args.lazy,
-                   args.copy)
+                   args.copy, json.loads(args.node_settings) if args.node_settings else None)
         return 0
     for program in (ingest.STORESCU, STORESCP):
         if not os.access(program, os.X_OK):
             raise SystemExit(f"{program} is missing: apt-get install dcmtk")
     slices, runs = (40, 2) if args.quick else (args.slices, args.runs)
+    if args.contender:
+        print(compare_report(compare(slices, runs, args.variant, args.contender)))
+        return 0
     print(report(measure(slices, runs, args.variant, copy=args.copy, destination_pdu=args.destination_pdu,
                          profile=args.profile, polling_delay=args.polling_delay)))
     return 0
