@@ -163,8 +163,24 @@ def test_a_reader_whose_dataset_read_its_pixel_data_meanwhile_uses_them(tmp_path
     whole = np.frombuffer(dataset.PixelData, dtype="<u2").reshape(24, 32)  # another reader asked for them
 
     path.write_bytes(b"")  # the file is gone: the reader must not read it any more
+    slot = np.zeros((24, 32), dtype=np.uint16)
 
+    assert reader.read_into(0, slot) is False
+    assert not slot.any()
     assert np.array_equal(reader.frame(0), whole)
+
+
+def test_a_reader_puts_a_frame_read_from_the_file_straight_into_the_array_given(tmp_path: Path) -> None:
+    spec = CASES["enhanced-ct"]
+    (path,) = write_series(build_series(spec), tmp_path)
+    dataset = LazyDataset(path)
+    reader = PixelReader(dataset, PixelFormat.of(dataset))
+    slot = np.empty((spec.rows, spec.columns), dtype=np.uint16)
+
+    assert reader.read_into(3, slot) is True
+
+    assert np.array_equal(slot, np.frombuffer(dcmread(path).PixelData, dtype="<u2").reshape(-1, 24, 32)[3])
+    assert not dataset.pixels_loaded
 
 
 def test_a_file_with_too_few_bytes_of_pixel_data_is_refused_before_reading(tmp_path: Path) -> None:

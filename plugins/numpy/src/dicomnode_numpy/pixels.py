@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .frames import Frame
     from .geometry import StackLayout
 
-__all__ = ["PixelFormat", "PixelReader", "choose_dtype", "fill", "unloaded_datasets"]
+__all__ = ["PixelFormat", "PixelReader", "choose_dtype", "fill", "stored_as", "unloaded_datasets"]
 
 _PIXEL_DATA = 0x7FE00010
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -193,11 +193,31 @@ class PixelReader:
             # a byte view: memoryview cannot cast a big-endian array's format
             if not self.dataset.read_value_into(_PIXEL_DATA, self._scratch.view(np.uint8).data,
                                                 index * count * dtype.itemsize):
-                self._in_file, self._scratch = False, None
-                self._buffer = self.dataset.PixelData
+                self._use_memory()
                 return None
             self._scratch_index = index
         return self._scratch
+
+    def read_into(self, index: int, out: np.ndarray) -> bool:
+        """Read the stored bytes of frame ``index`` from the file straight into ``out``; True if it did.
+
+        ``out`` is a C-contiguous ``(rows, columns)`` array whose type has the
+        stored values' bytes (see :func:`stored_as`). False, with ``out``
+        untouched, when the pixel data are not waiting in a file: use
+        :meth:`frame` then.
+        """
+        if not self._in_file:
+            return False
+        size = self.rows * self.columns * self.format.stored_dtype.itemsize
+        if self.dataset.read_value_into(_PIXEL_DATA, out.view(np.uint8).data, index * size):
+            return True
+        self._use_memory()
+        return False
+
+    def _use_memory(self) -> None:
+        """The dataset has read its pixel data meanwhile (another thread asked for them): use those."""
+        self._in_file, self._scratch = False, None
+        self._buffer = self.dataset.PixelData
 
     def _decode(self, index: int) -> np.ndarray:
         from pydicom.pixels.utils import pixel_array
@@ -212,6 +232,29 @@ class PixelReader:
                 "(e.g. pylibjpeg with its plugins, or python-gdcm)"
             ) from exc
         return np.asarray(values).reshape(self.rows, self.columns)
+
+
+def stored_as(pixel_format: PixelFormat, dtype: np.dtype) -> bool:
+    """True when the stored bytes of ``pixel_format`` are, as they are, the values in type ``dtype``.
+
+    The same native type, or unsigned values with a free top bit in the
+    signed type of their width; not values whose sign must be extended.
+    """
+    stored = pixel_format.stored_dtype
+    if not stored.isnative or (pixel_format.signed and pixel_format.bits_stored < 8 * stored.itemsize):
+        return False
+    if stored == dtype:
+        return True
+    return bool((stored.kind, dtype.kind) == ("u", "i") and stored.itemsize == dtype.itemsize
+                and pixel_format.bits_stored < 8 * stored.itemsize)
+
+
+def _rescale_in_place(slot: np.ndarray, frame: Frame) -> None:
+    """``slot = slot * slope + intercept`` for an integral rescale whose values fit the slot's type."""
+    if frame.slope != 1.0:
+        slot *= np.asarray(int(frame.slope), dtype=slot.dtype)
+    if frame.intercept != 0.0:
+        slot += np.asarray(int(frame.intercept), dtype=slot.dtype)
 
 
 def unloaded_datasets(datasets: Iterable[Dataset]) -> set[int]:
@@ -297,45 +340,62 @@ def fill(
         reader = readers.get(key)
         if reader is None:
             reader = readers[key] = PixelReader(frame.dataset, frame.pixel_format)
-        values = reader.frame(frame.index)
-        if frame.tile is not None:
-            top, left = frame.tile[0] * frame.rows, frame.tile[1] * frame.columns
-            values = values[top:top + frame.rows, left:left + frame.columns]
-        if flip_rows:
-            values = values[::-1]
         slot = out[v, k] if out.ndim == 4 else out[k]
-        if not rescale or (frame.slope == 1.0 and frame.intercept == 0.0):
-            if (values.dtype.kind, out.dtype.kind) == ("u", "i") and values.dtype.isnative \
-                    and values.dtype.itemsize == out.dtype.itemsize \
-                    and frame.pixel_format.bits_stored < 8 * values.dtype.itemsize:
-                values = values.view(out.dtype)  # every value fits: a plain copy instead of a cast
-            np.copyto(slot, values, casting="unsafe")
-        elif integral and (widest is None or widest == out.dtype):
-            np.copyto(slot, values, casting="unsafe")
-            if frame.slope != 1.0:
-                slot *= np.asarray(int(frame.slope), dtype=out.dtype)
-            if frame.intercept != 0.0:
-                slot += np.asarray(int(frame.intercept), dtype=out.dtype)
-        elif integral:
-            # the values might not fit the output type: rescale in int64 and widen if needed
-            if scratch is None:
-                scratch = np.empty(values.shape, dtype=np.int64)
-            np.copyto(scratch, values, casting="unsafe")
-            scratch *= int(frame.slope)
-            scratch += int(frame.intercept)
-            info = np.iinfo(out.dtype)
-            if scratch.min() < info.min or scratch.max() > info.max:
-                out = out.astype(widest)
-                slot = out[v, k] if out.ndim == 4 else out[k]
-            np.copyto(slot, scratch, casting="unsafe")
+        identity = not rescale or (frame.slope == 1.0 and frame.intercept == 0.0)
+        in_place = integral and (widest is None or widest == out.dtype)
+        if (identity or in_place) and frame.tile is None and not flip_rows \
+                and stored_as(frame.pixel_format, out.dtype) and reader.read_into(frame.index, slot):
+            # the file's bytes went straight into the slot, with no copy in between
+            if not identity:
+                _rescale_in_place(slot, frame)
         else:
-            if scratch is None or scratch.dtype != arithmetic:
-                scratch = np.empty(values.shape, dtype=arithmetic)
-            np.multiply(values, arithmetic.type(frame.slope), out=scratch)
-            scratch += arithmetic.type(frame.intercept)
-            np.copyto(slot, scratch, casting="unsafe")
+            out, scratch = _store(out, slot, (v, k), reader.frame(frame.index), frame, identity, in_place,
+                                  widest, flip_rows, scratch, arithmetic)
         if last_use[key] == i:
             del readers[key]
             if key in forget:
                 frame.dataset.unload_pixels()
     return out
+
+
+def _store(out: np.ndarray, slot: np.ndarray, place: tuple[int, int], values: np.ndarray, frame: Frame,
+           identity: bool, in_place: bool, widest: np.dtype | None, flip_rows: bool,
+           scratch: np.ndarray | None, arithmetic: np.dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """Copy (and rescale) the stored ``values`` of ``frame`` into ``slot`` of ``out``.
+
+    Returns the output (widened to ``widest`` when a value needed it) and the
+    scratch array the next frame may reuse.
+    """
+    if frame.tile is not None:
+        top, left = frame.tile[0] * frame.rows, frame.tile[1] * frame.columns
+        values = values[top:top + frame.rows, left:left + frame.columns]
+    if flip_rows:
+        values = values[::-1]
+    if identity:
+        if (values.dtype.kind, out.dtype.kind) == ("u", "i") and values.dtype.isnative \
+                and values.dtype.itemsize == out.dtype.itemsize \
+                and frame.pixel_format.bits_stored < 8 * values.dtype.itemsize:
+            values = values.view(out.dtype)  # every value fits: a plain copy instead of a cast
+        np.copyto(slot, values, casting="unsafe")
+    elif in_place:
+        np.copyto(slot, values, casting="unsafe")
+        _rescale_in_place(slot, frame)
+    elif np.issubdtype(out.dtype, np.integer):
+        # the values might not fit the output type: rescale in int64 and widen if needed
+        if scratch is None or scratch.dtype != np.int64:
+            scratch = np.empty(values.shape, dtype=np.int64)
+        np.copyto(scratch, values, casting="unsafe")
+        scratch *= int(frame.slope)
+        scratch += int(frame.intercept)
+        info = np.iinfo(out.dtype)
+        if scratch.min() < info.min or scratch.max() > info.max:
+            out = out.astype(widest)
+            slot = out[place] if out.ndim == 4 else out[place[1]]
+        np.copyto(slot, scratch, casting="unsafe")
+    else:
+        if scratch is None or scratch.dtype != arithmetic:
+            scratch = np.empty(values.shape, dtype=arithmetic)
+        np.multiply(values, arithmetic.type(frame.slope), out=scratch)
+        scratch += arithmetic.type(frame.intercept)
+        np.copyto(slot, scratch, casting="unsafe")
+    return out, scratch
