@@ -6,10 +6,13 @@ pydicom's pixel handlers. Rescale is applied slice by slice into the output,
 so the only allocation the size of the volume is the output itself.
 
 Datasets that were not yet read from disk when grinding began (a
-:class:`dicomnode.dicom.lazy.LazyDataset` that is not loaded) forget their
-pixel data again as soon as they are copied, so a node holding thousands of
-slices on disk never has them all in memory at once; their headers stay, for
-building the result series.
+:class:`dicomnode.dicom.lazy.LazyDataset` whose pixel data are still in its
+file) never hold their pixel data: each frame is read from the file straight
+into its slot of the output when its bytes are already the output's values,
+or into one frame-sized buffer of the reader otherwise. Those that must be
+read whole (compressed, deflated) forget them again as soon as they are
+copied. So a node holding thousands of slices on disk never has them all in
+memory at once; their headers stay, for building the result series.
 """
 
 from __future__ import annotations
