@@ -14,7 +14,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
 
 from dicomnode.dicom.dimse import Address, echo, send_datasets
-from dicomnode.dicom.pdata import direct_pdata
+from dicomnode.dicom.pdata import direct_socket
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.dicom.transport import application_entity, associate, parked_reactor
 from dicomnode.errors import AssociationError
@@ -89,11 +89,11 @@ def test_c_stores_over_tls_are_left_to_pynetdicom_and_arrive(tls_peer: tuple[Add
                       [build_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)],
                       timeout=10, tls=_trusting(certificate))
     try:
-        with parked_reactor(assoc), direct_pdata(assoc) as direct:
+        assert direct_socket(assoc) is None
+        with parked_reactor(assoc):
             status = assoc.send_c_store(dataset)
     finally:
         assoc.release()
-    assert not direct
     assert int(status.Status) == 0x0000
     assert stored == [dataset.SOPInstanceUID]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -19,7 +19,14 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 
 from dicomnode.dicom.dimse import Address, send_datasets
-from dicomnode.dicom.pdata import UNLIMITED_FRAGMENT, direct_pdata, pdu_buffers, write_buffers
+from dicomnode.dicom.pdata import (
+    UNLIMITED_FRAGMENT,
+    c_store_command,
+    direct_socket,
+    pdu_buffers,
+    send_c_store,
+    write_buffers,
+)
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.dicom.transport import application_entity, associate, end, parked_reactor
 
@@ -132,7 +139,15 @@ def _pixels(encoded: bytes) -> bytes:
     return bytes(dcmread(BytesIO(encoded), force=True).PixelData)
 
 
-def test_an_association_we_send_on_writes_its_c_stores_itself_within_the_peers_maximum() -> None:
+def test_the_command_set_is_byte_for_byte_the_one_pynetdicom_encodes() -> None:
+    message = _message(b"\x00" * 10)
+    pynetdicoms = encode(message.command_set, True, True)
+    ours = c_store_command(str(message.command_set.AffectedSOPClassUID),
+                           str(message.command_set.AffectedSOPInstanceUID), 7)
+    assert ours == pynetdicoms
+
+
+def test_a_c_store_written_by_us_is_stored_within_the_peers_maximum_pdu() -> None:
     server, address, stored, pdu_sizes = _capturing_scp(max_pdu=2048)
     series = synthetic_series(slices=3, rows=64, columns=64)
     try:
@@ -140,14 +155,19 @@ def test_an_association_we_send_on_writes_its_c_stores_itself_within_the_peers_m
         ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
         assoc = associate(ae, address, ae.requested_contexts, timeout=10)
         try:
-            with parked_reactor(assoc), direct_pdata(assoc) as direct:
-                statuses = [assoc.send_c_store(dataset) for dataset in series]
+            with parked_reactor(assoc):
+                sock = direct_socket(assoc)
+                assert sock is not None
+                context_id = assoc.accepted_contexts[0].context_id
+                assert context_id is not None
+                responses = [send_c_store(assoc, sock, context_id, CTImageStorage, str(ds.SOPInstanceUID),
+                                          encode(ds, False, True), message_id)
+                             for message_id, ds in enumerate(series, start=1)]
         finally:
             end(assoc)
     finally:
         server.shutdown()
-    assert direct
-    assert [int(status.Status) for status in statuses] == [0, 0, 0]
+    assert [(r.MessageIDBeingRespondedTo, r.Status) for r in responses if r is not None] == [(1, 0), (2, 0), (3, 0)]
     assert max(pdu_sizes) == 2048
     assert [_pixels(data) for data in stored] == [bytes(dataset.PixelData) for dataset in series]
 
@@ -161,3 +181,43 @@ def test_send_datasets_delivers_identical_instances_through_the_direct_path() ->
         server.shutdown()
     assert result.ok
     assert sorted(_pixels(data) for data in stored) == sorted(bytes(ds.PixelData) for ds in series)
+
+
+def _scp(on_store: Callable[[evt.Event], Any]) -> tuple[Any, Address]:
+    ae = AE(ae_title="TESTSCP")
+    ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    return server, Address("127.0.0.1", port, "TESTSCP")
+
+
+def test_the_peers_error_comment_is_part_of_the_failure_reason() -> None:
+    def out_of_space(event: evt.Event) -> Dataset:
+        status = Dataset()
+        status.Status = 0xA700
+        status.ErrorComment = "disk full on /archive"
+        return status
+
+    server, address = _scp(out_of_space)
+    try:
+        result = send_datasets(address, synthetic_series(slices=2, rows=16, columns=16), timeout=10)
+    finally:
+        server.shutdown()
+    assert [failure.status for failure in result.failed] == [0xA700, 0xA700]
+    assert all("disk full on /archive" in failure.reason for failure in result.failed)
+
+
+def test_no_encoding_thread_outlives_a_send_the_peer_broke_off() -> None:
+    def abort_on_the_third(event: evt.Event) -> int:
+        if event.request.MessageID == 3:
+            event.assoc.abort()
+        return 0x0000
+
+    server, address = _scp(abort_on_the_third)
+    try:
+        result = send_datasets(address, synthetic_series(slices=12, rows=16, columns=16), timeout=10)
+    finally:
+        server.shutdown()
+    assert not result.ok
+    assert len(result.accepted) >= 2
+    assert not [thread for thread in threading.enumerate() if thread.name == "dicomnode-encode"]

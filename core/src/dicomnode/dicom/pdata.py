@@ -8,13 +8,13 @@ maximum PDU is 32 of those round trips, and a 300-slice series about
 9,600; that Python work, not the network, was most of the time a send
 took (``benchmarks/send.py``).
 
-:func:`direct_pdata` makes an association write its C-STORE requests
-itself: the PDU headers are packed with :mod:`struct`, the data is never
+:func:`send_c_store` writes a C-STORE request itself: the command set
+and the PDU headers are packed with :mod:`struct`, the data is never
 copied (each PDU's payload is a :class:`memoryview` of the encoded
 dataset) and a whole message goes out with a few ``sendmsg`` calls. The
 bytes on the wire are the ones pynetdicom would write: one PDV per PDU,
 no PDU longer than the peer's maximum, the command set first. Only the
-sending is replaced; the response is still read by pynetdicom.
+request is ours; pynetdicom still reads and decodes the response.
 
 Writing from the caller's thread is safe here because, in the state
 where data is exchanged, pynetdicom's DUL thread writes only what it is
@@ -32,18 +32,14 @@ import socket
 import ssl
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pynetdicom import evt
-from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import encode
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
-__all__ = ["UNLIMITED_FRAGMENT", "direct_pdata", "pdu_buffers", "write_buffers"]
+__all__ = ["UNLIMITED_FRAGMENT", "c_store_command", "direct_socket", "pdu_buffers", "send_c_store", "write_buffers"]
 
 logger = logging.getLogger("dicomnode.dimse")
 
@@ -108,71 +104,85 @@ def write_buffers(sock: socket.socket, buffers: list[bytes | memoryview]) -> Non
                 sent = 0
 
 
-def _dataset_payload(message: C_STORE_RQ) -> bytes | memoryview:
-    """The encoded dataset of ``message``: a view of its buffer, or the rest of the file it names."""
-    path_and_offset: tuple[Any, int] | None = getattr(message, "_data_set_path", None)
-    if path_and_offset is not None:
-        path, offset = path_and_offset
-        with open(path, "rb") as file:
-            file.seek(offset)
-            return file.read()
-    if message.data_set is None:
-        return b""
-    return message.data_set.getbuffer()
+def direct_socket(assoc: Association) -> socket.socket | None:
+    """The association's socket if we may write C-STORE requests on it ourselves, else None.
 
-
-class _Writer:
-    """Sends the C-STORE requests of one association; anything else goes to pynetdicom's ``send_msg``."""
-
-    def __init__(self, assoc: Association, sock: socket.socket) -> None:
-        self.assoc = assoc
-        self.sock = sock
-        self.fallback = assoc.dimse.send_msg
-
-    def send_msg(self, primitive: Any, context_id: int) -> None:
-        if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is not None:
-            self.fallback(primitive, context_id)
-            return
-        message = C_STORE_RQ()
-        message.primitive_to_message(primitive)
-        message.context_id = context_id
-        evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": message})
-        max_pdu = self.assoc.dimse.maximum_pdu_size
-        # the command set is always implicit VR little endian (PS3.7 6.3.1)
-        command = encode(message.command_set, True, True)
-        if command is None:
-            raise ValueError(f"cannot encode the C-STORE command set: {message.command_set}")
-        buffers = list(pdu_buffers(command, context_id, max_pdu, command=True))
-        if message.command_set.CommandDataSetType != 0x0101:
-            buffers.extend(pdu_buffers(_dataset_payload(message), context_id, max_pdu, command=False))
-        try:
-            write_buffers(self.sock, buffers)
-        except OSError as error:
-            # what pynetdicom does when its own send fails: the transport is
-            # gone (Evt17), so the request waiting for its response ends at once
-            logger.debug("writing a C-STORE request failed: %s", error)
-            self.assoc.dul.event_queue.put("Evt17")
-        finally:
-            buffers.clear()  # release the views before the dataset's buffer is closed
-
-
-@contextmanager
-def direct_pdata(assoc: Association) -> Iterator[bool]:
-    """While active, the association's C-STORE requests are written by us; yields whether they are.
-
-    They are not on a TLS connection, nor on a platform whose sockets
-    have no ``sendmsg``: pynetdicom's own path is kept there. Use it
-    inside :func:`~dicomnode.dicom.transport.parked_reactor`.
+    Not on a TLS connection (one OpenSSL connection must not be written by
+    one thread while another reads it), nor where sockets lack ``sendmsg``.
     """
     wrapper = assoc.dul.socket
     sock = wrapper.socket if wrapper is not None else None
     if sock is None or isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
-        yield False
-        return
-    dimse = assoc.dimse
-    writer = _Writer(assoc, sock)
-    dimse.send_msg = writer.send_msg  # type: ignore[method-assign]
+        return None
+    return sock
+
+
+_ELEMENT_HEADER = struct.Struct("<HHI")  # group, element, value length (implicit VR little endian)
+_US = struct.Struct("<H")
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return _ELEMENT_HEADER.pack(0x0000, element, len(value)) + value
+
+
+def _uid(value: str) -> bytes:
+    encoded = value.encode("ascii")
+    return encoded + b"\x00" if len(encoded) % 2 else encoded
+
+
+def c_store_command(sop_class: str, sop_instance: str, message_id: int, priority: int = 2) -> bytes:
+    """The encoded command set of a C-STORE request (PS3.7 9.3.1.1, implicit VR little endian).
+
+    The same bytes pynetdicom encodes for its C-STORE requests (its
+    default priority 2, low; the dataset type says a dataset follows).
+    """
+    body = b"".join((
+        _element(0x0002, _uid(sop_class)),          # Affected SOP Class UID
+        _element(0x0100, _US.pack(0x0001)),          # Command Field: C-STORE-RQ
+        _element(0x0110, _US.pack(message_id)),      # Message ID
+        _element(0x0700, _US.pack(priority)),        # Priority
+        _element(0x0800, _US.pack(0x0001)),          # Command Data Set Type: a dataset follows
+        _element(0x1000, _uid(sop_instance)),        # Affected SOP Instance UID
+    ))
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def send_c_store(assoc: Association, sock: socket.socket, context_id: int, sop_class: str,
+                 sop_instance: str, payload: bytes | memoryview, message_id: int) -> C_STORE | None:
+    """Write one C-STORE request on ``sock`` and wait for its response; None when none came.
+
+    ``payload`` is the dataset already encoded in the context's transfer
+    syntax. Raises :class:`~dicomnode.errors.DimseError` when the peer
+    answers with something that is not this request's response (the
+    association is then aborted). When no response comes within the
+    association's DIMSE timeout the association is aborted too; call
+    :func:`~dicomnode.dicom.transport.no_response_kind` to learn why.
+    """
+    from dicomnode.errors import DimseError
+
+    peer = assoc.acceptor if assoc.is_requestor else assoc.requestor
+    max_pdu = peer.maximum_length or 0  # what the peer accepts; 0 (or not said): no limit
+    command = c_store_command(sop_class, sop_instance, message_id)
+    buffers = [*pdu_buffers(command, context_id, max_pdu, command=True),
+               *pdu_buffers(payload, context_id, max_pdu, command=False)]
     try:
-        yield True
+        write_buffers(sock, buffers)
+    except OSError as error:
+        # what pynetdicom does when its own send fails: the transport is gone
+        # (Evt17), so the wait below ends at once
+        logger.debug("writing the C-STORE request of %s failed: %s", sop_instance, error)
+        assoc.dul.event_queue.put("Evt17")
     finally:
-        del dimse.send_msg
+        buffers.clear()
+    _, response = assoc.dimse.get_msg(block=True)
+    if response is None:
+        if assoc.is_established and not assoc.acse.is_aborted():
+            assoc.abort()  # the DIMSE timeout: nothing more can be trusted on this association
+        return None
+    if (not isinstance(response, C_STORE) or response.MessageIDBeingRespondedTo != message_id
+            or not response.is_valid_response):
+        assoc.abort()
+        raise DimseError(f"the peer answered the C-STORE of {sop_instance} (message {message_id}) with "
+                         f"{type(response).__name__} for message "
+                         f"{getattr(response, 'MessageIDBeingRespondedTo', None)}; the association was aborted")
+    return response

@@ -15,8 +15,11 @@ associations, one after the other.
 from __future__ import annotations
 
 import logging
+import queue
+import socket
 import ssl
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,14 +29,17 @@ import attrs
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_file_meta_info
+from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config as _pynetdicom_config
+from pynetdicom.dsutils import split_dataset
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
 from dicomnode.dicom.lazy import LazyDataset
-from dicomnode.dicom.pdata import direct_pdata
+from dicomnode.dicom.pdata import direct_socket, send_c_store
 from dicomnode.dicom.transport import (
     application_entity,
     associate,
@@ -43,7 +49,7 @@ from dicomnode.dicom.transport import (
     parked_reactor,
     poll_promptly,
 )
-from dicomnode.errors import AssociationError
+from dicomnode.errors import AssociationError, DimseError
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -254,6 +260,106 @@ def _file_streaming() -> Iterator[None]:
                 _pynetdicom_config.STORE_SEND_CHUNKED_DATASET = _streaming_before
 
 
+def _context_for(assoc: Association, item: _Item) -> PresentationContext:
+    """The accepted context to send the item on: its own transfer syntax, else one it converts to.
+
+    Call only when :func:`_no_context_reason` found none missing.
+    """
+    accepted = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class]
+    for context in accepted:
+        if context.transfer_syntax[0] == item.transfer_syntax:
+            return context
+    return next(cx for cx in accepted if _convertible(UID(cx.transfer_syntax[0])))
+
+
+def _encoded(item: _Item, syntax: UID) -> bytes:
+    """The item's dataset encoded in ``syntax``: a file's own bytes when it is already in it."""
+    dataset: Dataset
+    if isinstance(item.source, Path):
+        if item.transfer_syntax == syntax:
+            _, offset = split_dataset(item.source)
+            with open(item.source, "rb") as file:
+                file.seek(offset)
+                return file.read()
+        dataset = dcmread(item.source)
+    else:
+        dataset = item.source
+    out = DicomBytesIO()
+    out.is_implicit_VR = syntax.is_implicit_VR
+    out.is_little_endian = syntax.is_little_endian
+    write_dataset(out, dataset)
+    encoded = out.getvalue()
+    if syntax.is_deflated:
+        packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        encoded = packer.compress(encoded) + packer.flush()
+    return encoded
+
+
+@attrs.frozen
+class _Ready:
+    """An item ready to go: the context it goes on and its encoded dataset."""
+
+    context_id: int
+    payload: bytes
+
+
+def _prepare(assoc: Association, item: _Item, address: Address) -> _Ready | FailedInstance:
+    path = item.source if isinstance(item.source, Path) else None
+    reason = _no_context_reason(assoc, item, address)
+    if reason is not None:
+        return FailedInstance(item.sop_instance, None, reason, path)
+    context = _context_for(assoc, item)
+    try:
+        payload = _encoded(item, UID(context.transfer_syntax[0]))
+    except Exception as error:  # pydicom reports a damaged file or dataset with many exception types
+        what = f"{path}: cannot read" if path is not None else "cannot encode the dataset"
+        return FailedInstance(item.sop_instance, None, f"{what}: {_first_line(error)}", path)
+    assert context.context_id is not None  # every accepted context has its ID
+    return _Ready(context.context_id, payload)
+
+
+#: instances read and encoded ahead of the one being sent (each held in memory until sent)
+PREPARED_AHEAD = 4
+
+
+class _Prepared:
+    """Reads and encodes the items on a thread of its own, at most :data:`PREPARED_AHEAD` ahead.
+
+    Encoding an instance (pydicom, ~1 ms for a 512x512 slice) then overlaps
+    the time the peer takes to store the one before it. Iterate it inside
+    ``with``: leaving early stops the thread.
+    """
+
+    def __init__(self, assoc: Association, items: list[_Item], address: Address) -> None:
+        self._assoc = assoc
+        self._items = items
+        self._address = address
+        self._queue: queue.Queue[tuple[_Item, _Ready | FailedInstance] | None] = queue.Queue(PREPARED_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dicomnode-encode", daemon=True)
+
+    def _run(self) -> None:
+        for item in self._items:
+            ready = _prepare(self._assoc, item, self._address)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put((item, ready), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if self._stop.is_set():
+                return
+        self._queue.put(None)
+
+    def __enter__(self) -> Iterator[tuple[_Item, _Ready | FailedInstance]]:
+        self._thread.start()
+        return iter(self._queue.get, None)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _carrier(assoc: Association, item: _Item) -> Dataset | Path:
     """What to hand to pynetdicom: the file itself when it can go as it is, else a dataset.
 
@@ -307,9 +413,29 @@ class _Break:
     abrupt: bool
 
 
+def _record(code: int, item: _Item, address: Address, outcome: _Outcome, comment: str | None = None) -> None:
+    """Count one C-STORE response status: accepted (success or warning) or failed."""
+    path = item.source if isinstance(item.source, Path) else None
+    if code_to_category(code) in ("Success", "Warning"):
+        if code != 0:
+            logger.info("%s stored %s with %s", address, item.sop_instance, _status_text(code))
+        outcome.accept(item.sop_instance)
+    else:
+        reason = _status_text(code) + (f" ({comment})" if comment else "")
+        outcome.fail(FailedInstance(item.sop_instance, code, reason, path))
+
+
+def _no_response(assoc: Association, item: _Item, address: Address, timeout: float,
+                 outcome: _Outcome) -> _Break:
+    error_text = no_response_reason(assoc, address, "C-STORE", timeout)
+    path = item.source if isinstance(item.source, Path) else None
+    outcome.fail(FailedInstance(item.sop_instance, None, error_text, path))
+    return _Break(error_text, abrupt=no_response_kind(assoc) != "timeout")
+
+
 def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: float,
              outcome: _Outcome) -> _Break | None:
-    """C-STORE the items on one association; say why it broke off, if it did."""
+    """C-STORE the items on one association with pynetdicom's ``send_c_store``; say why it broke off."""
     for item in items:
         outcome.attempted.add(item.index)
         path = item.source if isinstance(item.source, Path) else None
@@ -331,18 +457,39 @@ def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: 
             continue
         code = status.get("Status") if status else None
         if code is None:
-            error_text = no_response_reason(assoc, address, "C-STORE", timeout)
-            outcome.fail(FailedInstance(item.sop_instance, None, error_text, path))
-            return _Break(error_text, abrupt=no_response_kind(assoc) != "timeout")
-        code = int(code)
-        if code_to_category(code) in ("Success", "Warning"):
-            if code != 0:
-                logger.info("%s stored %s with %s", address, item.sop_instance, _status_text(code))
-            outcome.accept(item.sop_instance)
-        else:
-            outcome.fail(FailedInstance(item.sop_instance, code, _status_text(code), path))
+            return _no_response(assoc, item, address, timeout, outcome)
+        _record(int(code), item, address, outcome, status.get("ErrorComment"))
         if not assoc.is_established:
             return _Break(f"{address} ended the association during the transfer", abrupt=True)
+    return None
+
+
+def _send_directly_on(assoc: Association, sock: socket.socket, items: list[_Item], address: Address,
+                      timeout: float, outcome: _Outcome) -> _Break | None:
+    """C-STORE the items on one association, writing the requests ourselves; say why it broke off.
+
+    The next instances are read and encoded on another thread while the
+    peer stores the current one (:class:`_Prepared`).
+    """
+    with _Prepared(assoc, items, address) as prepared:
+        for item, ready in prepared:
+            outcome.attempted.add(item.index)
+            if isinstance(ready, FailedInstance):
+                outcome.fail(ready)
+                continue
+            outcome.message_id = outcome.message_id % 65535 + 1
+            try:
+                response = send_c_store(assoc, sock, ready.context_id, str(item.sop_class), item.sop_instance,
+                                        ready.payload, outcome.message_id)
+            except DimseError as unexpected:
+                path = item.source if isinstance(item.source, Path) else None
+                outcome.fail(FailedInstance(item.sop_instance, None, str(unexpected), path))
+                return _Break(str(unexpected), abrupt=True)
+            if response is None:
+                return _no_response(assoc, item, address, timeout, outcome)
+            _record(int(response.Status or 0), item, address, outcome, getattr(response, "ErrorComment", None))
+            if not assoc.is_established:
+                return _Break(f"{address} ended the association during the transfer", abrupt=True)
     return None
 
 
@@ -382,8 +529,13 @@ def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], m
             return str(refused)
         stored_before = len(outcome.accepted)
         try:
-            with parked_reactor(assoc), _prompt_polling(assoc), _file_streaming(), direct_pdata(assoc):
-                broken = _send_on(assoc, pending, address, timeout, outcome)
+            with parked_reactor(assoc), _prompt_polling(assoc):
+                sock = direct_socket(assoc)
+                if sock is not None:
+                    broken = _send_directly_on(assoc, sock, pending, address, timeout, outcome)
+                else:
+                    with _file_streaming():
+                        broken = _send_on(assoc, pending, address, timeout, outcome)
         finally:
             end(assoc)
         if broken is None:
@@ -404,8 +556,8 @@ def send_datasets(address: Address, datasets: Iterable[Dataset | Path | str], *,
     uncompressed fallback per SOP class; an instance is re-encoded only when
     the peer refused its own transfer syntax, and only between uncompressed
     little-endian syntaxes. Files (and LazyDatasets not loaded yet) are read
-    one at a time while sending, streamed as they are when the peer accepted
-    their transfer syntax.
+    while sending, a few instances ahead, and sent as they are when the peer
+    accepted their transfer syntax.
     Every response status is checked. Peer and network failures never raise:
     they are in the returned :class:`SendResult`. ``progress(done, total)``
     is called after each instance. ``timeout`` bounds every network step
