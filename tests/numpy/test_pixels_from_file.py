@@ -183,6 +183,18 @@ def test_a_reader_puts_a_frame_read_from_the_file_straight_into_the_array_given(
     assert not dataset.pixels_loaded
 
 
+def test_datasets_whose_values_pydicom_left_in_the_file_grind_the_same(tmp_path: Path) -> None:
+    spec = CASES["shuffled-ct"]
+    paths = write_series(build_series(spec), tmp_path)
+    deferred = [dcmread(path, defer_size=8) for path in paths]  # positions, orientation, rescale: all deferred
+    assert deferred[0].get_item("ImagePositionPatient", keep_deferred=True).value is None
+
+    volume = NumpyGrinder()(deferred)
+
+    assert np.array_equal(volume.array, expected(spec)[0])
+    np.testing.assert_allclose(volume.affine, expected(spec)[1])
+
+
 def test_a_file_with_too_few_bytes_of_pixel_data_is_refused_before_reading(tmp_path: Path) -> None:
     datasets = build_series(CASES["axial-ct"])
     datasets[3].PixelData = datasets[3].PixelData[:100]

@@ -16,23 +16,36 @@ from typing import Any
 
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 
 __all__ = ["has", "int_value", "text_value"]
 
-_TAGS: dict[str, int] = {}
+_TAGS: dict[str, BaseTag] = {}
 _BINARY_INTEGERS = {"US": (2, False), "SS": (2, True), "UL": (4, False), "SL": (4, True)}
 
 
-def _tag(keyword: str) -> int:
+def _tag(keyword: str) -> BaseTag:
     tag = _TAGS.get(keyword)
     if tag is None:
         number = tag_for_keyword(keyword)
         if number is None:
             raise KeyError(f"{keyword!r} is not a DICOM keyword")
-        tag = _TAGS[keyword] = int(number)
+        tag = _TAGS[keyword] = BaseTag(number)
     return tag
+
+
+def _element(dataset: Dataset, tag: BaseTag) -> DataElement | RawDataElement | None:
+    """The element at ``tag`` as the dataset holds it (raw or converted), its value read if still in a file.
+
+    A plain lookup: pydicom's ``get_item`` first turns the key into a tag
+    object, which for thousands of reads costs more than the lookup itself.
+    """
+    element = dataset._dict.get(tag)
+    if isinstance(element, RawDataElement) and element.value is None and element.length:
+        return dataset.get_item(tag)  # a deferred value: reading it is get_item's work
+    return element
 
 
 def has(dataset: Dataset, keyword: str) -> bool:
@@ -46,7 +59,7 @@ def has(dataset: Dataset, keyword: str) -> bool:
 
 def text_value(dataset: Dataset, keyword: str) -> Any:
     """A text value (a string, or a list of strings for several), None when absent or empty."""
-    element = dataset.get_item(_tag(keyword))
+    element = _element(dataset, _tag(keyword))
     if element is None:
         return None
     if isinstance(element, RawDataElement):
@@ -66,7 +79,7 @@ def text_value(dataset: Dataset, keyword: str) -> Any:
 def int_value(dataset: Dataset, keyword: str, default: int | None = None) -> int | None:
     """An integer value (binary US/SS/UL/SL or text IS), ``default`` when absent or empty."""
     tag = _tag(keyword)
-    element = dataset.get_item(tag)
+    element = _element(dataset, tag)
     if element is None:
         return default
     if isinstance(element, RawDataElement) and element.value is not None:
@@ -81,8 +94,8 @@ def int_value(dataset: Dataset, keyword: str, default: int | None = None) -> int
             size, signed = size_signed
             if len(element.value) < size:
                 return default
-            order = "little" if element.is_little_endian else "big"
-            return int.from_bytes(element.value[:size], order, signed=signed)
+            return int.from_bytes(element.value[:size], "little" if element.is_little_endian else "big",
+                                  signed=signed)
     value = dataset[tag].value
     if value is None or value == "":
         return default
