@@ -28,6 +28,8 @@ grind + bare send) of the same round; peak RSS <= 4x the series size.
 
     python benchmarks/end_to_end.py --runs 5
     python benchmarks/end_to_end.py --quick           # 40 slices, 2 rounds
+    python benchmarks/end_to_end.py --contender "glibc:malloc_arenas=0,release_idle_memory=false" \
+        --contender "defaults:" --contender "one arena:malloc_arenas=1"   # nodes only, A B A B
 """
 
 from __future__ import annotations
@@ -485,16 +487,20 @@ def compare_report(result: dict[str, Any]) -> str:
     lines = [f"{result['slices']}-slice CT ({result['series_bytes'] / 1e6:.0f} MB), node {result['variant']}, "
              f"contenders interleaved round by round, {result['runs']} rounds after a warm-up; "
              "medians (min–max).", "",
-             "| contender | latency (s) | ingest | grind | build | send | peak RSS (MiB) | x series "
-             "| RSS before (MiB) | wrong rounds |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| contender | latency (s) | latency / first's, round by round | ingest | grind | build | send "
+             "| peak RSS (MiB) | x series | RSS before (MiB) | wrong rounds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    first = next(iter(result["contenders"].values()))["latency"]
     for label, entry in result["contenders"].items():
+        paired, paired_spread = _cell([a / b for a, b in zip(entry["latency"], first)])
         latency, spread = _cell(entry["latency"])
         peak, peak_spread = _cell(entry["peak rss"], 2**20, 0)
         ratio = statistics.median(entry["peak rss"]) / result["series_bytes"]
         before = statistics.median(entry["rss before"]) / 2**20
         stage = [_cell(entry["stages"][name])[0] for name in ("ingest", "grind", "build", "send")]
         wrong = sum(1 for problems in entry["problems"] if problems)
-        lines.append(f"| {label} | {latency} ({spread}) | {' | '.join(stage)} | {peak} ({peak_spread}) "
+        lines.append(f"| {label} | {latency} ({spread}) | {paired} ({paired_spread}) | {' | '.join(stage)} "
+                     f"| {peak} ({peak_spread}) "
                      f"| {ratio:.2f} | {before:.0f} | {wrong} |")
     return "\n".join(lines)
 
@@ -574,7 +580,7 @@ def main() -> int:
                         help="run the node under py-spy record and write its collapsed stacks to FILE")
     parser.add_argument("--contender", action="append", metavar="LABEL:KEY=VALUE,...",
                         help="compare plus-one nodes only, interleaved round by round: upper-case keys are "
-                             "environment variables of the node (MALLOC_ARENA_MAX=1), others node settings "
+                             "environment variables of the node (MALLOC_ARENA_MAX=1, with malloc_arenas=null), others node settings "
                              "(malloc_arenas=null); give it twice or more")
     parser.add_argument("--node-settings", help=argparse.SUPPRESS)
     parser.add_argument("--serve-node", nargs=4, metavar=("PORT", "DEST", "SLICES", "LOG"), help=argparse.SUPPRESS)
