@@ -22,6 +22,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,7 @@ __all__ = [
     "parked_reactor",
     "poll_promptly",
     "set_tcp_nodelay",
+    "wake_on_message",
 ]
 
 logger = logging.getLogger("dicomnode.dimse")
@@ -104,6 +106,55 @@ def poll_promptly(assoc: Association, *, accepted: bool = False) -> float:
     previous: float = dul._run_loop_delay
     dul._run_loop_delay = ACCEPTED_POLL_DELAY if accepted else POLL_DELAY
     return previous
+
+
+class _ReactorClock:
+    """Stands in for the ``time`` module inside ``pynetdicom.association``.
+
+    An accepted association's reactor (``Association._run_reactor``) sleeps
+    a literal 1 ms before each look for a complete DIMSE message, so every
+    C-STORE it serves waited up to that long after it arrived. For the
+    associations handed to :func:`wake_on_message`, that sleep becomes a
+    wait on the association's DIMSE message queue: it ends as soon as a
+    message is queued, and after 1 ms at most, as before, so releases,
+    aborts and timeouts are seen as promptly as pynetdicom sees them. Every
+    other call goes to the real :mod:`time`.
+    """
+
+    def __init__(self) -> None:
+        self.waking: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        thread = threading.current_thread()
+        if seconds != 0.001 or thread not in self.waking:
+            time.sleep(seconds)
+            return
+        messages = thread.dimse.msg_queue  # type: ignore[attr-defined]  # an Association thread
+        with messages.not_empty:
+            if not messages.queue:
+                messages.not_empty.wait(seconds)
+
+
+_clock = _ReactorClock()
+_clock_lock = threading.Lock()
+
+
+def wake_on_message(assoc: Association) -> None:
+    """Let an accepted association serve each DIMSE message as it arrives instead of on a 1 ms poll.
+
+    See :class:`_ReactorClock`. The node calls it for every association it
+    accepts (in its ``EVT_CONN_OPEN`` handler, before the reactor starts).
+    The stand-in is put into ``pynetdicom.association`` on the first call.
+    """
+    import pynetdicom.association as module
+
+    with _clock_lock:
+        if module.time is not _clock:  # type: ignore[attr-defined,comparison-overlap]
+            module.time = _clock  # type: ignore[attr-defined,assignment]
+        _clock.waking.add(assoc)
 
 
 #: pass as ``evt_handlers`` to ``AE.associate`` or ``AE.start_server``

@@ -37,8 +37,10 @@ the image is dropped (the log still says why).
 
 Sockets: the maximum PDU size is unlimited (0), and every accepted socket
 gets ``TCP_NODELAY`` (pynetdicom leaves Nagle's algorithm on, which stalls
-small PDUs by ~40 ms), and its DUL thread polls every
-:data:`~dicomnode.dicom.transport.ACCEPTED_POLL_DELAY` instead of every 1 ms.
+small PDUs by ~40 ms), its DUL thread polls every
+:data:`~dicomnode.dicom.transport.ACCEPTED_POLL_DELAY` instead of every 1 ms,
+and its association reactor serves each message as soon as it is complete
+instead of on its own 1 ms poll (:func:`~dicomnode.dicom.transport.wake_on_message`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
-from dicomnode.dicom.transport import poll_promptly
+from dicomnode.dicom.transport import poll_promptly, wake_on_message
 from dicomnode.errors import StorageError
 
 if TYPE_CHECKING:
@@ -230,6 +232,7 @@ class Receiver:
         which each C-STORE would otherwise wait on.
         """
         poll_promptly(event.assoc, accepted=True)
+        wake_on_message(event.assoc)
         sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
         if sock is None:
             return
