@@ -5,6 +5,7 @@ The allocator is process-wide, so what changes it runs in a fresh Python process
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -178,3 +179,17 @@ def test_the_chores_leave_the_allocator_alone_when_the_setting_is_off(tmp_path: 
     thread = MaintenanceThread(pipeline)
     thread.run_chores()
     assert thread.release_idle_memory()  # the chores did not release: a job is still unreleased
+
+
+def test_without_glibc_both_calls_do_nothing_and_say_so_in_the_debug_log(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from dicomnode.server import allocator
+
+    # a fresh look-up on another platform (macOS), as the first call there would make
+    monkeypatch.setattr(allocator, "_looked_up", False)
+    monkeypatch.setattr(allocator, "_library", None)
+    monkeypatch.setattr(allocator.sys, "platform", "darwin")
+    with caplog.at_level(logging.DEBUG, logger="dicomnode.allocator"):
+        assert allocator.limit_arenas(2) is False
+        assert allocator.release_free_memory() is False
+    assert "not glibc: malloc_arenas=2 is not applied" in caplog.text

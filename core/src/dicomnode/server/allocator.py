@@ -71,7 +71,9 @@ def _find_glibc() -> Any:
 def limit_arenas(count: int) -> bool:
     """Let the process's threads share at most ``count`` malloc arenas; False where glibc is absent.
 
-    Arenas that exist already stay; call it before starting threads. Setting
+    Arenas that exist already stay; call it before starting threads. glibc
+    fixes its limit the first time it needs one (when a ninth arena would be
+    made), so the first count applied early is the one that holds. Setting
     the same count again does nothing (and logs nothing). Example::
 
         limit_arenas(2)   # in a node's open(), before its threads start
