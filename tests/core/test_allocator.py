@@ -6,6 +6,7 @@ The allocator is process-wide, so what changes it runs in a fresh Python process
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -55,13 +56,18 @@ def busy_threads(count):
 """
 
 
+# the tests set the allocator's environment themselves
+_NO_ALLOCATOR_VARIABLES = {key: value for key, value in os.environ.items()
+                           if key not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+
+
 def _run(code: str) -> str:
     return _completed(code).stdout
 
 
-def _completed(code: str) -> subprocess.CompletedProcess[str]:
+def _completed(code: str, **environment: str) -> subprocess.CompletedProcess[str]:
     completed = subprocess.run([sys.executable, "-c", _COUNT_ARENAS + textwrap.dedent(code)], capture_output=True,
-                               text=True, timeout=120)
+                               text=True, timeout=120, env={**_NO_ALLOCATOR_VARIABLES, **environment})
     assert completed.returncode == 0, completed.stderr
     return completed
 
@@ -136,6 +142,17 @@ def test_an_opened_node_limits_the_arenas_and_logs_it_once() -> None:
     """)
     assert int(completed.stdout) == 1
     assert completed.stderr.count("malloc arenas limited to 1 for this process") == 1, completed.stderr
+
+
+@needs_glibc
+def test_an_arena_limit_in_the_environment_is_kept_over_the_setting() -> None:
+    completed = _completed("""
+        from dicomnode.server.allocator import limit_arenas
+        assert not limit_arenas(4)
+        busy_threads(4)
+        print(arenas())
+    """, MALLOC_ARENA_MAX="1")
+    assert int(completed.stdout) == 1
 
 
 @needs_glibc

@@ -12,7 +12,9 @@ musl):
 
 * :func:`limit_arenas` sets ``M_ARENA_MAX`` with ``mallopt``. It takes effect
   for arenas created afterwards, so the node calls it in ``open()`` before it
-  starts its threads, never at import;
+  starts its threads, never at import. A limit the operator set in the
+  environment (``MALLOC_ARENA_MAX``, ``GLIBC_TUNABLES=glibc.malloc.arena_max``)
+  is kept;
 * :func:`release_free_memory` calls ``malloc_trim(0)``, which returns the
   free pages of every arena to the system; the node calls it after each job.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 import threading
 from typing import Any
@@ -87,12 +90,26 @@ def limit_arenas(count: int) -> bool:
         return False
     if _applied_arenas == count:
         return True
+    chosen = _arena_limit_from_environment()
+    if chosen is not None:
+        # an operator's MALLOC_ARENA_MAX / GLIBC_TUNABLES is more specific than a default
+        logger.info("malloc arenas: %s from the environment is kept; malloc_arenas=%d not applied", chosen, count)
+        return False
     if library.mallopt(_M_ARENA_MAX, count) != 1:
         logger.warning("glibc refused mallopt(M_ARENA_MAX, %d); the allocator keeps its defaults", count)
         return False
     _applied_arenas = count
     logger.info("malloc arenas limited to %d for this process (setting malloc_arenas)", count)
     return True
+
+
+def _arena_limit_from_environment() -> str | None:
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return f"MALLOC_ARENA_MAX={os.environ['MALLOC_ARENA_MAX']}"
+    for tunable in os.environ.get("GLIBC_TUNABLES", "").split(":"):
+        if tunable.startswith("glibc.malloc.arena_max="):
+            return f"GLIBC_TUNABLES {tunable}"
+    return None
 
 
 def release_free_memory() -> bool:
