@@ -21,7 +21,9 @@ from pynetdicom.pdu import P_DATA_TF
 from dicomnode.dicom.dimse import Address, send_datasets
 from dicomnode.dicom.pdata import (
     UNLIMITED_FRAGMENT,
+    _plain_response,
     c_store_command,
+    c_store_response_command,
     direct_socket,
     pdu_buffers,
     send_c_store,
@@ -221,3 +223,42 @@ def test_no_encoding_thread_outlives_a_send_the_peer_broke_off() -> None:
     assert not result.ok
     assert len(result.accepted) >= 2
     assert not [thread for thread in threading.enumerate() if thread.name == "dicomnode-encode"]
+
+
+def _pynetdicom_response(primitive: C_STORE) -> bytes:
+    from pynetdicom.dimse_messages import C_STORE_RSP
+
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    encoded = encode(message.command_set, True, True)
+    assert encoded is not None
+    return encoded
+
+
+@pytest.mark.parametrize(("status", "comment"), [
+    (0x0000, None), (0xB000, None), (0xA700, "the data directory is full"), (0xC002, "odd"),
+])
+def test_a_c_store_response_is_encoded_byte_for_byte_as_pynetdicom_encodes_it(status: int,
+                                                                              comment: str | None) -> None:
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 12
+    primitive.AffectedSOPClassUID = CTImageStorage
+    primitive.AffectedSOPInstanceUID = generate_uid()
+    primitive.Status = status
+    primitive.ErrorComment = comment
+    ours = c_store_response_command(CTImageStorage, str(primitive.AffectedSOPInstanceUID), 12, status, comment)
+    assert ours == _pynetdicom_response(primitive)
+
+
+def test_responses_we_cannot_encode_exactly_are_left_to_pynetdicom() -> None:
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 3
+    primitive.AffectedSOPClassUID = CTImageStorage
+    primitive.AffectedSOPInstanceUID = generate_uid()
+    primitive.Status = 0xC004
+    primitive.ErrorComment = "no input accepts patient Øster"
+    assert _plain_response(primitive) is None
+    primitive.ErrorComment = "no input accepts it"
+    assert _plain_response(primitive) is not None
+    primitive.OffendingElement = [0x00100020]
+    assert _plain_response(primitive) is None

@@ -32,14 +32,23 @@ import socket
 import ssl
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pynetdicom.dimse_primitives import C_STORE
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
-__all__ = ["UNLIMITED_FRAGMENT", "c_store_command", "direct_socket", "pdu_buffers", "send_c_store", "write_buffers"]
+__all__ = [
+    "UNLIMITED_FRAGMENT",
+    "answer_c_stores_directly",
+    "c_store_command",
+    "c_store_response_command",
+    "direct_socket",
+    "pdu_buffers",
+    "send_c_store",
+    "write_buffers",
+]
 
 logger = logging.getLogger("dicomnode.dimse")
 
@@ -186,3 +195,76 @@ def send_c_store(assoc: Association, sock: socket.socket, context_id: int, sop_c
                          f"{type(response).__name__} for message "
                          f"{getattr(response, 'MessageIDBeingRespondedTo', None)}; the association was aborted")
     return response
+
+
+def c_store_response_command(sop_class: str | None, sop_instance: str | None, message_id: int, status: int,
+                             error_comment: str | None = None) -> bytes:
+    """The encoded command set of a C-STORE response (PS3.7 9.3.1.2), as pynetdicom encodes it.
+
+    The SOP class and instance are left out when None (pynetdicom drops
+    them then too); ``error_comment`` must be ASCII.
+    """
+    parts = []
+    if sop_class is not None:
+        parts.append(_element(0x0002, _uid(sop_class)))           # Affected SOP Class UID
+    parts.append(_element(0x0100, _US.pack(0x8001)))                # Command Field: C-STORE-RSP
+    parts.append(_element(0x0120, _US.pack(message_id)))            # Message ID Being Responded To
+    parts.append(_element(0x0800, _US.pack(0x0101)))                # Command Data Set Type: none
+    parts.append(_element(0x0900, _US.pack(status)))                # Status
+    if error_comment is not None:
+        comment = error_comment.encode("ascii")
+        parts.append(_element(0x0902, comment + b" " if len(comment) % 2 else comment))  # Error Comment
+    if sop_instance is not None:
+        parts.append(_element(0x1000, _uid(sop_instance)))         # Affected SOP Instance UID
+    body = b"".join(parts)
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _plain_response(primitive: Any) -> bytes | None:
+    """The command set of a C-STORE response we can encode ourselves, or None for pynetdicom to do it."""
+    if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is None:
+        return None
+    if primitive.Status is None or primitive.OffendingElement is not None:
+        return None
+    comment = primitive.ErrorComment
+    if comment is not None and not str(comment).isascii():
+        return None
+    sop_class, sop_instance = primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID
+    return c_store_response_command(None if sop_class is None else str(sop_class),
+                                    None if sop_instance is None else str(sop_instance),
+                                    primitive.MessageIDBeingRespondedTo, int(primitive.Status),
+                                    None if comment is None else str(comment))
+
+
+def answer_c_stores_directly(assoc: Association) -> bool:
+    """Have an accepted association write its C-STORE responses itself; say whether it will.
+
+    Each response is then one ``sendmsg`` from the association's own
+    thread, instead of a primitive encoded by pynetdicom, queued for the
+    DUL thread, which wakes, runs its state machine and sends it. Other
+    messages, responses with an offending element or a non-ASCII comment,
+    and TLS associations (see :func:`direct_socket`) keep pynetdicom's path.
+    Call it before the association's thread starts (the node does, in its
+    ``EVT_CONN_OPEN`` handler). ``EVT_DIMSE_SENT`` and the PDU events are
+    not fired for the responses written this way.
+    """
+    sock = direct_socket(assoc)
+    if sock is None:
+        return False
+    dimse = assoc.dimse
+    queue_message = dimse.send_msg
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        command = _plain_response(primitive)
+        if command is None:
+            queue_message(primitive, context_id)
+            return
+        peer = assoc.requestor if assoc.is_acceptor else assoc.acceptor
+        try:
+            write_buffers(sock, list(pdu_buffers(command, context_id, peer.maximum_length or 0, command=True)))
+        except OSError as error:
+            logger.debug("writing a C-STORE response failed: %s", error)
+            assoc.dul.event_queue.put("Evt17")  # the transport is gone, as pynetdicom would conclude
+
+    dimse.send_msg = send_msg  # type: ignore[method-assign]
+    return True

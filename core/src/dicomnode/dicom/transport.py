@@ -22,7 +22,6 @@ import socket
 import ssl
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -51,8 +50,8 @@ __all__ = [
     "on_connection_open",
     "parked_reactor",
     "poll_promptly",
+    "read_in_large_pieces",
     "set_tcp_nodelay",
-    "wake_on_message",
 ]
 
 logger = logging.getLogger("dicomnode.dimse")
@@ -108,53 +107,39 @@ def poll_promptly(assoc: Association, *, accepted: bool = False) -> float:
     return previous
 
 
-class _ReactorClock:
-    """Stands in for the ``time`` module inside ``pynetdicom.association``.
+def read_in_large_pieces(assoc: Association) -> None:
+    """Make the association read each PDU with as few ``recv`` calls as the data allows.
 
-    An accepted association's reactor (``Association._run_reactor``) sleeps
-    a literal 1 ms before each look for a complete DIMSE message, so every
-    C-STORE it serves waited up to that long after it arrived. For the
-    associations handed to :func:`wake_on_message`, that sleep becomes a
-    wait on the association's DIMSE message queue: it ends as soon as a
-    message is queued, and after 1 ms at most, as before, so releases,
-    aborts and timeouts are seen as promptly as pynetdicom sees them. Every
-    other call goes to the real :mod:`time`.
+    pynetdicom reads a PDU 4096 bytes per ``recv``: a 512 KiB slice is 128
+    system calls, each releasing and taking back the GIL, which under
+    several concurrent associations is where a receiving node loses its time.
+    Here each call takes whatever has arrived, up to the rest of the PDU,
+    into one preallocated buffer. What pynetdicom expects of its ``recv``
+    stays the same: the bytes asked for, fewer only when the peer closed
+    the connection, and the socket's errors and timeout raised as they are.
     """
+    wrapper = assoc.dul.socket
+    if wrapper is None:
+        return
 
-    def __init__(self) -> None:
-        self.waking: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+    def recv(nr_bytes: int) -> bytearray:
+        sock = wrapper.socket
+        if sock is None:
+            raise OSError("the association's socket is closed")
+        data = bytearray(nr_bytes)
+        view = memoryview(data)
+        read = 0
+        while read < nr_bytes:
+            count = sock.recv_into(view[read:], nr_bytes - read)
+            if not count:  # the peer closed the connection: what arrived so far
+                view.release()
+                del data[read:]
+                return data
+            read += count
+        view.release()
+        return data
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    def sleep(self, seconds: float) -> None:
-        thread = threading.current_thread()
-        if seconds != 0.001 or thread not in self.waking:
-            time.sleep(seconds)
-            return
-        messages = thread.dimse.msg_queue  # type: ignore[attr-defined]  # an Association thread
-        with messages.not_empty:
-            if not messages.queue:
-                messages.not_empty.wait(seconds)
-
-
-_clock = _ReactorClock()
-_clock_lock = threading.Lock()
-
-
-def wake_on_message(assoc: Association) -> None:
-    """Let an accepted association serve each DIMSE message as it arrives instead of on a 1 ms poll.
-
-    See :class:`_ReactorClock`. The node calls it for every association it
-    accepts (in its ``EVT_CONN_OPEN`` handler, before the reactor starts).
-    The stand-in is put into ``pynetdicom.association`` on the first call.
-    """
-    import pynetdicom.association as module
-
-    with _clock_lock:
-        if module.time is not _clock:  # type: ignore[attr-defined,comparison-overlap]
-            module.time = _clock  # type: ignore[attr-defined,assignment]
-        _clock.waking.add(assoc)
+    wrapper.recv = recv  # type: ignore[method-assign]
 
 
 #: pass as ``evt_handlers`` to ``AE.associate`` or ``AE.start_server``

@@ -37,10 +37,9 @@ the image is dropped (the log still says why).
 
 Sockets: the maximum PDU size is unlimited (0), and every accepted socket
 gets ``TCP_NODELAY`` (pynetdicom leaves Nagle's algorithm on, which stalls
-small PDUs by ~40 ms), its DUL thread polls every
-:data:`~dicomnode.dicom.transport.ACCEPTED_POLL_DELAY` instead of every 1 ms,
-and its association reactor serves each message as soon as it is complete
-instead of on its own 1 ms poll (:func:`~dicomnode.dicom.transport.wake_on_message`).
+small PDUs by ~40 ms), and its two pynetdicom threads wait for data and
+for complete messages instead of polling every millisecond
+(:mod:`dicomnode.dicom.waking`).
 """
 
 from __future__ import annotations
@@ -60,7 +59,9 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
-from dicomnode.dicom.transport import poll_promptly, wake_on_message
+from dicomnode.dicom.pdata import answer_c_stores_directly
+from dicomnode.dicom.transport import read_in_large_pieces
+from dicomnode.dicom.waking import wake_on_data, wake_on_message
 from dicomnode.errors import StorageError
 
 if TYPE_CHECKING:
@@ -225,14 +226,18 @@ class Receiver:
     # --- events ---------------------------------------------------------------
 
     def on_connection(self, event: Event) -> None:
-        """Switch Nagle's algorithm off on the accepted socket (and check that it took); poll promptly.
+        """Switch Nagle's algorithm off on the accepted socket (and check that it took); wait, don't poll.
 
-        The association's DUL thread then looks for the next PDU every
-        :data:`~dicomnode.dicom.transport.ACCEPTED_POLL_DELAY` instead of every 1 ms,
-        which each C-STORE would otherwise wait on.
+        The association's threads then read each PDU and serve each
+        C-STORE as soon as it arrives, instead of on pynetdicom's 1 ms polls
+        (:mod:`dicomnode.dicom.waking`), and the C-STORE responses are
+        written at once by the thread that made them
+        (:func:`~dicomnode.dicom.pdata.answer_c_stores_directly`).
         """
-        poll_promptly(event.assoc, accepted=True)
+        wake_on_data(event.assoc)
         wake_on_message(event.assoc)
+        answer_c_stores_directly(event.assoc)
+        read_in_large_pieces(event.assoc)
         sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
         if sock is None:
             return
