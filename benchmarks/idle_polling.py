@@ -2,7 +2,8 @@
 
 A pynetdicom server in its own process shortens each accepted
 association's DUL sleep with ``dicomnode.dicom.transport.poll_promptly``
-(as the node does) to the delay under test; this process opens one
+to the delay under test, or (delay ``wait``, 0 here) lets them wait for
+data as the node does (``dicomnode.dicom.waking``); this process opens one
 association, sends nothing for ``--seconds`` and reads the server process's
 CPU time (psutil) over that window. The server's CPU time over the same
 window with no association open is the floor. Delays are interleaved
@@ -28,12 +29,17 @@ def serve(port: int, delay: float) -> None:
     from pynetdicom import AE, evt
 
     from dicomnode.dicom import transport
+    from dicomnode.dicom.waking import wake_on_data, wake_on_message
+
+    def waiting(event: evt.Event) -> None:
+        wake_on_data(event.assoc)
+        wake_on_message(event.assoc)
 
     transport.POLL_DELAY = delay
     ae = AE(ae_title="IDLE")
     ae.add_supported_context(VERIFICATION)
-    ae.start_server(("127.0.0.1", port), block=True,
-                    evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: transport.poll_promptly(event.assoc))])
+    handler = waiting if delay <= 0 else (lambda event: transport.poll_promptly(event.assoc))
+    ae.start_server(("127.0.0.1", port), block=True, evt_handlers=[(evt.EVT_CONN_OPEN, handler)])
 
 
 def _cpu(process: object) -> float:
@@ -77,8 +83,8 @@ def measure(delay: float, seconds: float) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--delays", default="0.001,0.0005,0.0002,0.0001,0.00005",
-                        help="comma-separated DUL sleeps in seconds")
+    parser.add_argument("--delays", default="0.001,0.0002,0.00005,wait",
+                        help="comma-separated DUL sleeps in seconds, or wait (the node's waiting)")
     parser.add_argument("--runs", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--seconds", type=float, default=2.0, help="idle window (default 2)")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
@@ -86,7 +92,7 @@ def main() -> int:
     if args.serve:
         serve(int(args.serve[0]), float(args.serve[1]))
         return 0
-    delays = [float(value) for value in args.delays.split(",")]
+    delays = [0.0 if value == "wait" else float(value) for value in args.delays.split(",")]
     samples: dict[float, list[tuple[float, float]]] = {delay: [] for delay in delays}
     for _ in range(args.runs):
         for delay in delays:
@@ -97,7 +103,8 @@ def main() -> int:
     for delay in delays:
         floor = statistics.median(s[0] for s in samples[delay]) / args.seconds * 100
         idle = statistics.median(s[1] for s in samples[delay]) / args.seconds * 100
-        print(f"| {delay * 1e6:g} µs | {floor:.1f} % | {idle:.1f} % |")
+        label = "waits for data (the node)" if delay <= 0 else f"{delay * 1e6:g} µs"
+        print(f"| {label} | {floor:.1f} % | {idle:.1f} % |")
     return 0
 
 
