@@ -33,6 +33,7 @@ from pynetdicom import StoragePresentationContexts, evt
 from pynetdicom.presentation import build_context, build_role
 from pynetdicom.status import code_to_category
 
+from dicomnode.dicom.pdata import answer_c_stores_directly
 from dicomnode.dicom.sending import FailedInstance, SendResult, send_datasets
 from dicomnode.dicom.transport import (
     application_entity,
@@ -40,7 +41,9 @@ from dicomnode.dicom.transport import (
     end,
     no_response_reason,
     parked_reactor,
+    read_in_large_pieces,
 )
+from dicomnode.dicom.waking import wake_on_data
 from dicomnode.errors import AssociationError, DimseError
 
 if TYPE_CHECKING:
@@ -212,7 +215,13 @@ def _open(address: Address, contexts: list[Any], *, ae_title: str, timeout: floa
 
 @contextmanager
 def _exchange(assoc: Association) -> Iterator[Association]:
-    """Requests and responses on ``assoc`` with its reactor parked; the association ends after."""
+    """Requests and responses on ``assoc`` with its reactor parked; the association ends after.
+
+    Its DUL thread waits for the peer's data instead of polling for it and
+    reads each PDU in large pieces (what C-GET brings back is whole images).
+    """
+    wake_on_data(assoc)
+    read_in_large_pieces(assoc)
     try:
         with parked_reactor(assoc):
             yield assoc
@@ -374,6 +383,7 @@ def get(address: Address, query: Dataset, *, storage_handler: StorageHandler,
                       handlers=[(evt.EVT_C_STORE, on_store)])
     except AssociationError as error:
         return MoveResult(error=str(error))
+    answer_c_stores_directly(assoc)
     with _exchange(assoc):
         return _collect_retrieve(assoc, assoc.send_c_get(_identifier(query, query_level), sop_class),
                                  address, "C-GET", timeout)
