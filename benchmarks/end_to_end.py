@@ -246,7 +246,7 @@ class Node:
     """The plus-one node in its own process, sending to ``destination_port``."""
 
     def __init__(self, work: Path, destination_port: int, slices: int, variant: str, copy: bool = False,
-                 profile: Path | None = None, polling_delay: float | None = None,
+                 profile: Path | None = None,
                  environment: dict[str, str] | None = None, settings: dict[str, Any] | None = None,
                  name: str = "node") -> None:
         self.port = ingest.free_port()
@@ -263,8 +263,6 @@ class Node:
             command.append("--lazy")
         if copy:
             command.append("--copy")
-        if polling_delay is not None:
-            command += ["--polling-delay", str(polling_delay)]
         if settings:
             command += ["--node-settings", json.dumps(settings)]
         self.console = open(work / f"{name}.console", "wb")  # noqa: SIM115 - closed in stop()
@@ -311,15 +309,12 @@ def _naive_grind(files: list[Path]) -> float:
 
 
 def measure(slices: int, runs: int, variant: str = "memory", *, copy: bool = False,
-            destination_pdu: int | None = None, profile: Path | None = None, polling_delay: float | None = None,
-            log: Any = None) -> dict[str, Any]:
+            destination_pdu: int | None = None, profile: Path | None = None, log: Any = None) -> dict[str, Any]:
     """Run the node and its references ``runs`` rounds after a warm-up; every number of every round.
 
     ``variant``: the node ``"memory"``, with a data directory (``"data"``) or with
     ``lazy_storage`` too (``"lazy"``); ``copy``: add one into a new array
-    instead of in place; ``destination_pdu``: storescp's maximum PDU size;
-    ``polling_delay``: shorten pynetdicom's 1 ms reactor sleeps in the node
-    (an experiment, see ``benchmarks/polling.py``).
+    instead of in place; ``destination_pdu``: storescp's maximum PDU size.
     """
     say = log or (lambda text: print(text, file=sys.stderr))
     files = ingest.study(slices)
@@ -334,14 +329,14 @@ def measure(slices: int, runs: int, variant: str = "memory", *, copy: bool = Fal
     node = receiver = None
     result: dict[str, Any] = {
         "slices": slices, "series_bytes": series_bytes, "variant": variant, "runs": runs, "copy": copy,
-        "destination_pdu": destination_pdu, "polling_delay": polling_delay,
+        "destination_pdu": destination_pdu,
         "latency": [], "bare ingest": [], "naive grind": [], "bare send": [], "ratio": [],
         "peak rss": [], "rss before": [], "problems": [], "stages": {name: [] for name in STAGES},
     }
     try:
         ingest.wait_for_port(destination_port)
         ingest.wait_for_port(bare_port)
-        node = Node(work, destination_port, slices, variant, copy, profile, polling_delay)
+        node = Node(work, destination_port, slices, variant, copy, profile)
         receiver = ingest.Receiver("a", work)
         for round_number in range(runs + 1):
             counted = round_number > 0  # round 0 warms imports, caches and connections
@@ -535,8 +530,7 @@ def report(result: dict[str, Any]) -> str:
         f"{'in memory' if result['variant'] == 'memory' else 'with data_directory'}"
         f"{' and lazy_storage' if result['variant'] == 'lazy' else ''}; one added "
         f"{'into a new array' if result['copy'] else 'in place'}; storescp's maximum PDU "
-        f"{result['destination_pdu'] or 16384} bytes"
-        f"{'' if result['polling_delay'] is None else '; pynetdicom polling shortened (an experiment)'}; "
+        f"{result['destination_pdu'] or 16384} bytes; "
         f"{result['runs']} rounds after a warm-up.",
         "",
         "| contender | median (s) | min–max (s) |",
@@ -574,8 +568,6 @@ def main() -> int:
     parser.add_argument("--copy", action="store_true", help="add one into a new array instead of in place")
     parser.add_argument("--destination-pdu", type=int, metavar="BYTES",
                         help="storescp's maximum PDU size (default: storescp's own, 16 KiB)")
-    parser.add_argument("--polling-delay", type=float, metavar="SECONDS",
-                        help="an experiment: pynetdicom's reactors in the node sleep this long instead of 1 ms")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="run the node under py-spy record and write its collapsed stacks to FILE")
     parser.add_argument("--contender", action="append", metavar="LABEL:KEY=VALUE,...",
@@ -589,10 +581,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve_node:
         port, destination, slices, log_path = args.serve_node
-        if args.polling_delay is not None:
-            from polling import shorten_polling
-
-            shorten_polling(args.polling_delay)
         serve_node(int(port), int(destination), int(slices), Path(log_path), args.data_directory, args.lazy,
                    args.copy, json.loads(args.node_settings) if args.node_settings else None)
         return 0
@@ -604,7 +592,7 @@ def main() -> int:
         print(compare_report(compare(slices, runs, args.variant, args.contender)))
         return 0
     print(report(measure(slices, runs, args.variant, copy=args.copy, destination_pdu=args.destination_pdu,
-                         profile=args.profile, polling_delay=args.polling_delay)))
+                         profile=args.profile)))
     return 0
 
 

@@ -1,8 +1,7 @@
 """Idle polling: the CPU an open but idle accepted association costs, per DUL sleep.
 
-A pynetdicom server in its own process shortens each accepted
-association's DUL sleep with ``dicomnode.dicom.transport.poll_promptly``
-to the delay under test, or (delay ``wait``, 0 here) lets them wait for
+A pynetdicom server in its own process sets each accepted association's
+DUL sleep to the delay under test, or (delay ``wait``, 0 here) lets them wait for
 data as the node does (``dicomnode.dicom.waking``); this process opens one
 association, sends nothing for ``--seconds`` and reads the server process's
 CPU time (psutil) over that window. The server's CPU time over the same
@@ -28,17 +27,18 @@ def serve(port: int, delay: float) -> None:
     """Run a Verification SCP whose accepted associations poll every ``delay`` seconds."""
     from pynetdicom import AE, evt
 
-    from dicomnode.dicom import transport
     from dicomnode.dicom.waking import wake_on_data, wake_on_message
 
     def waiting(event: evt.Event) -> None:
         wake_on_data(event.assoc)
         wake_on_message(event.assoc)
 
-    transport.POLL_DELAY = delay
+    def polling(event: evt.Event) -> None:
+        event.assoc.dul._run_loop_delay = delay
+
     ae = AE(ae_title="IDLE")
     ae.add_supported_context(VERIFICATION)
-    handler = waiting if delay <= 0 else (lambda event: transport.poll_promptly(event.assoc))
+    handler = waiting if delay <= 0 else polling
     ae.start_server(("127.0.0.1", port), block=True, evt_handlers=[(evt.EVT_CONN_OPEN, handler)])
 
 

@@ -9,10 +9,9 @@ for the sockets it connects *and* for the ones its server accepts, so the
 client helpers here and the node's server use the same handler through
 :data:`NODELAY_HANDLERS`.
 
-pynetdicom's DUL thread also sleeps 1 ms whenever it finds nothing to do,
-and every C-STORE (request or response) runs into that sleep.
-:func:`poll_promptly` shortens it: to :data:`POLL_DELAY` on the associations
-we send on, to :data:`ACCEPTED_POLL_DELAY` on the ones the node accepts.
+pynetdicom also reads each PDU 4 KiB at a time; :func:`read_in_large_pieces`
+reads it in as few calls as it arrives in. Its polling loops are replaced
+by waiting in :mod:`dicomnode.dicom.waking`.
 """
 
 from __future__ import annotations
@@ -37,9 +36,7 @@ if TYPE_CHECKING:
     from dicomnode.dicom.dimse import Address
 
 __all__ = [
-    "ACCEPTED_POLL_DELAY",
     "NODELAY_HANDLERS",
-    "POLL_DELAY",
     "UNLIMITED_PDU",
     "application_entity",
     "associate",
@@ -49,7 +46,6 @@ __all__ = [
     "no_response_reason",
     "on_connection_open",
     "parked_reactor",
-    "poll_promptly",
     "read_in_large_pieces",
     "set_tcp_nodelay",
 ]
@@ -74,37 +70,6 @@ def on_connection_open(event: evt.Event) -> None:
     wrapper = event.assoc.dul.socket
     if wrapper is not None and wrapper.socket is not None:
         set_tcp_nodelay(wrapper.socket)
-
-
-#: how long pynetdicom's DUL thread sleeps when it finds nothing to do while
-#: we send (its own default: 1 ms); such an association is open only while busy
-POLL_DELAY = 0.00005
-#: the same sleep on associations the node accepts. A peer may keep one open
-#: and idle, and a shorter sleep costs CPU (and the GIL) all that time. CPU of
-#: one idle accepted association over 2 s (``benchmarks/idle_polling.py``,
-#: 2 CPUs): 1 ms 4 %, 500 µs 5 %, 200 µs 8.5 %, 100 µs 14 %, 50 µs 18 % of a
-#: core. Node ingest of a 300-slice CT from storescu (``benchmarks/ingest.py``):
-#: 1.11 s at 1 ms, 1.06 s at 200 µs, 0.85 s at 50 µs; with four storescu at
-#: once 50 µs was slower than 1 ms (1.25 s vs 1.07 s: four spinning threads
-#: share two CPUs and the GIL), 200 µs faster (0.93 s). 200 µs keeps an idle
-#: association under a tenth of a core.
-ACCEPTED_POLL_DELAY = 0.0002
-
-
-def poll_promptly(assoc: Association, *, accepted: bool = False) -> float:
-    """Make the association's DUL thread sleep less when idle; return the sleep it had.
-
-    The new sleep is :data:`POLL_DELAY`, or :data:`ACCEPTED_POLL_DELAY` for
-    an association the node ``accepted`` (both read at call time, so a
-    benchmark can change them). pynetdicom's reactor sleeps 1 ms whenever it
-    finds no work, so each C-STORE request or response waits up to that
-    long before it is read (a 300-slice CT to storescp: 1.18 s -> 0.79 s
-    with 50 µs, ``benchmarks/polling.py``).
-    """
-    dul = assoc.dul
-    previous: float = dul._run_loop_delay
-    dul._run_loop_delay = ACCEPTED_POLL_DELAY if accepted else POLL_DELAY
-    return previous
 
 
 def read_in_large_pieces(assoc: Association) -> None:
