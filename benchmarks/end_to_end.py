@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
@@ -308,6 +310,32 @@ def _naive_grind(files: list[Path]) -> float:
     return elapsed
 
 
+@attrs.frozen
+class _Round:
+    """One round of a plus-one node: when it was sent, what it took, what it held, what came out wrong."""
+
+    sent_at: float
+    latency: float
+    peak: int
+    rss_before: int
+    lines: list[tuple[float, str]]
+    problems: list[str]
+
+
+def _node_round(node: Node, out: Path, files: list[Path], order: list[Path]) -> _Round:
+    """Send the series to ``node`` in ``order``; wait for its result in ``out`` and check it."""
+    _clear(out)
+    before = _vm_kib(node.pid, "VmRSS")
+    _reset_peak(node.pid)
+    sent_at = time.time()
+    ingest.send(node.port, [order])
+    made = _wait_for_files(out, len(files), 120.0, node.process)
+    lines = _job_finished(node.log_path, sent_at, 120.0)
+    latency = max(path.stat().st_mtime for path in made) - sent_at
+    peak = _vm_kib(node.pid, "VmHWM") * 1024
+    return _Round(sent_at, latency, peak, before, lines, check_result(files, made))
+
+
 def measure(slices: int, runs: int, variant: str = "memory", *, copy: bool = False,
             destination_pdu: int | None = None, profile: Path | None = None, log: Any = None) -> dict[str, Any]:
     """Run the node and its references ``runs`` rounds after a warm-up; every number of every round.
@@ -342,16 +370,8 @@ def measure(slices: int, runs: int, variant: str = "memory", *, copy: bool = Fal
             counted = round_number > 0  # round 0 warms imports, caches and connections
             order = list(files)
             random.Random(round_number).shuffle(order)
-            _clear(out)
-            result_rss = _vm_kib(node.pid, "VmRSS")
-            _reset_peak(node.pid)
-            sent_at = time.time()
-            ingest.send(node.port, [order])
-            made = _wait_for_files(out, slices, 120.0, node.process)
-            lines = _job_finished(node.log_path, sent_at, 120.0)
-            latency = max(path.stat().st_mtime for path in made) - sent_at
-            peak = _vm_kib(node.pid, "VmHWM") * 1024
-            problems = check_result(files, made)
+            one = _node_round(node, out, files, order)
+            latency, peak, problems = one.latency, one.peak, one.problems
             bare_ingest = ingest.send(receiver.port, [order])
             grind = _naive_grind(order)
             _clear(bare_out)
@@ -368,9 +388,9 @@ def measure(slices: int, runs: int, variant: str = "memory", *, copy: bool = Fal
             result["bare send"].append(bare_send)
             result["ratio"].append(latency / reference)
             result["peak rss"].append(peak)
-            result["rss before"].append(result_rss * 1024)
+            result["rss before"].append(one.rss_before * 1024)
             result["problems"].append(problems)
-            for name, seconds in stages(lines, sent_at, latency).items():
+            for name, seconds in stages(one.lines, one.sent_at, latency).items():
                 result["stages"][name].append(seconds)
     finally:
         if receiver is not None:
@@ -444,16 +464,8 @@ def compare(slices: int, runs: int, variant: str, contenders: list[str], log: An
             if round_number % 2:
                 turn.reverse()
             for (label, _, _), node in turn:
-                _clear(out)
-                before = _vm_kib(node.pid, "VmRSS")
-                _reset_peak(node.pid)
-                sent_at = time.time()
-                ingest.send(node.port, [order])
-                made = _wait_for_files(out, slices, 120.0, node.process)
-                lines = _job_finished(node.log_path, sent_at, 120.0)
-                latency = max(path.stat().st_mtime for path in made) - sent_at
-                peak = _vm_kib(node.pid, "VmHWM") * 1024
-                problems = check_result(files, made)
+                one = _node_round(node, out, files, order)
+                latency, peak, problems, before = one.latency, one.peak, one.problems, one.rss_before
                 say(f"  round {round_number} {label}: latency {latency:.2f} s, peak RSS {peak / 2**20:.0f} MiB "
                     f"({peak / series_bytes:.2f}x), before {before / 1024:.0f} MiB"
                     + (f"; PROBLEMS: {problems}" if problems else ""))
@@ -464,7 +476,7 @@ def compare(slices: int, runs: int, variant: str, contenders: list[str], log: An
                 entry["peak rss"].append(peak)
                 entry["rss before"].append(before * 1024)
                 entry["problems"].append(problems)
-                for name, seconds in stages(lines, sent_at, latency).items():
+                for name, seconds in stages(one.lines, one.sent_at, latency).items():
                     entry["stages"][name].append(seconds)
     finally:
         for node in nodes:

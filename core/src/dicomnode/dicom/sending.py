@@ -19,7 +19,6 @@ import queue
 import socket
 import ssl
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,9 +28,7 @@ import attrs
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_file_meta_info
-from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.dsutils import split_dataset
@@ -39,7 +36,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
 from dicomnode.dicom.lazy import LazyDataset
-from dicomnode.dicom.pdata import direct_socket, send_c_store
+from dicomnode.dicom.pdata import direct_socket, encode_dataset, send_c_store
 from dicomnode.dicom.transport import (
     application_entity,
     associate,
@@ -284,15 +281,7 @@ def _encoded(item: _Item, syntax: UID) -> bytes:
         dataset = dcmread(item.source)
     else:
         dataset = item.source
-    out = DicomBytesIO()
-    out.is_implicit_VR = syntax.is_implicit_VR
-    out.is_little_endian = syntax.is_little_endian
-    write_dataset(out, dataset)
-    encoded = out.getvalue()
-    if syntax.is_deflated:
-        packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-        encoded = packer.compress(encoded) + packer.flush()
-    return encoded
+    return encode_dataset(dataset, syntax)
 
 
 @attrs.frozen

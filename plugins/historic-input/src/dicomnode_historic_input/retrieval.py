@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -31,11 +30,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 from pydicom import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 
 from dicomnode.dicom.dimse import Address, MoveResult, get, move
+from dicomnode.dicom.pdata import encode_dataset
 from dicomnode.errors import DimseError
 from dicomnode.server.receive import AssociationState
 from dicomnode_historic_input.ground import RetrievalReport
@@ -177,14 +175,7 @@ class PriorRetrieval:
         """A C-GET instance through the node's own receive path (filter, data directory, tree)."""
         meta = dataset.file_meta
         syntax = UID(str(meta.TransferSyntaxUID))
-        stream = DicomBytesIO()
-        stream.is_little_endian = syntax.is_little_endian
-        stream.is_implicit_VR = syntax.is_implicit_VR
-        write_dataset(stream, dataset)
-        encoded = stream.getvalue()
-        if syntax.is_deflated:
-            packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-            encoded = packer.compress(encoded) + packer.flush()
+        encoded = encode_dataset(dataset, syntax)
         status = self.node.receiver.store(state, BytesIO(encoded), str(syntax), meta)
         return status if isinstance(status, int) else int(status.Status)
 
