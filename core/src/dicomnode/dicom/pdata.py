@@ -15,6 +15,8 @@ dataset) and a whole message goes out with a few ``sendmsg`` calls. The
 bytes on the wire are the ones pynetdicom would write: one PDV per PDU,
 no PDU longer than the peer's maximum, the command set first. Only the
 request is ours; pynetdicom still reads and decodes the response.
+:func:`answer_c_stores_directly` does the same for the C-STORE responses
+of an association the node accepted.
 
 Writing from the caller's thread is safe here because, in the state
 where data is exchanged, pynetdicom's DUL thread writes only what it is
@@ -145,6 +147,27 @@ def direct_socket(assoc: Association) -> socket.socket | None:
     return sock
 
 
+def _write_message(assoc: Association, sock: socket.socket, context_id: int, command: bytes,
+                   dataset: bytes | memoryview | None = None) -> None:
+    """Write one DIMSE message (its command set, then its dataset if any) within the peer's maximum PDU.
+
+    When the socket fails, the association is told its transport is gone
+    (Evt17), as pynetdicom does when its own send fails; nothing is raised.
+    """
+    peer = assoc.acceptor if assoc.is_requestor else assoc.requestor
+    max_pdu = peer.maximum_length or 0  # what the peer accepts; 0 (or not said): no limit
+    buffers = list(pdu_buffers(command, context_id, max_pdu, command=True))
+    if dataset is not None:
+        buffers += pdu_buffers(dataset, context_id, max_pdu, command=False)
+    try:
+        write_buffers(sock, buffers)
+    except OSError as error:
+        logger.debug("writing a DIMSE message on presentation context %d failed: %s", context_id, error)
+        assoc.dul.event_queue.put("Evt17")
+    finally:
+        buffers.clear()  # release the views before the dataset's buffer may be changed
+
+
 _ELEMENT_HEADER = struct.Struct("<HHI")  # group, element, value length (implicit VR little endian)
 _US = struct.Struct("<H")
 
@@ -188,20 +211,8 @@ def send_c_store(assoc: Association, sock: socket.socket, context_id: int, sop_c
     """
     from dicomnode.errors import DimseError
 
-    peer = assoc.acceptor if assoc.is_requestor else assoc.requestor
-    max_pdu = peer.maximum_length or 0  # what the peer accepts; 0 (or not said): no limit
-    command = c_store_command(sop_class, sop_instance, message_id)
-    buffers = [*pdu_buffers(command, context_id, max_pdu, command=True),
-               *pdu_buffers(payload, context_id, max_pdu, command=False)]
-    try:
-        write_buffers(sock, buffers)
-    except OSError as error:
-        # what pynetdicom does when its own send fails: the transport is gone
-        # (Evt17), so the wait below ends at once
-        logger.debug("writing the C-STORE request of %s failed: %s", sop_instance, error)
-        assoc.dul.event_queue.put("Evt17")
-    finally:
-        buffers.clear()
+    _write_message(assoc, sock, context_id, c_store_command(sop_class, sop_instance, message_id), payload)
+    # when the write failed, the association is closing (Evt17) and the wait ends at once
     _, response = assoc.dimse.get_msg(block=True)
     if response is None:
         if assoc.is_established and not assoc.acse.is_aborted():
@@ -278,12 +289,7 @@ def answer_c_stores_directly(assoc: Association) -> bool:
         if command is None:
             queue_message(primitive, context_id)
             return
-        peer = assoc.requestor if assoc.is_acceptor else assoc.acceptor
-        try:
-            write_buffers(sock, list(pdu_buffers(command, context_id, peer.maximum_length or 0, command=True)))
-        except OSError as error:
-            logger.debug("writing a C-STORE response failed: %s", error)
-            assoc.dul.event_queue.put("Evt17")  # the transport is gone, as pynetdicom would conclude
+        _write_message(assoc, sock, context_id, command)
 
     dimse.send_msg = send_msg  # type: ignore[method-assign]
     return True

@@ -118,6 +118,11 @@ class _Item:
     sop_instance: str
     transfer_syntax: UID
 
+    @property
+    def path(self) -> Path | None:
+        """The file it comes from, if it comes from one (for the failure reports)."""
+        return self.source if isinstance(self.source, Path) else None
+
 
 def _transfer_syntax_of(dataset: Dataset) -> UID:
     file_meta = getattr(dataset, "file_meta", None)
@@ -293,7 +298,7 @@ class _Ready:
 
 
 def _prepare(assoc: Association, item: _Item, address: Address) -> _Ready | FailedInstance:
-    path = item.source if isinstance(item.source, Path) else None
+    path = item.path
     reason = _no_context_reason(assoc, item, address)
     if reason is not None:
         return FailedInstance(item.sop_instance, None, reason, path)
@@ -404,21 +409,19 @@ class _Break:
 
 def _record(code: int, item: _Item, address: Address, outcome: _Outcome, comment: str | None = None) -> None:
     """Count one C-STORE response status: accepted (success or warning) or failed."""
-    path = item.source if isinstance(item.source, Path) else None
     if code_to_category(code) in ("Success", "Warning"):
         if code != 0:
             logger.info("%s stored %s with %s", address, item.sop_instance, _status_text(code))
         outcome.accept(item.sop_instance)
     else:
         reason = _status_text(code) + (f" ({comment})" if comment else "")
-        outcome.fail(FailedInstance(item.sop_instance, code, reason, path))
+        outcome.fail(FailedInstance(item.sop_instance, code, reason, item.path))
 
 
 def _no_response(assoc: Association, item: _Item, address: Address, timeout: float,
                  outcome: _Outcome) -> _Break:
     error_text = no_response_reason(assoc, address, "C-STORE", timeout)
-    path = item.source if isinstance(item.source, Path) else None
-    outcome.fail(FailedInstance(item.sop_instance, None, error_text, path))
+    outcome.fail(FailedInstance(item.sop_instance, None, error_text, item.path))
     return _Break(error_text, abrupt=no_response_kind(assoc) != "timeout")
 
 
@@ -427,7 +430,7 @@ def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: 
     """C-STORE the items on one association with pynetdicom's ``send_c_store``; say why it broke off."""
     for item in items:
         outcome.attempted.add(item.index)
-        path = item.source if isinstance(item.source, Path) else None
+        path = item.path
         reason = _no_context_reason(assoc, item, address)
         if reason is not None:
             outcome.fail(FailedInstance(item.sop_instance, None, reason, path))
@@ -471,34 +474,16 @@ def _send_directly_on(assoc: Association, sock: socket.socket, items: list[_Item
                 response = send_c_store(assoc, sock, ready.context_id, str(item.sop_class), item.sop_instance,
                                         ready.payload, outcome.message_id)
             except DimseError as unexpected:
-                path = item.source if isinstance(item.source, Path) else None
-                outcome.fail(FailedInstance(item.sop_instance, None, str(unexpected), path))
+                outcome.fail(FailedInstance(item.sop_instance, None, str(unexpected), item.path))
                 return _Break(str(unexpected), abrupt=True)
             if response is None:
                 return _no_response(assoc, item, address, timeout, outcome)
-            _record(int(response.Status or 0), item, address, outcome, getattr(response, "ErrorComment", None))
+            status = response.Status
+            assert status is not None  # send_c_store returns only valid responses, which carry one
+            _record(int(status), item, address, outcome, response.ErrorComment)
             if not assoc.is_established:
                 return _Break(f"{address} ended the association during the transfer", abrupt=True)
     return None
-
-
-@contextmanager
-def _prompt_polling(assoc: Association) -> Iterator[None]:
-    """Let the association's DUL thread wait for the peer's responses instead of polling for them.
-
-    pynetdicom's DUL thread otherwise looks at the socket every 1 ms, and
-    every C-STORE response waits for that look (a 300-slice CT to storescp
-    went 1.4x faster with a 50 µs poll, ``benchmarks/polling.py``); waiting
-    in ``select`` (:func:`~dicomnode.dicom.waking.wake_on_data`) reads it at
-    once and leaves the CPU to the thread encoding the next instances. The
-    old sleep is put back afterwards.
-    """
-    previous = assoc.dul._run_loop_delay
-    wake_on_data(assoc)
-    try:
-        yield
-    finally:
-        assoc.dul._run_loop_delay = previous
 
 
 def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], members: list[_Item],
@@ -522,7 +507,9 @@ def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], m
             return str(refused)
         stored_before = len(outcome.accepted)
         try:
-            with parked_reactor(assoc), _prompt_polling(assoc):
+            # the DUL thread waits for the peer's responses instead of polling for them
+            wake_on_data(assoc)
+            with parked_reactor(assoc):
                 sock = direct_socket(assoc)
                 if sock is not None:
                     broken = _send_directly_on(assoc, sock, pending, address, timeout, outcome)
