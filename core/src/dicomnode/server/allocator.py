@@ -16,7 +16,8 @@ musl):
   environment (``MALLOC_ARENA_MAX``, ``GLIBC_TUNABLES=glibc.malloc.arena_max``)
   is kept;
 * :func:`release_free_memory` calls ``malloc_trim(0)``, which returns the
-  free pages of every arena to the system; the node calls it after each job.
+  free pages of every arena to the system; the node calls it once it has
+  opened, and its maintenance thread after jobs, when none is running.
 
 Both are process-wide: the user's program in the same process shares the
 allocator.
