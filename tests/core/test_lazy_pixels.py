@@ -21,13 +21,18 @@ def test_pixel_array_is_the_files_pixels(tmp_path: Path) -> None:
     assert (pixels == dcmread(path).pixel_array).all()
 
 
+def _zero_pixels(path: Path) -> None:
+    """Rewrite the file with the same layout and every pixel 0, behind the dataset's back."""
+    rewritten = dcmread(path)
+    rewritten.PixelData = bytes(len(rewritten.PixelData))
+    rewritten.save_as(path)
+
+
 def test_pixel_array_is_read_again_after_unload(tmp_path: Path) -> None:
     path = write_series(synthetic_series(slices=1, rows=4, columns=4), tmp_path)[0]
     dataset = LazyDataset(path)
     assert dataset.pixel_array.max() > 0
-    rewritten = dcmread(path)
-    rewritten.PixelData = bytes(len(rewritten.PixelData))
-    rewritten.save_as(path)
+    _zero_pixels(path)
     dataset.unload()
     assert dataset.pixel_array.max() == 0
 
@@ -36,9 +41,7 @@ def test_pixel_array_after_header_access_reads_the_pixels_then(tmp_path: Path) -
     path = write_series(synthetic_series(slices=1, rows=4, columns=4), tmp_path)[0]
     dataset = LazyDataset(path)
     assert dataset.Rows == 4 and not dataset.pixels_loaded
-    rewritten = dcmread(path)
-    rewritten.PixelData = bytes(len(rewritten.PixelData))  # same layout, all zero
-    rewritten.save_as(path)
+    _zero_pixels(path)
     assert dataset.pixel_array.max() == 0
 
 
@@ -46,8 +49,6 @@ def test_pixel_array_is_read_again_after_unload_pixels(tmp_path: Path) -> None:
     path = write_series(synthetic_series(slices=1, rows=4, columns=4), tmp_path)[0]
     dataset = LazyDataset(path)
     assert dataset.pixel_array.max() > 0
-    rewritten = dcmread(path)
-    rewritten.PixelData = bytes(len(rewritten.PixelData))
-    rewritten.save_as(path)
+    _zero_pixels(path)
     dataset.unload_pixels()
     assert dataset.pixel_array.max() == 0
