@@ -76,7 +76,7 @@ def serve_node(port: int, destination_port: int, slices: int, log_path: Path, da
 
     from dicomnode import AbstractInput, AbstractPipeline
     from dicomnode.dicom.blueprints import CT_IMAGE_BLUEPRINT, DEFAULT_BLUEPRINT
-    from dicomnode.dicom.dimse import Address
+    from dicomnode.net import Address
     from dicomnode_dicom_output import DicomOutput
     from dicomnode_numpy import NumpyFactory, NumpyGrinder
 

@@ -2,7 +2,7 @@
 
 A pynetdicom server in its own process sets each accepted association's
 DUL sleep to the delay under test, or (delay ``wait``, 0 here) lets them wait for
-data as the node does (``dicomnode.dicom.waking``); this process opens one
+data as the node does (``dicomnode.net.waking``); this process opens one
 association, sends nothing for ``--seconds`` and reads the server process's
 CPU time (psutil) over that window. The server's CPU time over the same
 window with no association open is the floor. Delays are interleaved
@@ -27,7 +27,7 @@ def serve(port: int, delay: float) -> None:
     """Run a Verification SCP whose accepted associations poll every ``delay`` seconds."""
     from pynetdicom import AE, evt
 
-    from dicomnode.dicom.waking import wake_on_data, wake_on_message
+    from dicomnode.net.waking import wake_on_data, wake_on_message
 
     def waiting(event: evt.Event) -> None:
         wake_on_data(event.assoc)

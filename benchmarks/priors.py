@@ -97,8 +97,8 @@ def measure(slices: int, runs: int) -> dict[str, list[float]]:
     from orthanc import orthanc
     from pydicom import Dataset
 
-    from dicomnode.dicom.dimse import find, get, move, send_datasets
     from dicomnode.dicom.synthetic import synthetic_series
+    from dicomnode.net import find, get, move, send_datasets
 
     WORK.mkdir(exist_ok=True)
     times: dict[str, list[float]] = {kind: [] for kind in RETRIEVERS}
@@ -181,7 +181,7 @@ def measure(slices: int, runs: int) -> dict[str, list[float]]:
 def _bare_scp(port: int) -> Any:
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-    from dicomnode.dicom.transport import NODELAY_HANDLERS
+    from dicomnode.net.transport import NODELAY_HANDLERS
 
     ae = AE(ae_title="BARESCP")
     ae.maximum_pdu_size = 0

@@ -3,7 +3,7 @@
 Senders, one association per run, all to the same ``storescp --ignore``
 (receives every byte, writes nothing, ``TCP_NODELAY=1``):
 
-(a) ``dicomnode.dicom.dimse.send_datasets`` with the file paths;
+(a) ``dicomnode.net.send_datasets`` with the file paths;
 (b) the same with our TCP_NODELAY switched off (the socket as pynetdicom leaves it);
 (c) DCMTK ``storescu`` (``TCP_NODELAY=1``);
 (d) a bare pynetdicom loop: ``AE.associate`` + ``send_c_store(path)`` per file, defaults;
@@ -53,8 +53,8 @@ SENDERS = {
 
 
 def _send_dicomnode(port: int, files: list[Path], nodelay: bool) -> None:
-    from dicomnode.dicom import transport
-    from dicomnode.dicom.dimse import Address, send_datasets
+    from dicomnode.net import transport
+    from dicomnode.net import Address, send_datasets
 
     original = transport.set_tcp_nodelay
     if not nodelay:  # the benchmark's only switch: our EVT_CONN_OPEN handler then does nothing
@@ -106,7 +106,7 @@ def _send_pynetdicom(port: int, files: list[Path]) -> None:
 
 
 def _send_dicom_output(port: int, items: list[Any]) -> None:
-    from dicomnode.dicom.dimse import Address
+    from dicomnode.net import Address
     from dicomnode_dicom_output import DicomOutput
 
     output = DicomOutput([(Address("127.0.0.1", port, "STORESCP"), items)], attempts=1, timeout=60)

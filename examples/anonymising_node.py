@@ -20,9 +20,9 @@ from pathlib import Path
 
 from dicomnode import AbstractInput, AbstractPipeline, InputContainer, PipelineOutput
 from dicomnode.dicom.anonymization import anonymize
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.tree import IdentityMapping
-from dicomnode.server.grinders import ListGrinder
+from dicomnode.extension.grinders import ListGrinder
+from dicomnode.net import Address
 from dicomnode_dicom_output import DicomOutput
 
 

@@ -17,8 +17,8 @@ import attrs
 
 from dicomnode import AbstractInput, AbstractPipeline, InputContainer, PipelineOutput
 from dicomnode.dicom.blueprints import CT_IMAGE_BLUEPRINT, DEFAULT_BLUEPRINT
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.factory import Blueprint, StaticElement
+from dicomnode.net import Address
 from dicomnode_dicom_output import DicomOutput
 from dicomnode_numpy import NumpyFactory, NumpyGrinder
 

@@ -20,7 +20,7 @@ from array import array
 from pathlib import Path
 
 from dicomnode import AbstractInput, AbstractQueuedPipeline, InputContainer, PipelineOutput
-from dicomnode.server.grinders import ListGrinder
+from dicomnode.extension.grinders import ListGrinder
 
 
 class DensityModel:

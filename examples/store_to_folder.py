@@ -16,7 +16,7 @@ Needs the file-output plugin::
 from __future__ import annotations
 
 from dicomnode import AbstractInput, AbstractPipeline, InputContainer, PipelineOutput
-from dicomnode.server.grinders import ListGrinder
+from dicomnode.extension.grinders import ListGrinder
 from dicomnode_file_output import FileOutput
 
 

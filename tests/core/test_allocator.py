@@ -16,12 +16,12 @@ import pytest
 
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import ConfigurationError
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.outputs import NoOutput, PipelineOutput
 from dicomnode.server.allocator import glibc, limit_arenas
-from dicomnode.server.input import AbstractInput
 from dicomnode.server.maintenance import MaintenanceThread
 from dicomnode.server.nodes import AbstractPipeline
-from dicomnode.server.output import NoOutput, PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer
 from dicomnode.server.toml_config import load_pipeline_config
 
 needs_glibc = pytest.mark.skipif(glibc() is None, reason="mallopt and malloc_trim are glibc's")
@@ -124,7 +124,7 @@ def test_limited_arenas_are_shared_by_threads_started_afterwards() -> None:
 @needs_glibc
 def test_an_opened_node_limits_the_arenas_and_logs_it_once() -> None:
     completed = _completed("""
-        from dicomnode.server.input import AbstractInput
+        from dicomnode.extension.inputs import AbstractInput
         from dicomnode.server.nodes import AbstractPipeline
         class Never(AbstractInput):
             pass

@@ -14,10 +14,10 @@ from conftest import free_port, require_peer
 from dcmtk import storescp, storescu
 from node import RECORD, FailingNode, read_jobs, wait_until, write_patient
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.extension.outputs import OutputContext
+from dicomnode.net import Address
 from dicomnode.server.outbox import Outbox
-from dicomnode.server.output import OutputContext
 from dicomnode.server.quarantine import Quarantine
 
 SUPPORT_NODE = Path(__file__).resolve().parent.parent / "support" / "node.py"

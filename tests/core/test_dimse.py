@@ -25,11 +25,11 @@ from pydicom.uid import (
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
 
-from dicomnode.dicom.dimse import Address, echo, find, send_datasets
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.dicom.synthetic import synthetic_series, write_series
-from dicomnode.dicom.transport import UNLIMITED_PDU, application_entity, associate
 from dicomnode.errors import AssociationError, DimseError
+from dicomnode.net import Address, echo, find, send_datasets
+from dicomnode.net.transport import UNLIMITED_PDU, application_entity, associate
 
 # -- peers ----------------------------------------------------------------------------------------
 

@@ -11,9 +11,9 @@ from dcmtk import storescp
 from orthanc import OrthancServer, orthanc
 from pydicom import Dataset, dcmread
 
-from dicomnode.dicom.dimse import Address, QueryLevel, echo, find, get, move, send_datasets
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import AssociationError
+from dicomnode.net import Address, QueryLevel, echo, find, get, move, send_datasets
 
 SLICES = 4
 

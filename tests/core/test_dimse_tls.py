@@ -13,11 +13,11 @@ from conftest import free_port
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import build_context
 
-from dicomnode.dicom.dimse import Address, echo, send_datasets
-from dicomnode.dicom.pdata import direct_socket
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.dicom.transport import application_entity, associate, parked_reactor
 from dicomnode.errors import AssociationError
+from dicomnode.net import Address, echo, send_datasets
+from dicomnode.net.pdata import direct_socket
+from dicomnode.net.transport import application_entity, associate, parked_reactor
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.server.grinders import ListGrinder
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.grinders import ListGrinder
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.net import Address
 from dicomnode.server.pipeline_tree import PipelineTree
 from dicomnode.server.storage import InstanceStore
 

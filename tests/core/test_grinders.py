@@ -7,8 +7,7 @@ from pydicom import Dataset
 
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import GrindingError
-from dicomnode.plugins import load_plugins
-from dicomnode.server.grinders import (
+from dicomnode.extension.grinders import (
     DicomTreeGrinder,
     Grinder,
     IdentityGrinder,
@@ -17,6 +16,7 @@ from dicomnode.server.grinders import (
     TagGrinder,
     resolve_tag,
 )
+from dicomnode.plugins import load_plugins
 
 
 def _series(count: int = 3) -> list[Dataset]:

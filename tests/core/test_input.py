@@ -10,9 +10,9 @@ from pydicom import Dataset
 
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import InvalidDatasetError
+from dicomnode.extension.grinders import ListGrinder, TagGrinder
+from dicomnode.extension.inputs import AbstractInput, DynamicInput
 from dicomnode.plugins import load_plugins
-from dicomnode.server.grinders import ListGrinder, TagGrinder
-from dicomnode.server.input import AbstractInput, DynamicInput
 
 
 def _ct(count: int = 3, **options: object) -> list[Dataset]:

@@ -9,11 +9,11 @@ import attrs
 import pytest
 
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.outputs import NoOutput, PipelineOutput
 from dicomnode.server.maintenance import MaintenanceThread
 from dicomnode.server.nodes import AbstractPipeline
-from dicomnode.server.output import NoOutput, PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer
 
 
 class Never(AbstractInput):

@@ -19,10 +19,10 @@ from conftest import require_peer
 from dcmtk import storescu
 from node import CT, RECORD, FailingNode, RecordingNode, read_jobs, wait_until, write_patient
 
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.outputs import NoOutput, PipelineOutput
 from dicomnode.server.nodes import AbstractQueuedPipeline, AbstractThreadedPipeline
-from dicomnode.server.output import NoOutput, PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer
 from dicomnode.server.storage import InstanceStore
 
 
@@ -411,8 +411,8 @@ def test_in_memory_the_job_gets_the_pixel_data_exactly_as_sent(tmp_path: Path, r
 @pytest.mark.parametrize("kind", [RecordingNode, ThreadedNode])
 def test_wait_for_jobs_right_after_a_send_returns_once_the_job_has_run(tmp_path: Path, record: Path,
                                                                        kind: type[RecordingNode]) -> None:
-    from dicomnode.dicom.dimse import send_datasets
     from dicomnode.dicom.synthetic import synthetic_series
+    from dicomnode.net import send_datasets
 
     with kind() as node:
         for round_ in range(5):

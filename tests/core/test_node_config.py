@@ -9,10 +9,10 @@ import attrs
 import pytest
 from node import CT, RecordingNode
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.errors import ConfigurationError
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.net import Address
 from dicomnode.server.config import SETTINGS, PipelineConfig
-from dicomnode.server.input import AbstractInput
 from dicomnode.server.logs import configure_logging
 
 

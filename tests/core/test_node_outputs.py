@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.outputs import NoOutput, OutputContext, PipelineOutput
 from dicomnode.server.nodes import AbstractPipeline
-from dicomnode.server.output import NoOutput, OutputContext, PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer
 
 
 class Anything(AbstractInput):

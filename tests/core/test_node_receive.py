@@ -17,8 +17,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.dicom.transport import read_in_large_pieces
-from dicomnode.dicom.waking import LONGEST_WAIT, _clock, wake_on_data
+from dicomnode.net.transport import read_in_large_pieces
+from dicomnode.net.waking import LONGEST_WAIT, _clock, wake_on_data
 from dicomnode.server.receive import decode_received
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

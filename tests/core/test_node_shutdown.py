@@ -81,8 +81,8 @@ def test_a_port_in_use_fails_open_and_leaves_nothing_running(tmp_path: Path) -> 
 def test_a_closed_node_can_be_opened_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from node import RecordingNode, read_jobs, wait_until
 
-    from dicomnode.dicom.dimse import send_datasets
     from dicomnode.dicom.synthetic import synthetic_series
+    from dicomnode.net import send_datasets
 
     monkeypatch.setenv(RECORD, str(tmp_path / "jobs.jsonl"))
     node = RecordingNode(data_directory=tmp_path / "data")

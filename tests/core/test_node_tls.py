@@ -9,9 +9,9 @@ import pytest
 from certificates import make_certificate
 from node import RECORD, RecordingNode, read_jobs, wait_until
 
-from dicomnode.dicom.dimse import Address, echo, send_datasets
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import AssociationError, ConfigurationError
+from dicomnode.net import Address, echo, send_datasets
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.extension.outputs import PipelineOutput
 from dicomnode.plugins import OutputSpec, PluginRegistry, Provided
 from dicomnode.server.outbox import Outbox, OutboxEntry
-from dicomnode.server.output import PipelineOutput
 
 DELIVERED: list[OutboxEntry] = []
 

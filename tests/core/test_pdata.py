@@ -18,8 +18,9 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 
-from dicomnode.dicom.dimse import Address, send_datasets
-from dicomnode.dicom.pdata import (
+from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.net import Address, send_datasets
+from dicomnode.net.pdata import (
     UNLIMITED_FRAGMENT,
     _plain_response,
     c_store_command,
@@ -29,8 +30,7 @@ from dicomnode.dicom.pdata import (
     send_c_store,
     write_buffers,
 )
-from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.dicom.transport import application_entity, associate, end, parked_reactor
+from dicomnode.net.transport import application_entity, associate, end, parked_reactor
 
 
 def _message(payload: bytes) -> C_STORE_RQ:

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.server.grinders import ListGrinder, TagGrinder
-from dicomnode.server.input import AbstractInput
-from dicomnode.server.pipeline_tree import InputContainer, PatientContainer, PipelineTree
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.grinders import ListGrinder, TagGrinder
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.net import Address
+from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
 
 
 class CT(AbstractInput):

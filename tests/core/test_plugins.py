@@ -31,7 +31,7 @@ def dicomnode_outputs():
 """
 
 GOOD_IMPL = """
-from dicomnode.server.grinders import Grinder
+from dicomnode.extension.grinders import Grinder
 
 class ShoutGrinder(Grinder):
     def __call__(self, datasets):
@@ -163,7 +163,7 @@ def test_the_same_name_from_two_distributions_is_an_error_naming_both(tmp_path: 
             from dicomnode.plugins import GrinderSpec, hookimpl
             @hookimpl
             def dicomnode_grinders():
-                yield GrinderSpec("same", "dicomnode.server.grinders:IdentityGrinder", "clash")
+                yield GrinderSpec("same", "dicomnode.extension.grinders:IdentityGrinder", "clash")
         """)
     result = run_cli("plugins", site=site)
     assert result.returncode == 2
@@ -223,7 +223,7 @@ def test_plugins_check_fails_on_a_target_that_cannot_be_imported_or_has_the_wron
     (site / "shout_impl.py").write_text(GOOD_IMPL)
     result = run_cli("plugins", "check", site=site)
     assert result.returncode == 1
-    assert "wrongtype" in result.stdout and "not a subclass of dicomnode.server.output.PipelineOutput" in result.stdout
+    assert "wrongtype" in result.stdout and "not a subclass of dicomnode.extension.outputs.PipelineOutput" in result.stdout
     (site / "shout_impl.py").unlink()
     result = run_cli("plugins", "check", site=site)
     assert result.returncode == 1
@@ -241,7 +241,7 @@ def test_plugins_check_passes_when_every_target_loads(tmp_path: Path) -> None:
 
 
 def test_a_registered_class_target_needs_no_import() -> None:
-    from dicomnode.server.grinders import IdentityGrinder
+    from dicomnode.extension.grinders import IdentityGrinder
 
     spec = GrinderSpec("direct", IdentityGrinder, "a class, not a string")
     assert not spec.is_lazy and spec.load() is IdentityGrinder

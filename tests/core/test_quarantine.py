@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from dicomnode.dicom.synthetic import synthetic_series, write_series
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.outputs import NoOutput, PipelineOutput
 from dicomnode.server.nodes import AbstractPipeline
-from dicomnode.server.output import NoOutput, PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer
 from dicomnode.server.quarantine import Quarantine
 from dicomnode.server.storage import InstanceStore
 

@@ -13,23 +13,23 @@ from conftest import require_peer
 from dcmtk import storescu
 from node import read_jobs, wait_until, write_patient
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import ConfigurationError
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.grinders import ListGrinder, ManyGrinder, TagGrinder
+from dicomnode.extension.inputs import AbstractInput, DynamicInput
+from dicomnode.extension.outputs import NoOutput
+from dicomnode.net import Address
 from dicomnode.server.config import PipelineConfig
-from dicomnode.server.grinders import ListGrinder, ManyGrinder, TagGrinder
-from dicomnode.server.input import AbstractInput, DynamicInput
 from dicomnode.server.nodes import AbstractQueuedPipeline
-from dicomnode.server.output import NoOutput
-from dicomnode.server.pipeline_tree import InputContainer
 from dicomnode.server.toml_config import load_pipeline, load_pipeline_config
 
 PROCESS_MODULE = '''
 import json
 import os
 
-from dicomnode.server.output import NoOutput
-from dicomnode.server.pipeline_tree import InputContainer
+from dicomnode.extension.outputs import NoOutput
+from dicomnode.extension.containers import InputContainer
 
 
 def record(input_container):

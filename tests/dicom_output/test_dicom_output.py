@@ -15,11 +15,11 @@ from dcmtk import storescp
 from pydicom import dcmread
 from recording_scp import recording_scp
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series, write_series
 from dicomnode.errors import ConfigurationError, DimseError
+from dicomnode.extension.outputs import OutputContext
+from dicomnode.net import Address
 from dicomnode.server.outbox import Outbox
-from dicomnode.server.output import OutputContext
 
 pytestmark = pytest.mark.plugin("dicom-output")
 

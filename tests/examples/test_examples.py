@@ -22,8 +22,8 @@ from dcmtk import storescp, storescu
 from node import wait_until
 from pydicom import dcmread
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series, write_series
+from dicomnode.net import Address
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydicom import Dataset
 
-from dicomnode.dicom.dimse import Address, QueryLevel
 from dicomnode.errors import ConfigurationError
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.net import Address, QueryLevel
 from dicomnode.server.pipeline_tree import PipelineTree
 from dicomnode_historic_input import HistoricAbstractInput
 from dicomnode_historic_input.ground import PriorsGrinder

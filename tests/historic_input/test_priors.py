@@ -22,7 +22,7 @@ from historic import NODE_AE, TODAY, follow_up_node, shape, study, wait_for_jobs
 from node import wait_until
 from orthanc import OrthancServer, orthanc
 
-from dicomnode.dicom.dimse import Address
+from dicomnode.net import Address
 from dicomnode.server.nodes import AbstractThreadedPipeline
 from dicomnode_historic_input import HistoricAbstractInput
 

@@ -13,8 +13,8 @@ from historic import study, write_today
 from node import wait_until
 from orthanc import orthanc
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.errors import ConfigurationError
+from dicomnode.net import Address
 from dicomnode.server.toml_config import load_pipeline
 
 pytestmark = pytest.mark.plugin("historic-input")

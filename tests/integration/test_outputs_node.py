@@ -11,11 +11,11 @@ from dcmtk import storescp, storescu
 from node import CT, wait_until
 from pydicom import dcmread
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series, write_series
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.outputs import PipelineOutput
+from dicomnode.net import Address
 from dicomnode.server.nodes import AbstractPipeline
-from dicomnode.server.output import PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer
 
 pytestmark = pytest.mark.plugin("dicom-output", "file-output")
 

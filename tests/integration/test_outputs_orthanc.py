@@ -29,12 +29,12 @@ from orthanc import ORTHANC, OrthancServer, orthanc
 from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series, write_series
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.outputs import OutputContext, PipelineOutput
+from dicomnode.net import Address
 from dicomnode.server.nodes import AbstractPipeline
 from dicomnode.server.outbox import Outbox
-from dicomnode.server.output import OutputContext, PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer
 
 pytestmark = pytest.mark.plugin("dicom-output")
 

@@ -12,10 +12,10 @@ from conftest import free_port, require_peer
 from dcmtk import storescp
 from pydicom import dcmread
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.extension.outputs import OutputContext
+from dicomnode.net import Address
 from dicomnode.server.outbox import Outbox
-from dicomnode.server.output import OutputContext
 
 pytestmark = pytest.mark.plugin("dicom-output")
 

@@ -85,7 +85,7 @@ def test_a_bad_output_setting_in_toml_names_the_setting(tmp_path: Path) -> None:
                      PIPELINE.replace('existing = "keep"', 'existing = "replace"'))
     node_class = load_pipeline(path)
     node = node_class()
-    from dicomnode.server.pipeline_tree import InputContainer
+    from dicomnode.extension.containers import InputContainer
 
     with pytest.raises(ConfigurationError, match="existing must be one of 'overwrite', 'keep', 'fail'"):
         node.process(InputContainer({"CT": []}, datasets={"CT": []}, patient_key="P"))

@@ -14,13 +14,13 @@ from typing import Any
 
 from pydicom import Dataset
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.synthetic import synthetic_series, write_series
-from dicomnode.server.grinders import ListGrinder
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.grinders import ListGrinder
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.outputs import NoOutput, PipelineOutput
+from dicomnode.net import Address
 from dicomnode.server.nodes import AbstractPipeline
-from dicomnode.server.output import NoOutput, PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer
 from dicomnode_historic_input import HistoricAbstractInput
 
 NODE_AE = "HISTNODE"

@@ -23,11 +23,11 @@ from pathlib import Path
 from pydicom import Dataset
 
 from dicomnode.dicom.synthetic import synthetic_series, write_series
-from dicomnode.server.grinders import ListGrinder
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.grinders import ListGrinder
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.outputs import NoOutput, PipelineOutput
 from dicomnode.server.nodes import AbstractPipeline
-from dicomnode.server.output import NoOutput, PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer
 
 RECORD = "DICOMNODE_TEST_RECORD"
 

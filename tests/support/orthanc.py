@@ -69,8 +69,8 @@ class OrthancServer:
 
     @property
     def address(self) -> Any:
-        """Orthanc's DICOM address as a ``dicomnode.dicom.dimse.Address``."""
-        from dicomnode.dicom.dimse import Address
+        """Orthanc's DICOM address as a ``dicomnode.net.Address``."""
+        from dicomnode.net import Address
 
         return Address(self.host, self.dicom_port, self.aet)
 

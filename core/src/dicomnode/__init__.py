@@ -15,7 +15,6 @@ from dicomnode.__about__ import __version__
 
 if TYPE_CHECKING:
     from dicomnode.dicom.anonymization import anonymize
-    from dicomnode.dicom.dimse import Address, send_datasets
     from dicomnode.dicom.factory import (
         AttrElement,
         Blueprint,
@@ -41,7 +40,8 @@ if TYPE_CHECKING:
         SeriesTree,
         StudyTree,
     )
-    from dicomnode.server.grinders import (
+    from dicomnode.extension.containers import InputContainer
+    from dicomnode.extension.grinders import (
         DicomTreeGrinder,
         Grinder,
         IdentityGrinder,
@@ -49,56 +49,56 @@ if TYPE_CHECKING:
         ManyGrinder,
         TagGrinder,
     )
-    from dicomnode.server.input import AbstractInput, DynamicInput
+    from dicomnode.extension.inputs import AbstractInput, DynamicInput
+    from dicomnode.extension.outputs import NoOutput, OutputContext, PipelineOutput
+    from dicomnode.net import Address, send_datasets
     from dicomnode.server.nodes import (
         AbstractPipeline,
         AbstractQueuedPipeline,
         AbstractThreadedPipeline,
     )
-    from dicomnode.server.output import NoOutput, OutputContext, PipelineOutput
-    from dicomnode.server.pipeline_tree import InputContainer
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "AbstractInput": "dicomnode.server.input",
+    "AbstractInput": "dicomnode.extension.inputs",
     "AbstractPipeline": "dicomnode.server.nodes",
     "AbstractQueuedPipeline": "dicomnode.server.nodes",
     "AbstractThreadedPipeline": "dicomnode.server.nodes",
-    "Address": "dicomnode.dicom.dimse",
+    "Address": "dicomnode.net",
     "AttrElement": "dicomnode.dicom.factory",
     "Blueprint": "dicomnode.dicom.factory",
     "CopyElement": "dicomnode.dicom.factory",
     "DicomFactory": "dicomnode.dicom.factory",
     "DicomTree": "dicomnode.dicom.tree",
-    "DicomTreeGrinder": "dicomnode.server.grinders",
+    "DicomTreeGrinder": "dicomnode.extension.grinders",
     "DiscardElement": "dicomnode.dicom.factory",
-    "DynamicInput": "dicomnode.server.input",
+    "DynamicInput": "dicomnode.extension.inputs",
     "FunctionalElement": "dicomnode.dicom.factory",
-    "Grinder": "dicomnode.server.grinders",
-    "IdentityGrinder": "dicomnode.server.grinders",
+    "Grinder": "dicomnode.extension.grinders",
+    "IdentityGrinder": "dicomnode.extension.grinders",
     "IdentityMapping": "dicomnode.dicom.tree",
     "ImageTreeInterface": "dicomnode.dicom.tree",
-    "InputContainer": "dicomnode.server.pipeline_tree",
+    "InputContainer": "dicomnode.extension.containers",
     "InstanceCopyElement": "dicomnode.dicom.factory",
     "InstanceEnvironment": "dicomnode.dicom.factory",
     "InstancedVirtualElement": "dicomnode.dicom.factory",
     "LazyDataset": "dicomnode.dicom.lazy",
-    "ListGrinder": "dicomnode.server.grinders",
-    "ManyGrinder": "dicomnode.server.grinders",
-    "NoOutput": "dicomnode.server.output",
-    "OutputContext": "dicomnode.server.output",
+    "ListGrinder": "dicomnode.extension.grinders",
+    "ManyGrinder": "dicomnode.extension.grinders",
+    "NoOutput": "dicomnode.extension.outputs",
+    "OutputContext": "dicomnode.extension.outputs",
     "PatientTree": "dicomnode.dicom.tree",
-    "PipelineOutput": "dicomnode.server.output",
+    "PipelineOutput": "dicomnode.extension.outputs",
     "SequenceElement": "dicomnode.dicom.factory",
     "SeriesElement": "dicomnode.dicom.factory",
     "SeriesHeader": "dicomnode.dicom.factory",
     "SeriesTree": "dicomnode.dicom.tree",
     "StaticElement": "dicomnode.dicom.factory",
     "StudyTree": "dicomnode.dicom.tree",
-    "TagGrinder": "dicomnode.server.grinders",
+    "TagGrinder": "dicomnode.extension.grinders",
     "VirtualElement": "dicomnode.dicom.factory",
     "anonymize": "dicomnode.dicom.anonymization",
-    "send_datasets": "dicomnode.dicom.dimse",
+    "send_datasets": "dicomnode.net",
 }
 
 __all__ = [

@@ -185,7 +185,7 @@ def _timed_output(output: Any, clock: StageClock) -> Any:
 
 def _demo_node(grinder: Any, clock: StageClock, slices: int, data: Path) -> type[Any]:
     """The demo node both pipelines share: one CT input, complete at ``slices`` images, timed grinding."""
-    from dicomnode.server.input import AbstractInput
+    from dicomnode.extension.inputs import AbstractInput
     from dicomnode.server.nodes import AbstractPipeline
 
     class CT(AbstractInput):
@@ -241,9 +241,9 @@ def copy_pipeline(clock: StageClock, destination: Any, slices: int, data: Path) 
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from dicomnode.dicom.dimse import send_datasets
-    from dicomnode.server.grinders import ListGrinder
-    from dicomnode.server.output import PipelineOutput
+    from dicomnode.extension.grinders import ListGrinder
+    from dicomnode.extension.outputs import PipelineOutput
+    from dicomnode.net import send_datasets
 
     class SendOutput(PipelineOutput):
         """C-STORE with the core's client; the job fails (and is quarantined) unless all arrive."""
@@ -326,8 +326,8 @@ def _wait(condition: Callable[[], bool], timeout: float) -> bool:
 def run_demo(output: Path, *, slices: int = 48, size: int = 256, keep: bool = False,
              core_only: bool = False, timeout: float = 50.0, out: Any = None) -> int:
     """Run the demo; print the report to ``out`` (stdout); return the exit status."""
-    from dicomnode.dicom.dimse import Address, send_datasets
     from dicomnode.dicom.synthetic import synthetic_series
+    from dicomnode.net import Address, send_datasets
 
     stream = out or sys.stdout
 

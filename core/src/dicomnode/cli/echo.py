@@ -18,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dicomnode.dicom.dimse import echo
+    from dicomnode.net import echo
 
     address = address_from(args)
     if address is None:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dicomnode.dicom.dimse import Address
+    from dicomnode.net import Address
 
 
 def _positive_seconds(text: str) -> float:
@@ -37,7 +37,7 @@ def add_network_arguments(parser: argparse.ArgumentParser, *, timeout: float) ->
 
 def address_from(args: argparse.Namespace) -> Address | None:
     """The peer's Address, or None after printing what is wrong with HOST, PORT or an AE title."""
-    from dicomnode.dicom.dimse import Address, check_ae_title
+    from dicomnode.net import Address, check_ae_title
 
     try:
         check_ae_title(args.calling_aet, "--calling-aet")

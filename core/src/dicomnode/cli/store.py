@@ -66,7 +66,7 @@ class _ProgressBar:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dicomnode.dicom.dimse import send_datasets
+    from dicomnode.net import send_datasets
 
     address = address_from(args)
     if address is None:

@@ -16,7 +16,7 @@ from dicomnode.plugins._specs import (
     VirtualElementSpec,
 )
 
-_GRINDERS = "dicomnode.server.grinders"
+_GRINDERS = "dicomnode.extension.grinders"
 _FACTORY = "dicomnode.dicom.factory"
 
 
@@ -45,13 +45,13 @@ def dicomnode_virtual_elements() -> Iterator[VirtualElementSpec]:
 
 @hookimpl
 def dicomnode_outputs() -> Iterator[OutputSpec]:
-    yield OutputSpec("none", "dicomnode.server.output:NoOutput", "sends nothing")
+    yield OutputSpec("none", "dicomnode.extension.outputs:NoOutput", "sends nothing")
 
 
 @hookimpl
 def dicomnode_inputs() -> Iterator[InputSpec]:
-    yield InputSpec("dicom", "dicomnode.server.input:AbstractInput", "DICOM images with required tags and values")
-    yield InputSpec("dynamic", "dicomnode.server.input:DynamicInput", "several series keyed by a tag, ground to a dict")
+    yield InputSpec("dicom", "dicomnode.extension.inputs:AbstractInput", "DICOM images with required tags and values")
+    yield InputSpec("dynamic", "dicomnode.extension.inputs:DynamicInput", "several series keyed by a tag, ground to a dict")
 
 
 @hookimpl

@@ -35,7 +35,7 @@ def dicomnode_grinders() -> Iterable[GrinderSpec]:
     """Return the grinders this plugin provides.
 
     Called once at start-up. Each :class:`GrinderSpec` names a subclass of
-    :class:`dicomnode.server.grinders.Grinder` (or a lazy ``"module:Class"``
+    :class:`dicomnode.extension.grinders.Grinder` (or a lazy ``"module:Class"``
     string), so that TOML pipelines can choose a grinder by name.
 
     Example::
@@ -66,7 +66,7 @@ def dicomnode_outputs() -> Iterable[OutputSpec]:
     """Return the pipeline outputs this plugin provides.
 
     Called once at start-up. Each :class:`OutputSpec` names a subclass of
-    :class:`dicomnode.server.output.PipelineOutput`.
+    :class:`dicomnode.extension.outputs.PipelineOutput`.
 
     Example::
 
@@ -81,7 +81,7 @@ def dicomnode_inputs() -> Iterable[InputSpec]:
     """Return the kinds of pipeline input this plugin provides.
 
     Called once at start-up. Each :class:`InputSpec` names a subclass of
-    :class:`dicomnode.server.input.AbstractInput`.
+    :class:`dicomnode.extension.inputs.AbstractInput`.
 
     Example::
 

@@ -25,9 +25,9 @@ from dicomnode.plugins._specs import (
 
 if TYPE_CHECKING:
     from dicomnode.dicom.factory import VirtualElement
-    from dicomnode.server.grinders import Grinder
-    from dicomnode.server.input import AbstractInput
-    from dicomnode.server.output import PipelineOutput
+    from dicomnode.extension.grinders import Grinder
+    from dicomnode.extension.inputs import AbstractInput
+    from dicomnode.extension.outputs import PipelineOutput
 
 __all__ = ["PluginFailure", "PluginInfo", "PluginRegistry", "Provided"]
 

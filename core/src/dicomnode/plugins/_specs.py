@@ -108,7 +108,7 @@ class GrinderSpec(Contribution):
     """A grinder: turns a list of datasets into what ``process`` wants (subclass of ``Grinder``)."""
 
     kind: ClassVar[str] = "grinder"
-    base: ClassVar[str] = "dicomnode.server.grinders:Grinder"
+    base: ClassVar[str] = "dicomnode.extension.grinders:Grinder"
 
 
 @attrs.frozen
@@ -124,7 +124,7 @@ class OutputSpec(Contribution):
     """A pipeline output such as DICOM or file delivery (subclass of ``PipelineOutput``)."""
 
     kind: ClassVar[str] = "output"
-    base: ClassVar[str] = "dicomnode.server.output:PipelineOutput"
+    base: ClassVar[str] = "dicomnode.extension.outputs:PipelineOutput"
 
 
 @attrs.frozen
@@ -132,7 +132,7 @@ class InputSpec(Contribution):
     """A kind of pipeline input (subclass of ``AbstractInput``)."""
 
     kind: ClassVar[str] = "input"
-    base: ClassVar[str] = "dicomnode.server.input:AbstractInput"
+    base: ClassVar[str] = "dicomnode.extension.inputs:AbstractInput"
 
 
 @attrs.frozen

@@ -19,10 +19,10 @@ from typing import Any
 
 import attrs
 
-from dicomnode.dicom.dimse import Address, check_ae_title
 from dicomnode.errors import ConfigurationError
-from dicomnode.server.grinders import resolve_tag
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.grinders import resolve_tag
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.net import Address, check_ae_title
 
 __all__ = ["SETTINGS", "PipelineConfig"]
 
@@ -105,7 +105,7 @@ def _inputs(_i: object, a: attrs.Attribute[Any], value: object) -> None:
 
 def _endpoints(_i: object, a: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, Mapping):
-        raise _fail(a.name, value, "a mapping of AE title to dicomnode.dicom.dimse.Address")
+        raise _fail(a.name, value, "a mapping of AE title to dicomnode.net.Address")
     for title, address in value.items():
         if not isinstance(address, Address):
             raise _fail(f"{a.name}[{title!r}]", address, "an Address(ip, port, ae_title)")

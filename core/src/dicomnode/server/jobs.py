@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from dicomnode.server.output import OutputContext, PipelineOutput
+from dicomnode.extension.outputs import OutputContext, PipelineOutput
 
 if TYPE_CHECKING:
+    from dicomnode.extension.containers import InputContainer
     from dicomnode.server.config import PipelineConfig
     from dicomnode.server.logs import JobLogger
     from dicomnode.server.nodes import AbstractPipeline
-    from dicomnode.server.pipeline_tree import InputContainer
 
 __all__ = ["JobResult", "dispatch_outputs", "failure", "run_in_spawned_process"]
 

@@ -38,16 +38,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydicom import Dataset, dcmread
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.dicom.lazy import LazyDataset
+from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.outputs import PipelineOutput
+from dicomnode.net import Address
 from dicomnode.server.allocator import limit_arenas, release_free_memory
 from dicomnode.server.config import DEFAULT_LOG_FORMAT, PipelineConfig
-from dicomnode.server.input import AbstractInput
 from dicomnode.server.jobs import JobResult, dispatch_outputs, failure, run_in_spawned_process
 from dicomnode.server.logs import configure_logging, job_logger
 from dicomnode.server.outbox import Outbox
-from dicomnode.server.output import PipelineOutput
-from dicomnode.server.pipeline_tree import InputContainer, PatientContainer, PipelineTree
+from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
 from dicomnode.server.quarantine import Quarantine
 from dicomnode.server.receive import (
     STATUS_SUCCESS,

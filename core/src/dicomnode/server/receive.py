@@ -39,7 +39,7 @@ Sockets: the maximum PDU size is unlimited (0), and every accepted socket
 gets ``TCP_NODELAY`` (pynetdicom leaves Nagle's algorithm on, which stalls
 small PDUs by ~40 ms), and its two pynetdicom threads wait for data and
 for complete messages instead of polling every millisecond
-(:mod:`dicomnode.dicom.waking`).
+(:mod:`dicomnode.net.waking`).
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
-from dicomnode.dicom.pdata import answer_c_stores_directly
-from dicomnode.dicom.transport import read_in_large_pieces
-from dicomnode.dicom.waking import wake_on_data, wake_on_message
 from dicomnode.errors import StorageError
+from dicomnode.net.pdata import answer_c_stores_directly
+from dicomnode.net.transport import read_in_large_pieces
+from dicomnode.net.waking import wake_on_data, wake_on_message
 
 if TYPE_CHECKING:
     from pydicom.dataset import FileMetaDataset
@@ -230,9 +230,9 @@ class Receiver:
 
         The association's threads then read each PDU and serve each
         C-STORE as soon as it arrives, instead of on pynetdicom's 1 ms polls
-        (:mod:`dicomnode.dicom.waking`), and the C-STORE responses are
+        (:mod:`dicomnode.net.waking`), and the C-STORE responses are
         written at once by the thread that made them
-        (:func:`~dicomnode.dicom.pdata.answer_c_stores_directly`).
+        (:func:`~dicomnode.net.pdata.answer_c_stores_directly`).
         """
         wake_on_data(event.assoc)
         wake_on_message(event.assoc)

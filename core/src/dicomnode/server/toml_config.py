@@ -36,7 +36,7 @@ Python, and a bad value is a :class:`~dicomnode.errors.ConfigurationError`
 that names the setting, the value and what is allowed.
 
 ``process(input_container)`` may return outputs itself (one
-:class:`~dicomnode.server.output.PipelineOutput` or a list), or datasets (one
+:class:`~dicomnode.extension.outputs.PipelineOutput` or a list), or datasets (one
 or a list), which every ``[[outputs]]`` entry then delivers. An output is
 built from its table in one of three ways: its class's
 ``from_config(settings, datasets)`` classmethod when it has one; else, with
@@ -60,8 +60,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
 
-from dicomnode.dicom.dimse import Address
 from dicomnode.errors import ConfigurationError, PluginError
+from dicomnode.net import Address
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,11 +69,11 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 if TYPE_CHECKING:
+    from dicomnode.extension.inputs import AbstractInput
+    from dicomnode.extension.outputs import PipelineOutput
     from dicomnode.plugins import PluginRegistry
     from dicomnode.server.config import PipelineConfig
-    from dicomnode.server.input import AbstractInput
     from dicomnode.server.nodes import AbstractPipeline
-    from dicomnode.server.output import PipelineOutput
 
 __all__ = ["load_pipeline", "load_pipeline_config", "parse_pipeline"]
 
@@ -366,7 +366,7 @@ class _OutputRecipe:
 def _result_outputs(result: object, recipes: Sequence[_OutputRecipe],
                     ae_title: str | None = None) -> list[PipelineOutput]:
     """What a TOML pipeline's process returned, as the outputs to dispatch."""
-    from dicomnode.server.output import NoOutput, PipelineOutput
+    from dicomnode.extension.outputs import NoOutput, PipelineOutput
 
     if isinstance(result, PipelineOutput):
         return [result]

@@ -1,7 +1,7 @@
 """DicomOutput: deliver a pipeline's datasets by C-STORE, retrying, and never dropping anything.
 
 For each destination the datasets go out through
-:func:`dicomnode.dicom.dimse.send_datasets` (one association, presentation
+:func:`dicomnode.net.send_datasets` (one association, presentation
 contexts for exactly what is sent, TCP_NODELAY, the peer's maximum PDU). Every
 response status is checked. What the peer did not accept — because it refused
 the association, was down, did not answer in time or returned a failure
@@ -37,11 +37,11 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
-from dicomnode.dicom.dimse import Address, FailedInstance, SendResult, check_ae_title, send_datasets
 from dicomnode.dicom.lazy import LazyDataset, with_file_meta
 from dicomnode.errors import ConfigurationError, DimseError
+from dicomnode.extension.outputs import PipelineOutput
+from dicomnode.net import Address, FailedInstance, SendResult, check_ae_title, send_datasets
 from dicomnode.server.outbox import Outbox, OutboxEntry
-from dicomnode.server.output import PipelineOutput
 from dicomnode_dicom_output.retry import Backoff
 
 __all__ = ["DestinationReport", "DicomOutput"]
@@ -126,7 +126,7 @@ class DicomOutput(PipelineOutput):
     Parameters
     ----------
     destinations:
-        pairs of (:class:`~dicomnode.dicom.dimse.Address`, datasets); datasets are
+        pairs of (:class:`~dicomnode.net.Address`, datasets); datasets are
         pydicom datasets or paths of DICOM files.
     ae_title:
         our calling AE title; by default the AE title of the pipeline that bound the

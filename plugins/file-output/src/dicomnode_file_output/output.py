@@ -54,7 +54,7 @@ from pydicom.filewriter import dcmwrite
 from dicomnode.dicom.lazy import LazyDataset, with_file_meta
 from dicomnode.dicom.paths import safe_component
 from dicomnode.errors import ConfigurationError
-from dicomnode.server.output import PipelineOutput
+from dicomnode.extension.outputs import PipelineOutput
 
 __all__ = ["ExistingPolicy", "FailedFile", "FileOutput", "FileReport"]
 

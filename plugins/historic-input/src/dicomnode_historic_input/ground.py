@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 from pydicom import Dataset
 
-from dicomnode.server.grinders import Grinder
+from dicomnode.extension.grinders import Grinder
 
 __all__ = ["Priors", "PriorsGrinder", "RetrievalReport"]
 

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydicom import Dataset
 
-from dicomnode.dicom.dimse import Address, QueryLevel
 from dicomnode.errors import ConfigurationError
-from dicomnode.server.input import AbstractInput
+from dicomnode.extension.inputs import AbstractInput
+from dicomnode.net import Address, QueryLevel
 from dicomnode_historic_input.ground import Priors, PriorsGrinder, RetrievalReport
 from dicomnode_historic_input.query import Action, default_decision, first_query
 
@@ -73,7 +73,7 @@ class HistoricAbstractInput(AbstractInput):
     Class attributes a subclass sets:
 
     ``address``
-        the PACS, an :class:`~dicomnode.dicom.dimse.Address` (required);
+        the PACS, an :class:`~dicomnode.net.Address` (required);
     ``query_level``
         where the C-FIND walk starts: ``STUDY`` (default), ``SERIES`` or ``IMAGE``;
     ``modality``

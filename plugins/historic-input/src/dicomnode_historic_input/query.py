@@ -25,7 +25,7 @@ from enum import Enum
 import attrs
 from pydicom import Dataset
 
-from dicomnode.dicom.dimse import Address, QueryLevel, find
+from dicomnode.net import Address, QueryLevel, find
 
 __all__ = [
     "Action",

@@ -32,9 +32,9 @@ import attrs
 from pydicom import Dataset
 from pydicom.uid import UID
 
-from dicomnode.dicom.dimse import Address, MoveResult, get, move
-from dicomnode.dicom.pdata import encode_dataset
 from dicomnode.errors import DimseError
+from dicomnode.net import Address, MoveResult, get, move
+from dicomnode.net.pdata import encode_dataset
 from dicomnode.server.receive import AssociationState
 from dicomnode_historic_input.ground import RetrievalReport
 from dicomnode_historic_input.query import Target, walk

@@ -32,7 +32,7 @@ from nibabel.orientations import (
 from pydicom import Dataset
 
 from dicomnode.errors import ConfigurationError
-from dicomnode.server.grinders import Grinder
+from dicomnode.extension.grinders import Grinder
 from dicomnode_numpy.frames import Frame, frames_of
 from dicomnode_numpy.geometry import StackLayout, arrange
 from dicomnode_numpy.pixels import fill, unloaded_datasets

@@ -9,7 +9,7 @@ import numpy as np
 from pydicom import Dataset
 
 from dicomnode.errors import ConfigurationError, GrindingError
-from dicomnode.server.grinders import Grinder
+from dicomnode.extension.grinders import Grinder
 
 from .frames import Frame, frames_of
 from .geometry import StackLayout, arrange

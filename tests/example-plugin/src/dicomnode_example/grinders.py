@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from pydicom import Dataset
 
-from dicomnode.server.grinders import Grinder
+from dicomnode.extension.grinders import Grinder
 
 
 class ModalityGrinder(Grinder):

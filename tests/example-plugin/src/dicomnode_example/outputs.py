@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from dicomnode.server.output import PipelineOutput
+from dicomnode.extension.outputs import PipelineOutput
 
 
 class LogOutput(PipelineOutput):

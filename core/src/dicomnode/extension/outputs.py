@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
-from dicomnode.dicom.dimse import Address
+from dicomnode.net import Address
 
 if TYPE_CHECKING:
     from dicomnode.server.outbox import Outbox, OutboxEntry

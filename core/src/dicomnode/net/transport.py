@@ -11,7 +11,7 @@ client helpers here and the node's server use the same handler through
 
 pynetdicom also reads each PDU 4 KiB at a time; :func:`read_in_large_pieces`
 reads it in as few calls as it arrives in. Its polling loops are replaced
-by waiting in :mod:`dicomnode.dicom.waking`.
+by waiting in :mod:`dicomnode.net.waking`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.presentation import PresentationContext
 
-    from dicomnode.dicom.dimse import Address
+    from dicomnode.net.address import Address
 
 __all__ = [
     "NODELAY_HANDLERS",
@@ -113,7 +113,7 @@ NODELAY_HANDLERS: list[Any] = [(evt.EVT_CONN_OPEN, on_connection_open)]
 
 def application_entity(ae_title: str, timeout: float) -> AE:
     """A pynetdicom AE for one client operation, every network step bounded by ``timeout``."""
-    from dicomnode.dicom.dimse import check_ae_title
+    from dicomnode.net.address import check_ae_title
 
     check_ae_title(ae_title, "calling AE title")
     if not timeout > 0:

@@ -30,7 +30,7 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.tag import BaseTag
 
 from dicomnode.errors import InvalidDatasetError
-from dicomnode.server.grinders import IdentityGrinder, resolve_tag
+from dicomnode.extension.grinders import IdentityGrinder, resolve_tag
 
 if TYPE_CHECKING:
     from dicomnode.server.nodes import AbstractPipeline

@@ -1,6 +1,6 @@
 """C-STORE client: send datasets or files to another node, and say exactly what arrived.
 
-Import the public names from :mod:`dicomnode.dicom.dimse`; this module holds
+Import the public names from :mod:`dicomnode.net`; this module holds
 the C-STORE half so that each module keeps to one idea.
 
 How an association is planned: for every SOP class being sent, one
@@ -36,8 +36,9 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
 from dicomnode.dicom.lazy import LazyDataset
-from dicomnode.dicom.pdata import direct_socket, encode_dataset, send_c_store
-from dicomnode.dicom.transport import (
+from dicomnode.errors import AssociationError, DimseError
+from dicomnode.net.pdata import direct_socket, encode_dataset, send_c_store
+from dicomnode.net.transport import (
     application_entity,
     associate,
     end,
@@ -45,14 +46,13 @@ from dicomnode.dicom.transport import (
     no_response_reason,
     parked_reactor,
 )
-from dicomnode.dicom.waking import wake_on_data
-from dicomnode.errors import AssociationError, DimseError
+from dicomnode.net.waking import wake_on_data
 
 if TYPE_CHECKING:
     from pynetdicom import AE
     from pynetdicom.association import Association
 
-    from dicomnode.dicom.dimse import Address
+    from dicomnode.net.address import Address
 
 __all__ = ["FailedInstance", "SendResult", "send_datasets"]
 

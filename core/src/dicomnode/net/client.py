@@ -1,11 +1,11 @@
-"""Talking to other DICOM nodes: addresses and client helpers (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET).
+"""Client helpers for talking to other DICOM nodes: C-ECHO, C-FIND, C-MOVE, C-GET (and C-STORE).
 
 Every helper opens its own association, sets TCP_NODELAY on its socket,
 announces an unlimited maximum PDU for what it receives, bounds every
 network step by ``timeout`` and optionally speaks TLS (an
 ``ssl.SSLContext``)::
 
-    from dicomnode.dicom.dimse import Address, echo, send_datasets
+    from dicomnode.net import Address, echo, send_datasets
 
     pacs = Address("127.0.0.1", 4242, "ORTHANC")
     echo(pacs)                                  # 0x0000, or AssociationError
@@ -13,14 +13,12 @@ network step by ``timeout`` and optionally speaks TLS (an
     if not result.ok:
         print(result.failed, result.error)
 
-C-STORE lives in :mod:`dicomnode.dicom.sending` and is re-exported here.
+C-STORE lives in :mod:`dicomnode.net.sending` and is re-exported here.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import re
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,9 +31,11 @@ from pynetdicom import StoragePresentationContexts, evt
 from pynetdicom.presentation import build_context, build_role
 from pynetdicom.status import code_to_category
 
-from dicomnode.dicom.pdata import answer_c_stores_directly
-from dicomnode.dicom.sending import FailedInstance, SendResult, send_datasets
-from dicomnode.dicom.transport import (
+from dicomnode.errors import AssociationError, DimseError
+from dicomnode.net.address import Address, check_ae_title
+from dicomnode.net.pdata import answer_c_stores_directly
+from dicomnode.net.sending import FailedInstance, SendResult, send_datasets
+from dicomnode.net.transport import (
     application_entity,
     associate,
     end,
@@ -43,8 +43,7 @@ from dicomnode.dicom.transport import (
     parked_reactor,
     read_in_large_pieces,
 )
-from dicomnode.dicom.waking import wake_on_data
-from dicomnode.errors import AssociationError, DimseError
+from dicomnode.net.waking import wake_on_data
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -64,55 +63,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("dicomnode.dimse")
-
-# AE titles: up to 16 characters of the Default Character Repertoire, no backslash or control characters
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
-
-
-def _check_ip(_instance: object, _attribute: attrs.Attribute[str], value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"Address.ip must be a host name or IP address, got {value!r}")
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$", value):
-            raise ValueError(f"Address.ip must be a host name or IP address, got {value!r}") from None
-
-
-def _check_port(_instance: object, _attribute: attrs.Attribute[int], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ValueError(f"Address.port must be an integer from 1 to 65535, got {value!r}")
-
-
-def check_ae_title(value: object, setting: str = "AE title") -> str:
-    """Return ``value`` if it is a valid AE title, else raise ValueError saying what is allowed."""
-    if not isinstance(value, str) or not _AE_TITLE.match(value) or not value.strip():
-        raise ValueError(
-            f"{setting} must be 1 to 16 printable ASCII characters without backslash, "
-            f"and not only spaces, got {value!r}"
-        )
-    return value
-
-
-def _check_ae(_instance: object, _attribute: attrs.Attribute[str], value: object) -> None:
-    check_ae_title(value, "Address.ae_title")
-
-
-@attrs.frozen
-class Address:
-    """Where a DICOM node listens: IP address (or host name), TCP port and AE title.
-
-    >>> Address("127.0.0.1", 11112, "STORESCP")
-    Address(ip='127.0.0.1', port=11112, ae_title='STORESCP')
-    """
-
-    ip: str = attrs.field(validator=_check_ip)
-    port: int = attrs.field(validator=_check_port)
-    ae_title: str = attrs.field(validator=_check_ae)
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.ip}:{self.port}"
-
 
 # -- query / retrieve ----------------------------------------------------------------------------
 

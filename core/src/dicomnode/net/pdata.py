@@ -20,7 +20,7 @@ of an association the node accepted.
 
 Writing from the caller's thread is safe here because, in the state
 where data is exchanged, pynetdicom's DUL thread writes only what it is
-given to send, and :func:`~dicomnode.dicom.transport.parked_reactor`
+given to send, and :func:`~dicomnode.net.transport.parked_reactor`
 keeps the association's own reactor from sending while we exchange. A
 TLS socket is not written this way (an OpenSSL connection must not be
 read and written from two threads at once); those associations keep
@@ -207,7 +207,7 @@ def send_c_store(assoc: Association, sock: socket.socket, context_id: int, sop_c
     answers with something that is not this request's response (the
     association is then aborted). When no response comes within the
     association's DIMSE timeout the association is aborted too; call
-    :func:`~dicomnode.dicom.transport.no_response_kind` to learn why.
+    :func:`~dicomnode.net.transport.no_response_kind` to learn why.
     """
     from dicomnode.errors import DimseError
 
