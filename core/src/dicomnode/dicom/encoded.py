@@ -1,0 +1,262 @@
+"""Encoded datasets as they arrive: is every element whole, and inflating deflated ones within a limit.
+
+A C-STORE's dataset arrives as bytes. pydicom parses a dataset whose last
+element is cut short without complaint (it reads what is there), so a slice
+truncated in transit would be acknowledged and later ground with missing
+pixels. :func:`find_damage` walks the encoded elements — every length
+checked against the bytes present, nested sequences and encapsulated pixel
+data included — and names the first element that does not fit. It reads
+only the 8 or 12 bytes of each element header (values are skipped, not
+read), so a 512 KiB CT slice is checked in tens of microseconds.
+
+:func:`inflate` undoes the Deflated Explicit VR Little Endian transfer
+syntax, refusing to produce more than a limit: a few kilobytes of a
+"deflate bomb" cannot become gigabytes in memory.
+
+Written by hand because no library offers either: pydicom's reader has no
+strict mode for truncation, and :mod:`zlib` leaves the output limit to the
+caller.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import attrs
+
+__all__ = ["DatasetDamage", "InflateLimitError", "element_name", "find_damage", "inflate"]
+
+#: explicit VRs whose header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2)
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+                       b"UV"})
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQUENCE_END = 0xFFFEE0DD
+_PIXEL_DATA = 0x7FE00010
+#: nested sequences deeper than this are refused rather than followed (no real dataset comes close)
+_MAX_DEPTH = 64
+
+
+@attrs.frozen
+class DatasetDamage:
+    """Why an encoded dataset is not whole: the element, where it starts, and what is wrong."""
+
+    tag: int
+    offset: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{element_name(self.tag)} at byte {self.offset}: {self.problem}"
+
+    @property
+    def short(self) -> str:
+        """The reason first, for the 64 characters of a C-STORE ErrorComment."""
+        return f"{self.problem} in {element_name(self.tag)}"
+
+
+def element_name(tag: int) -> str:
+    """``PixelData (7FE0,0010)``, or only the tag when it has no keyword."""
+    from pydicom.datadict import keyword_for_tag
+
+    text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    keyword = keyword_for_tag(tag) if tag >> 16 != 0xFFFE else ""
+    return f"{keyword} {text}" if keyword else text
+
+
+class _Damaged(Exception):
+    def __init__(self, tag: int, offset: int, problem: str) -> None:
+        super().__init__(problem)
+        self.damage = DatasetDamage(tag, offset, problem)
+
+
+class _Walker:
+    """Walks elements with the struct formats of one transfer syntax."""
+
+    def __init__(self, buffer: bytes | bytearray | memoryview, implicit: bool, little: bool) -> None:
+        self.data = memoryview(buffer).cast("B")
+        self.implicit = implicit
+        order = "<" if little else ">"
+        self.tag_length = struct.Struct(f"{order}HHL")  # group, element, 4-byte length (implicit; items)
+        self.tag_vr_short = struct.Struct(f"{order}HH2sH")  # explicit, short VR
+        self.long_length = struct.Struct(f"{order}L")
+
+    def dataset(self, offset: int, end: int, depth: int, *, in_item: bool) -> int:
+        """Walk elements from ``offset`` until ``end`` (or an item delimiter when ``in_item``); return where it stopped."""
+        data = self.data
+        while offset < end:
+            if end - offset < 8:
+                raise _Damaged(self._peek_tag(offset, end), offset,
+                               f"{end - offset} byte(s) left, an element header needs 8")
+            group, element, length = self.tag_length.unpack_from(data, offset)
+            tag = group << 16 | element
+            if tag == _ITEM_END:
+                if not in_item:
+                    raise _Damaged(tag, offset, "an item delimiter outside any item")
+                return offset + 8
+            if group == 0xFFFE:
+                raise _Damaged(tag, offset, "a sequence delimiter where an element belongs")
+            start = offset
+            vr = b""
+            if self.implicit:
+                offset += 8
+            else:
+                _, _, vr, short = self.tag_vr_short.unpack_from(data, offset)
+                if vr in _LONG_VRS:
+                    if end - offset < 12:
+                        raise _Damaged(tag, start, f"{end - offset} byte(s) left, its header needs 12")
+                    (length,) = self.long_length.unpack_from(data, offset + 8)
+                    offset += 12
+                else:
+                    if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+                        raise _Damaged(tag, start, f"the value representation is not two capital letters "
+                                                   f"({bytes(vr)!r})")
+                    length = short
+                    offset += 8
+            if length == _UNDEFINED:
+                if tag == _PIXEL_DATA and vr != b"SQ":
+                    offset = self.fragments(offset, end, tag)
+                elif self.implicit or vr == b"SQ":
+                    offset = self.sequence(offset, end, depth + 1, tag, defined=False)
+                elif vr == b"UN":
+                    # a sequence of unknown VR: its items are encoded in implicit VR little endian
+                    offset = self._implicit().sequence(offset, end, depth + 1, tag, defined=False)
+                else:
+                    raise _Damaged(tag, start, f"an undefined length on a {vr.decode('ascii', 'replace')} "
+                                               "element, which must have a length")
+                continue
+            if length > end - offset:
+                raise _Damaged(tag, start, f"announces {length} bytes, {end - offset} present")
+            if vr == b"SQ" and length:
+                self.sequence(offset, offset + length, depth + 1, tag, defined=True)
+            offset += length
+        if in_item:
+            raise _Damaged(_ITEM_END, offset, "an item ends without its delimiter")
+        return offset
+
+    def sequence(self, offset: int, end: int, depth: int, tag: int, *, defined: bool) -> int:
+        """Walk the items of a sequence; return where it ends.
+
+        A sequence of ``defined`` length fills its window; one of undefined
+        length ends at its delimiter, which must come before ``end``.
+        """
+        if depth > _MAX_DEPTH:
+            raise _Damaged(tag, offset, f"sequences nested more than {_MAX_DEPTH} deep")
+        data = self.data
+        while offset < end:
+            if end - offset < 8:
+                raise _Damaged(tag, offset, "the sequence is cut inside an item header")
+            group, element, length = self.tag_length.unpack_from(data, offset)
+            item = group << 16 | element
+            if item == _SEQUENCE_END and not defined:
+                return offset + 8
+            if item != _ITEM:
+                raise _Damaged(tag, offset, f"an element ({item >> 16:04X},{item & 0xFFFF:04X}) where an item "
+                                            "belongs")
+            offset += 8
+            if length == _UNDEFINED:
+                offset = self.dataset(offset, end, depth, in_item=True)
+            else:
+                if length > end - offset:
+                    raise _Damaged(tag, offset - 8, f"an item announces {length} bytes, {end - offset} present")
+                self.dataset(offset, offset + length, depth, in_item=False)
+                offset += length
+        if not defined:
+            raise _Damaged(tag, offset, "the sequence ends without its delimiter")
+        return offset
+
+    def fragments(self, offset: int, end: int, tag: int) -> int:
+        """Walk the items of encapsulated pixel data up to its sequence delimiter."""
+        data = self.data
+        while True:
+            if end - offset < 8:
+                raise _Damaged(tag, offset, "the encapsulated pixel data is cut inside a fragment header")
+            group, element, length = self.tag_length.unpack_from(data, offset)
+            item = group << 16 | element
+            if item == _SEQUENCE_END:
+                return offset + 8
+            if item != _ITEM or length == _UNDEFINED:
+                raise _Damaged(tag, offset, "the encapsulated pixel data holds something that is not a fragment")
+            offset += 8
+            if length > end - offset:
+                raise _Damaged(tag, offset - 8, f"a fragment announces {length} bytes, {end - offset} present")
+            offset += length
+
+    def _implicit(self) -> _Walker:
+        walker = _Walker.__new__(_Walker)
+        walker.data = self.data
+        walker.implicit = True
+        walker.tag_length = struct.Struct("<HHL")
+        walker.tag_vr_short = self.tag_vr_short
+        walker.long_length = struct.Struct("<L")
+        return walker
+
+    def _peek_tag(self, offset: int, end: int) -> int:
+        if end - offset >= 4:
+            group, element = struct.unpack_from("<HH" if self.tag_length.format.startswith("<") else ">HH",
+                                                self.data, offset)
+            return int(group << 16 | element)
+        return 0
+
+
+def find_damage(buffer: bytes | bytearray | memoryview, *, implicit: bool, little: bool = True) -> DatasetDamage | None:
+    """The first element of an encoded dataset that does not fit in the bytes present, or None.
+
+    ``buffer`` holds the dataset without file meta, in a transfer syntax of
+    the given VR form and byte order (inflate a deflated one first). Checks
+    every element header and length, the items of every sequence (defined or
+    undefined length) and the fragments of encapsulated pixel data.
+
+    >>> find_damage(b"\\x10\\x00\\x20\\x00LO\\x08\\x00PAT1", implicit=False)
+    DatasetDamage(tag=1048608, offset=0, problem='announces 8 bytes, 4 present')
+    """
+    walker = _Walker(buffer, implicit, little)
+    try:
+        walker.dataset(0, len(walker.data), 0, in_item=False)
+    except _Damaged as damaged:
+        return damaged.damage
+    finally:
+        walker.data.release()
+    return None
+
+
+class InflateLimitError(ValueError):
+    """A deflated dataset inflates to more than the allowed size."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the deflated dataset inflates to more than {limit} bytes")
+        self.limit = limit
+
+
+#: the inflated output is produced in pieces of this size, so memory never runs ahead of the check
+_INFLATE_PIECE = 1 << 20
+
+
+def inflate(deflated: bytes | bytearray | memoryview, limit: int) -> bytes:
+    """The raw-deflate ``deflated`` bytes inflated, refusing to produce more than ``limit`` bytes.
+
+    Raises :class:`InflateLimitError` as soon as the output passes the
+    limit, having held at most the limit plus one piece, and
+    :class:`zlib.error` for data that is not deflated.
+    """
+    engine = zlib.decompressobj(-zlib.MAX_WBITS)
+    pieces: list[bytes] = []
+    produced = 0
+    pending: bytes | memoryview = memoryview(deflated).cast("B")
+    while True:
+        piece = engine.decompress(pending, _INFLATE_PIECE)
+        produced += len(piece)
+        if produced > limit:
+            raise InflateLimitError(limit)
+        if piece:
+            pieces.append(piece)
+        pending = engine.unconsumed_tail
+        if not pending and (engine.eof or not piece):
+            break
+    tail = engine.flush()
+    produced += len(tail)
+    if produced > limit:
+        raise InflateLimitError(limit)
+    pieces.append(tail)
+    return b"".join(pieces)
