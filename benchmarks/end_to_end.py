@@ -184,7 +184,7 @@ def _job_finished(log_path: Path, since: float, timeout: float) -> list[tuple[fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         lines = _log_lines(log_path, since)
-        if any("job done" in message or "job failed" in message for _, message in lines):
+        if any(re.search(r"job \S+ (done|failed)", message) for _, message in lines):
             return lines
         time.sleep(0.02)
     raise TimeoutError(f"the node logged no job end within {timeout:g} s")
@@ -192,7 +192,7 @@ def _job_finished(log_path: Path, since: float, timeout: float) -> list[tuple[fl
 
 def stages(lines: list[tuple[float, str]], sent_at: float, latency: float) -> dict[str, float]:
     """Seconds per stage of one job, from the node's log lines (wall-clock ``created`` times)."""
-    started, (_, wait) = _number(r"job started: (\d+) image\(s\), ([\d.]+) s after the last", lines)
+    started, (_, wait) = _number(r"job \S+ started: (\d+) image\(s\), ([\d.]+) s after the last", lines)
     _, (plus_one, build) = _number(r"process times: plus one ([\d.]+) s, build ([\d.]+) s", lines)
     _, (grind, process, outputs) = _number(
         r"stage times: grind ([\d.]+) s, process ([\d.]+) s, outputs ([\d.]+) s", lines)

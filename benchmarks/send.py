@@ -53,8 +53,7 @@ SENDERS = {
 
 
 def _send_dicomnode(port: int, files: list[Path], nodelay: bool) -> None:
-    from dicomnode.net import transport
-    from dicomnode.net import Address, send_datasets
+    from dicomnode.net import Address, send_datasets, transport
 
     original = transport.set_tcp_nodelay
     if not nodelay:  # the benchmark's only switch: our EVT_CONN_OPEN handler then does nothing

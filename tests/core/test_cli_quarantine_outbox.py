@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -15,10 +14,10 @@ from dcmtk import storescp, storescu
 from node import RECORD, FailingNode, read_jobs, wait_until, write_patient
 
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.extension.outputs import OutputContext
 from dicomnode.net import Address
 from dicomnode.server.outbox import Outbox
 from dicomnode.server.quarantine import Quarantine
+from dicomnode.testing import output_context
 
 SUPPORT_NODE = Path(__file__).resolve().parent.parent / "support" / "node.py"
 FAILING = f"{SUPPORT_NODE}:FailingNode"
@@ -146,8 +145,16 @@ def test_outbox_retry_an_output_cannot_deliver_counts_the_attempt_and_exits_1(tm
 
 
 def test_an_empty_outbox_says_so(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
     result = _cli("outbox", "retry", "-d", str(tmp_path / "data"), cwd=tmp_path)
     assert result.returncode == 0 and "is empty" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["outbox", "quarantine"])
+def test_a_data_directory_that_does_not_exist_is_an_error_not_an_empty_list(tmp_path: Path, command: str) -> None:
+    result = _cli(command, "list", "-d", str(tmp_path / "typo"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no data directory at" in result.stderr and "typo" in result.stderr
 
 
 @pytest.mark.plugin("dicom-output")
@@ -159,9 +166,9 @@ def test_outbox_retry_delivers_what_a_dicom_output_could_not(tmp_path: Path) -> 
     port = free_port()
     series = synthetic_series(slices=3, rows=8, columns=8)
     output = DicomOutput([(Address("127.0.0.1", port, "STORESCP"), series)], "TESTNODE", attempts=1, timeout=5)
-    output.bind(OutputContext("test", "TESTNODE", data, Outbox(data / "outbox"), "P1", {},
-                              logging.getLogger("test")))
-    assert output.send() is False  # nothing listens yet: the series goes to the outbox
+    output.bind(output_context(data, pipeline_name="test", ae_title="TESTNODE", patient_key="P1",
+                               output_name="dicom"))
+    assert output.send() is True  # nothing listens yet: the series goes to the outbox
     with storescp(tmp_path / "received", port):
         result = _cli("outbox", "retry", "-d", str(data), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -113,7 +113,7 @@ def test_a_pipeline_from_a_file_can_process_in_a_spawned_process(
     monkeypatch.setenv("RUN_TEST_IMAGES", "3")
     cls = load_target(str(_node_file(tmp_path / "node", "spawned_from_file")))
     write_patient(tmp_path / "P3", "P3", slices=3)
-    with cls(port=0, processing_directory=tmp_path / "work") as node:
+    with cls(port=0, executor="process", executor_settings={"directory": tmp_path / "work"}) as node:
         sent = storescu(node.port, [tmp_path / "P3"], called_aet="RUNTEST")
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert wait_until(lambda: node.jobs_succeeded + node.jobs_failed == 1, timeout=60)

@@ -271,9 +271,9 @@ def test_a_queued_pipeline_runs_jobs_one_at_a_time_in_arrival_order(tmp_path: Pa
         assert after[1] >= before[2]  # the next job started after the previous one ended
 
 
-def test_with_a_processing_directory_process_runs_in_a_spawned_process(tmp_path: Path, record: Path) -> None:
+def test_with_the_process_executor_process_runs_in_a_spawned_process(tmp_path: Path, record: Path) -> None:
     write_patient(tmp_path / "P1", "P1", slices=6)
-    with RecordingNode(processing_directory=tmp_path / "work") as node:
+    with RecordingNode(executor="process", executor_settings={"directory": tmp_path / "work"}) as node:
         _send(node.port, tmp_path / "P1")
         assert wait_until(lambda: read_jobs(record), timeout=60)
         node.wait_for_jobs(30)
@@ -288,7 +288,8 @@ def test_a_crashing_processing_process_cannot_take_the_server_down(tmp_path: Pat
 
     write_patient(tmp_path / "P1", "P1", slices=6)
     write_patient(tmp_path / "P2", "P2", slices=6)
-    with CrashingNode(processing_directory=tmp_path / "work", data_directory=tmp_path / "data") as node:
+    with CrashingNode(executor="process", executor_settings={"directory": tmp_path / "work"},
+                      data_directory=tmp_path / "data") as node:
         _send(node.port, tmp_path / "P1")
         assert node.quarantine is not None
         assert wait_until(lambda: node.quarantine.list(), timeout=60)  # type: ignore[union-attr]
@@ -303,7 +304,7 @@ def test_close_finishes_a_job_in_flight(tmp_path: Path) -> None:
     node = QueuedNode()
     node.open(blocking=False)
     _send(node.port, tmp_path / "Q1")
-    assert wait_until(lambda: node.jobs_succeeded + len(node._pending) > 0)
+    assert wait_until(lambda: node.jobs_succeeded + node.jobs_in_flight > 0)
     node.close()
     assert [span[0] for span in QueuedNode.spans] == ["Q1"]
 

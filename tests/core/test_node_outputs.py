@@ -63,7 +63,8 @@ def test_a_list_of_outputs_is_sent_in_order_with_the_jobs_context(tmp_path: Path
     assert len(Remember.sent) == 2
     context = Remember.sent[0]
     assert (context.pipeline_name, context.ae_title, context.patient_key) == ("Two", "OUTNODE", "P1")
-    assert context.outbox is not None and context.outbox.directory == tmp_path / "outbox"
+    assert context.can_defer and context.output_name == "Remember" and context.job_id
+    assert Remember.sent[1].job_id == context.job_id
     assert context.logger.extra == {"patient_key": "P1", "calling_aet": "SCANNER"}  # type: ignore[union-attr]
 
 

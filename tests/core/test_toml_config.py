@@ -262,7 +262,7 @@ def test_a_toml_node_receives_and_processes_a_series(tmp_path: Path) -> None:
 
 def test_a_toml_node_can_process_in_a_spawned_process(tmp_path: Path) -> None:
     require_peer("dcmtk")
-    node_settings = "ip = '127.0.0.1'\nport = 0\nmaintenance_thread = false\nprocessing_directory = 'work'"
+    node_settings = "ip = '127.0.0.1'\nport = 0\nmaintenance_thread = false\nexecutor = 'process'\nexecutor_settings = { directory = 'work' }"
     path = _write(tmp_path / "node", _minimal(node_settings, inputs="images = 3", module="spawn_jobs"),
                   "spawn_jobs")
     write_patient(tmp_path / "P2", "P2", slices=3)

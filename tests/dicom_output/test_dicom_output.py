@@ -20,6 +20,7 @@ from dicomnode.errors import ConfigurationError, DimseError
 from dicomnode.extension.outputs import OutputContext
 from dicomnode.net import Address
 from dicomnode.server.outbox import Outbox
+from dicomnode.testing import output_context
 
 pytestmark = pytest.mark.plugin("dicom-output")
 
@@ -30,11 +31,8 @@ except ImportError:  # a session without the plugin deselects every test here (p
 
 
 def _context(tmp_path: Path) -> OutputContext:
-    return OutputContext(
-        pipeline_name="test", ae_title="PIPELINE", data_directory=tmp_path,
-        outbox=Outbox(tmp_path / "outbox"), patient_key="P1", known_endpoints={},
-        logger=logging.getLogger("dicomnode.output.dicom"),
-    )
+    return output_context(tmp_path, pipeline_name="test", ae_title="PIPELINE", patient_key="P1",
+                          output_name="dicom")
 
 
 def _uids(datasets: list) -> set[str]:  # type: ignore[type-arg]
@@ -148,7 +146,7 @@ def test_after_the_last_attempt_the_refused_instances_go_to_the_outbox_with_dest
     output.bind(_context(tmp_path))
 
     with recording_scp(port, status=rule) as peer:
-        assert output.send() is False
+        assert output.send() is True  # what was refused waits in the outbox
 
     assert all(peer.sent()[uid] == 3 for uid in always_refused)
     assert all(peer.sent()[uid] == 1 for uid in _uids(series) - always_refused)
@@ -171,7 +169,7 @@ def test_datasets_built_without_file_meta_are_kept_in_the_outbox_unchanged(tmp_p
     output = DicomOutput([(Address("127.0.0.1", free_port(), "NOBODY"), built)], attempts=1)
     output.bind(_context(tmp_path))
 
-    assert output.send() is False
+    assert output.send() is True
 
     (entry,) = Outbox(tmp_path / "outbox").entries()
     assert {str(ds.SOPInstanceUID) for ds in entry.datasets()} == _uids(built)
@@ -183,10 +181,11 @@ def test_a_peer_that_is_down_puts_the_whole_series_in_the_outbox(tmp_path: Path,
     output = DicomOutput([(address, series)], attempts=2, first_delay=0.01)
     output.bind(_context(tmp_path))
 
-    assert output.send() is False
+    assert output.send() is True
 
     (entry,) = Outbox(tmp_path / "outbox").entries()
     assert len(entry.files) == len(series)
+    assert (entry.patient_key, entry.job_id) == ("P1", "test-job")
     assert "NOBODY@127.0.0.1" in entry.reason and "Connection refused" in entry.reason
     assert entry.settings["destination"] == {"ip": "127.0.0.1", "port": address.port, "ae_title": "NOBODY"}
 
@@ -197,7 +196,7 @@ def test_an_outbox_entry_is_delivered_by_the_outbox_once_the_peer_is_up(tmp_path
     port = free_port()
     output = DicomOutput([(Address("127.0.0.1", port, "RECORDER"), series)], attempts=1)
     output.bind(_context(tmp_path))
-    assert output.send() is False
+    assert output.send() is True
     outbox = Outbox(tmp_path / "outbox")
     (entry,) = outbox.entries()
 
@@ -209,6 +208,8 @@ def test_an_outbox_entry_is_delivered_by_the_outbox_once_the_peer_is_up(tmp_path
 
 
 def test_an_outbox_retry_never_resends_what_the_peer_accepted(tmp_path: Path, series: list) -> None:  # type: ignore[type-arg]
+    from dicomnode.plugins import get_registry
+
     port = free_port()
     output = DicomOutput([(Address("127.0.0.1", port, "RECORDER"), series)], attempts=1)
     output.bind(_context(tmp_path))
@@ -218,9 +219,9 @@ def test_an_outbox_retry_never_resends_what_the_peer_accepted(tmp_path: Path, se
     stubborn = _uids(series[:2])
 
     with recording_scp(port, status=lambda uid, seen: 0xA700 if uid in stubborn else 0x0000) as peer:
-        assert DicomOutput.retry_outbox_entry(entry) is True
-        outbox.remove(entry)
-        (remainder,) = outbox.entries()
+        assert outbox.retry(entry, get_registry()) is False
+        (remainder,) = outbox.entries()  # the same entry, holding only what is still undelivered
+        assert remainder.id == entry.id and remainder.attempts == 1
         assert {str(ds.SOPInstanceUID) for ds in remainder.datasets()} == stubborn
         with pytest.raises(DimseError, match="0xA700"):
             DicomOutput.retry_outbox_entry(remainder)

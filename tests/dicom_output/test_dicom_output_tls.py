@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,9 @@ from dcmtk import storescp
 from pydicom import dcmread
 
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.extension.outputs import OutputContext
 from dicomnode.net import Address
 from dicomnode.server.outbox import Outbox
+from dicomnode.testing import output_context
 
 pytestmark = pytest.mark.plugin("dicom-output")
 
@@ -108,9 +107,8 @@ def test_an_outbox_entry_remembers_the_tls_files_and_is_retried_over_tls(tmp_pat
     series = synthetic_series(slices=2, rows=8, columns=8)
     outbox = Outbox(tmp_path / "outbox")
     output = DicomOutput([(address, series)], tls_ca=cert, attempts=1)
-    output.bind(OutputContext(pipeline_name="t", ae_title="DICOMNODE", data_directory=tmp_path, outbox=outbox,
-                              patient_key="P", known_endpoints={}, logger=logging.getLogger("test")))
-    assert output.send() is False  # nobody listens yet
+    output.bind(output_context(tmp_path, pipeline_name="t", patient_key="P", output_name="dicom"))
+    assert output.send() is True  # nobody listens yet: deferred to the outbox
     (entry,) = outbox.entries()
     assert entry.settings["tls"]["ca"] == str(cert.resolve())
 
@@ -128,9 +126,8 @@ def test_an_outbox_entry_made_with_an_ssl_context_is_retried_in_the_same_process
     outbox = Outbox(tmp_path / "outbox")
     output = DicomOutput([(Address("127.0.0.1", port, "TLSSCP"), series)], attempts=1,
                          tls=ssl.create_default_context(cafile=str(cert)))
-    output.bind(OutputContext(pipeline_name="t", ae_title="DICOMNODE", data_directory=tmp_path, outbox=outbox,
-                              patient_key="P", known_endpoints={}, logger=logging.getLogger("test")))
-    assert output.send() is False
+    output.bind(output_context(tmp_path, pipeline_name="t", patient_key="P", output_name="dicom"))
+    assert output.send() is True
     (entry,) = outbox.entries()
     assert set(entry.settings["tls"]) == {"context"}  # an SSLContext cannot be written to disk
 

@@ -287,9 +287,9 @@ def test_an_unwritable_directory_is_reported_as_failure(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     (ds,) = synthetic_series(slices=1, rows=8, columns=8)
 
-    output = FileOutput([(blocker, [ds])])
+    output = FileOutput([(blocker, [ds])], attempts=1)
 
-    assert output.send() is False
+    assert output.send() is False  # no context, so no outbox to defer to
     assert output.report[0].failed[0].sop_instance_uid == ds.SOPInstanceUID
 
 
@@ -333,3 +333,42 @@ def test_a_path_that_is_not_dicom_is_reported_by_name(tmp_path: Path) -> None:
     assert output.send() is False
     assert str(junk) in output.report[0].failed[0].reason
     assert not (tmp_path / "out").exists() or _files(tmp_path / "out") == []
+
+
+def test_a_directory_that_cannot_be_written_is_retried_then_kept_in_the_outbox(tmp_path: Path) -> None:
+    from dicomnode.plugins import get_registry
+    from dicomnode.server.outbox import Outbox
+    from dicomnode.testing import output_context
+
+    blocked = tmp_path / "share"
+    blocked.write_text("a file where the folder should be: every write fails like an unmounted share")
+    series = synthetic_series(slices=3, rows=8, columns=8, patient_id="P1")
+    output = FileOutput([(blocked, series)], attempts=2, first_delay=0.01)
+    output.bind(output_context(tmp_path / "data", patient_key="P1", output_name="file"))
+
+    assert output.send() is True  # nothing written, nothing lost: deferred to the outbox
+
+    report = output.report[0]
+    assert report.attempts == 2 and not report.written and report.outbox_entry is not None
+    outbox = Outbox(tmp_path / "data" / "outbox")
+    (entry,) = outbox.entries()
+    assert entry.id == report.outbox_entry and entry.output_name == "file" and len(entry.files) == 3
+    assert outbox.retry(entry, get_registry()) is False  # still blocked
+
+    blocked.unlink()
+    assert outbox.retry(outbox.get(entry.id), get_registry()) is True
+
+    assert sorted(path.stem for path in _files(blocked)) == sorted(str(ds.SOPInstanceUID) for ds in series)
+    assert outbox.entries() == []
+
+
+def test_a_failure_that_cannot_pass_is_not_deferred(tmp_path: Path) -> None:
+    from dicomnode.testing import output_context
+
+    series = synthetic_series(slices=1, rows=8, columns=8)
+    FileOutput([(tmp_path / "out", series)]).send()
+    output = FileOutput([(tmp_path / "out", series)], existing="fail", attempts=3, first_delay=0.01)
+    output.bind(output_context(tmp_path / "data", output_name="file"))
+
+    assert output.send() is False
+    assert output.report[0].outbox_entry is None and output.report[0].attempts == 1

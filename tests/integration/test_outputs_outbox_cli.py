@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,9 @@ from dcmtk import storescp
 from pydicom import dcmread
 
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.extension.outputs import OutputContext
 from dicomnode.net import Address
 from dicomnode.server.outbox import Outbox
+from dicomnode.testing import output_context
 
 pytestmark = pytest.mark.plugin("dicom-output")
 
@@ -34,10 +33,9 @@ def _undelivered(data: Path, address: Address, slices: int = 3) -> set[str]:
     """Run a DicomOutput against a destination that is down; return the UIDs left in the outbox."""
     series = synthetic_series(slices=slices, rows=8, columns=8)
     output = DicomOutput([(address, series)], "CLINODE", attempts=1)
-    output.bind(OutputContext(pipeline_name="cli", ae_title="CLINODE", data_directory=data,
-                              outbox=Outbox(data / "outbox"), patient_key="P1", known_endpoints={},
-                              logger=logging.getLogger("dicomnode.output.dicom")))
-    assert output.send() is False
+    output.bind(output_context(data, pipeline_name="cli", ae_title="CLINODE", patient_key="P1",
+                               output_name="dicom"))
+    assert output.send() is True  # deferred to the outbox
     return {str(ds.SOPInstanceUID) for ds in series}
 
 

@@ -1,7 +1,7 @@
 """Pipelines and helpers for the node tests.
 
 The pipeline classes live here, in an importable module, because a spawned
-processing process (``processing_directory``) and the subprocess of the
+processing process (the ``process`` executor) and the subprocess of the
 SIGKILL test import them by name. Jobs are recorded as JSON lines in the file
 named by the environment variable ``DICOMNODE_TEST_RECORD`` so that a test
 can see what a job in another process received.
@@ -106,7 +106,7 @@ class FailingNode(RecordingNode):
 
 
 class CrashingNode(RecordingNode):
-    """``process`` kills its own process: only survivable with ``processing_directory``."""
+    """``process`` kills its own process: only survivable with the ``process`` executor."""
 
     def process(self, input_container: InputContainer) -> PipelineOutput:
         os._exit(3)

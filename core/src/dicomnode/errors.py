@@ -13,6 +13,7 @@ working for callers that do not know dicomnode::
     ├── IncompatibleImagesError          (ValueError) images cannot be combined (tree, grinder)
     ├── GrindingError                    (ValueError) a grinder refused its input
     ├── StorageError                     (OSError) the data directory cannot be used
+    ├── ProcessingError                  (RuntimeError) a job's grinding, process() or outputs failed
     └── DimseError                       (ConnectionError) a DICOM network operation failed
         └── AssociationError             the peer refused, aborted or never answered
 """
@@ -31,6 +32,7 @@ __all__ = [
     "PluginConflictError",
     "PluginError",
     "PluginNotFoundError",
+    "ProcessingError",
     "StorageError",
 ]
 
@@ -80,6 +82,28 @@ class GrindingError(DicomnodeError, ValueError):
 
 class StorageError(DicomnodeError, OSError):
     """The data directory cannot be read or written as needed."""
+
+
+class ProcessingError(DicomnodeError, RuntimeError):
+    """A job failed: at which ``stage`` (grinding, process, an output, the executor), and the traceback.
+
+    ``traceback`` is the text of the traceback where the failure happened,
+    which may be another process or another machine.
+    """
+
+    def __init__(self, reason: str, *, stage: str = "process", traceback: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stage = stage
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # keyword-only fields survive pickling (a spawned process or a cluster worker sends it back)
+        return (_processing_error, (self.reason, self.stage, self.traceback))
+
+
+def _processing_error(reason: str, stage: str, traceback: str) -> ProcessingError:
+    return ProcessingError(reason, stage=stage, traceback=traceback)
 
 
 class DimseError(DicomnodeError, ConnectionError):

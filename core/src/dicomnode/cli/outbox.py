@@ -45,21 +45,23 @@ def _when(moment: float | None) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from dicomnode.plugins import get_registry
-    from dicomnode.server.outbox import Outbox
+    from dicomnode.server.stores import DataDirectory
 
     directory, _pipeline = data_directory_of(args)
-    outbox = Outbox(directory / "outbox")
+    data = DataDirectory.existing(directory)
+    outbox = data.outbox
     if args.action == "list":
         entries = outbox.entries()
         if args.json:
-            print(json.dumps([{"id": e.id, "output": e.output_name, "settings": dict(e.settings),
+            print(json.dumps([{"id": e.id, "output": e.output_name, "patient_key": e.patient_key,
+                               "job_id": e.job_id, "settings": dict(e.settings),
                                "reason": e.reason, "attempts": e.attempts, "created": e.created,
                                "last_attempt": e.last_attempt, "files": len(e.files)} for e in entries],
                              indent=2))
         elif not entries:
             print(f"the outbox {outbox.directory} is empty")
         for entry in entries if not args.json else []:
-            print(f"{entry.id}  output {entry.output_name}  {len(entry.files)} file(s)  "
+            print(f"{entry.id}  patient {entry.patient_key or '?'}  output {entry.output_name}  {len(entry.files)} file(s)  "
                   f"{entry.attempts} attempt(s), last {_when(entry.last_attempt)}")
             print(f"    {entry.reason}")
         return 0
@@ -73,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     registry = get_registry()
     failed = 0
     for entry in entries:
-        if outbox.retry(entry, registry):
+        if data.retry_outbox(entry, registry):
             print(f"{entry.id}: delivered by output {entry.output_name!r}; the entry is removed")
         else:
             failed += 1

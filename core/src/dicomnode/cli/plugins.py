@@ -76,7 +76,7 @@ def _list(registry: PluginRegistry, args: argparse.Namespace) -> int:
 def _check(registry: PluginRegistry, args: argparse.Namespace) -> int:
     problems = [failure.describe() for failure in registry.failures]
     checked = 0
-    for kind in ("grinder", "virtual element", "output", "input", "command"):
+    for kind in ("grinder", "virtual element", "output", "input", "executor", "command"):
         for provided in registry.contributions(kind).values():
             checked += 1
             try:

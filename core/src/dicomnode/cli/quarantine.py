@@ -84,37 +84,47 @@ def _age(created: float) -> str:
 
 
 def _list(directory: Path, args: argparse.Namespace) -> int:
-    from dicomnode.server.quarantine import Quarantine
+    from dicomnode.server.stores import DataDirectory
 
-    entries = Quarantine(directory / "quarantine").list()
+    entries = DataDirectory.existing(directory).quarantine.list()
     if args.json:
         print(json.dumps([{"id": e.id, "patient_key": e.patient_key, "calling_aet": e.calling_aet,
-                           "reason": e.reason, "traceback": e.traceback, "created": e.created,
-                           "files": len(e.paths)} for e in entries], indent=2))
+                           "state": e.state, "job_id": e.job_id, "reason": e.reason, "traceback": e.traceback,
+                           "created": e.created, "outputs_done": list(e.outputs_done),
+                           "pending_outbox": list(e.pending_outbox), "files": len(e.paths)} for e in entries],
+                         indent=2))
         return 0
     if not entries:
         print(f"no quarantined jobs in {directory / 'quarantine'}")
         return 0
     for entry in entries:
         print(f"{entry.id}  patient {entry.patient_key}  from {entry.calling_aet or '?'}  "
-              f"{len(entry.paths)} file(s)  {_age(entry.created)} ago")
+              f"{len(entry.paths)} file(s)  {_age(entry.created)} ago  {entry.state}")
         print(f"    {entry.reason}")
+        if entry.pending_outbox:
+            print(f"    waiting for outbox entr{'y' if len(entry.pending_outbox) == 1 else 'ies'} "
+                  f"{', '.join(entry.pending_outbox)}")
     return 0
 
 
 def _retry(directory: Path, pipeline: type[AbstractPipeline] | None, args: argparse.Namespace) -> int:
-    from dicomnode.server.quarantine import Quarantine
+    from dicomnode.server.stores import DataDirectory
 
-    quarantine = Quarantine(directory / "quarantine")
+    quarantine = DataDirectory.existing(directory).quarantine
     if args.restore:
         count = quarantine.restore(args.id, directory)
         print(f"{args.id}: {count} image(s) moved back to {directory}; the node processes them at its next start")
         return 0
     if pipeline is None:
         raise ConfigurationError("retry runs the job again and needs --pipeline TARGET (or use --restore)")
-    node: Any = pipeline()
+    node: Any = pipeline(data_directory=directory)
     if quarantine.retry(args.id, node):
-        print(f"{args.id}: processed and delivered; the entry is removed")
+        try:
+            entry = quarantine.get(args.id)
+        except LookupError:
+            print(f"{args.id}: processed and delivered; the entry is removed")
+            return 0
+        print(f"{args.id}: processed; waiting for the outbox to deliver {', '.join(entry.pending_outbox)}")
         return 0
     entry = quarantine.get(args.id)
     print(f"{args.id}: failed again: {entry.reason}")

@@ -1,51 +1,116 @@
 """Outputs: what a pipeline delivers after ``process``.
 
-``process`` returns one :class:`PipelineOutput` or a list of them. Before
-calling :meth:`PipelineOutput.send` the pipeline binds an
-:class:`OutputContext` to each output: who the pipeline is, where its data
-directory and outbox are, which patient the job is about, the known
-endpoints and a logger whose lines carry the patient key. An output that
-cannot deliver returns False (or raises); the pipeline then quarantines the
-patient's data. An output that supports the outbox stores what it could not
-deliver there (``context.outbox``) and implements
-:meth:`PipelineOutput.retry_outbox_entry` so the maintenance thread can try
-again later.
+``process`` returns one :class:`PipelineOutput` or a list of them. The node
+sends them one after the other (on the node, whatever executor ran
+``process``). Before calling :meth:`PipelineOutput.send` it binds an
+:class:`OutputContext` to each output: who the pipeline is, which patient
+and job the output delivers for, the known endpoints, a logger whose lines
+carry the patient key, and the name the output is registered under.
+
+``send()`` returns True when the output's work is safe: delivered, or kept in
+the node's outbox with :meth:`OutputContext.defer` for a later retry. It
+returns False (or raises) when it failed; the node then quarantines the
+patient's data with the reason, noting which outputs were delivered, so a
+retry never sends those again. An output that defers implements
+:meth:`PipelineOutput.retry_outbox_entry`, with which the node's maintenance
+thread and ``dicomnode outbox retry`` deliver the entry later; when every
+deferred entry of a job is delivered, its quarantine entry is closed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any
 
 import attrs
+from pydicom import Dataset, dcmread
 
-from dicomnode.net import Address
+from dicomnode.errors import StorageError
+from dicomnode.net.address import Address
 
-if TYPE_CHECKING:
-    from dicomnode.server.outbox import Outbox, OutboxEntry
+__all__ = ["Defer", "NoOutput", "OutboxEntry", "OutputContext", "PipelineOutput"]
 
-__all__ = ["NoOutput", "OutputContext", "PipelineOutput"]
+JSON = Any
+
+#: stores datasets in the node's outbox: (output name, settings, datasets, reason) -> entry id
+Defer = Callable[[str, Mapping[str, JSON], Sequence[Dataset], str], str]
+
+
+@attrs.frozen
+class OutboxEntry:
+    """One undelivered piece of an output's work: what to deliver, how, and why it is waiting.
+
+    ``settings`` is what the output stored to be able to try again (JSON);
+    ``files`` the DICOM files of the entry, in ``directory``.
+    """
+
+    id: str
+    directory: Path
+    output_name: str
+    settings: Mapping[str, JSON]
+    reason: str
+    attempts: int
+    created: float
+    last_attempt: float | None
+    files: tuple[str, ...]
+    patient_key: str = ""
+    job_id: str = ""
+
+    @property
+    def paths(self) -> list[Path]:
+        """The DICOM files of the entry."""
+        return [self.directory / name for name in self.files]
+
+    def datasets(self) -> list[Dataset]:
+        """The datasets of the entry, read from disk."""
+        return [dcmread(path) for path in self.paths]
 
 
 @attrs.frozen
 class OutputContext:
-    """What an output may need to know about the pipeline and the job it delivers for."""
+    """What an output may need to know about the pipeline and the job it delivers for.
+
+    ``output_name`` is the name the output's class is registered under
+    (``"dicom"``; its class name when it is not registered), ``job_id`` the
+    job's id. :meth:`defer` keeps undelivered work in the node's outbox.
+    """
 
     pipeline_name: str
     ae_title: str
     data_directory: Path | None
-    outbox: Outbox | None
     patient_key: str
     known_endpoints: Mapping[str, Address]
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
     #: the known endpoint that sent the job's images, when the calling AE title is one
     responding_address: Address | None = None
+    output_name: str = ""
+    job_id: str = ""
+    #: the node's outbox, as a function (None without a data directory)
+    outbox: Defer | None = attrs.field(default=None, repr=False)
+
+    @property
+    def can_defer(self) -> bool:
+        """True when the node has an outbox (a data directory) for :meth:`defer`."""
+        return self.outbox is not None
+
+    def defer(self, settings: Mapping[str, JSON], datasets: Sequence[Dataset], reason: str) -> str:
+        """Keep ``datasets`` in the outbox with the ``settings`` needed to retry; return the entry's id.
+
+        The entry is written (atomically) before this returns; the output may
+        then return True from ``send()``: its work is safe, and the node
+        counts it as deferred rather than delivered. ``settings`` must be
+        JSON-serialisable. Raises :class:`~dicomnode.errors.StorageError` when
+        there is no outbox (no data directory) or it cannot be written.
+        """
+        if self.outbox is None:
+            raise StorageError("the pipeline has no data_directory, so it has no outbox to defer to")
+        return self.outbox(self.output_name, settings, datasets, reason)
 
 
 class PipelineOutput:
-    """Base class of outputs: ``send()`` delivers and returns True on success.
+    """Base class of outputs: ``send()`` delivers and returns True when its work is safe.
 
     Subclass it::
 
@@ -57,36 +122,42 @@ class PipelineOutput:
                 print(self.text)
                 return True
 
-    ``self.context`` is the :class:`OutputContext` the pipeline bound before
+    ``self.context`` is the :class:`OutputContext` the node bound before
     ``send()`` (None when the output is used on its own).
     """
 
     #: class-level default so subclasses need not call ``super().__init__()``
     context: OutputContext | None = None
-    #: the name the output is registered under (used for outbox entries)
-    output_name: ClassVar[str] = ""
 
     def bind(self, context: OutputContext) -> None:
-        """Give the output the context of the job it delivers for (called by the pipeline)."""
+        """Give the output the context of the job it delivers for (called by the node)."""
         self.context = context
 
     def send(self) -> bool:
-        """Deliver; True on success."""
+        """Deliver (or defer to the outbox); True when the work is safe."""
         raise NotImplementedError(f"{type(self).__name__} must define send()")
 
-    @classmethod
-    def retry_outbox_entry(cls, entry: OutboxEntry) -> bool:
-        """Try once more to deliver an outbox entry this output stored; True when delivered.
+    def outgoing_datasets(self) -> Sequence[Dataset]:
+        """The datasets this output is about to send, for the node's checks before sending.
 
-        The default says the output does not support the outbox.
+        The default, for outputs that send no datasets, is none.
+        """
+        return ()
+
+    @classmethod
+    def retry_outbox_entry(cls, entry: OutboxEntry) -> bool | Sequence[Path]:
+        """Try once more to deliver an outbox entry this output stored.
+
+        Return True when everything was delivered, False (or raise, with a
+        message naming the destination and the reason) when nothing was, or
+        the paths still undelivered when part of the entry was: the outbox
+        then keeps only those. The default says the output cannot retry.
         """
         return False
 
 
 class NoOutput(PipelineOutput):
     """An output that delivers nothing, successfully."""
-
-    output_name: ClassVar[str] = "none"
 
     def send(self) -> bool:
         """Nothing to deliver: always True."""

@@ -24,6 +24,7 @@ from dicomnode.plugins._registry import PluginFailure, PluginInfo, PluginRegistr
 from dicomnode.plugins._specs import (
     CommandSpec,
     Contribution,
+    ExecutorSpec,
     GrinderSpec,
     InputSpec,
     OutputSpec,
@@ -34,6 +35,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "CommandSpec",
     "Contribution",
+    "ExecutorSpec",
     "GrinderSpec",
     "InputSpec",
     "OutputSpec",

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dicomnode.plugins._hookspecs import hookimpl
 from dicomnode.plugins._specs import (
     CommandSpec,
+    ExecutorSpec,
     GrinderSpec,
     InputSpec,
     OutputSpec,
@@ -52,6 +53,14 @@ def dicomnode_outputs() -> Iterator[OutputSpec]:
 def dicomnode_inputs() -> Iterator[InputSpec]:
     yield InputSpec("dicom", "dicomnode.extension.inputs:AbstractInput", "DICOM images with required tags and values")
     yield InputSpec("dynamic", "dicomnode.extension.inputs:DynamicInput", "several series keyed by a tag, ground to a dict")
+
+
+@hookimpl
+def dicomnode_executors() -> Iterator[ExecutorSpec]:
+    yield ExecutorSpec("threads", "dicomnode.server.executors:ThreadsExecutor",
+                       "process() in the node's own worker threads (the default)")
+    yield ExecutorSpec("process", "dicomnode.server.executors:ProcessExecutor",
+                       "each job in a freshly spawned process, in a work folder of its own")
 
 
 @hookimpl

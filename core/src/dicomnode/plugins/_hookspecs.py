@@ -15,6 +15,7 @@ import pluggy
 
 from dicomnode.plugins._specs import (
     CommandSpec,
+    ExecutorSpec,
     GrinderSpec,
     InputSpec,
     OutputSpec,
@@ -88,6 +89,25 @@ def dicomnode_inputs() -> Iterable[InputSpec]:
         @hookimpl
         def dicomnode_inputs():
             yield InputSpec("worklist", "my_plugin.inputs:WorklistInput", "waits for a worklist item")
+    """
+
+
+@hookspec
+def dicomnode_executors() -> Iterable[ExecutorSpec]:
+    """Return the executors this plugin provides: places where a job's ``process`` can run.
+
+    Called once at start-up. Each :class:`ExecutorSpec` names a subclass of
+    :class:`dicomnode.extension.executors.Executor`; a pipeline chooses one by
+    name with the ``executor`` setting and configures it with
+    ``executor_settings``. The executor gets the ground input container and
+    the pipeline's importable identity and returns the outputs; the node
+    sends them (see ``docs/plugins.md``).
+
+    Example::
+
+        @hookimpl
+        def dicomnode_executors():
+            yield ExecutorSpec("cluster", "my_plugin.cluster:ClusterExecutor", "runs jobs on our cluster")
     """
 
 

@@ -39,6 +39,7 @@ CONTRIBUTION_HOOKS = {
     "dicomnode_virtual_elements": "virtual element",
     "dicomnode_outputs": "output",
     "dicomnode_inputs": "input",
+    "dicomnode_executors": "executor",
     "dicomnode_commands": "command",
 }
 

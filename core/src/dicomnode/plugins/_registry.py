@@ -17,6 +17,7 @@ from dicomnode.errors import PluginNotFoundError
 from dicomnode.plugins._specs import (
     CommandSpec,
     Contribution,
+    ExecutorSpec,
     GrinderSpec,
     InputSpec,
     OutputSpec,
@@ -25,6 +26,7 @@ from dicomnode.plugins._specs import (
 
 if TYPE_CHECKING:
     from dicomnode.dicom.factory import VirtualElement
+    from dicomnode.extension.executors import Executor
     from dicomnode.extension.grinders import Grinder
     from dicomnode.extension.inputs import AbstractInput
     from dicomnode.extension.outputs import PipelineOutput
@@ -41,6 +43,7 @@ FIRST_PARTY: dict[tuple[str, str], str] = {
     ("output", "dicom"): "dicomnode-dicom-output",
     ("output", "file"): "dicomnode-file-output",
     ("input", "historic"): "dicomnode-historic-input",
+    ("executor", "dask"): "dicomnode-dask",
 }
 
 
@@ -136,6 +139,30 @@ class PluginRegistry:
         """The virtual element class registered as ``name``."""
         result: type[VirtualElement] = self._load(VirtualElementSpec.kind, name)
         return result
+
+    def executor(self, name: str) -> type[Executor]:
+        """The executor class registered as ``name``."""
+        result: type[Executor] = self._load(ExecutorSpec.kind, name)
+        return result
+
+    def name_of(self, kind: str, cls: type) -> str | None:
+        """The name ``cls`` is registered under as a ``kind`` (``"output"``, …), or None.
+
+        Only contributions whose module is already imported are resolved: a
+        class that exists as an object has had its module imported.
+        """
+        import sys
+
+        for name, provided in self._provided.get(kind, {}).items():
+            target = provided.spec.target
+            if isinstance(target, str) and target.partition(":")[0] not in sys.modules:
+                continue
+            try:
+                if self._load(kind, name) is cls:
+                    return name
+            except Exception:  # a broken contribution is reported where it is asked for by name
+                continue
+        return None
 
     def command(self, name: str) -> Any:
         """The ``configure(parser) -> handler`` function of the CLI command ``name``."""

@@ -13,6 +13,7 @@ from dicomnode.errors import PluginError
 __all__ = [
     "CommandSpec",
     "Contribution",
+    "ExecutorSpec",
     "GrinderSpec",
     "InputSpec",
     "OutputSpec",
@@ -133,6 +134,14 @@ class InputSpec(Contribution):
 
     kind: ClassVar[str] = "input"
     base: ClassVar[str] = "dicomnode.extension.inputs:AbstractInput"
+
+
+@attrs.frozen
+class ExecutorSpec(Contribution):
+    """Where jobs run: worker threads, a spawned process, a cluster (subclass of ``Executor``)."""
+
+    kind: ClassVar[str] = "executor"
+    base: ClassVar[str] = "dicomnode.extension.executors:Executor"
 
 
 @attrs.frozen

@@ -103,6 +103,17 @@ def _inputs(_i: object, a: attrs.Attribute[Any], value: object) -> None:
                 raise ConfigurationError(f"setting {a.name}[{name!r}]: {error}") from None
 
 
+def _executor(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise _fail(a.name, value, "the name of a registered executor such as 'threads' or 'process' "
+                                   "('dicomnode plugins --all' lists them)")
+
+
+def _table(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if not all(isinstance(key, str) for key in value):  # type: ignore[attr-defined]
+        raise _fail(a.name, value, "a table (mapping) of setting names to values")
+
+
 def _endpoints(_i: object, a: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, Mapping):
         raise _fail(a.name, value, "a mapping of AE title to dicomnode.net.Address")
@@ -164,7 +175,8 @@ class PipelineConfig:
     patient_identifier_tag: int = attrs.field(default=0x00100020, converter=_tag)
     data_directory: Path | None = attrs.field(default=None, converter=_path)
     lazy_storage: bool = attrs.field(default=False, converter=bool)
-    processing_directory: Path | None = attrs.field(default=None, converter=_path)
+    executor: str = attrs.field(default="threads", validator=_executor)
+    executor_settings: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, validator=_table)
     processing_workers: int = attrs.field(default=2, validator=_workers)
     study_expiration_days: float | None = attrs.field(default=14.0, validator=_optional_positive)
     stable_time: float | None = attrs.field(default=None, validator=_optional_positive)

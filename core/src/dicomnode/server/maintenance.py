@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 from dicomnode.server.allocator import release_free_memory
 
 if TYPE_CHECKING:
+    from dicomnode.extension.outputs import OutboxEntry
     from dicomnode.server.nodes import AbstractPipeline
-    from dicomnode.server.outbox import OutboxEntry
 
 __all__ = ["MaintenanceThread"]
 
@@ -99,17 +99,20 @@ class MaintenanceThread(threading.Thread):
         return bool(now - last >= delay)
 
     def retry_outbox(self) -> int:
-        """Retry the outbox entries that are due; return how many were delivered."""
-        outbox = self.pipeline.outbox
-        if outbox is None:
+        """Retry the outbox entries that are due; return how many were delivered.
+
+        A delivered entry closes the quarantine entry that waited for it.
+        """
+        data = self.pipeline.data
+        if data is None:
             return 0
-        due = [entry for entry in outbox.entries() if self.is_due(entry)]
+        due = [entry for entry in data.outbox.entries() if self.is_due(entry)]
         if not due:
             return 0
         from dicomnode.plugins import get_registry
 
         registry = get_registry()
-        return sum(1 for entry in due if outbox.retry(entry, registry))
+        return sum(1 for entry in due if data.retry_outbox(entry, registry))
 
     def release_idle_memory(self) -> bool:
         """Hand free allocator memory back when jobs ran since the last time and none runs now.

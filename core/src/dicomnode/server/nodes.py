@@ -31,7 +31,6 @@ import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -39,30 +38,33 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydicom import Dataset, dcmread
 
 from dicomnode.dicom.lazy import LazyDataset
+from dicomnode.errors import ConfigurationError
 from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.executors import PipelineIdentity
 from dicomnode.extension.inputs import AbstractInput
 from dicomnode.extension.outputs import PipelineOutput
 from dicomnode.net import Address
 from dicomnode.server.allocator import limit_arenas, release_free_memory
 from dicomnode.server.config import DEFAULT_LOG_FORMAT, PipelineConfig
-from dicomnode.server.jobs import JobResult, dispatch_outputs, failure, run_in_spawned_process
 from dicomnode.server.logs import configure_logging, job_logger
-from dicomnode.server.outbox import Outbox
 from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
-from dicomnode.server.quarantine import Quarantine
 from dicomnode.server.receive import (
     STATUS_SUCCESS,
     AssociationState,
     Receiver,
     use_cheap_context_copies,
 )
-from dicomnode.server.storage import InstanceStore
+from dicomnode.server.runner import JobResult, JobRunner, new_job_id
+from dicomnode.server.stores import DataDirectory
 
 if TYPE_CHECKING:
     from pydicom.dataset import FileMetaDataset
     from pynetdicom.transport import ThreadedAssociationServer
 
     from dicomnode.server.maintenance import MaintenanceThread
+    from dicomnode.server.outbox import Outbox
+    from dicomnode.server.quarantine import Quarantine
+    from dicomnode.server.storage import InstanceStore
 
 __all__ = ["AbstractPipeline", "AbstractQueuedPipeline", "AbstractThreadedPipeline"]
 
@@ -88,7 +90,8 @@ class AbstractPipeline:
     patient_identifier_tag: ClassVar[str | int] = "PatientID"
     data_directory: ClassVar[str | Path | None] = None
     lazy_storage: ClassVar[bool] = False
-    processing_directory: ClassVar[str | Path | None] = None
+    executor: ClassVar[str] = "threads"
+    executor_settings: ClassVar[Mapping[str, Any]] = {}
     processing_workers: ClassVar[int] = 2
     study_expiration_days: ClassVar[float | None] = 14.0
     stable_time: ClassVar[float | None] = None
@@ -125,20 +128,13 @@ class AbstractPipeline:
         self.config = config
         self.logger = logging.getLogger("dicomnode.node")
         self.tree = PipelineTree(config.inputs, config.known_endpoints, node=self)
-        data = config.data_directory
-        self.store = InstanceStore(data, config.fsync) if data is not None else None  # type: ignore[arg-type]
-        self.quarantine = Quarantine(data / "quarantine") if data is not None else None
-        self.outbox = Outbox(data / "outbox") if data is not None else None
+        self.data = DataDirectory(config.data_directory, config.fsync) if config.data_directory is not None else None  # type: ignore[arg-type]
         self.receiver = Receiver(self)
+        self.runner = self._make_runner()
         self.port = config.port
-        self.jobs_succeeded = 0
-        self.jobs_failed = 0
         self.tree_restored = 0
         self._server: ThreadedAssociationServer | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._maintenance: MaintenanceThread | None = None
-        self._pending: set[Future[JobResult]] = set()
-        self._pending_lock = threading.Condition()
         self._stopped = threading.Event()
         self._opening = False
         self._workers_started = False
@@ -160,6 +156,66 @@ class AbstractPipeline:
     def process(self, input_container: InputContainer) -> PipelineOutput | Sequence[PipelineOutput]:
         """The job: turn a complete patient's inputs into one output or a list of outputs."""
         raise NotImplementedError(f"{type(self).__name__} must define process(input_container)")
+
+    # --- what the node is made of ---------------------------------------------------
+
+    @property
+    def store(self) -> InstanceStore | None:
+        """Where received instances are kept until their job succeeds (None without a data directory)."""
+        return self.data.store if self.data is not None else None
+
+    @property
+    def quarantine(self) -> Quarantine | None:
+        """Jobs that did not finish (None without a data directory)."""
+        return self.data.quarantine if self.data is not None else None
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """Results waiting for their destination (None without a data directory)."""
+        return self.data.outbox if self.data is not None else None
+
+    def _make_runner(self) -> JobRunner:
+        from dicomnode.plugins import get_registry
+
+        config = self.config
+        registry = get_registry()
+        try:
+            executor_class = registry.executor(config.executor)
+        except LookupError as error:
+            raise ConfigurationError(f"setting 'executor' = {config.executor!r}: {error}") from None
+        executor = executor_class(config.executor_settings)
+        executor.name = config.executor
+        workers = self._executor_workers or config.processing_workers
+        return JobRunner(config=config, data=self.data, executor=executor, host=self, registry=registry,
+                         workers=workers)
+
+    def identity(self) -> PipelineIdentity:
+        """How another process builds this pipeline: its class's import path and the configuration.
+
+        Raises ConfigurationError when the class cannot be imported by another
+        process (defined in ``__main__`` or inside a function).
+        """
+        cls = type(self)
+        toml_file = getattr(cls, "_toml_file", None)
+        if toml_file is not None:
+            return PipelineIdentity(f"toml:{toml_file}", self.config)
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+            raise ConfigurationError(
+                f"{cls.__qualname__} cannot be imported by another process (it is defined in "
+                f"{'the script run as __main__' if cls.__module__ == '__main__' else 'a function'}); "
+                "define the pipeline at the top level of a module, or run it with 'dicomnode run FILE.py'"
+            )
+        return PipelineIdentity(f"{cls.__module__}:{cls.__qualname__}", self.config)
+
+    @property
+    def jobs_succeeded(self) -> int:
+        """Jobs that ended with every output delivered or deferred to the outbox."""
+        return self.runner.succeeded
+
+    @property
+    def jobs_failed(self) -> int:
+        """Jobs that failed (and were quarantined when there is a data directory)."""
+        return self.runner.failed
 
     # --- life cycle -------------------------------------------------------------
 
@@ -220,8 +276,7 @@ class AbstractPipeline:
         if config.malloc_arenas is not None:
             # before the executor and the server start threads: only arenas made later obey the limit
             limit_arenas(config.malloc_arenas)
-        self._executor = ThreadPoolExecutor(max_workers=self._executor_workers or config.processing_workers,
-                                            thread_name_prefix=f"{config.name}-job")
+        self.runner.start()
         self._start_workers()
         self._workers_started = True
         if self.store is not None:
@@ -270,15 +325,15 @@ class AbstractPipeline:
         if self._maintenance is not None:
             self._maintenance.stop()
             self._maintenance = None
-        if self._workers_started:
+        was_running = self._workers_started
+        if was_running:
             self._workers_started = False
             self._stop_workers()
-        executor, self._executor = self._executor, None
-        if executor is None:
+        self.runner.close(type(self).close_timeout)
+        if not was_running:
             return
-        executor.shutdown(wait=True)
-        if self.store is not None:
-            self.store.close()
+        if self.data is not None:
+            self.data.close()
         waiting = self.tree.keys()
         if waiting:
             where = "kept in the data directory" if self.store is not None else "dropped (no data_directory)"
@@ -352,19 +407,7 @@ class AbstractPipeline:
     # --- jobs -----------------------------------------------------------------------
 
     def _submit(self, container: PatientContainer) -> None:
-        executor = self._executor
-        if executor is None:  # not open: a direct call, e.g. from a test or the quarantine CLI
-            self._run_job(container)
-            return
-        future = executor.submit(self._run_job, container)
-        with self._pending_lock:
-            self._pending.add(future)
-        future.add_done_callback(self._job_done)
-
-    def _job_done(self, future: Future[JobResult]) -> None:
-        with self._pending_lock:
-            self._pending.discard(future)
-            self._pending_lock.notify_all()
+        self.runner.submit(container)
 
     def wait_for_jobs(self, timeout: float | None = None) -> bool:
         """Block until no association that sent images is still open and no job is queued or running.
@@ -379,8 +422,7 @@ class AbstractPipeline:
                 return False
             time.sleep(0.01)
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        with self._pending_lock:
-            return self._pending_lock.wait_for(lambda: not self._pending, remaining)
+        return self.runner.wait(remaining)
 
     def _receiving(self) -> bool:
         return self.receiver.receiving()
@@ -388,82 +430,15 @@ class AbstractPipeline:
     @property
     def jobs_in_flight(self) -> int:
         """Jobs submitted and not finished yet (queued or running)."""
-        with self._pending_lock:
-            return len(self._pending)
+        return self.runner.in_flight
 
-    def _run_job(self, container: PatientContainer) -> JobResult:
-        """Grind, process and dispatch one patient; then remove or quarantine its data."""
-        log = job_logger("dicomnode.job", container.patient_key, container.calling_aet)
-        started = time.monotonic()
-        # the wait is how long the complete patient sat in the tree after its last image
-        log.info("job started: %d image(s), %.3f s after the last", container.images,
-                 started - container.last_update)
-        result = self._execute(container, log)
-        elapsed = time.monotonic() - started
-        with self._pending_lock:
-            if result.ok:
-                self.jobs_succeeded += 1
-            else:
-                self.jobs_failed += 1
-        try:
-            if result.ok:
-                if self.store is not None:
-                    self.store.remove(container.paths)
-                log.info("job done in %.2f s", elapsed)
-            else:
-                log.error("job failed after %.2f s: %s", elapsed, result.reason)
-                self._quarantine(container, result, log)
-        except Exception:  # cleaning up must not kill the worker; the files stay for the next start
-            log.exception("cleaning up after the job failed")
-        return result
-
-    def _execute(self, container: PatientContainer, log: Any) -> JobResult:
-        started = time.monotonic()
-        try:
-            if not self.config.lazy_storage:
-                # images restored at start are read now, on the worker: without lazy_storage a
-                # job's datasets are in memory, and stay usable after its files are removed
-                for dataset in container.datasets():
-                    if isinstance(dataset, LazyDataset):
-                        dataset.load()
-            input_container = container.get_input_container()
-        except Exception as error:
-            return failure("grinding", error)
-        ground = time.monotonic()
-        if self.config.processing_directory is not None:
-            log.info("stage times: grind %.3f s", ground - started)
-            return run_in_spawned_process(self, input_container, log)
-        try:
-            result = self.process(input_container)
-        except Exception as error:
-            return failure("process", error)
-        processed = time.monotonic()
-        outcome = dispatch_outputs(self, result, input_container, log)
-        # one line per job, so operators (and benchmarks/end_to_end.py) see where the time went
-        log.info("stage times: grind %.3f s, process %.3f s, outputs %.3f s", ground - started,
-                 processed - ground, time.monotonic() - processed)
-        return outcome
-
-    def _quarantine(self, container: PatientContainer, result: JobResult, log: Any) -> None:
-        if self.quarantine is None:
-            log.error("no data_directory: the patient's %d image(s) are dropped; traceback:\n%s",
-                      container.images, result.traceback)
-            return
-        try:
-            if container.paths:
-                self.quarantine.put(container.patient_key, reason=result.reason, traceback=result.traceback,
-                                    calling_aet=container.calling_aet, paths=container.paths)
-            else:
-                self.quarantine.put(container.patient_key, reason=result.reason, traceback=result.traceback,
-                                    calling_aet=container.calling_aet, datasets=container.datasets())
-        except Exception as error:  # the quarantine itself failing must not stop the worker
-            log.exception("cannot quarantine: %s", error)
-
-    def run_datasets(self, datasets: Sequence[Dataset], calling_aet: str = "") -> JobResult:
+    def run_datasets(self, datasets: Sequence[Dataset], calling_aet: str = "", *,
+                     skip: Sequence[str] = ()) -> JobResult:
         """Run a job on these datasets now, in this thread, without storing or quarantining.
 
-        Used to retry a quarantine entry. Datasets no input accepts are left
-        out; the result says whether ``process`` and the outputs succeeded.
+        Used to retry a quarantine entry (``skip``: the outputs it delivered
+        already). Datasets no input accepts are left out; the result says
+        whether ``process`` and the outputs succeeded.
         """
         tag = self.config.patient_identifier_tag
         tree = PipelineTree(self.config.inputs, self.config.known_endpoints)
@@ -478,7 +453,7 @@ class AbstractPipeline:
         if not container:
             return JobResult(False, "the patient does not validate with these datasets")
         log = job_logger("dicomnode.job", container[0].patient_key, calling_aet)
-        result = self._execute(container[0], log)
+        result = self.runner.execute(container[0], new_job_id(), log, skip=skip)
         (log.info if result.ok else log.error)("retried job %s", "done" if result.ok else f"failed: {result.reason}")
         return result
 

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 
 from dicomnode.dicom.lazy import with_file_meta
 from dicomnode.errors import StorageError
+from dicomnode.extension.outputs import OutboxEntry
 
 if TYPE_CHECKING:
     from dicomnode.plugins import PluginRegistry
@@ -45,30 +46,6 @@ _CLAIM = ".retrying"
 _STALE_CLAIM = 3600.0
 
 
-@attrs.frozen
-class OutboxEntry:
-    """One undelivered piece of work: what to deliver, with which output, and why it is here."""
-
-    id: str
-    directory: Path
-    output_name: str
-    settings: Mapping[str, JSON]
-    reason: str
-    attempts: int
-    created: float
-    last_attempt: float | None
-    files: tuple[str, ...]
-
-    @property
-    def paths(self) -> list[Path]:
-        """The DICOM files of the entry."""
-        return [self.directory / name for name in self.files]
-
-    def datasets(self) -> list[Dataset]:
-        """The datasets of the entry, read from disk."""
-        return [dcmread(path) for path in self.paths]
-
-
 class Outbox:
     """A folder of :class:`OutboxEntry` s; safe to use from several threads of one process."""
 
@@ -76,8 +53,11 @@ class Outbox:
         self.directory = Path(directory)
 
     def put(self, output_name: str, settings: Mapping[str, JSON], datasets: Sequence[Dataset],
-            reason: str) -> OutboxEntry:
-        """Store datasets an output could not deliver, with what it needs to retry."""
+            reason: str, *, patient_key: str = "", job_id: str = "") -> OutboxEntry:
+        """Store datasets an output could not deliver, with what it needs to retry.
+
+        ``patient_key`` and ``job_id`` say whose result it is and which job made it.
+        """
         try:
             json.dumps(dict(settings))
         except (TypeError, ValueError) as error:
@@ -94,14 +74,14 @@ class Outbox:
                 files.append(name)
             now = time.time()
             entry = OutboxEntry(entry_id, self.directory / entry_id, output_name, dict(settings), reason,
-                                0, now, None, tuple(files))
+                                0, now, None, tuple(files), patient_key, job_id)
             _write_manifest(staging, entry)
             os.replace(staging, entry.directory)
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             raise StorageError(f"cannot write an outbox entry in {self.directory}: {error}") from error
-        logger.warning("outbox: stored %d dataset(s) for output %r as %s: %s",
-                       len(files), output_name, entry_id, reason)
+        logger.warning("outbox: stored %d dataset(s) of patient %s for output %r as %s: %s",
+                       len(files), patient_key or "?", output_name, entry_id, reason)
         return entry
 
     def entries(self) -> list[OutboxEntry]:
@@ -160,20 +140,39 @@ class Outbox:
             claim.unlink(missing_ok=True)
 
     def _retry_claimed(self, entry: OutboxEntry, registry: PluginRegistry) -> bool:
+        remaining: Sequence[Path] = ()
         try:
             output = registry.output(entry.output_name)
-            delivered = output.retry_outbox_entry(entry)
-            reason = "" if delivered else f"output {entry.output_name!r} could not deliver it"
+            outcome = output.retry_outbox_entry(entry)
+            if isinstance(outcome, bool):
+                delivered = outcome
+                reason = "" if delivered else f"output {entry.output_name!r} could not deliver it"
+            else:
+                remaining = [Path(path) for path in outcome]
+                delivered = not remaining
+                reason = f"{len(remaining)} of {len(entry.files)} file(s) still undelivered"
         except Exception as error:  # an output's retry may fail in any way; the entry stays
             delivered, reason = False, f"{type(error).__name__}: {error}"
         if delivered:
             self.remove(entry)
-            logger.info("outbox: delivered %s with output %r", entry.id, entry.output_name)
-        else:
-            self.record_attempt(entry, reason)
-            logger.warning("outbox: %s still undelivered after attempt %d: %s",
-                           entry.id, entry.attempts + 1, reason)
-        return delivered
+            logger.info("outbox: delivered %s (patient %s) with output %r", entry.id, entry.patient_key or "?",
+                        entry.output_name)
+            return True
+        if remaining:
+            entry = self._keep_only(entry, remaining)
+        self.record_attempt(entry, reason)
+        logger.warning("outbox: %s still undelivered after attempt %d: %s", entry.id, entry.attempts + 1, reason)
+        return False
+
+    def _keep_only(self, entry: OutboxEntry, remaining: Sequence[Path]) -> OutboxEntry:
+        """Drop the files of an entry that were delivered, so they are never sent again."""
+        keep = {path.name for path in remaining}
+        updated = attrs.evolve(entry, files=tuple(name for name in entry.files if name in keep))
+        _write_manifest(entry.directory, updated)
+        for name in entry.files:
+            if name not in keep:
+                (entry.directory / name).unlink(missing_ok=True)
+        return updated
 
 
 def _write_manifest(folder: Path, entry: OutboxEntry) -> None:
@@ -186,6 +185,8 @@ def _write_manifest(folder: Path, entry: OutboxEntry) -> None:
         "created": entry.created,
         "last_attempt": entry.last_attempt,
         "files": list(entry.files),
+        "patient_key": entry.patient_key,
+        "job_id": entry.job_id,
     }
     temporary = folder / f".{_MANIFEST}.tmp"
     temporary.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -199,5 +200,6 @@ def _read_manifest(folder: Path) -> OutboxEntry:
         settings=dict(data["settings"]), reason=str(data["reason"]), attempts=int(data["attempts"]),
         created=float(data["created"]),
         last_attempt=None if data["last_attempt"] is None else float(data["last_attempt"]),
-        files=tuple(data["files"]),
+        files=tuple(data["files"]), patient_key=str(data.get("patient_key", "")),
+        job_id=str(data.get("job_id", "")),
     )

@@ -1,18 +1,25 @@
-"""Quarantine: where a patient's data goes when its job failed, with the reason and traceback.
+"""Quarantine: where a patient's data goes when its job did not finish, with the reason and what was delivered.
 
 A failure in a grinder, in ``process`` or in an output never takes the
 server down. The patient's files move (or, without stored files, are
 written) to::
 
-    data_directory/quarantine/<id>/reason.json   patient key, calling AE, reason, traceback, time
+    data_directory/quarantine/<id>/reason.json   patient key, calling AE, job id, reason, traceback, time,
+                                                 the outputs done, the outbox entries still pending
                                   /<instance>.dcm
 
-``dicomnode quarantine list`` shows the entries (:meth:`Quarantine.list`);
-``dicomnode quarantine retry ID`` runs the job again with a pipeline
-(:meth:`Quarantine.retry`) or puts the files back into the data directory's
-incoming folder so the node picks them up at its next start
-(:meth:`Quarantine.restore`). The maintenance thread deletes entries older
-than the pipeline's ``quarantine_retention_days``.
+An entry is also made when every output either delivered or deferred its
+work to the outbox (a PACS was down): the job's images wait here until the
+outbox has delivered the rest. When the last pending outbox entry of an
+entry is delivered (by the maintenance thread or ``dicomnode outbox
+retry``), the entry is *closed*: removed, as a job that succeeded.
+
+``dicomnode quarantine list`` and ``show`` read the entries;
+``dicomnode quarantine retry ID`` runs the job again, sending only the
+outputs that were not delivered, or puts the files back into the data
+directory's incoming folder (``--restore``) so the node picks them up at
+its next start. The maintenance thread deletes entries older than the
+pipeline's ``quarantine_retention_days``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -47,7 +55,14 @@ _REASON = "reason.json"
 
 @attrs.frozen
 class QuarantineEntry:
-    """One failed job: its files and why it failed."""
+    """One job that did not finish: its files, why, and which of its outputs are done.
+
+    ``outputs_done`` holds the keys (``"<index>:<output name>"``) of the
+    outputs whose work is done — delivered, or deferred to the outbox — and
+    which a retry does not send again; ``pending_outbox`` the outbox entries
+    that still hold deferred work of the job. ``failed`` is False for an entry that only
+    waits for the outbox (every output delivered or deferred).
+    """
 
     id: str
     directory: Path
@@ -56,6 +71,10 @@ class QuarantineEntry:
     reason: str
     traceback: str
     created: float
+    job_id: str = ""
+    outputs_done: tuple[str, ...] = ()
+    pending_outbox: tuple[str, ...] = ()
+    failed: bool = True
 
     @property
     def paths(self) -> list[Path]:
@@ -67,17 +86,39 @@ class QuarantineEntry:
         """The datasets of the entry, read from disk."""
         return [dcmread(path) for path in self.paths]
 
+    @property
+    def state(self) -> str:
+        """``"failed"``, or ``"waiting for the outbox"`` when only deferred outputs are left."""
+        return "failed" if self.failed else "waiting for the outbox"
+
+
+def _record(entry: QuarantineEntry) -> dict[str, object]:
+    return {"patient_key": entry.patient_key, "calling_aet": entry.calling_aet, "reason": entry.reason,
+            "traceback": entry.traceback, "created": entry.created, "job_id": entry.job_id,
+            "outputs_done": list(entry.outputs_done), "pending_outbox": list(entry.pending_outbox),
+            "failed": entry.failed}
+
+
+def _write_record(entry: QuarantineEntry) -> None:
+    temporary = entry.directory / f".{_REASON}.tmp"
+    temporary.write_text(json.dumps(_record(entry), indent=2), encoding="utf-8")
+    os.replace(temporary, entry.directory / _REASON)
+
 
 class Quarantine:
-    """The quarantine folder of a data directory."""
+    """The quarantine folder of a data directory (safe for the threads of one process)."""
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
+        self._lock = threading.Lock()
 
     def put(self, patient_key: str, *, reason: str, traceback: str = "", calling_aet: str = "",
-            paths: Sequence[Path] = (), datasets: Sequence[Dataset] = ()) -> QuarantineEntry:
+            paths: Sequence[Path] = (), datasets: Sequence[Dataset] = (), job_id: str = "",
+            outputs_done: Sequence[str] = (), pending_outbox: Sequence[str] = (),
+            failed: bool = True) -> QuarantineEntry:
         """Move stored files (``paths``) and write in-memory ``datasets`` into a new entry."""
-        entry_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{safe_component(patient_key, max_length=32)}-{uuid.uuid4().hex[:8]}"
+        entry_id = (f"{time.strftime('%Y%m%dT%H%M%S')}-{safe_component(patient_key, max_length=32)}-"
+                    f"{uuid.uuid4().hex[:8]}")
         folder = self.directory / entry_id
         try:
             folder.mkdir(parents=True)
@@ -87,15 +128,25 @@ class Quarantine:
             for index, dataset in enumerate(datasets):
                 uid = dataset.get("SOPInstanceUID", f"instance-{index}")
                 dataset.save_as(folder / f"{safe_component(uid)}.dcm", enforce_file_format=True)
-            entry = QuarantineEntry(entry_id, folder, patient_key, calling_aet, reason, traceback, time.time())
-            record = {"patient_key": patient_key, "calling_aet": calling_aet, "reason": reason,
-                      "traceback": traceback, "created": entry.created}
-            (folder / _REASON).write_text(json.dumps(record, indent=2), encoding="utf-8")
+            entry = QuarantineEntry(entry_id, folder, patient_key, calling_aet, reason, traceback, time.time(),
+                                    job_id, tuple(outputs_done), tuple(pending_outbox), failed)
+            _write_record(entry)
         except OSError as error:
-            raise StorageError(f"cannot quarantine the data of {patient_key!r} in {folder}: {error}") from error
-        logger.error("quarantined patient %s (from %s) as %s: %s", patient_key, calling_aet or "?",
-                     entry_id, reason)
+            raise StorageError(f"cannot quarantine the data of patient {patient_key} in {folder}: {error}") from error
+        if failed:
+            logger.error("quarantined patient %s (from %s) as %s: %s", patient_key, calling_aet or "?",
+                         entry_id, reason)
+        else:
+            logger.warning("patient %s (from %s) waits as %s until the outbox delivers %s", patient_key,
+                           calling_aet or "?", entry_id, ", ".join(pending_outbox))
         return entry
+
+    def _read(self, folder: Path) -> QuarantineEntry:
+        data = json.loads((folder / _REASON).read_text(encoding="utf-8"))
+        return QuarantineEntry(folder.name, folder, str(data["patient_key"]), str(data.get("calling_aet", "")),
+                               str(data["reason"]), str(data.get("traceback", "")), float(data["created"]),
+                               str(data.get("job_id", "")), tuple(data.get("outputs_done", ())),
+                               tuple(data.get("pending_outbox", ())), bool(data.get("failed", True)))
 
     def list(self) -> builtins.list[QuarantineEntry]:
         """Every entry, oldest first."""
@@ -106,11 +157,8 @@ class Quarantine:
             if not (folder / _REASON).is_file():
                 continue
             try:
-                data = json.loads((folder / _REASON).read_text(encoding="utf-8"))
-                entries.append(QuarantineEntry(folder.name, folder, str(data["patient_key"]),
-                                               str(data.get("calling_aet", "")), str(data["reason"]),
-                                               str(data.get("traceback", "")), float(data["created"])))
-            except (OSError, ValueError, KeyError) as error:
+                entries.append(self._read(folder))
+            except (OSError, ValueError, KeyError, TypeError) as error:
                 logger.error("cannot read quarantine entry %s: %s", folder, error)
         return sorted(entries, key=lambda entry: entry.created)
 
@@ -123,35 +171,94 @@ class Quarantine:
         known = ", ".join(e.id for e in entries) or "none"
         raise LookupError(f"no quarantine entry {entry_id!r} in {self.directory} (entries: {known})")
 
+    def update(self, entry: QuarantineEntry, **changes: object) -> QuarantineEntry:
+        """Rewrite an entry's record with ``changes`` (reason, traceback, outputs_done, …)."""
+        updated = attrs.evolve(entry, **changes)  # type: ignore[arg-type]
+        _write_record(updated)
+        return updated
+
     def remove(self, entry: QuarantineEntry) -> None:
         """Delete an entry and its files."""
         shutil.rmtree(entry.directory, ignore_errors=True)
 
-    def retry(self, entry_id: str, pipeline: AbstractPipeline) -> bool:
-        """Run the entry's job again with ``pipeline``, now, in this thread.
+    def outbox_delivered(self, outbox_entry_id: str) -> builtins.list[str]:
+        """The outbox delivered ``outbox_entry_id``: update the entries waiting for it; return those closed.
 
-        On success the entry is removed and True returned. On failure the
-        entry stays, its reason and traceback replaced by the new ones, and
-        False is returned.
+        An entry with nothing pending that had not failed is closed (removed):
+        its job is done.
+        """
+        closed = []
+        with self._lock:
+            for entry in self.list():
+                if outbox_entry_id not in entry.pending_outbox:
+                    continue
+                pending = tuple(e for e in entry.pending_outbox if e != outbox_entry_id)
+                if not pending and not entry.failed:
+                    self.remove(entry)
+                    closed.append(entry.id)
+                    logger.info("quarantine entry %s (patient %s) closed: the outbox delivered the rest",
+                                entry.id, entry.patient_key)
+                else:
+                    self.update(entry, pending_outbox=pending)
+        return closed
+
+    def retry(self, entry_id: str, pipeline: AbstractPipeline) -> bool:
+        """Finish the entry's job now, in this thread; True when nothing is left to do.
+
+        A failed job runs again with ``pipeline`` (grinding, ``process``), and
+        only the outputs not done before are sent. An entry that only waits
+        for the outbox has its pending outbox entries retried now. When the
+        job is done the entry is removed; when what is left is only deferred
+        work, the entry waits for the outbox; on a new failure the entry stays
+        with the new reason and traceback, and False is returned.
         """
         entry = self.get(entry_id)
+        if not entry.failed:
+            return self._retry_outbox(entry, pipeline)
         datasets = entry.datasets()
-        logger.info("retrying quarantine entry %s (%d instances)", entry_id, len(datasets))
-        result = pipeline.run_datasets(datasets, calling_aet=entry.calling_aet or "QUARANTINE")
-        if result.ok:
-            self.remove(entry)
-            logger.info("quarantine entry %s processed and removed", entry_id)
+        logger.info("retrying quarantine entry %s (%d instances, %d output(s) done before)", entry_id,
+                    len(datasets), len(entry.outputs_done))
+        result = pipeline.run_datasets(datasets, calling_aet=entry.calling_aet or "QUARANTINE",
+                                       skip=entry.outputs_done)
+        done = tuple(dict.fromkeys((*entry.outputs_done, *result.outputs_done)))
+        pending = (*entry.pending_outbox, *result.deferred)
+        if not result.ok:
+            self.update(entry, reason=result.reason, traceback=result.traceback, outputs_done=done,
+                        pending_outbox=pending)
+            logger.error("quarantine entry %s failed again: %s", entry_id, result.reason)
+            return False
+        if pending:
+            self.update(entry, reason="waiting for the outbox", traceback="", outputs_done=done,
+                        pending_outbox=pending, failed=False)
+            logger.info("quarantine entry %s processed; it waits for the outbox to deliver %s", entry_id,
+                        ", ".join(pending))
             return True
-        record = {"patient_key": entry.patient_key, "calling_aet": entry.calling_aet,
-                  "reason": result.reason, "traceback": result.traceback, "created": entry.created}
-        (entry.directory / _REASON).write_text(json.dumps(record, indent=2), encoding="utf-8")
-        logger.error("quarantine entry %s failed again: %s", entry_id, result.reason)
-        return False
+        self.remove(entry)
+        logger.info("quarantine entry %s processed and removed", entry_id)
+        return True
+
+    def _retry_outbox(self, entry: QuarantineEntry, pipeline: AbstractPipeline) -> bool:
+        from dicomnode.plugins import get_registry
+
+        data = pipeline.data
+        if data is None:
+            raise StorageError("the pipeline has no data_directory: it cannot retry the outbox")
+        registry = get_registry()
+        for outbox_id in entry.pending_outbox:
+            try:
+                outbox_entry = data.outbox.get(outbox_id)
+            except LookupError:  # delivered meanwhile by another process
+                self.outbox_delivered(outbox_id)
+                continue
+            data.retry_outbox(outbox_entry, registry)
+        return not (self.directory / entry.id).exists()
 
     def restore(self, entry_id: str, data_directory: Path | str) -> int:
         """Move the entry's files back into ``data_directory``'s incoming folder; return how many.
 
-        A node started on that data directory then processes them again.
+        A node started on that data directory then processes them again
+        (every output, those delivered before included: the node has no
+        record of them once the entry is gone).
         """
         from dicomnode.server.storage import InstanceStore
 

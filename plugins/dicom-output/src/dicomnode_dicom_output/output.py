@@ -6,14 +6,17 @@ contexts for exactly what is sent, TCP_NODELAY, the peer's maximum PDU). Every
 response status is checked. What the peer did not accept — because it refused
 the association, was down, did not answer in time or returned a failure
 status — is tried again after an exponentially growing delay
-(:class:`~dicomnode_dicom_output.retry.Backoff`). A retry sends only the
+(:class:`~dicomnode.extension.retry.Backoff`). A retry sends only the
 instances still missing: an instance the peer accepted once is never sent
 again.
 
-After the last attempt the undelivered datasets go to the pipeline's outbox
-(``data_directory/outbox``) with the destination and the reason, and
-``send()`` returns False. The maintenance thread and ``dicomnode outbox retry``
-hand an entry back to :meth:`DicomOutput.retry_outbox_entry`.
+After the last attempt the undelivered datasets go to the node's outbox
+(``data_directory/outbox``, through the output's context) with the
+destination and the reason, and ``send()`` returns True: the work is safe,
+and the node counts this output as deferred. Without an outbox (no data
+directory) ``send()`` returns False and the job fails. The maintenance
+thread and ``dicomnode outbox retry`` hand an entry back to
+:meth:`DicomOutput.retry_outbox_entry`.
 
 Every failed attempt is logged (logger ``dicomnode.output.dicom``, or the
 job's logger when a pipeline bound a context) with the destination, the
@@ -30,7 +33,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 from pydicom import Dataset, dcmread
@@ -38,11 +41,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
 from dicomnode.dicom.lazy import LazyDataset, with_file_meta
-from dicomnode.errors import ConfigurationError, DimseError
-from dicomnode.extension.outputs import PipelineOutput
+from dicomnode.errors import ConfigurationError, DimseError, StorageError
+from dicomnode.extension.outputs import OutboxEntry, PipelineOutput
+from dicomnode.extension.retry import Backoff
 from dicomnode.net import Address, FailedInstance, SendResult, check_ae_title, send_datasets
-from dicomnode.server.outbox import Outbox, OutboxEntry
-from dicomnode_dicom_output.retry import Backoff
 
 __all__ = ["DestinationReport", "DicomOutput"]
 
@@ -74,11 +76,18 @@ class DestinationReport:
     attempts: int = 0
     error: str | None = None
     outbox_entry: str | None = None
+    #: instances that could not be sent at all (no SOPInstanceUID, unreadable): never in the outbox
+    unsendable: int = 0
 
     @property
     def ok(self) -> bool:
         """True when the peer accepted every instance."""
         return not self.failed and self.error is None
+
+    @property
+    def safe(self) -> bool:
+        """True when every instance was accepted or waits in the outbox."""
+        return self.ok or (self.outbox_entry is not None and self.unsendable == 0)
 
 
 def _describe_status(status: int | None) -> str:
@@ -132,7 +141,7 @@ class DicomOutput(PipelineOutput):
         our calling AE title; by default the AE title of the pipeline that bound the
         output (``"DICOMNODE"`` when used on its own).
     attempts, first_delay, max_delay:
-        the retry policy per destination (see :class:`~dicomnode_dicom_output.retry.Backoff`).
+        the retry policy per destination (see :class:`~dicomnode.extension.retry.Backoff`).
     timeout:
         seconds any network step may take (connect, association, each C-STORE).
     tls, tls_cert, tls_key, tls_ca, tls_check_hostname:
@@ -146,8 +155,6 @@ class DicomOutput(PipelineOutput):
     >>> DicomOutput([(Address("127.0.0.1", 11112, "PACS"), [])], "MYNODE").send()  # doctest: +SKIP
     True
     """
-
-    output_name: ClassVar[str] = "dicom"
 
     def __init__(
         self,
@@ -260,10 +267,11 @@ class DicomOutput(PipelineOutput):
         return [*pairs, (sender, everything)]
 
     def send(self) -> bool:
-        """Deliver to every destination; True when every peer accepted every instance.
+        """Deliver to every destination; True when every instance was accepted or is in the outbox.
 
         Destinations are served in parallel, so a peer that is down does not
-        hold up the others while it is retried.
+        hold up the others while it is retried. :attr:`report` says, per
+        destination, what was accepted and what went to which outbox entry.
         """
         destinations = self._all_destinations()
         if len(destinations) <= 1:
@@ -271,7 +279,7 @@ class DicomOutput(PipelineOutput):
         else:
             with ThreadPoolExecutor(len(destinations), thread_name_prefix="dicomnode-output") as pool:
                 self.report = list(pool.map(lambda pair: self._deliver(*pair), destinations))
-        return all(report.ok for report in self.report)
+        return all(report.safe for report in self.report)
 
     def _deliver(self, address: Address, datasets: Sequence[Sendable]) -> DestinationReport:
         pending: dict[str, Sendable] = {}
@@ -315,7 +323,7 @@ class DicomOutput(PipelineOutput):
         assert result is not None  # at least one attempt ran, since pending was not empty
         failed = (*unsendable, *_undelivered(result, pending))
         entry = self._to_outbox(address, pending, _summarise(result, len(pending)))
-        return DestinationReport(address, tuple(accepted), failed, attempt, result.error, entry)
+        return DestinationReport(address, tuple(accepted), failed, attempt, result.error, entry, len(unsendable))
 
     # -- the outbox ---------------------------------------------------------------------------
 
@@ -337,25 +345,29 @@ class DicomOutput(PipelineOutput):
 
     def _to_outbox(self, address: Address, pending: Mapping[str, Sendable], reason: str) -> str | None:
         message = f"{len(pending)} instance(s) not delivered to {address}: {reason}"
-        outbox: Outbox | None = getattr(self.context, "outbox", None)
-        if outbox is None:
+        if self.context is None or not self.context.can_defer:
             self._log.error("%s; there is no outbox (the pipeline has no data_directory), so they "
                             "are kept only if the job's data is kept", message)
             return None
         datasets = [with_file_meta(item) if isinstance(item, Dataset) else dcmread(item)
                     for item in pending.values()]
-        entry = outbox.put(self.output_name, self._settings(address), datasets, message)
-        self._log.error("%s; stored in the outbox as %s", message, entry.id)
-        return entry.id
+        try:
+            entry = self.context.defer(self._settings(address), datasets, message)
+        except StorageError as error:
+            self._log.error("%s; the outbox cannot keep them either: %s", message, error)
+            return None
+        self._log.error("%s; stored in the outbox as %s", message, entry)
+        return entry
 
     @classmethod
-    def retry_outbox_entry(cls, entry: OutboxEntry) -> bool:
+    def retry_outbox_entry(cls, entry: OutboxEntry) -> bool | Sequence[Path]:
         """Send an outbox entry once more (one association); True when the peer accepted everything.
 
-        When the peer accepts only part of the entry, what it accepted is not
-        sent again: the rest moves to a new outbox entry and this one counts as
-        done. When nothing was accepted, raises :class:`~dicomnode.errors.DimseError`
-        naming the destination and the status or reason (the outbox records it).
+        When the peer accepts only part of the entry, the files it did not
+        accept are returned: the outbox keeps only those, so what was accepted
+        is never sent again. When nothing was accepted, raises
+        :class:`~dicomnode.errors.DimseError` naming the destination and the
+        status or reason (the outbox records it).
         """
         address, ae_title, timeout, tls = _from_settings(entry)
         paths = entry.paths
@@ -369,11 +381,9 @@ class DicomOutput(PipelineOutput):
         reason = f"{len(pending)} instance(s) not delivered to {address}: {_summarise(result, len(pending))}"
         if len(pending) == len(paths):
             raise DimseError(reason)
-        remainder = Outbox(entry.directory.parent).put(
-            entry.output_name, dict(entry.settings), [dcmread(path) for path in pending.values()], reason)
-        logger.warning("outbox entry %s: %d of %d instance(s) delivered to %s; the rest moved to %s: %s",
-                       entry.id, len(paths) - len(pending), len(paths), address, remainder.id, reason)
-        return True
+        logger.warning("outbox entry %s: %d of %d instance(s) delivered to %s; the rest stays: %s",
+                       entry.id, len(paths) - len(pending), len(paths), address, reason)
+        return list(pending.values())
 
 
 def _summarise(result: SendResult, missing: int) -> str:

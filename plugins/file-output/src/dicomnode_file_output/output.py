@@ -35,6 +35,19 @@ Existing files
 
 ``keep`` and ``fail`` never replace a file that appears while we write: the
 final name is claimed with a hard link, which fails if the name exists.
+
+Retries and the outbox
+----------------------
+A write that fails for a reason that may pass (the directory is on a share
+that is down, the disk is full, a permission is being fixed) is tried again
+with exponential backoff (``attempts``, ``first_delay``, ``max_delay``).
+After the last attempt the instances still unwritten go to the node's outbox
+(through the output's context) and ``send()`` returns True: the node counts
+the output as deferred, and its maintenance thread (or ``dicomnode outbox
+retry``) writes them once the directory is back
+(:meth:`FileOutput.retry_outbox_entry`). Failures that cannot pass — no
+SOPInstanceUID to name the file, an unreadable source, ``existing="fail"``
+on an existing file — are not retried: ``send()`` returns False.
 """
 
 from __future__ import annotations
@@ -43,9 +56,10 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, Literal
 
 import attrs
 from pydicom import Dataset, dcmread
@@ -53,8 +67,9 @@ from pydicom.filewriter import dcmwrite
 
 from dicomnode.dicom.lazy import LazyDataset, with_file_meta
 from dicomnode.dicom.paths import safe_component
-from dicomnode.errors import ConfigurationError
-from dicomnode.extension.outputs import PipelineOutput
+from dicomnode.errors import ConfigurationError, StorageError
+from dicomnode.extension.outputs import OutboxEntry, PipelineOutput
+from dicomnode.extension.retry import Backoff
 
 __all__ = ["ExistingPolicy", "FailedFile", "FileOutput", "FileReport"]
 
@@ -71,11 +86,15 @@ _NAMING_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstan
 
 @attrs.frozen
 class FailedFile:
-    """An instance that was not written: its SOPInstanceUID (if any), its target and why."""
+    """An instance that was not written: its SOPInstanceUID (if any), its target and why.
+
+    ``transient`` failures (an OSError while writing) may pass and are retried.
+    """
 
     sop_instance_uid: str | None
     path: Path | None
     reason: str
+    transient: bool = False
 
 
 @attrs.frozen
@@ -91,11 +110,19 @@ class FileReport:
     written: tuple[Path, ...] = ()
     kept: tuple[Path, ...] = ()
     failed: tuple[FailedFile, ...] = ()
+    attempts: int = 1
+    #: the outbox entry holding the instances still unwritten after the last attempt
+    outbox_entry: str | None = None
 
     @property
     def ok(self) -> bool:
         """True when every instance is on disk (written or kept)."""
         return not self.failed
+
+    @property
+    def safe(self) -> bool:
+        """True when every instance is on disk or waits in the outbox."""
+        return self.ok or (self.outbox_entry is not None and all(f.transient for f in self.failed))
 
 
 def instance_path(directory: Path, dataset: Dataset) -> Path:
@@ -203,6 +230,9 @@ class FileOutput(PipelineOutput):
         (see the module documentation).
     fsync:
         flush each file (and each folder's renames) to the disk before counting it as written.
+    attempts, first_delay, max_delay:
+        the retry policy for writes that fail with an operating system error
+        (see :class:`~dicomnode.extension.retry.Backoff`); then the outbox.
 
     >>> from dicomnode.dicom.synthetic import synthetic_series
     >>> output = FileOutput([("results", synthetic_series(slices=2, rows=8, columns=8))])
@@ -210,14 +240,15 @@ class FileOutput(PipelineOutput):
     True
     """
 
-    output_name: ClassVar[str] = "file"
-
     def __init__(
         self,
         destinations: Iterable[tuple[Path | str, Iterable[Writable]]],
         *,
         existing: ExistingPolicy = "overwrite",
         fsync: bool = True,
+        attempts: int = 3,
+        first_delay: float = 1.0,
+        max_delay: float = 30.0,
     ) -> None:
         super().__init__()
         if existing not in _POLICIES:
@@ -244,6 +275,7 @@ class FileOutput(PipelineOutput):
         self.destinations: tuple[tuple[Path, Sequence[Writable]], ...] = tuple(pairs)
         self.existing: ExistingPolicy = existing
         self.fsync = fsync
+        self.backoff = Backoff(attempts=attempts, first_delay=first_delay, max_delay=max_delay)
         #: one :class:`FileReport` per destination, filled by :meth:`send`
         self.report: list[FileReport] = []
 
@@ -254,12 +286,89 @@ class FileOutput(PipelineOutput):
         return context_logger if context_logger is not None else logger
 
     def send(self) -> bool:
-        """Write every dataset; True when every instance is on disk (written, or kept by policy)."""
-        self.report = [self._write_destination(directory, datasets)
-                       for directory, datasets in self.destinations]
-        return all(report.ok for report in self.report)
+        """Write every dataset; True when every instance is on disk (written, or kept by policy) or in the outbox."""
+        self.report = [self._deliver(directory, datasets) for directory, datasets in self.destinations]
+        return all(report.safe for report in self.report)
 
-    def _write_destination(self, directory: Path, datasets: Sequence[Writable]) -> FileReport:
+    def _deliver(self, directory: Path, datasets: Sequence[Writable]) -> FileReport:
+        """Write to one directory, retrying transient failures, then defer what is left to the outbox."""
+        pending = list(datasets)
+        written: list[Path] = []
+        kept: list[Path] = []
+        permanent: list[FailedFile] = []
+        delays = self.backoff.delays()
+        attempt = 0
+        while True:
+            attempt += 1
+            report, unwritten = self._write_destination(directory, pending)
+            written += report.written
+            kept += report.kept
+            permanent += [failure for failure in report.failed if not failure.transient]
+            transient = [failure for failure in report.failed if failure.transient]
+            if not transient:
+                return FileReport(directory, tuple(written), tuple(kept), tuple(permanent), attempt)
+            delay = next(delays, None)
+            problem = transient[0].reason
+            if delay is None:
+                self._log.error("writing to %s: attempt %d of %d failed for %d instance(s), giving up: %s",
+                                directory, attempt, self.backoff.attempts, len(transient), problem)
+                break
+            self._log.warning("writing to %s: attempt %d of %d failed for %d instance(s): %s; retrying in %g s",
+                              directory, attempt, self.backoff.attempts, len(transient), problem, delay)
+            time.sleep(delay)
+            pending = unwritten
+        entry = self._to_outbox(directory, unwritten, problem)
+        return FileReport(directory, tuple(written), tuple(kept), (*permanent, *transient), attempt, entry)
+
+    def _to_outbox(self, directory: Path, items: Sequence[Writable], reason: str) -> str | None:
+        message = f"{len(items)} instance(s) not written to {directory}: {reason}"
+        if self.context is None or not self.context.can_defer:
+            self._log.error("%s; there is no outbox (the pipeline has no data_directory)", message)
+            return None
+        settings = {"directory": str(directory.resolve()), "existing": self.existing, "fsync": self.fsync}
+        try:
+            datasets: list[Dataset] = []
+            for item in items:
+                source = _source_file(item)
+                if source is None:
+                    assert isinstance(item, Dataset)  # _source_file returns None only for datasets
+                    datasets.append(item)
+                else:
+                    datasets.append(dcmread(source))
+            entry = self.context.defer(settings, datasets, message)
+        except (StorageError, OSError) as error:
+            self._log.error("%s; the outbox cannot keep them either: %s", message, error)
+            return None
+        self._log.error("%s; stored in the outbox as %s", message, entry)
+        return entry
+
+    @classmethod
+    def retry_outbox_entry(cls, entry: OutboxEntry) -> bool | Sequence[Path]:
+        """Write an outbox entry's files to its directory; the files still unwritten when some failed.
+
+        Raises :class:`~dicomnode.errors.StorageError` naming the directory and
+        the reason when nothing could be written.
+        """
+        settings: Any = entry.settings
+        try:
+            directory = Path(settings["directory"])
+            existing = settings.get("existing", "overwrite")
+            fsync = bool(settings.get("fsync", True))
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"outbox entry {entry.id}: its settings are not those of a FileOutput "
+                             f"({type(error).__name__}: {error})") from None
+        output = cls([], existing=existing, fsync=fsync)
+        report, unwritten = output._write_destination(directory, entry.paths)
+        if not report.failed:
+            return True
+        if len(unwritten) == len(entry.paths):
+            raise StorageError(f"{len(unwritten)} instance(s) not written to {directory}: {report.failed[0].reason}")
+        return [Path(str(item)) for item in unwritten]
+
+    def _write_destination(self, directory: Path,
+                           datasets: Sequence[Writable]) -> tuple[FileReport, list[Writable]]:
+        """One pass over ``datasets``; the report, and the items whose failure was transient."""
+        unwritten: list[Writable] = []
         written: list[Path] = []
         kept: list[Path] = []
         failed: list[FailedFile] = []
@@ -283,6 +392,10 @@ class FileOutput(PipelineOutput):
             else:
                 try:
                     stored = write_atomically(dataset, target, replace=replace, fsync=self.fsync)
+                except OSError as error:  # the folder or the disk: may pass, tried again
+                    failed.append(FailedFile(str(uid), target, f"{type(error).__name__}: {error}", transient=True))
+                    unwritten.append(dataset)
+                    continue
                 except Exception as error:  # one bad instance must not stop the rest
                     failed.append(FailedFile(str(uid), target, f"{type(error).__name__}: {error}"))
                     self._log.error("could not write %s to %s: %s", uid, target, error)
@@ -300,4 +413,4 @@ class FileOutput(PipelineOutput):
                 _fsync_directory(folder)
         self._log.info("wrote %d file(s) to %s (%d kept, %d failed)",
                        len(written), directory, len(kept), len(failed))
-        return FileReport(directory, tuple(written), tuple(kept), tuple(failed))
+        return FileReport(directory, tuple(written), tuple(kept), tuple(failed)), unwritten

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dicomnode.plugins import CommandSpec, GrinderSpec, OutputSpec, hookimpl
+from dicomnode.plugins import CommandSpec, ExecutorSpec, GrinderSpec, OutputSpec, hookimpl
 
 
 @hookimpl
@@ -21,3 +21,9 @@ def dicomnode_outputs() -> Iterator[OutputSpec]:
 @hookimpl
 def dicomnode_commands() -> Iterator[CommandSpec]:
     yield CommandSpec("example-hello", "dicomnode_example.cli:configure", "prints a greeting")
+
+
+@hookimpl
+def dicomnode_executors() -> Iterator[ExecutorSpec]:
+    yield ExecutorSpec("example-counting", "dicomnode_example.executors:CountingExecutor",
+                       "runs jobs here and counts them")

@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dicomnode.errors import ConfigurationError
-
-pytestmark = pytest.mark.plugin("dicom-output")
-
-try:
-    from dicomnode_dicom_output.retry import Backoff
-except ImportError:  # a session without the plugin deselects every test here (pytestmark)
-    pass
+from dicomnode.extension.retry import Backoff
 
 
 def test_the_delay_doubles_after_each_failure_up_to_the_maximum() -> None:

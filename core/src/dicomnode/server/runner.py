@@ -1,0 +1,306 @@
+"""The job runner: a complete patient becomes a job — grind, process (on the executor), send, clean up.
+
+A ready :class:`~dicomnode.server.pipeline_tree.PatientContainer` is
+submitted to the runner's job threads (``processing_workers`` of them, or
+as many as the executor asks for; one for a queued pipeline, so jobs run
+one at a time in arrival order). Each job:
+
+1. grinds the inputs into an :class:`~dicomnode.extension.containers.InputContainer`,
+   on the node;
+2. hands it to the executor (:mod:`dicomnode.extension.executors`), which
+   runs ``process`` — in this thread, a spawned process or a cluster — and
+   returns the outputs;
+3. sends the outputs, one after the other, on the node: each gets an
+   :class:`~dicomnode.extension.outputs.OutputContext` naming the job and
+   the output's registered name, through which it may defer work to the
+   outbox;
+4. cleans up: when every output delivered, the patient's stored files are
+   deleted; when an output deferred to the outbox, or anything failed, the
+   files go to the quarantine with the reason, the traceback and the
+   outputs that did deliver (so a retry never sends those again).
+
+Whatever fails becomes a :class:`JobResult` with the stage, the reason and
+the traceback where it happened; nothing a job does takes the node down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from pydicom import Dataset
+
+from dicomnode.dicom.lazy import LazyDataset
+from dicomnode.errors import ProcessingError
+from dicomnode.extension.executors import Executor, ExecutorHost, Job, failure_of
+from dicomnode.extension.outputs import OutputContext, PipelineOutput
+from dicomnode.server.logs import JobLogger, job_logger
+
+if TYPE_CHECKING:
+    from dicomnode.extension.containers import InputContainer
+    from dicomnode.plugins import PluginRegistry
+    from dicomnode.server.config import PipelineConfig
+    from dicomnode.server.pipeline_tree import PatientContainer
+    from dicomnode.server.stores import DataDirectory
+
+__all__ = ["JobResult", "JobRunner", "new_job_id", "output_key"]
+
+
+@attrs.frozen
+class JobResult:
+    """How a job ended.
+
+    ``ok``: every output delivered or deferred its work to the outbox; else
+    ``stage``, ``reason`` and ``traceback`` say what failed. ``outputs_done``
+    holds the keys (see :func:`output_key`) of the outputs whose work is
+    done: delivered, or deferred to the outbox; ``deferred`` the outbox
+    entries the outputs made.
+    """
+
+    ok: bool
+    reason: str = ""
+    traceback: str = ""
+    stage: str = ""
+    outputs_done: tuple[str, ...] = ()
+    deferred: tuple[str, ...] = ()
+    job_id: str = ""
+
+    @property
+    def complete(self) -> bool:
+        """True when the job is done: ok, and nothing waits in the outbox."""
+        return self.ok and not self.deferred
+
+
+def new_job_id() -> str:
+    """A job id: when it started, and 8 random hex digits."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def output_key(index: int, name: str) -> str:
+    """How a job's output is recorded: its place among ``process``'s outputs and its registered name."""
+    return f"{index}:{name}"
+
+
+class JobRunner:
+    """Runs the jobs of one node on its job threads; see the module docstring for a job's steps."""
+
+    def __init__(self, *, config: PipelineConfig, data: DataDirectory | None, executor: Executor,
+                 host: ExecutorHost, registry: PluginRegistry, workers: int) -> None:
+        self.config = config
+        self.data = data
+        self.executor = executor
+        self.host = host
+        self.registry = registry
+        self.workers = executor.concurrency or workers
+        self.succeeded = 0
+        self.failed = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: set[Future[JobResult]] = set()
+        self._lock = threading.Condition()
+        self._output_names: dict[type, str] = {}
+        self._executor_started = False
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the executor and the job threads."""
+        self._start_executor()
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"{self.config.name}-job")
+
+    def _start_executor(self) -> None:
+        with self._lock:
+            if not self._executor_started:
+                self.executor.start(self.host)
+                self._executor_started = True
+
+    def close(self, timeout: float) -> None:
+        """Finish the jobs in flight (they were acknowledged), then stop the executor."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        with self._lock:
+            started, self._executor_started = self._executor_started, False
+        if started:
+            self.executor.close(timeout)
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs submitted and not finished yet (queued or running)."""
+        with self._lock:
+            return len(self._pending)
+
+    def submit(self, container: PatientContainer) -> None:
+        """Run the patient's job on a job thread; without threads (not started), right here."""
+        pool = self._pool
+        if pool is None:
+            self.run(container)
+            return
+        future = pool.submit(self.run, container)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[JobResult]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+            self._lock.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no job is queued or running; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._pending, timeout)
+
+    # --- one job ------------------------------------------------------------------------
+
+    def run(self, container: PatientContainer, *, skip: Collection[str] = (),
+            job_id: str | None = None) -> JobResult:
+        """Grind, process, send and clean up one patient's job, in this thread.
+
+        ``skip`` holds the keys of outputs an earlier run of the job delivered
+        or deferred (a quarantine retry): those outputs are not sent again.
+        """
+        job_id = job_id or new_job_id()
+        log = job_logger("dicomnode.job", container.patient_key, container.calling_aet)
+        started = time.monotonic()
+        log.info("job %s started: %d image(s), %.3f s after the last", job_id, container.images,
+                 started - container.last_update)
+        result = self.execute(container, job_id, log, skip=skip)
+        with self._lock:
+            if result.ok:
+                self.succeeded += 1
+            else:
+                self.failed += 1
+        try:
+            self._clean_up(container, result, log, time.monotonic() - started)
+        except Exception:  # cleaning up must not kill the job thread; the files stay for the next start
+            log.exception("cleaning up after job %s failed", job_id)
+        return result
+
+    def execute(self, container: PatientContainer, job_id: str, log: JobLogger, *,
+                skip: Collection[str] = ()) -> JobResult:
+        """Grind, process and send; return how it went (nothing is cleaned up)."""
+        started = time.monotonic()
+        try:
+            if not self.config.lazy_storage:
+                # images restored at start are read now, on the job thread: without lazy_storage a
+                # job's datasets are in memory, and stay usable after its files are removed
+                for dataset in container.datasets():
+                    if isinstance(dataset, LazyDataset):
+                        dataset.load()
+            input_container = container.get_input_container()
+        except Exception as error:
+            return _failed(failure_of("grinding", error), job_id)
+        ground = time.monotonic()
+        job = Job(job_id, container.patient_key, input_container, identity=self.host.identity)
+        try:
+            self._start_executor()  # a job run without the job threads (a quarantine retry) starts it here
+            outputs = self.executor.run(job)
+        except ProcessingError as error:
+            return _failed(error, job_id)
+        except Exception as error:  # an executor's own failure (a lost cluster, …)
+            return _failed(failure_of(f"the executor {self.executor.name or type(self.executor).__name__}",
+                                      error), job_id)
+        processed = time.monotonic()
+        result = self.dispatch(outputs, input_container, job_id, log, skip=skip)
+        # one line per job, so operators (and benchmarks/end_to_end.py) see where the time went
+        log.info("stage times: grind %.3f s, process %.3f s, outputs %.3f s", ground - started,
+                 processed - ground, time.monotonic() - processed)
+        return result
+
+    def output_name(self, output: PipelineOutput) -> str:
+        """The name the output's class is registered under, else its class name."""
+        cls = type(output)
+        name = self._output_names.get(cls)
+        if name is None:
+            name = self.registry.name_of("output", cls) or cls.__name__
+            self._output_names[cls] = name
+        return name
+
+    def dispatch(self, outputs: Sequence[PipelineOutput], input_container: InputContainer, job_id: str,
+                 log: JobLogger, *, skip: Collection[str] = ()) -> JobResult:
+        """Send each output in turn; the first failure stops the rest (they are sent on a retry)."""
+        done: list[str] = []
+        deferred: list[str] = []
+        for index, output in enumerate(outputs):
+            name = self.output_name(output)
+            key = output_key(index, name)
+            if key in skip:
+                log.info("output %s was done by an earlier run of the job: not sent again", key)
+                done.append(key)
+                continue
+            made: list[str] = []
+            try:
+                output.bind(self._context(input_container, job_id, name, log, made))
+                ok = output.send()
+            except Exception as error:  # an output may fail in any way; the job fails, the node goes on
+                return _failed(failure_of(f"output {name}.send()", error), job_id, done, deferred + made)
+            deferred += made
+            if not ok:
+                return _failed(ProcessingError(f"output {name}.send() reported failure", stage="outputs"),
+                               job_id, done, deferred)
+            done.append(key)
+            if made:
+                log.warning("output %s deferred its work to the outbox: %s", key, ", ".join(made))
+            else:
+                log.info("output %s delivered", key)
+        return JobResult(True, outputs_done=tuple(done), deferred=tuple(deferred), job_id=job_id)
+
+    def _context(self, input_container: InputContainer, job_id: str, name: str, log: JobLogger,
+                 made: list[str]) -> OutputContext:
+        data = self.data
+        outbox: Callable[[str, Mapping[str, Any], Sequence[Dataset], str], str] | None = None
+        if data is not None:
+            def outbox(output: str, settings: Mapping[str, Any], datasets: Sequence[Dataset], reason: str) -> str:
+                entry = data.defer(output, settings, datasets, reason, patient_key=input_container.patient_key,
+                                   job_id=job_id)
+                made.append(entry)
+                return entry
+
+        config = self.config
+        return OutputContext(
+            pipeline_name=config.name, ae_title=config.ae_title, data_directory=config.data_directory,
+            patient_key=input_container.patient_key, known_endpoints=config.known_endpoints, logger=log,
+            responding_address=input_container.responding_address, output_name=name, job_id=job_id,
+            outbox=outbox,
+        )
+
+    def _clean_up(self, container: PatientContainer, result: JobResult, log: JobLogger, elapsed: float) -> None:
+        data = self.data
+        if result.complete:
+            if data is not None:
+                data.store.remove(container.paths)
+            log.info("job %s done in %.2f s", result.job_id, elapsed)
+            return
+        if result.ok:
+            log.warning("job %s done in %.2f s; %d outbox entr%s still to deliver", result.job_id, elapsed,
+                        len(result.deferred), "y" if len(result.deferred) == 1 else "ies")
+        else:
+            # the traceback goes to the log whatever else keeps it: the operator reads the log first
+            log.error("job %s failed after %.2f s: %s\n%s", result.job_id, elapsed, result.reason,
+                      result.traceback.rstrip() or "(no traceback)")
+        if data is None:
+            if not result.ok:
+                log.error("no data_directory: the patient's %d image(s) are dropped", container.images)
+            return
+        options: dict[str, Any] = {
+            "reason": result.reason or "waiting for the outbox", "traceback": result.traceback,
+            "calling_aet": container.calling_aet, "job_id": result.job_id, "outputs_done": result.outputs_done,
+            "pending_outbox": result.deferred, "failed": not result.ok,
+        }
+        try:
+            if container.paths:
+                data.quarantine.put(container.patient_key, paths=container.paths, **options)
+            else:
+                data.quarantine.put(container.patient_key, datasets=container.datasets(), **options)
+        except Exception:  # the quarantine itself failing must not stop the job thread
+            log.exception("cannot quarantine the patient's data")
+
+
+def _failed(error: ProcessingError, job_id: str, done: Sequence[str] = (),
+            deferred: Sequence[str] = ()) -> JobResult:
+    return JobResult(False, error.reason, error.traceback, error.stage, tuple(done), tuple(deferred), job_id)
