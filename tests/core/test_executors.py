@@ -120,3 +120,37 @@ def test_process_returning_a_dataset_names_the_type_and_never_the_contents() -> 
     assert not result.ok
     assert result.reason == "process() must return PipelineOutput(s), got Dataset"
     assert "Doe^Jane" not in result.reason + result.traceback
+
+
+class SetsUp(Counting):
+    """Counts setup_worker calls in the process it runs in."""
+
+    set_up: list[int] = []
+
+    def setup_worker(self) -> None:
+        import os
+
+        SetsUp.set_up.append(os.getpid())
+
+    def process(self, input_container: InputContainer) -> PipelineOutput | Sequence[PipelineOutput]:
+        import os
+
+        assert os.getpid() in SetsUp.set_up, "process ran before setup_worker in this process"
+        return NoOutput()
+
+
+def test_the_threads_executor_sets_the_pipeline_up_once_before_its_jobs() -> None:
+    import os
+
+    SetsUp.set_up.clear()
+    node = SetsUp()
+    assert node.run_datasets(_series("A")).ok and node.run_datasets(_series("B")).ok
+    assert SetsUp.set_up == [os.getpid()]
+
+
+def test_the_process_executor_sets_up_each_job_process(tmp_path: Path) -> None:
+    SetsUp.set_up.clear()
+    node = SetsUp(executor="process", executor_settings={"directory": str(tmp_path)})
+    result = node.run_datasets(_series("A"))
+    assert result.ok, result.reason + result.traceback
+    assert SetsUp.set_up == []  # the node itself never set up: process ran elsewhere

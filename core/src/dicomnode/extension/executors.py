@@ -28,6 +28,11 @@ constructor::
             print(self.prefix, job.id)
             return self.host.process(job.input_container)
 
+An executor calls the pipeline's ``setup_worker()`` once in every process
+where it runs jobs, before the first (the live pipeline's, through
+:attr:`Executor.host`, when jobs run in the node's process; the copy's,
+built with :meth:`PipelineIdentity.load`, elsewhere).
+
 The node calls :meth:`Executor.start` once before the first job,
 :meth:`Executor.run` from its job threads (as many at once as
 :attr:`Executor.concurrency` allows), and :meth:`Executor.close` when it closes.
@@ -56,7 +61,10 @@ T = TypeVar("T")
 
 
 class Processor(Protocol):
-    """A pipeline as an executor sees it: something that processes an input container."""
+    """A pipeline as an executor sees it: set up once where it runs, then process input containers."""
+
+    def setup_worker(self) -> None:
+        """Prepare this process to run jobs (load models); called once before the first job here."""
 
     def process(self, input_container: InputContainer) -> Any:
         """Turn a complete patient's inputs into outputs."""
@@ -110,6 +118,9 @@ class ExecutorHost(Protocol):
     @property
     def logger(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         """The node's logger."""
+
+    def setup_worker(self) -> None:
+        """Prepare the live pipeline to run jobs in this process (load models)."""
 
     def process(self, input_container: InputContainer) -> Any:
         """Run the live pipeline's ``process`` here, in this process."""

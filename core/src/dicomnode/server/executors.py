@@ -40,6 +40,11 @@ class ThreadsExecutor(Executor):
         super().__init__(settings)
         self.reject_unknown(settings, ())
 
+    def start(self, host: Any) -> None:
+        """Set the live pipeline up to run jobs here (its ``setup_worker``)."""
+        super().start(host)
+        host.setup_worker()
+
     def run(self, job: Job) -> list[PipelineOutput]:
         """Call the live pipeline's ``process`` in this thread."""
         try:
@@ -62,6 +67,7 @@ def _child_main(identity: PipelineIdentity, input_container: InputContainer, dir
     outcome: list[PipelineOutput] | ProcessingError
     try:
         pipeline = identity.load()
+        pipeline.setup_worker()
         log.info("processing in process %d (%s)", os.getpid(), directory)
         outcome = as_outputs(pipeline.process(input_container))
     except ProcessingError as error:

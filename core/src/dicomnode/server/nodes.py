@@ -143,7 +143,18 @@ class AbstractPipeline:
     # --- what a user overrides ----------------------------------------------
 
     def post_init(self) -> None:
-        """Called at the end of ``__init__`` (and in each processing process): load models here."""
+        """Called at the end of ``__init__``, wherever the pipeline is built (the node, and each
+        process an executor builds it in)."""
+
+    def setup_worker(self) -> None:
+        """Called once where ``process`` will run, before the first job there: load models here.
+
+        With the ``threads`` executor that is the node itself, when it opens;
+        with ``process``, each spawned job process; with a cluster executor,
+        once per worker process, which then keeps the model for every job it
+        runs. The node itself does not call it when ``process`` runs elsewhere,
+        so a node that only receives and sends never loads the model.
+        """
 
     def filter(self, dataset: Dataset) -> bool:
         """Return False to refuse an image before the inputs see it; the default accepts all.
