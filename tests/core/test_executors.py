@@ -154,3 +154,49 @@ def test_the_process_executor_sets_up_each_job_process(tmp_path: Path) -> None:
     result = node.run_datasets(_series("A"))
     assert result.ok, result.reason + result.traceback
     assert SetsUp.set_up == []  # the node itself never set up: process ran elsewhere
+
+
+class Slow(Counting):
+    """Each job takes ``seconds``; records the patients it finished."""
+
+    seconds = 0.0
+    finished: list[str] = []
+
+    def process(self, input_container: InputContainer) -> PipelineOutput | Sequence[PipelineOutput]:
+        import time
+
+        time.sleep(type(self).seconds)
+        Slow.finished.append(input_container.patient_key)
+        return NoOutput()
+
+
+def _queue_jobs(node: AbstractPipeline, patients: Sequence[str]) -> None:
+    assert node.store is not None
+    for patient in patients:
+        for image in _series(patient):
+            node.tree.add_image(patient, image, node.store.write_dataset(patient, image), "SCANNER")
+    assert node.check_ready() == len(patients)
+
+
+def test_closing_is_bounded_and_unfinished_jobs_wait_on_disk_for_the_next_start(tmp_path: Path) -> None:
+    import time
+
+    class QuickToClose(Slow):
+        close_timeout = 0.5
+
+    Slow.seconds, Slow.finished = 3.0, []
+    node = QuickToClose(data_directory=tmp_path / "data", processing_workers=1, port=0, ip="127.0.0.1")
+    node.open(blocking=False)
+    _queue_jobs(node, ["RUNNING", "QUEUED"])
+    time.sleep(0.3)  # the first job is running, the second waits for the only job thread
+    started = time.monotonic()
+    node.close()
+    assert time.monotonic() - started < 2.5
+    assert Slow.finished == []
+    assert node.runner.interrupted == 1 and node.jobs_failed == 0
+    assert node.quarantine is not None and node.quarantine.list() == []
+
+    Slow.seconds = 0.0
+    with Slow(data_directory=tmp_path / "data", port=0, ip="127.0.0.1") as again:
+        assert again.wait_for_jobs(20)
+    assert sorted(Slow.finished) == ["QUEUED", "RUNNING"]  # both jobs ran after the restart

@@ -14,6 +14,7 @@ working for callers that do not know dicomnode::
     ├── GrindingError                    (ValueError) a grinder refused its input
     ├── StorageError                     (OSError) the data directory cannot be used
     ├── ProcessingError                  (RuntimeError) a job's grinding, process() or outputs failed
+    ├── JobInterruptedError              (RuntimeError) the node closed before a job finished
     └── DimseError                       (ConnectionError) a DICOM network operation failed
         └── AssociationError             the peer refused, aborted or never answered
 """
@@ -29,6 +30,7 @@ __all__ = [
     "GrindingError",
     "IncompatibleImagesError",
     "InvalidDatasetError",
+    "JobInterruptedError",
     "PluginConflictError",
     "PluginError",
     "PluginNotFoundError",
@@ -104,6 +106,14 @@ class ProcessingError(DicomnodeError, RuntimeError):
 
 def _processing_error(reason: str, stage: str, traceback: str) -> ProcessingError:
     return ProcessingError(reason, stage=stage, traceback=traceback)
+
+
+class JobInterruptedError(DicomnodeError, RuntimeError):
+    """The node is closing and the job cannot finish now; its images stay for the next start.
+
+    An executor raises it from ``run`` when it is closed while a job waits
+    (for a cluster, for a worker): the job is neither failed nor done.
+    """
 
 
 class DimseError(DicomnodeError, ConnectionError):

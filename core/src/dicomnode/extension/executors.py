@@ -198,7 +198,13 @@ class Executor:
         raise NotImplementedError(f"{type(self).__name__} must define run(job)")
 
     def close(self, timeout: float) -> None:
-        """Called once when the node closes; release what :meth:`start` took within ``timeout`` seconds."""
+        """Called once when the node closes; release what :meth:`start` took within ``timeout`` seconds.
+
+        A :meth:`run` still waiting then (for a cluster, a worker) should end
+        promptly with :class:`~dicomnode.errors.JobInterruptedError`: the job's
+        images stay in the node's data directory and it runs again at the
+        next start.
+        """
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name or '?'}>"

@@ -25,18 +25,19 @@ the traceback where it happened; nothing a job does takes the node down.
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from pydicom import Dataset
 
 from dicomnode.dicom.lazy import LazyDataset
-from dicomnode.errors import ProcessingError
+from dicomnode.errors import JobInterruptedError, ProcessingError
 from dicomnode.extension.executors import Executor, ExecutorHost, Job, failure_of
 from dicomnode.extension.outputs import OutputContext, PipelineOutput
 from dicomnode.server.logs import JobLogger, job_logger
@@ -69,6 +70,8 @@ class JobResult:
     outputs_done: tuple[str, ...] = ()
     deferred: tuple[str, ...] = ()
     job_id: str = ""
+    #: the node closed before the job finished: nothing was cleaned up, it runs again at the next start
+    interrupted: bool = False
 
     @property
     def complete(self) -> bool:
@@ -87,7 +90,15 @@ def output_key(index: int, name: str) -> str:
 
 
 class JobRunner:
-    """Runs the jobs of one node on its job threads; see the module docstring for a job's steps."""
+    """Runs the jobs of one node on its job threads; see the module docstring for a job's steps.
+
+    The job threads are daemon threads of our own, so that closing the node is
+    bounded: :meth:`close` waits for running jobs at most its ``timeout``.
+    With a data directory a job that did not finish by then — running, or
+    still queued — loses nothing: its images stay in the data directory and
+    the job runs again at the next start. Without one, queued jobs are run
+    before the node closes (nothing else keeps their images).
+    """
 
     def __init__(self, *, config: PipelineConfig, data: DataDirectory | None, executor: Executor,
                  host: ExecutorHost, registry: PluginRegistry, workers: int) -> None:
@@ -99,8 +110,12 @@ class JobRunner:
         self.workers = executor.concurrency or workers
         self.succeeded = 0
         self.failed = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: set[Future[JobResult]] = set()
+        self.interrupted = 0
+        self._queue: queue.Queue[PatientContainer | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._queued = 0
+        self._running = 0
+        self._closing = False
         self._lock = threading.Condition()
         self._output_names: dict[type, str] = {}
         self._executor_started = False
@@ -110,7 +125,12 @@ class JobRunner:
     def start(self) -> None:
         """Start the executor and the job threads."""
         self._start_executor()
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"{self.config.name}-job")
+        with self._lock:
+            self._closing = False
+        self._threads = [threading.Thread(target=self._work, name=f"{self.config.name}-job-{number}", daemon=True)
+                         for number in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
 
     def _start_executor(self) -> None:
         with self._lock:
@@ -119,41 +139,87 @@ class JobRunner:
                 self._executor_started = True
 
     def close(self, timeout: float) -> None:
-        """Finish the jobs in flight (they were acknowledged), then stop the executor."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        """Stop: let running jobs finish for up to ``timeout`` seconds, then stop the executor.
+
+        Jobs still queued are left for the next start when there is a data
+        directory, and run now when there is not.
+        """
+        threads, self._threads = self._threads, []
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._closing = True
+            keep_queued = self.data is not None
+        if threads:
+            if keep_queued:
+                self._drop_queued()
+            for _ in threads:
+                self._queue.put(None)
+            with self._lock:
+                self._lock.wait_for(lambda: self._running == 0 and (keep_queued or self._queued == 0),
+                                    None if not keep_queued else max(0.0, deadline - time.monotonic()))
+                running = self._running
+            if running:
+                logging.getLogger("dicomnode.node").warning(
+                    "%d job(s) still running after %g s of closing: stopped with the node; their images stay "
+                    "in the data directory and the jobs run again at the next start", running, timeout)
         with self._lock:
             started, self._executor_started = self._executor_started, False
         if started:
-            self.executor.close(timeout)
+            self.executor.close(max(0.0, deadline - time.monotonic()))
+
+    def _drop_queued(self) -> None:
+        dropped = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                dropped += 1
+        if dropped:
+            with self._lock:
+                self._queued -= dropped
+                self.interrupted += dropped
+                self._lock.notify_all()
+            logging.getLogger("dicomnode.node").info(
+                "%d queued job(s) not started: their images stay in the data directory for the next start", dropped)
+
+    def _work(self) -> None:
+        while True:
+            container = self._queue.get()
+            if container is None:
+                return
+            with self._lock:
+                self._queued -= 1
+                self._running += 1
+            try:
+                self.run(container)
+            except BaseException:  # run() handles every job failure; this is a bug, logged, the thread lives on
+                logging.getLogger("dicomnode.node").exception("a job thread failed")
+            finally:
+                with self._lock:
+                    self._running -= 1
+                    self._lock.notify_all()
 
     @property
     def in_flight(self) -> int:
         """Jobs submitted and not finished yet (queued or running)."""
         with self._lock:
-            return len(self._pending)
+            return self._queued + self._running
 
     def submit(self, container: PatientContainer) -> None:
         """Run the patient's job on a job thread; without threads (not started), right here."""
-        pool = self._pool
-        if pool is None:
+        if not self._threads:
             self.run(container)
             return
-        future = pool.submit(self.run, container)
         with self._lock:
-            self._pending.add(future)
-        future.add_done_callback(self._done)
-
-    def _done(self, future: Future[JobResult]) -> None:
-        with self._lock:
-            self._pending.discard(future)
-            self._lock.notify_all()
+            self._queued += 1
+        self._queue.put(container)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no job is queued or running; False on timeout."""
         with self._lock:
-            return self._lock.wait_for(lambda: not self._pending, timeout)
+            return self._lock.wait_for(lambda: self._queued + self._running == 0, timeout)
 
     # --- one job ------------------------------------------------------------------------
 
@@ -171,10 +237,15 @@ class JobRunner:
                  started - container.last_update)
         result = self.execute(container, job_id, log, skip=skip)
         with self._lock:
-            if result.ok:
+            if result.interrupted:
+                self.interrupted += 1
+            elif result.ok:
                 self.succeeded += 1
             else:
                 self.failed += 1
+        if result.interrupted:
+            log.warning("job %s interrupted: %s; its images stay for the next start", job_id, result.reason)
+            return result
         try:
             self._clean_up(container, result, log, time.monotonic() - started)
         except Exception:  # cleaning up must not kill the job thread; the files stay for the next start
@@ -200,6 +271,8 @@ class JobRunner:
         try:
             self._start_executor()  # a job run without the job threads (a quarantine retry) starts it here
             outputs = self.executor.run(job)
+        except JobInterruptedError as error:
+            return JobResult(False, str(error), stage="executor", job_id=job_id, interrupted=True)
         except ProcessingError as error:
             return _failed(error, job_id)
         except Exception as error:  # an executor's own failure (a lost cluster, …)
