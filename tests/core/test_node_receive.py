@@ -19,7 +19,7 @@ from pynetdicom import AE
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.net.transport import read_in_large_pieces
 from dicomnode.net.waking import LONGEST_WAIT, _clock, wake_on_data
-from dicomnode.server.receive import decode_received
+from dicomnode.server.ingest import decode_received
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 

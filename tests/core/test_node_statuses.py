@@ -18,7 +18,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomnode.dicom.synthetic import synthetic_series, write_series
-from dicomnode.server import receive
+from dicomnode.server import ingest as receive
 from dicomnode.server.storage import InstanceStore
 
 

@@ -1,4 +1,9 @@
-"""Encoded datasets as they arrive: is every element whole, and inflating deflated ones within a limit.
+"""Encoded datasets: making them, taking DICOM files apart, and checking what arrives.
+
+:func:`encode_dataset` encodes a dataset as a DIMSE message carries it;
+:func:`encoded_instance` turns a dataset, the bytes of a DICOM file or its
+path into the encoded dataset, its transfer syntax and its file meta — what
+the node's ingest takes.
 
 A C-STORE's dataset arrives as bytes. pydicom parses a dataset whose last
 element is cut short without complaint (it reads what is there), so a slice
@@ -22,10 +27,29 @@ from __future__ import annotations
 
 import struct
 import zlib
+from io import BytesIO
+from pathlib import Path
 
 import attrs
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset, read_preamble
+from pydicom.filewriter import write_dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-__all__ = ["DatasetDamage", "InflateLimitError", "element_name", "find_damage", "inflate"]
+__all__ = [
+    "DatasetDamage",
+    "InflateLimitError",
+    "element_name",
+    "encode_dataset",
+    "encoded_instance",
+    "find_damage",
+    "inflate",
+    "split_file",
+    "transfer_syntax_of",
+]
 
 #: explicit VRs whose header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2)
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
@@ -260,3 +284,68 @@ def inflate(deflated: bytes | bytearray | memoryview, limit: int) -> bytes:
         raise InflateLimitError(limit)
     pieces.append(tail)
     return b"".join(pieces)
+
+
+# --- making encoded datasets ---------------------------------------------------------------------
+
+
+def encode_dataset(dataset: Dataset, syntax: UID) -> bytes:
+    """``dataset`` encoded as a DIMSE message carries it in ``syntax`` (deflated if the syntax says so)."""
+    out = DicomBytesIO()
+    out.is_implicit_VR = syntax.is_implicit_VR
+    out.is_little_endian = syntax.is_little_endian
+    write_dataset(out, dataset)
+    encoded = out.getvalue()
+    if syntax.is_deflated:
+        packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        encoded = packer.compress(encoded) + packer.flush()
+    return encoded
+
+
+def transfer_syntax_of(dataset: Dataset) -> UID:
+    """The transfer syntax a dataset is in: its file meta's, else how it was read, else explicit VR LE."""
+    file_meta = getattr(dataset, "file_meta", None)
+    if file_meta is not None and "TransferSyntaxUID" in file_meta:
+        return UID(file_meta.TransferSyntaxUID)
+    implicit, little = dataset.original_encoding
+    if implicit is None:  # built in memory: any uncompressed syntax encodes it
+        return ExplicitVRLittleEndian
+    if not little:
+        return UID("1.2.840.10008.1.2.2")  # Explicit VR Big Endian
+    return ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+
+
+def split_file(data: bytes) -> tuple[FileMetaDataset, int]:
+    """The file meta of a DICOM file's bytes, and where its dataset starts.
+
+    Raises :class:`pydicom.errors.InvalidDicomError` when the bytes have no
+    preamble and ``DICM`` prefix, or no transfer syntax in their file meta.
+    """
+    stream = BytesIO(data)
+    read_preamble(stream, False)
+    meta = read_dataset(stream, False, True, stop_when=lambda tag, _vr, _length: tag.group != 0x0002)
+    file_meta = FileMetaDataset(meta)
+    if "TransferSyntaxUID" not in file_meta:
+        raise InvalidDicomError("the file meta information has no TransferSyntaxUID")
+    return file_meta, stream.tell()
+
+
+def encoded_instance(item: Dataset | bytes | Path | str) -> tuple[bytes, UID, FileMetaDataset]:
+    """A dataset, a DICOM file's bytes or its path as (encoded dataset, transfer syntax, file meta).
+
+    A file's dataset bytes are taken as they are; a dataset is encoded in its
+    own transfer syntax (explicit VR little endian when it has none).
+    """
+    if isinstance(item, Dataset):
+        path = getattr(item, "path", None)
+        if path is not None and not getattr(item, "is_loaded", True):  # an unread LazyDataset: its file
+            return encoded_instance(Path(path))
+        syntax = transfer_syntax_of(item)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = item.get("SOPClassUID", "")
+        meta.MediaStorageSOPInstanceUID = item.get("SOPInstanceUID", "")
+        meta.TransferSyntaxUID = syntax
+        return encode_dataset(item, syntax), syntax, meta
+    data = item if isinstance(item, bytes) else Path(item).read_bytes()
+    file_meta, offset = split_file(data)
+    return data[offset:], UID(file_meta.TransferSyntaxUID), file_meta

@@ -33,7 +33,7 @@ from dicomnode.errors import InvalidDatasetError
 from dicomnode.extension.grinders import IdentityGrinder, resolve_tag
 
 if TYPE_CHECKING:
-    from dicomnode.server.nodes import AbstractPipeline
+    from dicomnode.extension.handles import NodeHandle
 
 __all__ = ["AbstractInput", "DynamicInput"]
 
@@ -139,17 +139,19 @@ class AbstractInput:
         """True when :meth:`add_image` would take ``dataset``."""
         return self.rejection(dataset) is None
 
-    def add_image(self, dataset: Dataset, path: Path | None = None, *, header: Dataset | None = None) -> int:
+    def add_image(self, dataset: Dataset, path: Path | None = None, *, header: Dataset | None = None,
+                  checked: bool = False) -> int:
         """Add an image (and the file it is stored in, if any); return the number of images held.
 
         ``header``, when given, is what the decision looks at instead of
         ``dataset`` (the node passes the parsed header of an image it keeps as
         a not-yet-loaded LazyDataset). Raises
         :class:`~dicomnode.errors.InvalidDatasetError` saying why when the
-        image is not accepted.
+        image is not accepted; ``checked=True`` (the node, which just asked
+        :meth:`rejection` under the patient's lock) skips the check.
         """
         routed = dataset if header is None else header
-        reason = self.rejection(routed)
+        reason = None if checked else self.rejection(routed)
         if reason is not None:
             raise InvalidDatasetError(reason)
         uid = str(routed.get(_SOP_INSTANCE_UID, "")) or f"#{len(self._datasets)}"
@@ -160,14 +162,15 @@ class AbstractInput:
             self._paths[uid] = path
         return len(self._datasets)
 
-    def patient_started(self, dataset: Dataset, patient_key: str, node: AbstractPipeline | None) -> None:
+    def patient_started(self, dataset: Dataset, patient_key: str, node: NodeHandle | None) -> None:
         """Called once per patient, with the first image a non-exclusive input of the patient accepted.
 
-        ``node`` is the pipeline that received it, or None when datasets are
-        replayed outside a running node (a quarantine retry). It runs on the
-        association thread with the pipeline tree locked: return at once, and
-        start a thread for slow work (as the historic input does to query a
-        PACS). The default does nothing.
+        ``node`` is a :class:`~dicomnode.extension.handles.NodeHandle` of the
+        node that received it (its AE title and known endpoints, ``ingest``
+        and ``check``), or None when datasets are replayed outside a running
+        node (a quarantine retry). It runs on the association thread with the
+        patient locked: return at once, and start a thread for slow work (as
+        the historic input does to query a PACS). The default does nothing.
         """
 
     # --- what the input holds ---------------------------------------------

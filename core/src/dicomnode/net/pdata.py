@@ -33,14 +33,9 @@ import logging
 import socket
 import ssl
 import struct
-import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pydicom import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 
 if TYPE_CHECKING:
@@ -52,7 +47,6 @@ __all__ = [
     "c_store_command",
     "c_store_response_command",
     "direct_socket",
-    "encode_dataset",
     "pdu_buffers",
     "send_c_store",
     "write_buffers",
@@ -119,19 +113,6 @@ def write_buffers(sock: socket.socket, buffers: list[bytes | memoryview]) -> Non
             else:
                 pending[first] = pending[first][sent:]
                 sent = 0
-
-
-def encode_dataset(dataset: Dataset, syntax: UID) -> bytes:
-    """``dataset`` encoded as a DIMSE message carries it in ``syntax`` (deflated if the syntax says so)."""
-    out = DicomBytesIO()
-    out.is_implicit_VR = syntax.is_implicit_VR
-    out.is_little_endian = syntax.is_little_endian
-    write_dataset(out, dataset)
-    encoded = out.getvalue()
-    if syntax.is_deflated:
-        packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-        encoded = packer.compress(encoded) + packer.flush()
-    return encoded
 
 
 def direct_socket(assoc: Association) -> socket.socket | None:

@@ -35,9 +35,10 @@ from pynetdicom.dsutils import split_dataset
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
+from dicomnode.dicom.encoded import encode_dataset, transfer_syntax_of
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import AssociationError, DimseError
-from dicomnode.net.pdata import direct_socket, encode_dataset, send_c_store
+from dicomnode.net.pdata import direct_socket, send_c_store
 from dicomnode.net.transport import (
     application_entity,
     associate,
@@ -124,18 +125,6 @@ class _Item:
         return self.source if isinstance(self.source, Path) else None
 
 
-def _transfer_syntax_of(dataset: Dataset) -> UID:
-    file_meta = getattr(dataset, "file_meta", None)
-    if file_meta is not None and "TransferSyntaxUID" in file_meta:
-        return UID(file_meta.TransferSyntaxUID)
-    implicit, little = dataset.original_encoding
-    if implicit is None:  # built in memory: any uncompressed syntax encodes it
-        return ExplicitVRLittleEndian
-    if not little:
-        return UID("1.2.840.10008.1.2.2")  # Explicit VR Big Endian
-    return ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-
-
 def _plan(index: int, source: Dataset | Path | str) -> _Item | FailedInstance:
     """Read what is needed to propose a context: SOP class, SOP instance, transfer syntax."""
     if isinstance(source, LazyDataset) and not source.is_loaded:
@@ -146,7 +135,7 @@ def _plan(index: int, source: Dataset | Path | str) -> _Item | FailedInstance:
             return FailedInstance(str(source.get("SOPInstanceUID", "")), None,
                                   f"the dataset lacks {' and '.join(missing)}, which C-STORE needs")
         return _Item(index, source, UID(source.SOPClassUID), str(source.SOPInstanceUID),
-                     _transfer_syntax_of(source))
+                     transfer_syntax_of(source))
     path = Path(source)
     try:
         meta = read_file_meta_info(path)

@@ -182,6 +182,7 @@ class PipelineConfig:
     stable_time: float | None = attrs.field(default=None, validator=_optional_positive)
     fsync: str = attrs.field(default="none", validator=_choice(FSYNC))
     rejection_policy: str = attrs.field(default="failure", validator=_choice(REJECTION))
+    maximum_inflated_size: int = attrs.field(default=32 * 1024 * 1024, validator=_workers)
     maximum_associations: int = attrs.field(default=32, validator=_workers)
     malloc_arenas: int | None = attrs.field(default=2, converter=_arenas, validator=_optional_count)
     release_idle_memory: bool = attrs.field(default=True, converter=bool)

@@ -37,23 +37,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydicom import Dataset, dcmread
 
+from dicomnode.dicom.encoded import encoded_instance
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import ConfigurationError
 from dicomnode.extension.containers import InputContainer
 from dicomnode.extension.executors import PipelineIdentity
+from dicomnode.extension.handles import IngestResult, Source
 from dicomnode.extension.inputs import AbstractInput
 from dicomnode.extension.outputs import PipelineOutput
 from dicomnode.net import Address
 from dicomnode.server.allocator import limit_arenas, release_free_memory
 from dicomnode.server.config import DEFAULT_LOG_FORMAT, PipelineConfig
+from dicomnode.server.ingest import STATUS_SUCCESS, Ingest
 from dicomnode.server.logs import configure_logging, job_logger
 from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
-from dicomnode.server.receive import (
-    STATUS_SUCCESS,
-    AssociationState,
-    Receiver,
-    use_cheap_context_copies,
-)
+from dicomnode.server.receive import AssociationState, Receiver, use_cheap_context_copies
 from dicomnode.server.runner import JobResult, JobRunner, new_job_id
 from dicomnode.server.stores import DataDirectory
 
@@ -97,6 +95,7 @@ class AbstractPipeline:
     stable_time: ClassVar[float | None] = None
     fsync: ClassVar[str] = "none"
     rejection_policy: ClassVar[str] = "failure"
+    maximum_inflated_size: ClassVar[int] = 32 * 1024 * 1024
     maximum_associations: ClassVar[int] = 32
     malloc_arenas: ClassVar[int | None] = 2
     release_idle_memory: ClassVar[bool] = True
@@ -127,8 +126,9 @@ class AbstractPipeline:
             config = attrs.evolve(config, **overrides)
         self.config = config
         self.logger = logging.getLogger("dicomnode.node")
-        self.tree = PipelineTree(config.inputs, config.known_endpoints, node=self)
+        self.tree = PipelineTree(config.inputs, config.known_endpoints, node=_Handle(self))
         self.data = DataDirectory(config.data_directory, config.fsync) if config.data_directory is not None else None  # type: ignore[arg-type]
+        self.ingestion = Ingest(config, self.tree, self.store, self.filter)
         self.receiver = Receiver(self)
         self.runner = self._make_runner()
         self.port = config.port
@@ -364,7 +364,21 @@ class AbstractPipeline:
     def _stop_workers(self) -> None:
         """Hook for subclasses with their own receive threads."""
 
-    # --- receive side (called by the Receiver) -------------------------------------
+    # --- receive side ----------------------------------------------------------------
+
+    def ingest(self, item: Dataset | bytes | Path | str, *, calling_aet: str = "", kind: str = "api") -> IngestResult:
+        """Hand the node one instance, through the same checks as a C-STORE; return what it did.
+
+        ``item`` is a dataset (encoded in its own transfer syntax, or explicit
+        VR little endian), the bytes of a DICOM file, or the path of one. The
+        instance is verified, routed, stored and added exactly as a received
+        C-STORE is; the result's ``status`` is the status a C-STORE would get.
+        The patient is not checked for completeness here (an association's
+        end does that for C-STOREs): call :meth:`check_ready` when done.
+        """
+        encoded, syntax, meta = encoded_instance(item)
+        return self.ingestion.encoded(encoded, syntax, meta, Source(calling_aet, "", kind, id(item)))
+
 
     def _receive(self, state: AssociationState, encoded: BytesIO, transfer_syntax: str,
                  file_meta: FileMetaDataset) -> int | Dataset:
@@ -470,6 +484,49 @@ class AbstractPipeline:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.config.ae_title} port={self.port} open={self.is_open}>"
+
+
+class _Handle:
+    """The :class:`~dicomnode.extension.handles.NodeHandle` an input's ``patient_started`` gets."""
+
+    def __init__(self, node: AbstractPipeline) -> None:
+        self._node = node
+
+    @property
+    def ae_title(self) -> str:
+        return self._node.config.ae_title
+
+    @property
+    def known_endpoints(self) -> Mapping[str, Address]:
+        return self._node.config.known_endpoints
+
+    @property
+    def logger(self) -> logging.Logger:
+        return self._node.logger
+
+    @property
+    def is_open(self) -> bool:
+        return self._node.is_open
+
+    def ingest(self, item: Dataset | bytes | Path, source: Source) -> IngestResult:
+        encoded, syntax, meta = encoded_instance(item)
+        return self._node.ingestion.encoded(encoded, syntax, meta, source)
+
+    def check(self, patient_key: str) -> None:
+        if self._node.is_open:
+            self._node.check_ready([patient_key])
+
+    def sync(self, paths: Sequence[Path]) -> None:
+        store = self._node.store
+        if store is not None and self._node.config.fsync == "association":
+            store.sync(list(paths))
+
+    def holds(self, patient_key: str, owner: object) -> bool:
+        try:
+            container = self._node.tree[patient_key]
+        except KeyError:
+            return False
+        return any(inp is owner for inp in container.inputs.values())
 
 
 class AbstractQueuedPipeline(AbstractPipeline):

@@ -6,14 +6,19 @@ instance of each input class. When every input validates, the container is
 taken out of the tree and ground into an :class:`InputContainer`, the
 mapping ``process`` receives.
 
-The tree is shared by the association threads and the workers; every method
-of :class:`PipelineTree` takes its lock, and a container taken out of the
-tree belongs to its job alone.
+The tree is shared by the association threads and the job threads. Each
+patient has a lock of its own: :meth:`PipelineTree.patient` holds it while
+an instance is checked, stored and added (so the decision and the add see the
+same state, and two patients never wait for each other), and a job takes a
+patient out of the tree only under that lock — an image is either in the job
+or waits for the next one, never lost between them. A container taken out of
+the tree belongs to its job alone.
 
 An input marked ``exclusive`` (images the node fetches itself, such as prior
 studies from a PACS) takes the images it accepts away from the other inputs.
 The first image a non-exclusive input accepts starts the patient: each
-input's ``patient_started`` is told, with the image and the node.
+input's ``patient_started`` is told, with the image and a
+:class:`~dicomnode.extension.handles.NodeHandle` of the node.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +38,7 @@ from dicomnode.extension.inputs import AbstractInput
 from dicomnode.net import Address
 
 if TYPE_CHECKING:
-    from dicomnode.server.nodes import AbstractPipeline
+    from dicomnode.extension.handles import NodeHandle
 
 __all__ = ["PatientContainer", "PipelineTree"]
 
@@ -42,12 +48,14 @@ logger = logging.getLogger("dicomnode.inputs")
 class PatientContainer:
     """One patient's images so far: an instance of every input class of the pipeline.
 
-    ``node`` is the pipeline the images arrive at (None for a tree outside a
-    running node); the inputs get it in ``patient_started``.
+    ``node`` is the handle the inputs get in ``patient_started`` (None for a
+    tree outside a running node). ``lock`` is the patient's own lock (see
+    :meth:`PipelineTree.patient`); ``taken`` becomes True when a job (or the
+    expiry) took the container out of its tree.
     """
 
     def __init__(self, patient_key: str, inputs: Mapping[str, type[AbstractInput]],
-                 node: AbstractPipeline | None = None) -> None:
+                 node: NodeHandle | None = None) -> None:
         self.patient_key = patient_key
         self.node = node
         self.started = False
@@ -56,44 +64,64 @@ class PatientContainer:
         self.last_update = time.monotonic()
         self.calling_aet = ""
         self.responding_address: Address | None = None
+        self.lock = threading.RLock()
+        self.taken = False
         self._paths: dict[Path, None] = {}
         # id(dataset) -> when it arrived: the inputs each keep their own order only
         self._arrival: dict[int, int] = {}
         self._arrivals = 0
 
-    def rejection(self, dataset: Dataset) -> str | None:
-        """Why no input accepts ``dataset`` (every input's reason), or None when one does."""
-        reasons = []
-        for inp in self.inputs.values():
+    def choose(self, dataset: Dataset) -> tuple[list[str], str]:
+        """The inputs that take ``dataset``, and, when none does, why (every input's reason).
+
+        When an ``exclusive`` input accepts it, only the exclusive inputs take it.
+        """
+        accepting: list[str] = []
+        reasons: list[str] = []
+        for name, inp in self.inputs.items():
             reason = inp.rejection(dataset)
             if reason is None:
-                return None
-            reasons.append(reason)
-        return "; ".join(reasons)
+                accepting.append(name)
+            else:
+                reasons.append(reason)
+        exclusive = [name for name in accepting if type(self.inputs[name]).exclusive]
+        return (exclusive or accepting), ("" if accepting else "; ".join(reasons))
+
+    def rejection(self, dataset: Dataset) -> str | None:
+        """Why no input accepts ``dataset`` (every input's reason), or None when one does."""
+        chosen, why = self.choose(dataset)
+        return None if chosen else why
+
+    def add_chosen(self, names: list[str], dataset: Dataset, path: Path | None = None, *,
+                   header: Dataset | None = None, calling_aet: str = "",
+                   known_endpoints: Mapping[str, Address] | None = None) -> None:
+        """Add an image to the inputs :meth:`choose` named for it (checked once, there).
+
+        ``header`` is what the inputs decided on, when ``dataset`` should not be
+        read for that (a LazyDataset). ``calling_aet`` — the sender — becomes
+        the patient's calling AE title, unless the image went to an exclusive
+        input (images the node fetched itself do not say whom the job answers to).
+        """
+        for name in names:
+            self.inputs[name].add_image(dataset, path, header=header, checked=True)
+        self._arrivals += 1
+        self._arrival[id(dataset)] = self._arrivals
+        self.last_update = time.monotonic()
+        if path is not None:
+            self._paths[path] = None
+        exclusive = type(self.inputs[names[0]]).exclusive
+        if calling_aet and not exclusive:
+            self.calling_aet = calling_aet
+            self.responding_address = (known_endpoints or {}).get(calling_aet)
+        if not exclusive and not self.started:
+            self.started = True
+            self._start(dataset if header is None else header)
 
     def add_image(self, dataset: Dataset, path: Path | None = None, *, header: Dataset | None = None) -> list[str]:
-        """Add the image to every input that accepts it; return their names.
-
-        When an ``exclusive`` input accepts it, only the exclusive inputs get it.
-        ``header`` is what the inputs decide on, when ``dataset`` should not be
-        read for that (a LazyDataset).
-        """
-        routed = dataset if header is None else header
-        accepting = [(name, inp) for name, inp in self.inputs.items() if inp.accepts(routed)]
-        exclusive = [(name, inp) for name, inp in accepting if type(inp).exclusive]
-        chosen = exclusive or accepting
-        for _name, inp in chosen:
-            inp.add_image(dataset, path, header=header)
-        names = [name for name, _inp in chosen]
+        """Add the image to every input that accepts it; return their names (none: nothing added)."""
+        names, _ = self.choose(dataset if header is None else header)
         if names:
-            self._arrivals += 1
-            self._arrival[id(dataset)] = self._arrivals
-            self.last_update = time.monotonic()
-            if path is not None:
-                self._paths[path] = None
-            if not exclusive and not self.started:
-                self.started = True
-                self._start(routed)
+            self.add_chosen(names, dataset, path, header=header)
         return names
 
     def _start(self, dataset: Dataset) -> None:
@@ -138,27 +166,51 @@ class PatientContainer:
 
 
 class PipelineTree:
-    """Patient key -> :class:`PatientContainer`, thread-safe.
+    """Patient key -> :class:`PatientContainer`, thread-safe, with a lock per patient.
 
-    ``node`` is the pipeline the tree belongs to, handed to each input's
-    ``patient_started``.
+    ``node`` is the handle given to each input's ``patient_started``.
     """
 
     def __init__(self, inputs: Mapping[str, type[AbstractInput]],
                  known_endpoints: Mapping[str, Address] | None = None,
-                 node: AbstractPipeline | None = None) -> None:
+                 node: NodeHandle | None = None) -> None:
         self.input_classes = dict(inputs)
         self.known_endpoints = dict(known_endpoints or {})
         self.node = node
         self._patients: dict[str, PatientContainer] = {}
         self._lock = threading.Lock()
 
+    @contextmanager
+    def patient(self, patient_key: str) -> Iterator[PatientContainer]:
+        """The patient's container, with its lock held for the block; made when the patient is new.
+
+        The container is in the tree for the whole block (a new one is put in
+        at once, so two threads never make two containers for one patient);
+        one that holds no image at the end of the block is taken out again.
+        """
+        while True:
+            with self._lock:
+                container = self._patients.get(patient_key)
+                if container is None:
+                    container = PatientContainer(patient_key, self.input_classes, self.node)
+                    self._patients[patient_key] = container
+            container.lock.acquire()
+            if not container.taken:
+                break
+            container.lock.release()  # a job took it while we waited: the next image starts a new one
+        try:
+            yield container
+        finally:
+            if not container.images:
+                with self._lock:
+                    if self._patients.get(patient_key) is container:
+                        del self._patients[patient_key]
+                container.taken = True
+            container.lock.release()
+
     def rejection(self, patient_key: str, dataset: Dataset) -> str | None:
-        """Why the image would not be accepted for this patient, or None when it would."""
-        with self._lock:
-            container = self._patients.get(patient_key)
-            if container is None:
-                container = PatientContainer(patient_key, self.input_classes, self.node)
+        """Why the image would not be accepted for this patient now, or None when it would."""
+        with self.patient(patient_key) as container:
             return container.rejection(dataset)
 
     def add_image(self, patient_key: str, dataset: Dataset, path: Path | None = None,
@@ -166,21 +218,30 @@ class PipelineTree:
         """Add an image for a patient; return the names of the inputs that took it (may be none).
 
         ``header``: what the inputs decide on instead of ``dataset`` (see
-        :meth:`PatientContainer.add_image`).
+        :meth:`PatientContainer.add_chosen`).
         """
-        with self._lock:
-            container = self._patients.get(patient_key)
-            if container is None:
-                container = PatientContainer(patient_key, self.input_classes, self.node)
-            names = container.add_image(dataset, path, header=header)
+        with self.patient(patient_key) as container:
+            names, _ = container.choose(dataset if header is None else header)
             if names:
-                self._patients[patient_key] = container
-                # an image fetched by the node itself (an exclusive input's) does not say
-                # whom the job answers to
-                if calling_aet and not type(container.inputs[names[0]]).exclusive:
-                    container.calling_aet = calling_aet
-                    container.responding_address = self.known_endpoints.get(calling_aet)
+                container.add_chosen(names, dataset, path, header=header, calling_aet=calling_aet,
+                                     known_endpoints=self.known_endpoints)
             return names
+
+    def _take(self, keys: list[str] | None, ready: Callable[[PatientContainer], bool]) -> list[PatientContainer]:
+        with self._lock:
+            candidates = list(self._patients.items()) if keys is None else \
+                [(key, self._patients[key]) for key in keys if key in self._patients]
+        taken = []
+        for key, container in candidates:
+            with container.lock:  # an instance being added to it finishes first
+                if container.taken or not ready(container):
+                    continue
+                with self._lock:
+                    if self._patients.get(key) is container:
+                        del self._patients[key]
+                container.taken = True
+                taken.append(container)
+        return taken
 
     def take_ready(self, keys: list[str] | None = None, stable_time: float | None = None,
                    now: float | None = None) -> list[PatientContainer]:
@@ -190,29 +251,23 @@ class PipelineTree:
         seconds count as ready.
         """
         now = time.monotonic() if now is None else now
-        ready = []
-        with self._lock:
-            for key in list(self._patients) if keys is None else keys:
-                container = self._patients.get(key)
-                if container is None:
-                    continue
-                if stable_time is not None and now - container.last_update < stable_time:
-                    continue
-                if container.validate():
-                    ready.append(self._patients.pop(key))
-        return ready
+
+        def ready(container: PatientContainer) -> bool:
+            if stable_time is not None and now - container.last_update < stable_time:
+                return False
+            return container.validate()
+
+        return self._take(keys, ready)
 
     def take_expired(self, older_than_seconds: float) -> list[PatientContainer]:
         """Remove and return patients whose first image arrived more than that long ago."""
         limit = time.time() - older_than_seconds
-        with self._lock:
-            expired = [key for key, c in self._patients.items() if c.created < limit]
-            return [self._patients.pop(key) for key in expired]
+        return self._take(None, lambda container: container.created < limit)
 
     def pop(self, patient_key: str) -> PatientContainer | None:
         """Remove a patient and return it (None when absent)."""
-        with self._lock:
-            return self._patients.pop(patient_key, None)
+        taken = self._take([patient_key], lambda container: True)
+        return taken[0] if taken else None
 
     def __contains__(self, patient_key: object) -> bool:
         with self._lock:

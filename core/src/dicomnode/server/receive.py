@@ -1,39 +1,12 @@
-"""The receive path: association handlers of a node, and the C-STORE statuses it answers.
+"""The node's association handlers: what each association sent, handed to the ingest, and its end.
 
-An association thread only decodes, routes and (with a data directory)
-stores; it never grinds or processes. A C-STORE is handled as follows:
-
-1. the encoded dataset is parsed without converting values (pydicom keeps
-   elements raw until asked; with ``lazy_storage`` parsing stops before the
-   pixel data), so only the tags the routing looks at are decoded;
-2. the patient key (``patient_identifier_tag``), the pipeline's
-   ``filter(dataset)`` and the inputs' ``required_tags`` /
-   ``required_values`` decide whether the image is accepted;
-3. with ``data_directory`` the received bytes are written with their file
-   meta (temporary file + atomic rename) *before* success is returned;
-4. the image joins its patient in the :class:`~dicomnode.server.pipeline_tree.PipelineTree`.
-
-When the association is released (or aborted) the patients it touched are
-checked for completeness; ready patients go to the pipeline's workers.
-
-C-STORE statuses
-----------------
-======  =====================================================================
-0x0000  Success: stored (or, with ``rejection_policy = "discard"``, discarded)
-0xA700  Refused: out of resources -- the instance could not be written to the
-        data directory (disk full, permissions); nothing was kept
-0xC001  Error: cannot understand -- the dataset could not be decoded
-0xC002  Error: cannot understand -- the dataset lacks the patient identifier
-        (``patient_identifier_tag``) or it is empty
-0xC003  Error: cannot understand -- the pipeline's ``filter`` rejected it
-0xC004  Error: cannot understand -- no input of the pipeline accepts it
-0xC005  Error: cannot understand -- ``filter`` or routing raised an exception
-======  =====================================================================
-
-Every failure status carries an ErrorComment saying why, and the log line
-names the calling AE title and the SOP Instance UID. With
-``rejection_policy = "discard"`` the 0xC002-0xC004 cases answer 0x0000 and
-the image is dropped (the log still says why).
+Each C-STORE request is handed to :class:`~dicomnode.server.ingest.Ingest`
+(verify, route, store, add; its docstring lists the statuses), and the
+status it returns is the C-STORE response. :class:`AssociationState` keeps
+what one association did: the patients it touched and the files it wrote.
+When the association ends — released, aborted, or its connection lost —
+the files are synced (``fsync = "association"``) and the patients it
+touched are checked for completeness; ready patients go to the job runner.
 
 Sockets: the maximum PDU size is unlimited (0), and every accepted socket
 gets ``TCP_NODELAY`` (pynetdicom leaves Nagle's algorithm on, which stalls
@@ -47,22 +20,17 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import zlib
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import FileDataset
-from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag, Tag
-from pydicom.uid import UID
 
-from dicomnode.errors import StorageError
+from dicomnode.extension.handles import Source
 from dicomnode.net.pdata import answer_c_stores_directly
 from dicomnode.net.transport import read_in_large_pieces
 from dicomnode.net.waking import wake_on_data, wake_on_message
+from dicomnode.server.ingest import STATUS_CANNOT_DECODE, STATUS_SUCCESS
 
 if TYPE_CHECKING:
     from pydicom.dataset import FileMetaDataset
@@ -71,86 +39,9 @@ if TYPE_CHECKING:
 
     from dicomnode.server.nodes import AbstractPipeline
 
-__all__ = [
-    "STATUS_CANNOT_DECODE",
-    "STATUS_FILTER_ERROR",
-    "STATUS_MISSING_PATIENT_ID",
-    "STATUS_NOT_ACCEPTED",
-    "STATUS_OUT_OF_RESOURCES",
-    "STATUS_REJECTED_BY_FILTER",
-    "STATUS_SUCCESS",
-    "AssociationState",
-    "Receiver",
-]
+__all__ = ["AssociationState", "Receiver"]
 
 logger = logging.getLogger("dicomnode.receive")
-
-STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_CANNOT_DECODE = 0xC001
-STATUS_MISSING_PATIENT_ID = 0xC002
-STATUS_REJECTED_BY_FILTER = 0xC003
-STATUS_NOT_ACCEPTED = 0xC004
-STATUS_FILTER_ERROR = 0xC005
-
-#: the statuses ``rejection_policy = "discard"`` turns into success
-DISCARDABLE = (STATUS_MISSING_PATIENT_ID, STATUS_REJECTED_BY_FILTER, STATUS_NOT_ACCEPTED)
-
-_PIXEL_DATA = Tag(0x7FE00010)
-#: values at least this long stay in the received bytes until used
-_DEFER_SIZE = 64 * 1024
-
-
-def _before_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
-    return bool(tag >= _PIXEL_DATA)
-
-
-class _ReceivedDataset(FileDataset):
-    """A dataset over its received bytes that lets go of them once its deferred values are read.
-
-    pydicom copies a deferred value (the pixel data) out of the buffer on
-    first use; keeping the buffer after that would hold every slice twice
-    (+150 MiB for a 300-slice CT in memory). The tags still to be read are
-    noted once, when the dataset is made, so other lookups cost one set test.
-    """
-
-    def __init__(self, stream: BytesIO, dataset: Dataset, *, implicit: bool, little: bool) -> None:
-        super().__init__(stream, dataset, is_implicit_VR=implicit, is_little_endian=little)
-        self._deferred = {tag for tag, element in self._dict.items()
-                          if isinstance(element, RawDataElement) and element.value is None and element.length}
-        if not self._deferred:
-            self.buffer = None
-
-    def __getitem__(self, key: Any) -> Any:
-        element = super().__getitem__(key)
-        deferred = self._deferred
-        if deferred and isinstance(element, DataElement) and element.tag in deferred:
-            deferred.discard(element.tag)
-            if not deferred:  # every value now lives in the dataset itself
-                self.buffer = None
-        return element
-
-
-def decode_received(encoded: BytesIO, transfer_syntax: str, *, header_only: bool) -> Dataset:
-    """Parse a received dataset without converting its values (pydicom converts on access).
-
-    With ``header_only`` parsing stops before the pixel data. Otherwise the
-    result is a dataset over the received bytes whose large values (the pixel
-    data) are not copied out of them until first used — on the worker that
-    grinds, not on the association thread (pydicom's deferred reading, from
-    the buffer instead of a file). Once they are, the dataset drops the
-    received bytes, so the pixel data is held once.
-    """
-    syntax = UID(transfer_syntax)
-    encoded.seek(0)
-    stream = encoded
-    if syntax.is_deflated:
-        stream = BytesIO(zlib.decompress(encoded.getvalue(), -zlib.MAX_WBITS))
-    implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
-    if header_only:
-        return read_dataset(stream, implicit, little, stop_when=_before_pixels)
-    dataset = read_dataset(stream, implicit, little, defer_size=_DEFER_SIZE)
-    return _ReceivedDataset(stream, dataset, implicit=implicit, little=little)
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -190,8 +81,9 @@ def use_cheap_context_copies(server: Any) -> None:
 class AssociationState:
     """What one association did: the patients it touched and the files it wrote."""
 
-    def __init__(self, calling_aet: str) -> None:
+    def __init__(self, calling_aet: str, address: str = "", kind: str = "c-store") -> None:
         self.calling_aet = calling_aet
+        self.source = Source(calling_aet, address, kind, id(self))
         self.patients: set[str] = set()
         self.paths: list[Path] = []
         self.received = 0
@@ -262,7 +154,8 @@ class Receiver:
         with self._lock:
             state = self._states.get(key)
             if state is None:
-                state = AssociationState(str(assoc.requestor.ae_title).strip())
+                requestor = assoc.requestor
+                state = AssociationState(str(requestor.ae_title).strip(), f"{requestor.address}:{requestor.port}")
                 self._states[key] = state
             return state
 
@@ -292,57 +185,12 @@ class Receiver:
 
     def store(self, state: AssociationState, encoded: BytesIO, transfer_syntax: str,
               file_meta: FileMetaDataset) -> int | Dataset:
-        """Route and store one received instance; return the C-STORE status."""
-        pipeline = self.pipeline
-        config = self.config
-        lazy = config.lazy_storage
-        try:
-            dataset = decode_received(encoded, transfer_syntax, header_only=lazy)
-            sop_uid = str(dataset.get("SOPInstanceUID", "") or file_meta.MediaStorageSOPInstanceUID)
-            key_element = dataset.get(config.patient_identifier_tag)
-            patient_key = "" if key_element is None else str(key_element.value).strip()
-        except Exception as error:  # a malformed dataset may fail to parse in many ways
-            logger.warning("C-STORE from %s: cannot decode the dataset: %s", state.calling_aet, error)
-            return _status(STATUS_CANNOT_DECODE, f"cannot decode: {error}")
-        if not patient_key:
-            return self._reject(state, "", sop_uid, STATUS_MISSING_PATIENT_ID,
-                                f"lacks the patient identifier {Tag(config.patient_identifier_tag)}")
-        try:
-            if not pipeline.filter(dataset):
-                return self._reject(state, patient_key, sop_uid, STATUS_REJECTED_BY_FILTER, "rejected by filter()")
-            reason = pipeline.tree.rejection(patient_key, dataset)
-        except Exception as error:  # user code: a bug must not take the association down
-            logger.exception("[patient %s from %s] C-STORE %s: filter or routing raised", patient_key,
-                             state.calling_aet, sop_uid)
-            return _status(STATUS_FILTER_ERROR, f"filter raised {type(error).__name__}")
-        if reason is not None:
-            return self._reject(state, patient_key, sop_uid, STATUS_NOT_ACCEPTED, f"no input accepts it: {reason}")
-        path = None
-        header = None
-        if pipeline.store is not None:
-            try:
-                path = pipeline.store.write_encoded(patient_key, sop_uid, file_meta, encoded.getbuffer())
-            except StorageError as error:
-                logger.error("[patient %s from %s] C-STORE %s: %s", patient_key, state.calling_aet, sop_uid, error)
-                return _status(STATUS_OUT_OF_RESOURCES, "cannot store the instance")
-            state.paths.append(path)
-            if lazy:
-                from dicomnode.dicom.lazy import LazyDataset
-
-                header, dataset = dataset, LazyDataset(path)
-        else:
-            dataset.file_meta = file_meta
-        names = pipeline.tree.add_image(patient_key, dataset, path, state.calling_aet, header=header)
-        if not names:  # an input's state changed between the check and the add
-            if path is not None and pipeline.store is not None:
-                pipeline.store.remove([path])
-            return self._reject(state, patient_key, sop_uid, STATUS_NOT_ACCEPTED, "no input accepts it any more")
-        state.patients.add(patient_key)
-        return STATUS_SUCCESS
-
-    def _reject(self, state: AssociationState, patient_key: str, sop_uid: str, code: int,
-                why: str) -> int | Dataset:
-        discard = self.config.rejection_policy == "discard" and code in DISCARDABLE
-        logger.warning("[patient %s from %s] C-STORE %s %s: %s", patient_key or "?", state.calling_aet, sop_uid,
-                       "discarded" if discard else f"refused with status 0x{code:04X}", why)
-        return STATUS_SUCCESS if discard else _status(code, why)
+        """Hand one received instance to the ingest; note what it did; return the C-STORE status."""
+        result = self.pipeline.ingestion.encoded(encoded, transfer_syntax, file_meta, state.source)
+        if result.stored:
+            state.patients.add(result.patient_key)
+            if result.path is not None:
+                state.paths.append(result.path)
+        if result.status == STATUS_SUCCESS:
+            return STATUS_SUCCESS
+        return _status(result.status, result.comment)

@@ -37,7 +37,7 @@ from dicomnode_historic_input.ground import Priors, PriorsGrinder, RetrievalRepo
 from dicomnode_historic_input.query import Action, default_decision, first_query
 
 if TYPE_CHECKING:
-    from dicomnode.server.nodes import AbstractPipeline
+    from dicomnode.extension.handles import NodeHandle
 
 __all__ = ["HistoricAbstractInput"]
 
@@ -181,7 +181,7 @@ class HistoricAbstractInput(AbstractInput):
 
     # --- the node's side -------------------------------------------------------------
 
-    def patient_started(self, dataset: Dataset, patient_key: str, node: AbstractPipeline | None) -> None:
+    def patient_started(self, dataset: Dataset, patient_key: str, node: NodeHandle | None) -> None:
         """Remember the triggering image and start retrieving the priors on a thread."""
         self._trigger = dataset
         self._trigger_study = str(dataset.get("StudyInstanceUID", ""))

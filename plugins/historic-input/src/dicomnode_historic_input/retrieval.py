@@ -25,22 +25,20 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from io import BytesIO
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 from pydicom import Dataset
-from pydicom.uid import UID
 
 from dicomnode.errors import DimseError
+from dicomnode.extension.handles import Source
 from dicomnode.net import Address, MoveResult, get, move
-from dicomnode.net.pdata import encode_dataset
-from dicomnode.server.receive import AssociationState
 from dicomnode_historic_input.ground import RetrievalReport
 from dicomnode_historic_input.query import Target, walk
 
 if TYPE_CHECKING:
-    from dicomnode.server.nodes import AbstractPipeline
+    from dicomnode.extension.handles import NodeHandle
     from dicomnode_historic_input.input import HistoricAbstractInput
 
 __all__ = ["PriorRetrieval"]
@@ -67,7 +65,7 @@ class PriorRetrieval:
     """Finds and retrieves one patient's priors for ``owner`` on a daemon thread."""
 
     def __init__(self, owner: HistoricAbstractInput, trigger: Dataset, patient_key: str,
-                 node: AbstractPipeline, address: Address) -> None:
+                 node: NodeHandle, address: Address) -> None:
         self.owner = owner
         self.trigger = trigger
         self.patient_key = patient_key
@@ -102,8 +100,7 @@ class PriorRetrieval:
             logger.error("[patient %s] priors from %s not (all) retrieved after %d attempt(s): %s; "
                          "the job runs with what arrived", self.patient_key, self.address, report.attempts,
                          report.error or f"{report.failed} sub-operation(s) failed")
-        if self.node.is_open:
-            self.node.check_ready([self.patient_key])
+        self.node.check(self.patient_key)
 
     def _attempts(self) -> RetrievalReport:
         owner = type(self.owner)
@@ -131,7 +128,7 @@ class PriorRetrieval:
 
     def _attempt(self, attempt: int) -> RetrievalReport:
         owner = type(self.owner)
-        ae_title = self.node.config.ae_title
+        ae_title = self.node.ae_title
         try:
             targets = walk(self.address, self.trigger, self.owner.query_dataset(self.trigger), self.owner.level,
                            self.owner.check_query_dataset, ae_title=ae_title, timeout=owner.timeout)
@@ -159,25 +156,23 @@ class PriorRetrieval:
 
     def _retrieve(self, target: Target) -> MoveResult:
         owner = type(self.owner)
-        ae_title = self.node.config.ae_title
+        ae_title = self.node.ae_title
         if owner.retrieve_mode == "get":
-            state = AssociationState(self.address.ae_title)
-            result = get(self.address, target.identifier, storage_handler=lambda ds: self._store(state, ds),
+            source = Source(self.address.ae_title, str(self.address), "c-get", id(target))
+            stored: list[Path] = []
+            result = get(self.address, target.identifier, storage_handler=lambda ds: self._store(source, ds, stored),
                          level=target.level, ae_title=ae_title, timeout=owner.timeout)
-            store = self.node.store
-            if store is not None and self.node.config.fsync == "association":
-                store.sync(state.paths)
+            self.node.sync(stored)
             return result
         return move(self.address, target.identifier, ae_title, level=target.level, ae_title=ae_title,
                     timeout=owner.timeout)
 
-    def _store(self, state: AssociationState, dataset: Dataset) -> int:
-        """A C-GET instance through the node's own receive path (filter, data directory, tree)."""
-        meta = dataset.file_meta
-        syntax = UID(str(meta.TransferSyntaxUID))
-        encoded = encode_dataset(dataset, syntax)
-        status = self.node.receiver.store(state, BytesIO(encoded), str(syntax), meta)
-        return status if isinstance(status, int) else int(status.Status)
+    def _store(self, source: Source, dataset: Dataset, stored: list[Path]) -> int:
+        """A C-GET instance through the node's ingest (verified, filtered, stored, added as a C-STORE is)."""
+        result = self.node.ingest(dataset, source)
+        if result.path is not None:
+            stored.append(result.path)
+        return result.status
 
     # --- waiting, bounded ------------------------------------------------------------
 
@@ -219,12 +214,8 @@ class PriorRetrieval:
         return self.node.is_open
 
     def _patient_waiting(self) -> bool:
-        """True while this input's patient is still in the node's tree (not expired or dropped)."""
-        try:
-            container = self.node.tree[self.patient_key]
-        except KeyError:
-            return False
-        return any(inp is self.owner for inp in container.inputs.values())
+        """True while this input's patient is still in the node (not expired or dropped)."""
+        return self.node.holds(self.patient_key, self.owner)
 
     def _settle(self, expected: int) -> None:
         # the PACS counts an instance as sent once we acknowledged it; a pipeline that

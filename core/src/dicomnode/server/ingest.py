@@ -1,0 +1,293 @@
+"""Ingest: one received instance becomes part of a patient — verified, routed, stored, added — or is refused.
+
+Every instance goes through :meth:`Ingest.encoded`, whatever brought it: a
+C-STORE on an association, a C-GET the node made itself, a STOW-RS request,
+a quarantine retry, or :meth:`~dicomnode.server.nodes.AbstractPipeline.ingest`.
+In order:
+
+1. **whole?** A deflated dataset is inflated (at most
+   ``maximum_inflated_size`` bytes); every element's length must fit in the
+   bytes received (:func:`dicomnode.dicom.encoded.find_damage`). A truncated
+   or lying dataset gets 0xC001 naming the element, and nothing is kept.
+2. **routing tags:** the dataset is parsed without converting values
+   (pydicom converts on access; with ``lazy_storage`` parsing stops before
+   the pixel data), the patient key is read (0xC002 when it is absent), and
+   the pipeline's ``filter`` runs (0xC003; 0xC005 when it raises).
+3. **under the patient's lock** (:meth:`~dicomnode.server.pipeline_tree.PipelineTree.patient`):
+   the inputs decide, once (0xC004 when none takes it); with a data directory
+   the received bytes are written with their file meta (temporary file,
+   atomic rename; 0xA700 when that fails, and no partial file stays); the
+   image joins the inputs that took it.
+
+Only then is success returned: an instance acknowledged is whole and stored
+as configured. With ``rejection_policy = "discard"`` the 0xC002-0xC004
+cases answer success and the instance is dropped.
+
+C-STORE statuses
+----------------
+======  =====================================================================
+0x0000  Success: stored (or, with ``rejection_policy = "discard"``, discarded)
+0xA700  Refused: out of resources -- the instance could not be written to the
+        data directory (disk full, permissions); nothing was kept
+0xA701  Refused: out of resources -- a deflated dataset inflates to more than
+        ``maximum_inflated_size``
+0xC001  Error: cannot understand -- the dataset is not whole (an element's
+        length does not fit in the bytes received) or cannot be decoded
+0xC002  Error: cannot understand -- the dataset lacks the patient identifier
+        (``patient_identifier_tag``) or it is empty
+0xC003  Error: cannot understand -- the pipeline's ``filter`` rejected it
+0xC004  Error: cannot understand -- no input of the pipeline accepts it
+0xC005  Error: cannot understand -- ``filter`` or routing raised an exception
+======  =====================================================================
+
+Every failure status carries an ErrorComment that starts with the reason
+(the first 64 characters are all a sender shows).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
+
+from dicomnode.dicom.encoded import InflateLimitError, find_damage, inflate
+from dicomnode.dicom.lazy import LazyDataset
+from dicomnode.errors import StorageError
+from dicomnode.extension.handles import IngestResult, Source
+
+if TYPE_CHECKING:
+    from dicomnode.server.config import PipelineConfig
+    from dicomnode.server.pipeline_tree import PipelineTree
+    from dicomnode.server.storage import InstanceStore
+
+__all__ = [
+    "DISCARDABLE",
+    "STATUS_CANNOT_DECODE",
+    "STATUS_FILTER_ERROR",
+    "STATUS_MISSING_PATIENT_ID",
+    "STATUS_NOT_ACCEPTED",
+    "STATUS_OUT_OF_RESOURCES",
+    "STATUS_REJECTED_BY_FILTER",
+    "STATUS_SUCCESS",
+    "STATUS_TOO_LARGE",
+    "Ingest",
+    "decode_received",
+]
+
+logger = logging.getLogger("dicomnode.receive")
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_TOO_LARGE = 0xA701
+STATUS_CANNOT_DECODE = 0xC001
+STATUS_MISSING_PATIENT_ID = 0xC002
+STATUS_REJECTED_BY_FILTER = 0xC003
+STATUS_NOT_ACCEPTED = 0xC004
+STATUS_FILTER_ERROR = 0xC005
+
+#: the statuses ``rejection_policy = "discard"`` turns into success
+DISCARDABLE = (STATUS_MISSING_PATIENT_ID, STATUS_REJECTED_BY_FILTER, STATUS_NOT_ACCEPTED)
+
+_PIXEL_DATA = Tag(0x7FE00010)
+#: values at least this long stay in the received bytes until used
+_DEFER_SIZE = 64 * 1024
+
+
+def _before_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return bool(tag >= _PIXEL_DATA)
+
+
+class _ReceivedDataset(FileDataset):
+    """A dataset over its received bytes that lets go of them once its deferred values are read.
+
+    pydicom copies a deferred value (the pixel data) out of the buffer on
+    first use; keeping the buffer after that would hold every slice twice
+    (+150 MiB for a 300-slice CT in memory). The tags still to be read are
+    noted once, when the dataset is made, so other lookups cost one set test.
+    """
+
+    def __init__(self, stream: BytesIO, dataset: Dataset, *, implicit: bool, little: bool) -> None:
+        super().__init__(stream, dataset, is_implicit_VR=implicit, is_little_endian=little)
+        self._deferred = {tag for tag, element in self._dict.items()
+                          if isinstance(element, RawDataElement) and element.value is None and element.length}
+        if not self._deferred:
+            self.buffer = None
+
+    def __getitem__(self, key: Any) -> Any:
+        element = super().__getitem__(key)
+        deferred = self._deferred
+        if deferred and isinstance(element, DataElement) and element.tag in deferred:
+            deferred.discard(element.tag)
+            if not deferred:  # every value now lives in the dataset itself
+                self.buffer = None
+        return element
+
+
+def decode_received(stream: BytesIO, transfer_syntax: str, *, header_only: bool) -> Dataset:
+    """Parse a received (already inflated) dataset without converting its values.
+
+    With ``header_only`` parsing stops before the pixel data. Otherwise the
+    result is a dataset over the received bytes whose large values (the pixel
+    data) are not copied out of them until first used — on the job thread
+    that grinds, not on the association thread (pydicom's deferred reading,
+    from the buffer instead of a file). Once they are, the dataset drops the
+    received bytes, so the pixel data is held once.
+    """
+    syntax = UID(transfer_syntax)
+    stream.seek(0)
+    implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    if header_only:
+        return read_dataset(stream, implicit, little, stop_when=_before_pixels)
+    dataset = read_dataset(stream, implicit, little, defer_size=_DEFER_SIZE)
+    return _ReceivedDataset(stream, dataset, implicit=implicit, little=little)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+class Ingest:
+    """The node's one way in for instances: verify, route, store, add (see the module docstring).
+
+    ``accept`` is the pipeline's ``filter``; ``tree`` the patients held;
+    ``store`` the data directory's incoming store, or None to keep images in
+    memory only.
+    """
+
+    def __init__(self, config: PipelineConfig, tree: PipelineTree, store: InstanceStore | None,
+                 accept: Callable[[Dataset], bool]) -> None:
+        self.config = config
+        self.tree = tree
+        self.store = store
+        self.accept = accept
+
+    def encoded(self, encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: str,
+                file_meta: FileMetaDataset, source: Source) -> IngestResult:
+        """Ingest one instance given as its encoded dataset (no file meta) in ``transfer_syntax``.
+
+        ``encoded`` is kept as it is in the data directory (a deflated dataset
+        stays deflated on disk).
+        """
+        config = self.config
+        if isinstance(encoded, BytesIO):
+            received = encoded  # pynetdicom's own buffer: parsed where it is, never copied
+        else:
+            received = BytesIO(encoded if isinstance(encoded, bytes) else bytes(encoded))
+        raw = received.getbuffer()
+        sop_uid = str(file_meta.get("MediaStorageSOPInstanceUID", "") or "")
+        try:
+            syntax = UID(transfer_syntax)
+            stream = self._verified(raw, received, syntax, source, sop_uid)
+        except _Refused as refused:
+            raw.release()
+            return refused.result
+        lazy = config.lazy_storage and self.store is not None
+        try:
+            dataset = decode_received(stream, syntax, header_only=lazy)
+            sop_uid = str(dataset.get("SOPInstanceUID", "") or sop_uid)
+            key_element = dataset.get(config.patient_identifier_tag)
+            patient_key = "" if key_element is None else str(key_element.value).strip()
+        except Exception as error:  # a malformed value may fail to parse in many ways
+            raw.release()
+            logger.warning("C-STORE %s from %s: cannot decode the dataset: %s: %s", sop_uid or "?",
+                           source.calling_aet or "?", type(error).__name__, _first_line(error))
+            return IngestResult(STATUS_CANNOT_DECODE, _short(f"cannot decode: {type(error).__name__}"),
+                                sop_instance_uid=sop_uid)
+        if not patient_key:
+            raw.release()
+            return self._reject(source, "", sop_uid, STATUS_MISSING_PATIENT_ID,
+                                f"lacks the patient identifier {Tag(config.patient_identifier_tag)}")
+        try:
+            if not self.accept(dataset):
+                raw.release()
+                return self._reject(source, patient_key, sop_uid, STATUS_REJECTED_BY_FILTER, "rejected by filter()")
+        except Exception as error:  # user code: a bug must not take the association down
+            raw.release()
+            logger.exception("[patient %s from %s] C-STORE %s: filter raised", patient_key,
+                             source.calling_aet or "?", sop_uid)
+            return IngestResult(STATUS_FILTER_ERROR, _short(f"filter raised {type(error).__name__}"), patient_key,
+                                sop_uid)
+        try:
+            return self._route_store_add(raw, dataset, patient_key, sop_uid, file_meta, source, lazy)
+        finally:
+            raw.release()
+
+    def _verified(self, raw: memoryview, received: BytesIO, syntax: UID, source: Source, sop_uid: str) -> BytesIO:
+        """The stream to parse (inflated when deflated); raises _Refused when the dataset is not whole."""
+        data: bytes | memoryview = raw
+        if syntax.is_deflated:
+            try:
+                data = inflate(raw, self.config.maximum_inflated_size)
+            except InflateLimitError as error:
+                logger.warning("C-STORE %s from %s refused: %s", sop_uid or "?", source.calling_aet or "?", error)
+                raise _Refused(IngestResult(STATUS_TOO_LARGE, _short(
+                    f"inflates to more than {self.config.maximum_inflated_size} bytes"),
+                    sop_instance_uid=sop_uid)) from None
+            except zlib.error as error:
+                raise _Refused(IngestResult(STATUS_CANNOT_DECODE, "not deflated data: cannot inflate",
+                                            sop_instance_uid=sop_uid)) from error
+        damage = find_damage(data, implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
+        if damage is not None:
+            logger.warning("C-STORE %s from %s refused: the dataset is not whole: %s", sop_uid or "?",
+                           source.calling_aet or "?", damage)
+            raise _Refused(IngestResult(STATUS_CANNOT_DECODE, _short(damage.short), sop_instance_uid=sop_uid))
+        return BytesIO(data) if isinstance(data, bytes) else received
+
+    def _route_store_add(self, raw: memoryview, dataset: Dataset, patient_key: str, sop_uid: str,
+                         file_meta: FileMetaDataset, source: Source, lazy: bool) -> IngestResult:
+        with self.tree.patient(patient_key) as container:
+            try:
+                names, why = container.choose(dataset)
+            except Exception as error:  # an input's user code
+                logger.exception("[patient %s from %s] C-STORE %s: routing raised", patient_key,
+                                 source.calling_aet or "?", sop_uid)
+                return IngestResult(STATUS_FILTER_ERROR, _short(f"routing raised {type(error).__name__}"),
+                                    patient_key, sop_uid)
+            if not names:
+                return self._reject(source, patient_key, sop_uid, STATUS_NOT_ACCEPTED, f"no input accepts it: {why}")
+            path: Path | None = None
+            header: Dataset | None = None
+            kept: Dataset = dataset
+            if self.store is not None:
+                try:
+                    path = self.store.write_encoded(patient_key, sop_uid, file_meta, raw)
+                except StorageError as error:
+                    logger.error("[patient %s from %s] C-STORE %s: %s", patient_key, source.calling_aet or "?",
+                                 sop_uid, error)
+                    return IngestResult(STATUS_OUT_OF_RESOURCES, "cannot store the instance", patient_key, sop_uid)
+                if lazy:
+                    header, kept = dataset, LazyDataset(path)
+            else:
+                dataset.file_meta = file_meta
+            container.add_chosen(names, kept, path, header=header, calling_aet=source.calling_aet,
+                                 known_endpoints=self.tree.known_endpoints)
+        return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=True, path=path)
+
+    def _reject(self, source: Source, patient_key: str, sop_uid: str, code: int, why: str) -> IngestResult:
+        discard = self.config.rejection_policy == "discard" and code in DISCARDABLE
+        logger.warning("[patient %s from %s] C-STORE %s %s: %s", patient_key or "?", source.calling_aet or "?",
+                       sop_uid, "discarded" if discard else f"refused with status 0x{code:04X}", why)
+        if discard:
+            return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=False)
+        return IngestResult(code, _short(why), patient_key, sop_uid)
+
+
+class _Refused(Exception):
+    def __init__(self, result: IngestResult) -> None:
+        super().__init__(result.comment)
+        self.result = result
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
