@@ -118,13 +118,13 @@ class NiftiGrinder(Grinder):
         datasets = list(datasets)
         forget = unloaded_datasets(datasets)
         frames = frames_of(datasets)
-        if frames and is_mosaic(frames[0].dataset):
+        if frames and is_mosaic(frames[0].header):
             frames = mosaic_frames(frames)
         if self.philips_precise_scaling:
             frames = precise_frames(frames)
         layout = arrange(frames, spacing_tolerance=self.spacing_tolerance,
                          accept_gantry_tilt=self.accept_gantry_tilt)
-        first = layout.frames[0].dataset
+        first = layout.frames[0].header
         three_d = str(first.get("MRAcquisitionType", "")).upper() == "3D"
         repetition = first.get("RepetitionTime")
         stored, slope, inter = self._values(layout, forget)

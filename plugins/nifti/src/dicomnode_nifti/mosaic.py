@@ -59,7 +59,7 @@ def mosaic_frames(frames: list[Frame]) -> list[Frame]:
     """
     tiles: list[Frame] = []
     for frame in frames:
-        header = _csa_image_header(frame.dataset)
+        header = _csa_image_header(frame.header)
         count = _csa_value(header, "NumberOfImagesInMosaic") if header else None
         normal = _csa_value(header, "SliceNormalVector", 3) if header else None
         if count is None or normal is None:

@@ -97,7 +97,7 @@ class NumpyGrinder(Grinder):
     def layout(self, datasets: Iterable[Dataset]) -> StackLayout:
         """The images of ``datasets`` in array order with the volume's geometry."""
         frames = frames_of(datasets)
-        if frames and _is_mosaic(frames[0].dataset):
+        if frames and _is_mosaic(frames[0].header):
             frames = _mosaic_tiles(frames)
         return arrange(
             frames,
