@@ -158,7 +158,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=MAIN_PYTHON, tags=["ci", "typing"])
 def typing(session: nox.Session) -> None:
-    """mypy: strict on the core, ordinary on the plugins."""
+    """mypy: strict on the core and the numpy and nifti plugins (pyproject.toml), ordinary on the others."""
     session.install("mypy", "./core", *(f"./{path}" for path in PLUGINS.values()))
     session.run("mypy", "core/src/dicomnode")
     session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))

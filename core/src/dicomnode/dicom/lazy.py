@@ -184,21 +184,21 @@ class ScannedFile:
 
     path: Path
     preamble: bytes
-    meta: dict[BaseTag, RawDataElement]
-    elements: dict[BaseTag, RawDataElement]
+    meta: dict[BaseTag, DataElement | RawDataElement]
+    elements: dict[BaseTag, DataElement | RawDataElement]
     transfer_syntax: UID
     implicit: bool
     little: bool
 
     def header(self) -> FileDataset:
         """The file as a :class:`~pydicom.dataset.FileDataset`, exactly what pydicom's header read gives."""
-        file_meta = FileMetaDataset(dict[BaseTag, DataElement | RawDataElement](self.meta))
+        file_meta = FileMetaDataset(self.meta)
         file_meta.set_original_encoding(False, True, default_encoding)
         charset = self.elements.get(BaseTag(0x00080005))
         encoding: str | list[str] = default_encoding
-        if charset is not None:
+        if isinstance(charset, RawDataElement):
             encoding = convert_encodings(convert_raw_data_element(charset).value)
-        dataset = Dataset(dict[BaseTag, DataElement | RawDataElement](self.elements))
+        dataset = Dataset(self.elements)
         dataset.set_original_encoding(self.implicit, self.little, encoding)
         result = FileDataset(os.fspath(self.path), dataset, self.preamble, file_meta, self.implicit, self.little)
         result.set_original_encoding(self.implicit, self.little, dataset._character_set)
@@ -287,14 +287,14 @@ def _located(data: bytes, size: int, keep_tags: Collection[int] | None = None, k
 
 
 def _raw_elements(data: bytes, elements: list[EncodedElement], implicit: bool, little: bool
-                  ) -> dict[BaseTag, RawDataElement]:
+                  ) -> dict[BaseTag, DataElement | RawDataElement]:
     """The RawDataElements pydicom's reader makes for ``elements``: values from the pixel data on deferred.
 
     Written as one loop without calls per element: a header has a hundred
     elements and a series thousands of files.
     """
     make = tuple.__new__
-    raw: dict[BaseTag, RawDataElement] = {}
+    raw: dict[BaseTag, DataElement | RawDataElement] = {}
     deferred = False
     for tag, vr, length, value_offset, end in elements:
         if not deferred and tag in _PIXEL_TAGS:

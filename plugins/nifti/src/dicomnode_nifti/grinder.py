@@ -33,12 +33,17 @@ from pydicom import Dataset
 
 from dicomnode.errors import ConfigurationError
 from dicomnode.extension.grinders import Grinder
-from dicomnode_numpy.frames import Frame, frames_of
-from dicomnode_numpy.geometry import StackLayout, arrange
-from dicomnode_numpy.pixels import fill, unloaded_datasets
+from dicomnode_numpy import (
+    Frame,
+    StackLayout,
+    arrange,
+    fill,
+    frames_of,
+    split_mosaics,
+    unloaded_datasets,
+)
 
 from .image import ScaledNifti1Image
-from .mosaic import is_mosaic, mosaic_frames
 from .philips import precise_frames
 
 __all__ = ["NiftiGrinder", "nifti_affine"]
@@ -96,7 +101,7 @@ class NiftiGrinder(Grinder):
         values instead of the displayed ones (dcm2niix ``-p y``). Off by
         default here; see the documentation for when it matters.
     spacing_tolerance, accept_gantry_tilt:
-        as for :class:`~dicomnode_numpy.grinder.NumpyGrinder`.
+        as for :class:`~dicomnode_numpy.NumpyGrinder`.
 
     Example
     -------
@@ -113,13 +118,11 @@ class NiftiGrinder(Grinder):
         """Grind ``datasets`` (one series) into a NIfTI image.
 
         Raises :class:`~dicomnode.errors.GrindingError` when the images do not
-        form one volume (see :class:`~dicomnode_numpy.grinder.NumpyGrinder`).
+        form one volume (see :class:`~dicomnode_numpy.NumpyGrinder`).
         """
         datasets = list(datasets)
         forget = unloaded_datasets(datasets)
-        frames = frames_of(datasets)
-        if frames and is_mosaic(frames[0].header):
-            frames = mosaic_frames(frames)
+        frames = split_mosaics(frames_of(datasets))
         if self.philips_precise_scaling:
             frames = precise_frames(frames)
         layout = arrange(frames, spacing_tolerance=self.spacing_tolerance,

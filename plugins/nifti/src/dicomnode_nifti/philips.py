@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import attrs
 from pydicom import Dataset
 
-from dicomnode_numpy.frames import Frame
+from dicomnode_numpy import Frame
 
 __all__ = ["precise_frames", "private_scale_slope"]
 

@@ -16,6 +16,7 @@ import attrs
 import numpy as np
 from pydicom import Dataset
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
@@ -66,6 +67,9 @@ class Frame:
     pixel_file: PixelFile | None = None
     #: (tile row, tile column) when the image is one tile of a mosaic frame of ``rows x columns`` tiles
     tile: tuple[int, int] | None = None
+    #: the direction slices are counted along, when the header names one (a mosaic's CSA
+    #: SliceNormalVector); None: ``cross(row cosine, column cosine)``
+    slice_normal: np.ndarray | None = None
 
     @property
     def orientation(self) -> np.ndarray:
@@ -247,7 +251,7 @@ def _header_of(dataset: Dataset) -> tuple[Dataset, PixelFile | None, UID | None]
     if scanned is None or scanned.transfer_syntax.is_compressed:
         return dataset, None, None
     pixels = scanned.elements.get(_PIXEL_DATA)
-    if pixels is None or pixels.value is not None:
+    if not isinstance(pixels, RawDataElement) or pixels.value is not None:
         return dataset, None, None
     return Dataset(scanned.elements), PixelFile(scanned.path, pixels), scanned.transfer_syntax
 
