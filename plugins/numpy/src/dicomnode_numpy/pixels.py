@@ -258,11 +258,16 @@ class PixelReader:
         except Exception as exc:  # pydicom raises many kinds for a missing or failing decoder
             name = self.format.syntax.name if self.format.syntax is not None else "unknown"
             raise GrindingError(
-                f"cannot decode the pixel data of image {self.dataset.get('SOPInstanceUID')} "
-                f"(transfer syntax {name}): {exc}; install a pydicom pixel data handler for it "
-                "(e.g. pylibjpeg with its plugins, or python-gdcm)"
+                f"cannot decode the pixel data of image {_uid_of(self.dataset)} (transfer syntax {name}): "
+                f"{_first_line(exc)}; the decoders for JPEG, JPEG-LS, JPEG 2000 and RLE come with "
+                "pip install 'dicomnode-numpy[jpeg]'"
             ) from exc
         return np.asarray(values).reshape(self.rows, self.columns)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def stored_as(pixel_format: PixelFormat, dtype: np.dtype) -> bool:
