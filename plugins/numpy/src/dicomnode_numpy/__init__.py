@@ -7,7 +7,9 @@ steps :class:`NumpyGrinder` is made of, for plugins that grind differently
 (dicomnode-nifti): :func:`frames_of` (one :class:`Frame` per 2D image),
 :func:`split_mosaics` (Siemens mosaics cut into slices), :func:`arrange`
 (a :class:`StackLayout`: the frames in volume order with their geometry)
-and :func:`fill` (the voxels, read into one preallocated array).
+and :func:`fill` (the voxels, read into one preallocated array); and
+:func:`text_value` / :func:`int_value`, which read a header value from its
+encoded bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "arrange": "dicomnode_numpy.geometry",
     "fill": "dicomnode_numpy.pixels",
     "unloaded_datasets": "dicomnode_numpy.pixels",
+    "text_value": "dicomnode_numpy.header_values",
+    "int_value": "dicomnode_numpy.header_values",
 }
 
 __all__ = [
@@ -43,7 +47,9 @@ __all__ = [
     "arrange",
     "fill",
     "frames_of",
+    "int_value",
     "split_mosaics",
+    "text_value",
     "unloaded_datasets",
 ]
 
@@ -52,6 +58,7 @@ if TYPE_CHECKING:  # at run time the names come from __getattr__, on first use
     from .frames import Frame, frames_of
     from .geometry import StackLayout, arrange
     from .grinder import NumpyGrinder
+    from .header_values import int_value, text_value
     from .mosaic import split_mosaics
     from .pixels import fill, unloaded_datasets
     from .volume import Volume
