@@ -294,6 +294,7 @@ def scan_elements(buffer: bytes | bytearray | memoryview, *, implicit: bool, lit
     elements: list[EncodedElement] = []
     append = elements.append
     make = tuple.__new__
+    names: dict[bytes, str] = {}  # VR bytes -> text, decoded once per walk
     try:
         while size - offset >= 8:
             if implicit:
@@ -304,17 +305,19 @@ def scan_elements(buffer: bytes | bytearray | memoryview, *, implicit: bool, lit
                 group, number, raw_vr, length = tag_vr_short(data, offset)
                 if before is not None and (group << 16 | number) >= before:
                     break  # the next part may be in another encoding: its VR is not this walk's to judge
+                vr = names.get(raw_vr)
+                if vr is None:
+                    if not (65 <= raw_vr[0] <= 90 and 65 <= raw_vr[1] <= 90):
+                        raise _Damaged(group << 16 | number, offset,
+                                       f"the value representation is not two capital letters ({bytes(raw_vr)!r})")
+                    vr = names[raw_vr] = raw_vr.decode("ascii")
                 if raw_vr in _LONG_VRS:
                     if size - offset < 12:
                         break
                     (length,) = long_length(data, offset + 8)
                     value = offset + 12
-                elif 65 <= raw_vr[0] <= 90 and 65 <= raw_vr[1] <= 90:
-                    value = offset + 8
                 else:
-                    raise _Damaged(group << 16 | number, offset,
-                                   f"the value representation is not two capital letters ({bytes(raw_vr)!r})")
-                vr = raw_vr.decode("ascii")
+                    value = offset + 8
             tag = group << 16 | number
             if before is not None and tag >= before:
                 break
