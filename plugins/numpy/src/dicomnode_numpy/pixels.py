@@ -12,7 +12,8 @@ into its slot of the output when its bytes are already the output's values,
 or into one frame-sized buffer of the reader otherwise. Those that must be
 read whole (compressed, deflated) forget them again as soon as they are
 copied. So a node holding thousands of slices on disk never has them all in
-memory at once; their headers stay, for building the result series.
+memory at once. (Lazy datasets whose header was not read either stay unread:
+:func:`~dicomnode_numpy.frames.frames_of` scans their files instead.)
 """
 
 from __future__ import annotations
