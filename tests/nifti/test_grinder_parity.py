@@ -15,15 +15,28 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import require_peer
-from geometry_series import CASES, build_series, write_series
+from geometry_series import CASES, SAGITTAL, SeriesSpec, build_series, write_series
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from dicomnode.dicom.lazy import LazyDataset
 from dicomnode_nifti.grinder import NiftiGrinder
 
 pytestmark = pytest.mark.plugin("nifti")
 
 NIBABEL_DATA = Path(nib.__file__).parent / "nicom" / "tests" / "data"
+
+#: sagittal slices whose normal cross(row, column) points to the patient's left (+x), delivered in
+#: order and shuffled, and a 4D sagittal series whose normal points right
+SAGITTAL_CASES = {
+    spec.name: spec for spec in (
+        SeriesSpec("sagittal-mr-left", modality="MR", orientation=((0.0, -1.0, 0.0), (0.0, 0.0, -1.0)),
+                   slice_spacing=3.0),
+        SeriesSpec("sagittal-mr-left-shuffled", modality="MR", orientation=((0.0, -1.0, 0.0), (0.0, 0.0, -1.0)),
+                   slice_spacing=3.0, shuffle=True),
+        SeriesSpec("sagittal-ct-4d", orientation=SAGITTAL, volumes=2, shuffle=True),
+    )
+}
 
 THREE_D_CASES = {
     name: CASES[base].with_(acquisition_3d=True, name=name)
@@ -110,7 +123,7 @@ def test_philips_enhanced_3d_mprage_equals_dcm2niix_with_displayed_values(tmp_pa
     path = _unpacked("philips_mprage.dcm.gz", tmp_path / "dicom")
 
     reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix", "-p", "n")
-    mine = grind_and_save([dcmread(path)], tmp_path / "mine.nii")
+    mine = grind_and_save([dcmread(path)], tmp_path / "mine.nii", NiftiGrinder(philips_precise_scaling=False))
 
     assert_same_nifti(mine, reference)
 
@@ -119,7 +132,7 @@ def test_philips_precise_scaling_equals_dcm2niix_default(tmp_path: Path) -> None
     path = _unpacked("philips_mprage.dcm.gz", tmp_path / "dicom")
 
     reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix")  # -p y is its default
-    mine = grind_and_save([dcmread(path)], tmp_path / "mine.nii", NiftiGrinder(philips_precise_scaling=True))
+    mine = grind_and_save([dcmread(path)], tmp_path / "mine.nii")  # and ours
 
     assert float(mine.dataobj.slope) == pytest.approx(3727.86, rel=1e-5)  # 1 / private scale slope
     assert_same_nifti(mine, reference)
@@ -213,6 +226,35 @@ def test_rle_compressed_series_equals_dcm2niix(tmp_path: Path) -> None:
     datasets = build_series(CASES["oblique-ct"])
     for ds in datasets:
         ds.compress(RLELossless, encoding_plugin="pydicom")
+    write_series(datasets, tmp_path / "dicom")
+
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix")
+    mine = grind_and_save(datasets, tmp_path / "mine.nii")
+
+    assert_same_nifti(mine, reference)
+
+
+def test_the_time_step_of_a_ge_series_includes_its_slice_group_delay_as_dcm2niix_writes_it(tmp_path: Path) -> None:
+    datasets = build_series(CASES["4d-mr"])
+    for ds in datasets:
+        ds.Manufacturer = "GE MEDICAL SYSTEMS"
+        ds.RepetitionTime = 2000
+        ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x7C, "FL", 3.0)  # seconds
+    write_series(datasets, tmp_path / "dicom")
+
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix")
+    mine = grind_and_save([LazyDataset(path) for path in sorted((tmp_path / "dicom").glob("*.dcm"))],
+                          tmp_path / "mine.nii")
+
+    assert float(mine.header["pixdim"][4]) == pytest.approx(5.0)  # 2 s of TR + 3 s of delay
+    assert float(mine.header["pixdim"][4]) == pytest.approx(float(reference.header["pixdim"][4]))
+    assert_same_nifti(mine, reference)
+
+
+@pytest.mark.parametrize("name", ["sagittal-mr-left", "sagittal-mr-left-shuffled", "sagittal-ct-4d"])
+def test_sagittal_series_whose_normal_points_either_way_equal_dcm2niix(name: str, tmp_path: Path) -> None:
+    spec = SAGITTAL_CASES[name]
+    datasets = build_series(spec)
     write_series(datasets, tmp_path / "dicom")
 
     reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix")

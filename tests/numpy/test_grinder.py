@@ -19,7 +19,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import RLELossless
 
-from dicomnode.errors import ConfigurationError, GrindingError
+from dicomnode.errors import ConfigurationError, GrindingError, InvalidDatasetError
 from dicomnode_numpy.grinder import NumpyGrinder
 from dicomnode_numpy.volume import Volume
 
@@ -213,7 +213,51 @@ def test_lazy_datasets_on_disk_forget_their_pixel_data_after_grinding(tmp_path) 
 
     assert np.array_equal(volume.array, expected(spec)[0])
     assert not any(ds.pixels_loaded for ds in datasets)
-    assert all(ds.is_loaded for ds in datasets)  # the headers stay, for the factory
+
+
+def test_lazy_datasets_not_read_yet_stay_unread_by_grinding(tmp_path) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+
+    spec = CASES["shuffled-ct"]
+    paths = write_series(build_series(spec), tmp_path)
+    datasets = [LazyDataset(path) for path in paths]
+
+    volume = NumpyGrinder()(datasets)
+
+    assert np.array_equal(volume.array, expected(spec)[0])
+    assert not any(ds.is_loaded for ds in datasets)  # scanned, not parsed: read again when used
+    assert datasets[0].PatientID == "GEO-shuffled-ct"
+
+
+def test_lazy_datasets_whose_header_was_read_keep_it_and_forget_their_pixel_data(tmp_path) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+
+    spec = CASES["axial-ct"]
+    datasets = [LazyDataset(path) for path in write_series(build_series(spec), tmp_path)]
+    for ds in datasets:
+        assert ds.Rows == spec.rows
+
+    volume = NumpyGrinder()(datasets)
+
+    assert np.array_equal(volume.array, expected(spec)[0])
+    assert all(ds.is_loaded and not ds.pixels_loaded for ds in datasets)
+
+
+def test_a_file_replaced_after_its_header_was_scanned_is_an_error_not_other_pixels(tmp_path) -> None:
+    from dicomnode.dicom.lazy import LazyDataset
+    from dicomnode_numpy.frames import frames_of
+    from dicomnode_numpy.geometry import arrange
+    from dicomnode_numpy.pixels import fill
+
+    spec = CASES["axial-ct"]
+    paths = write_series(build_series(spec), tmp_path)
+    layout = arrange(frames_of([LazyDataset(path) for path in paths]))
+    shorter = build_series(spec.with_(name="other"))[0]
+    shorter.PatientName = "A^Much^Longer^Name^That^Moves^The^Pixel^Data"
+    shorter.save_as(paths[0], enforce_file_format=True)
+
+    with pytest.raises(InvalidDatasetError, match="changed on disk"):
+        fill(layout, np.dtype(np.int16), rescale=True)
 
 
 def test_an_empty_input_is_refused() -> None:
@@ -367,10 +411,10 @@ def test_laying_out_lazy_datasets_reads_their_headers_only(tmp_path) -> None:
     paths = write_series(build_series(CASES["axial-ct"]), tmp_path)
     datasets = [LazyDataset(path) for path in paths]
 
-    NumpyGrinder().layout(datasets)
+    layout = NumpyGrinder().layout(datasets)
 
-    assert all(ds.is_loaded for ds in datasets)
-    assert not any(ds.pixels_loaded for ds in datasets)
+    assert not any(ds.is_loaded for ds in datasets)  # their files were scanned, not parsed
+    assert all(frame.pixel_file is not None and frame.pixel_file.element.value is None for frame in layout.frames)
 
 
 def test_lazy_datasets_whose_header_was_read_before_grinding_forget_their_pixel_data_too(tmp_path) -> None:

@@ -38,8 +38,7 @@ from dicomnode.dicom.factory import (
     StaticElement,
 )
 from dicomnode.errors import ConfigurationError, InvalidDatasetError
-from dicomnode_numpy.factory import IMAGE_STORAGE, NumpyFactory
-from dicomnode_numpy.volume import Volume
+from dicomnode_numpy import IMAGE_STORAGE, NumpyFactory, Volume
 
 __all__ = ["NiftiFactory", "nifti_to_volume", "standalone_blueprint"]
 
@@ -88,7 +87,7 @@ def _values(image: nib.Nifti1Image) -> np.ndarray:
 
 
 def nifti_to_volume(image: nib.Nifti1Image) -> Volume:
-    """The image as a :class:`~dicomnode_numpy.volume.Volume`: DICOM voxel order and LPS geometry.
+    """The image as a :class:`~dicomnode_numpy.Volume`: DICOM voxel order and LPS geometry.
 
     The array is a view of the image's values ``(t, k, rows - 1 - j, i)``;
     no pixel is copied when the values need no scaling.

@@ -12,6 +12,9 @@ The conventions, checked against dcm2niix's own output by the parity tests:
   int16); series whose slices have different rescales become float32;
 - 3D acquisitions (MRAcquisitionType ``3D``) are turned to the nearest RAS
   orientation, as dcm2niix does by default;
+- the time step of a 4D image is RepetitionTime, plus GE's slice-group
+  delay (0043,107C) where there is one; Philips MR is scaled to the private
+  "precise" values (dcm2niix's defaults);
 - Siemens mosaics are split into slices using the CSA header.
 """
 
@@ -33,13 +36,19 @@ from pydicom import Dataset
 
 from dicomnode.errors import ConfigurationError
 from dicomnode.extension.grinders import Grinder
-from dicomnode_numpy.frames import Frame, frames_of
-from dicomnode_numpy.geometry import StackLayout, arrange
-from dicomnode_numpy.pixels import fill, unloaded_datasets
+from dicomnode_numpy import (
+    Frame,
+    StackLayout,
+    arrange,
+    fill,
+    frames_of,
+    split_mosaics,
+    unloaded_datasets,
+)
 
 from .image import ScaledNifti1Image
-from .mosaic import is_mosaic, mosaic_frames
 from .philips import precise_frames
+from .timing import time_step
 
 __all__ = ["NiftiGrinder", "nifti_affine"]
 
@@ -93,10 +102,10 @@ class NiftiGrinder(Grinder):
         ``False`` keeps the acquisition's voxel order (dcm2niix ``-x i``).
     philips_precise_scaling:
         for Philips MR with private scale slopes, scale to the "floating point"
-        values instead of the displayed ones (dcm2niix ``-p y``). Off by
-        default here; see the documentation for when it matters.
+        values instead of the displayed ones, as dcm2niix does by default
+        (its ``-p y``); ``False`` keeps the displayed values (``-p n``).
     spacing_tolerance, accept_gantry_tilt:
-        as for :class:`~dicomnode_numpy.grinder.NumpyGrinder`.
+        as for :class:`~dicomnode_numpy.NumpyGrinder`.
 
     Example
     -------
@@ -105,7 +114,7 @@ class NiftiGrinder(Grinder):
     """
 
     rotate_3d_to_ras: bool = True
-    philips_precise_scaling: bool = False
+    philips_precise_scaling: bool = True
     spacing_tolerance: float = attrs.field(default=0.05, validator=_check_fraction)
     accept_gantry_tilt: bool = False
 
@@ -113,27 +122,25 @@ class NiftiGrinder(Grinder):
         """Grind ``datasets`` (one series) into a NIfTI image.
 
         Raises :class:`~dicomnode.errors.GrindingError` when the images do not
-        form one volume (see :class:`~dicomnode_numpy.grinder.NumpyGrinder`).
+        form one volume (see :class:`~dicomnode_numpy.NumpyGrinder`).
         """
         datasets = list(datasets)
         forget = unloaded_datasets(datasets)
-        frames = frames_of(datasets)
-        if frames and is_mosaic(frames[0].dataset):
-            frames = mosaic_frames(frames)
+        frames = split_mosaics(frames_of(datasets))
         if self.philips_precise_scaling:
             frames = precise_frames(frames)
         layout = arrange(frames, spacing_tolerance=self.spacing_tolerance,
                          accept_gantry_tilt=self.accept_gantry_tilt)
-        first = layout.frames[0].dataset
+        first = layout.frames[0].header
         three_d = str(first.get("MRAcquisitionType", "")).upper() == "3D"
-        repetition = first.get("RepetitionTime")
+        repetition = time_step(first)
         stored, slope, inter = self._values(layout, forget)
         affine = nifti_affine(_layout_affine(layout), layout.rows)
         # (v, k, j, i) in memory is NIfTI's (i, j, k, t) in Fortran order: a transpose, no copy
         data = stored.transpose(tuple(range(stored.ndim))[::-1])
         if self.rotate_3d_to_ras and three_d and data.ndim == 3 and data.shape[2] > 1:
             data, affine = _nearest_ras(data, affine)
-        seconds = float(repetition) / 1000.0 if repetition and data.ndim == 4 else None
+        seconds = repetition if data.ndim == 4 else None
         return ScaledNifti1Image.from_stored(data, affine, slope=slope, inter=inter, repetition_time=seconds)
 
     def _values(self, layout: StackLayout, forget: set[int]) -> tuple[np.ndarray, float, float]:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import attrs
 from pydicom import Dataset
 
-from dicomnode_numpy.frames import Frame
+from dicomnode_numpy import Frame
 
 __all__ = ["precise_frames", "private_scale_slope"]
 
@@ -55,7 +55,7 @@ def precise_frames(frames: Iterable[Frame]) -> list[Frame]:
     """``frames`` with Philips precise scaling as their rescale, where the private slope exists."""
     result = []
     for frame in frames:
-        scale = private_scale_slope(frame.dataset, frame.index)
+        scale = private_scale_slope(frame.header, frame.index)
         if scale is None or frame.slope == 0.0:
             result.append(frame)
             continue

@@ -15,22 +15,37 @@ from typing import Any
 import attrs
 import numpy as np
 from pydicom import Dataset
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
+from dicomnode.dicom.lazy import scan_file
 from dicomnode.errors import GrindingError
 
 from .header_values import has, int_value
 from .header_values import text_value as _text
-from .pixels import PixelFormat
+from .pixels import PixelFile, PixelFormat
 
 __all__ = ["Frame", "frames_of"]
+
+_PIXEL_DATA = BaseTag(0x7FE00010)
 
 #: attributes that order the images of one position in time (a 4D series)
 _TEMPORAL_KEYWORDS = ("TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "AcquisitionTime")
 @attrs.frozen(eq=False)
 class Frame:
-    """One 2D image: a single-frame dataset, or frame ``index`` of a multi-frame one."""
+    """One 2D image: a single-frame dataset, or frame ``index`` of a multi-frame one.
+
+    ``dataset`` is the dataset the grinder was given; ``header`` is where its
+    values are read: the dataset itself, or for a lazy dataset whose file
+    was not read yet, the file's header as :func:`frames_of` scanned it
+    (the lazy dataset stays unread). ``pixel_file`` says where the pixel
+    data wait in a file when the header was scanned.
+    """
 
     dataset: Dataset
+    header: Dataset
     index: int
     position: np.ndarray
     row_cosine: np.ndarray
@@ -48,8 +63,13 @@ class Frame:
     instance_number: int | None
     frame_of_reference_uid: str | None
     pixel_format: PixelFormat
+    #: where the pixel data wait in a file, when the header was scanned from it
+    pixel_file: PixelFile | None = None
     #: (tile row, tile column) when the image is one tile of a mosaic frame of ``rows x columns`` tiles
     tile: tuple[int, int] | None = None
+    #: the direction slices are counted along, when the header names one (a mosaic's CSA
+    #: SliceNormalVector); None: ``cross(row cosine, column cosine)``
+    slice_normal: np.ndarray | None = None
 
     @property
     def orientation(self) -> np.ndarray:
@@ -132,8 +152,8 @@ def _unit(vector: np.ndarray, what: str, source: str) -> np.ndarray:
     return np.asarray(vector / norm)
 
 
-def _frame(dataset: Dataset, index: int, groups: Sequence[Dataset | None], source: str,
-           pixel_format: PixelFormat) -> Frame:
+def _frame(original: Dataset, dataset: Dataset, index: int, groups: Sequence[Dataset | None], source: str,
+           pixel_format: PixelFormat, pixel_file: PixelFile | None) -> Frame:
     position = _lookup(groups, "PlanePositionSequence", "ImagePositionPatient")
     orientation = _lookup(groups, "PlaneOrientationSequence", "ImageOrientationPatient")
     spacing = _lookup(groups, "PixelMeasuresSequence", "PixelSpacing")
@@ -172,7 +192,8 @@ def _frame(dataset: Dataset, index: int, groups: Sequence[Dataset | None], sourc
     frame_of_reference = _text(dataset, "FrameOfReferenceUID")
     pixel_spacing = _numbers(spacing, 2, "PixelSpacing", source)
     return Frame(
-        dataset=dataset,
+        dataset=original,
+        header=dataset,
         index=index,
         position=_numbers(position, 3, "ImagePositionPatient", source),
         row_cosine=_unit(iop[:3], "the row direction ImageOrientationPatient[0:3]", source),
@@ -190,7 +211,49 @@ def _frame(dataset: Dataset, index: int, groups: Sequence[Dataset | None], sourc
         instance_number=None if number in (None, "") else int(_scalar(number, 0.0)),
         frame_of_reference_uid=str(frame_of_reference) if frame_of_reference else None,
         pixel_format=pixel_format,
+        pixel_file=pixel_file,
     )
+
+
+#: the attributes a grinder reads (frames, geometry, pixels, NIfTI conventions, vendor rules)
+_WANTED_TAGS = frozenset(
+    int(tag_for_keyword(keyword) or 0) for keyword in (
+        "SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "Modality", "Manufacturer", "ImageType",
+        "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing",
+        "SliceThickness", "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "InstanceNumber",
+        "FrameOfReferenceUID", "TemporalPositionIdentifier", "NumberOfTemporalPositions", "AcquisitionNumber",
+        "TriggerTime", "AcquisitionTime", "ContentTime", "Rows", "Columns", "BitsAllocated", "BitsStored",
+        "HighBit", "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation", "NumberOfFrames",
+        "MRAcquisitionType", "RepetitionTime", "EchoTime", "InPlanePhaseEncodingDirection",
+        "DiffusionBValue", "DiffusionDirectionality", "DiffusionGradientOrientation", "SliceLocation",
+        "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "SpecificCharacterSet",
+        "GantryDetectorTilt", "ImagesInAcquisition", "NumberOfSlices", "FrameReferenceTime",
+    )
+)
+#: private groups whose blocks vendor rules read (Siemens CSA, GE, Philips)
+_WANTED_PRIVATE_GROUPS = frozenset({0x0019, 0x0029, 0x0043, 0x2001, 0x2005})
+
+
+def _header_of(dataset: Dataset) -> tuple[Dataset, PixelFile | None, UID | None]:
+    """Where the values of ``dataset`` are read, where its pixel data wait, and its transfer syntax.
+
+    A lazy dataset whose file was not read yet is not read now: its file is
+    scanned (:func:`dicomnode.dicom.lazy.scan_file`, one read and one walk
+    over the element headers, a fraction of pydicom's parse) into a header
+    of raw elements that only this grind keeps, and its uncompressed pixel
+    data are read from the file later, straight into the volume. Anything
+    else — a dataset in memory, a compressed or unusual file — is read as
+    it is.
+    """
+    if getattr(dataset, "is_loaded", True) is not False:
+        return dataset, None, None
+    scanned = scan_file(dataset.path, keep_tags=_WANTED_TAGS, keep_groups=_WANTED_PRIVATE_GROUPS)
+    if scanned is None or scanned.transfer_syntax.is_compressed:
+        return dataset, None, None
+    pixels = scanned.elements.get(_PIXEL_DATA)
+    if not isinstance(pixels, RawDataElement) or pixels.value is not None:
+        return dataset, None, None
+    return Dataset(scanned.elements), PixelFile(scanned.path, pixels), scanned.transfer_syntax
 
 
 def frames_of(datasets: Iterable[Dataset]) -> list[Frame]:
@@ -200,7 +263,8 @@ def frames_of(datasets: Iterable[Dataset]) -> list[Frame]:
     PixelData or geometry, or a colour image.
     """
     frames: list[Frame] = []
-    for dataset in datasets:
+    for original in datasets:
+        dataset, pixel_file, syntax = _header_of(original)
         uid = str(_text(dataset, "SOPInstanceUID") or "<no SOPInstanceUID>")
         if not has(dataset, "PixelData"):
             raise GrindingError(f"image {uid} has no PixelData; only images can be ground into a volume")
@@ -209,7 +273,7 @@ def frames_of(datasets: Iterable[Dataset]) -> list[Frame]:
             raise GrindingError(
                 f"image {uid} has SamplesPerPixel {samples}; a volume needs greyscale images (1)"
             )
-        pixel_format = PixelFormat.of(dataset)
+        pixel_format = PixelFormat.of(dataset, syntax)
         count = pixel_format.frame_count
         per_frame = (dataset.get("PerFrameFunctionalGroupsSequence")
                      if has(dataset, "PerFrameFunctionalGroupsSequence") else None)
@@ -222,7 +286,7 @@ def frames_of(datasets: Iterable[Dataset]) -> list[Frame]:
                     f"image {uid} has {count} frames but no functional groups, so the frames have "
                     "no positions; only enhanced multi-frame objects can be ground"
                 )
-            frames.append(_frame(dataset, 0, [None], f"image {uid}", pixel_format))
+            frames.append(_frame(original, dataset, 0, [None], f"image {uid}", pixel_format, pixel_file))
             continue
         if per_frame is not None and len(per_frame) != count:
             raise GrindingError(
@@ -231,5 +295,6 @@ def frames_of(datasets: Iterable[Dataset]) -> list[Frame]:
             )
         for index in range(count):
             groups = [per_frame[index] if per_frame is not None else None, shared]
-            frames.append(_frame(dataset, index, groups, f"frame {index + 1} of image {uid}", pixel_format))
+            frames.append(_frame(original, dataset, index, groups, f"frame {index + 1} of image {uid}",
+                                 pixel_format, pixel_file))
     return frames

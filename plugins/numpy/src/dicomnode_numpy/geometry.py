@@ -1,8 +1,9 @@
 """Put the images of a series in patient order and check they form one volume.
 
 Slices are ordered by their position along the slice normal
-``cross(row cosine, column cosine)``: InstanceNumber and arrival order are
-not geometry and are never used for it. Images that share a position are the
+``cross(row cosine, column cosine)`` (or, for a Siemens mosaic, along the
+normal its CSA header names, which may point the other way): InstanceNumber
+and arrival order are not geometry and are never used for it. Images that share a position are the
 volumes of a 4D series, ordered in time.
 """
 
@@ -154,6 +155,9 @@ def arrange(
     row_cosine, column_cosine = frames[0].row_cosine, frames[0].column_cosine
     normal = np.cross(row_cosine, column_cosine)
     normal /= np.linalg.norm(normal)
+    named = frames[0].slice_normal
+    if named is not None and float(named @ normal) < 0:
+        normal = -normal  # the header's own slice order (a mosaic's CSA normal) is kept
     groups = _group_by_position(frames, normal)
     volumes = _split_volumes(groups, normal)
     first = volumes[0]

@@ -8,11 +8,12 @@ import attrs
 import numpy as np
 from pydicom import Dataset
 
-from dicomnode.errors import ConfigurationError, GrindingError
+from dicomnode.errors import ConfigurationError
 from dicomnode.extension.grinders import Grinder
 
-from .frames import Frame, frames_of
+from .frames import frames_of
 from .geometry import StackLayout, arrange
+from .mosaic import split_mosaics
 from .pixels import choose_dtype, fill, unloaded_datasets
 from .volume import Volume
 
@@ -37,23 +38,6 @@ def _check_fraction(instance: NumpyGrinder, attribute: attrs.Attribute[float], v
         )
 
 
-def _is_mosaic(dataset: Dataset) -> bool:
-    return "MOSAIC" in [str(value).upper() for value in (dataset.get("ImageType") or [])]
-
-
-def _mosaic_tiles(frames: list[Frame]) -> list[Frame]:
-    """Siemens mosaics cut into slices; the CSA header reader comes with dicomnode-nifti."""
-    try:
-        from dicomnode_nifti.mosaic import mosaic_frames
-    except ImportError as exc:
-        raise GrindingError(
-            f"{frames[0].describe()} is a Siemens mosaic (ImageType MOSAIC); cutting it into slices "
-            "needs its private CSA header, which the dicomnode-nifti plugin reads: "
-            "pip install dicomnode-nifti"
-        ) from exc
-    return mosaic_frames(frames)
-
-
 @attrs.frozen
 class NumpyGrinder(Grinder):
     """Grind a series into a :class:`~dicomnode_numpy.volume.Volume` (voxels and geometry).
@@ -64,7 +48,7 @@ class NumpyGrinder(Grinder):
     TemporalPositionIdentifier / AcquisitionNumber / TriggerTime /
     AcquisitionTime, and compressed transfer syntaxes are decoded by
     pydicom's installed pixel handlers. Siemens mosaics are cut into their
-    slices when dicomnode-nifti (which reads their CSA header) is installed.
+    slices, placed with their private CSA header.
 
     Parameters
     ----------
@@ -96,11 +80,8 @@ class NumpyGrinder(Grinder):
 
     def layout(self, datasets: Iterable[Dataset]) -> StackLayout:
         """The images of ``datasets`` in array order with the volume's geometry."""
-        frames = frames_of(datasets)
-        if frames and _is_mosaic(frames[0].dataset):
-            frames = _mosaic_tiles(frames)
         return arrange(
-            frames,
+            split_mosaics(frames_of(datasets)),
             spacing_tolerance=self.spacing_tolerance,
             accept_gantry_tilt=self.accept_gantry_tilt,
         )

@@ -12,13 +12,15 @@ into its slot of the output when its bytes are already the output's values,
 or into one frame-sized buffer of the reader otherwise. Those that must be
 read whole (compressed, deflated) forget them again as soon as they are
 copied. So a node holding thousands of slices on disk never has them all in
-memory at once; their headers stay, for building the result series.
+memory at once. (Lazy datasets whose header was not read either stay unread:
+:func:`~dicomnode_numpy.frames.frames_of` scans their files instead.)
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -27,6 +29,7 @@ from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.uid import UID, ExplicitVRBigEndian
 
+from dicomnode.dicom.lazy import read_value_range
 from dicomnode.errors import GrindingError
 
 from .header_values import int_value, text_value
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from .frames import Frame
     from .geometry import StackLayout
 
-__all__ = ["PixelFormat", "PixelReader", "choose_dtype", "fill", "stored_as", "unloaded_datasets"]
+__all__ = ["PixelFile", "PixelFormat", "PixelReader", "choose_dtype", "fill", "stored_as", "unloaded_datasets"]
 
 _PIXEL_DATA = 0x7FE00010
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -49,7 +52,9 @@ def _uid(value: str) -> UID:
 
 def _transfer_syntax(dataset: Dataset) -> UID | None:
     meta = getattr(dataset, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax = text_value(meta, "TransferSyntaxUID") if meta is not None else None
+    if isinstance(syntax, list):
+        syntax = syntax[0]
     return _uid(str(syntax)) if syntax else None
 
 
@@ -71,8 +76,11 @@ class PixelFormat:
     frame_count: int
 
     @classmethod
-    def of(cls, dataset: Dataset) -> PixelFormat:
-        """The pixel format of ``dataset``; refuses what the grinder cannot read."""
+    def of(cls, dataset: Dataset, syntax: UID | None = None) -> PixelFormat:
+        """The pixel format of ``dataset`` (``syntax``: its transfer syntax, when its file meta is not at hand).
+
+        Refuses what the grinder cannot read.
+        """
         bits = int_value(dataset, "BitsAllocated", 16) or 16
         if bits not in (8, 16, 32):
             raise GrindingError(f"image {_uid_of(dataset)} has BitsAllocated {bits}; supported: 8, 16, 32")
@@ -85,7 +93,7 @@ class PixelFormat:
             bits_allocated=bits,
             bits_stored=int_value(dataset, "BitsStored", bits) or bits,
             signed=int_value(dataset, "PixelRepresentation", 0) == 1,
-            syntax=_transfer_syntax(dataset),
+            syntax=syntax if syntax is not None else _transfer_syntax(dataset),
             rows=rows,
             columns=columns,
             frame_count=int_value(dataset, "NumberOfFrames", 1) or 1,
@@ -130,16 +138,29 @@ def _pixel_data_in_file(dataset: Dataset) -> int | None:
     return None
 
 
+@attrs.frozen(eq=False)
+class PixelFile:
+    """Pixel data waiting in a file: the file and its deferred PixelData element (defined length)."""
+
+    path: Path
+    element: RawDataElement
+
+    def read(self, view: memoryview, offset: int) -> bool:
+        """Read bytes ``offset`` on of the value into ``view``; always True (the bytes are in the file)."""
+        read_value_range(self.path, self.element, view, offset)
+        return True
+
+
 class PixelReader:
     """Stored values of the frames of one dataset, before any rescale.
 
-    Pixel data still in a lazy dataset's file are read from there frame by
-    frame into one frame-sized buffer of the reader (the dataset never holds
-    them); pixel data in memory are viewed in place; compressed ones are
-    decoded.
+    Pixel data still in a file (``pixel_file``, or a lazy dataset's whose
+    header is read) are read from there frame by frame into one frame-sized
+    buffer of the reader (the dataset never holds them); pixel data in memory
+    are viewed in place; compressed ones are decoded.
     """
 
-    def __init__(self, dataset: Dataset, pixel_format: PixelFormat) -> None:
+    def __init__(self, dataset: Dataset, pixel_format: PixelFormat, pixel_file: PixelFile | None = None) -> None:
         self.dataset = dataset
         self.format = pixel_format
         self.rows, self.columns = pixel_format.rows, pixel_format.columns
@@ -147,21 +168,30 @@ class PixelReader:
         rows, columns = self.rows, self.columns
         self._buffer: bytes | None = None
         self._in_file = False
+        self._read_bytes: Callable[[memoryview, int], bool] = self._read_lazy
         self._scratch: np.ndarray | None = None
         self._scratch_index = -1
         if not self.format.compressed:
-            in_file = _pixel_data_in_file(dataset)
+            if pixel_file is not None:
+                in_file: int | None = int(pixel_file.element.length)
+                self._read_bytes = pixel_file.read
+            else:
+                in_file = _pixel_data_in_file(dataset)
             self._in_file = in_file is not None
             buffer = dataset.PixelData if in_file is None else None
             length = len(buffer) if buffer is not None else in_file or 0
             needed = frame_count * rows * columns * self.format.stored_dtype.itemsize
             if length < needed:
                 raise GrindingError(
-                    f"image {dataset.get('SOPInstanceUID')} has {length} bytes of PixelData, "
+                    f"image {_uid_of(dataset)} has {length} bytes of PixelData, "
                     f"but {frame_count} frame(s) of {rows}x{columns} at "
                     f"{self.format.bits_allocated} bits need {needed}"
                 )
             self._buffer = buffer
+
+    def _read_lazy(self, view: memoryview, offset: int) -> bool:
+        read: bool = self.dataset.read_value_into(_PIXEL_DATA, view, offset)
+        return read
 
     def frame(self, index: int) -> np.ndarray:
         """``(rows, columns)`` stored values of frame ``index`` (0-based).
@@ -194,8 +224,7 @@ class PixelReader:
         if self._scratch_index != index:
             self._scratch_index = -1  # a failed read leaves no stale frame behind
             # a byte view: memoryview cannot cast a big-endian array's format
-            if not self.dataset.read_value_into(_PIXEL_DATA, self._scratch.view(np.uint8).data,
-                                                index * count * dtype.itemsize):
+            if not self._read_bytes(self._scratch.view(np.uint8).data, index * count * dtype.itemsize):
                 self._use_memory()
                 return None
             self._scratch_index = index
@@ -212,7 +241,7 @@ class PixelReader:
         if not self._in_file:
             return False
         size = self.rows * self.columns * self.format.stored_dtype.itemsize
-        if self.dataset.read_value_into(_PIXEL_DATA, out.view(np.uint8).data, index * size):
+        if self._read_bytes(out.view(np.uint8).data, index * size):
             return True
         self._use_memory()
         return False
@@ -230,11 +259,16 @@ class PixelReader:
         except Exception as exc:  # pydicom raises many kinds for a missing or failing decoder
             name = self.format.syntax.name if self.format.syntax is not None else "unknown"
             raise GrindingError(
-                f"cannot decode the pixel data of image {self.dataset.get('SOPInstanceUID')} "
-                f"(transfer syntax {name}): {exc}; install a pydicom pixel data handler for it "
-                "(e.g. pylibjpeg with its plugins, or python-gdcm)"
+                f"cannot decode the pixel data of image {_uid_of(self.dataset)} (transfer syntax {name}): "
+                f"{_first_line(exc)}; the decoders for JPEG, JPEG-LS, JPEG 2000 and RLE come with "
+                "pip install 'dicomnode-numpy[jpeg]'"
             ) from exc
         return np.asarray(values).reshape(self.rows, self.columns)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def stored_as(pixel_format: PixelFormat, dtype: np.dtype) -> bool:
@@ -342,7 +376,7 @@ def fill(
         key = id(frame.dataset)
         reader = readers.get(key)
         if reader is None:
-            reader = readers[key] = PixelReader(frame.dataset, frame.pixel_format)
+            reader = readers[key] = PixelReader(frame.header, frame.pixel_format, frame.pixel_file)
         slot = out[v, k] if out.ndim == 4 else out[k]
         identity = not rescale or (frame.slope == 1.0 and frame.intercept == 0.0)
         in_place = integral and (widest is None or widest == out.dtype)

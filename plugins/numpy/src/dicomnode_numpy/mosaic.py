@@ -6,7 +6,13 @@ NumberOfImagesInMosaic from the private CSA image header. The DICOM
 ImagePositionPatient describes the whole mosaic as if it were one large
 image; the first tile's own position is found by moving from that corner to
 where a single tile's corner sits when the tile is centred on the mosaic.
-Tiles follow the CSA SliceNormalVector, one slice spacing apart.
+Tiles follow the CSA SliceNormalVector, one slice spacing apart, and the
+volume keeps them in that order: its slice direction is the CSA normal,
+even where that is opposite to ``cross(row, column)`` (as in many sagittal
+mosaics), as dcm2niix orders them, so anything indexed by slice (slice
+timing, gradient directions) lines up with its files.
+
+The CSA header is read with nibabel's reader of it.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import numpy as np
 from pydicom import Dataset
 
 from dicomnode.errors import GrindingError
-from dicomnode_numpy.frames import Frame
 
-__all__ = ["is_mosaic", "mosaic_frames"]
+from .frames import Frame
+from .header_values import text_value
+
+__all__ = ["is_mosaic", "mosaic_frames", "split_mosaics"]
 
 
 def _csa_image_header(dataset: Dataset) -> dict[str, Any] | None:
@@ -39,9 +47,17 @@ def _csa_image_header(dataset: Dataset) -> dict[str, Any] | None:
 
 
 def is_mosaic(dataset: Dataset) -> bool:
-    """True for a Siemens mosaic (ImageType MOSAIC with a CSA image header)."""
-    image_type = [str(value).upper() for value in (dataset.get("ImageType") or [])]
-    return "MOSAIC" in image_type and _csa_image_header(dataset) is not None
+    """True for a Siemens mosaic: ImageType holds MOSAIC."""
+    image_type = text_value(dataset, "ImageType")
+    values = image_type if isinstance(image_type, list) else [image_type]
+    return "MOSAIC" in [str(value).upper() for value in values if value]
+
+
+def split_mosaics(frames: list[Frame]) -> list[Frame]:
+    """``frames`` with each Siemens mosaic cut into its tiles (see :func:`mosaic_frames`); others as they are."""
+    if frames and is_mosaic(frames[0].header):
+        return mosaic_frames(frames)
+    return frames
 
 
 def _csa_value(header: dict[str, Any], name: str, count: int = 1) -> list[float] | None:
@@ -59,7 +75,7 @@ def mosaic_frames(frames: list[Frame]) -> list[Frame]:
     """
     tiles: list[Frame] = []
     for frame in frames:
-        header = _csa_image_header(frame.dataset)
+        header = _csa_image_header(frame.header)
         count = _csa_value(header, "NumberOfImagesInMosaic") if header else None
         normal = _csa_value(header, "SliceNormalVector", 3) if header else None
         if count is None or normal is None:
@@ -96,5 +112,6 @@ def mosaic_frames(frames: list[Frame]) -> list[Frame]:
                 columns=columns,
                 tile=(k // grid, k % grid),
                 spacing_between_slices=step,
+                slice_normal=direction,
             ))
     return tiles
