@@ -162,6 +162,9 @@ class JobRunner:
                 logging.getLogger("dicomnode.node").warning(
                     "%d job(s) still running after %g s of closing: stopped with the node; their images stay "
                     "in the data directory and the jobs run again at the next start", running, timeout)
+            else:
+                for thread in threads:  # idle: each ends at its sentinel at once
+                    thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             started, self._executor_started = self._executor_started, False
         if started:
