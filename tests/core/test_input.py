@@ -149,7 +149,7 @@ def test_dynamic_input_refuses_an_image_without_its_key_tag() -> None:
 
 
 def test_routing_tags_name_what_the_input_looks_at() -> None:
-    assert {0x00080060, 0x0020000E, 0x00080018} <= CT.routing_tags()
+    assert {0x00080060, 0x0020000E, 0x00080018} <= CT().routing_tags()
 
 
 def test_the_core_registers_its_inputs_by_name(clean_registry: None) -> None:

@@ -10,7 +10,7 @@ import pytest
 from node import CT, RecordingNode
 
 from dicomnode.errors import ConfigurationError
-from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.inputs import AbstractInput, ConfiguredInput
 from dicomnode.net import Address
 from dicomnode.server.config import SETTINGS, PipelineConfig
 from dicomnode.server.logs import configure_logging
@@ -19,7 +19,7 @@ from dicomnode.server.logs import configure_logging
 def test_class_attributes_become_the_configuration() -> None:
     config = RecordingNode().config
     assert (config.name, config.ae_title, config.ip, config.port) == ("RecordingNode", "TESTNODE", "127.0.0.1", 0)
-    assert config.inputs == {"CT": CT}
+    assert config.inputs == {"CT": ConfiguredInput(CT)}
     assert config.patient_identifier_tag == 0x00100020
 
 
@@ -95,11 +95,75 @@ def test_the_configuration_is_frozen_and_evolve_validates_again() -> None:
         attrs.evolve(config, port=-1)
 
 
-def test_every_setting_is_a_class_attribute_of_the_pipeline() -> None:
+def test_a_setting_and_its_default_exist_only_in_the_configuration() -> None:
     from dicomnode.server.nodes import AbstractPipeline
 
-    missing = [name for name in SETTINGS if not hasattr(AbstractPipeline, "input" if name == "inputs" else name)]
-    assert missing == ["name"]  # the name is the class name
+    declared_again = [name for name in SETTINGS if name in vars(AbstractPipeline) or name == "input"]
+    assert declared_again == []
+    assert RecordingNode().config.fsync == attrs.fields(PipelineConfig).fsync.default
+
+
+@pytest.mark.parametrize(("typo", "meant"), [
+    ("ae_tile", "ae_title"), ("data_dir", "data_directory"), ("maximum_asociations", "maximum_associations"),
+    ("inputs", "input"),
+])
+def test_a_class_attribute_that_is_almost_a_setting_is_an_error_naming_the_setting(typo: str,
+                                                                                    meant: str) -> None:
+    node_class = type("Typo", (RecordingNode,), {typo: "x"})
+    with pytest.raises(ConfigurationError, match=rf"Typo\.{typo} is not a setting; did you mean '{meant}'"):
+        node_class()
+
+
+def test_attributes_of_ones_own_that_are_not_near_a_setting_are_left_alone() -> None:
+    class Mine(RecordingNode):
+        model_path = "weights.pt"
+        threshold = 0.5
+        port_of_the_pacs = 4242
+        _ae_tile = "private, and so never a setting"
+
+    assert Mine().config.ae_title == "TESTNODE"
+
+
+def test_a_setting_that_was_replaced_says_what_to_write_instead() -> None:
+    class Old(RecordingNode):
+        processing_directory = "work"
+
+    with pytest.raises(ConfigurationError, match=r"'processing_directory' is gone; write executor = \"process\""):
+        Old()
+
+
+def test_a_keyword_that_is_almost_a_setting_names_the_setting() -> None:
+    with pytest.raises(ConfigurationError, match=r"keyword argument data_dir is not a setting; did you mean "
+                                                 r"'data_directory'"):
+        RecordingNode(data_dir="data")
+
+
+def test_an_input_attribute_that_is_almost_a_setting_is_an_error() -> None:
+    class Typo(AbstractInput):
+        required_value = {"Modality": "CT"}
+
+    with pytest.raises(ConfigurationError, match=r"Typo\.required_value is not a setting of an input; did you "
+                                                 r"mean 'required_values'"):
+        RecordingNode(input={"CT": Typo})
+
+
+def test_a_grinder_given_by_its_registered_name_says_which_object_to_give() -> None:
+    class Named(AbstractInput):
+        image_grinder = "list"  # type: ignore[assignment]
+
+    with pytest.raises(ConfigurationError, match=r"Named\.image_grinder = 'list' is the name of a grinder, not a "
+                                                 r"grinder: give ListGrinder\(\)"):
+        RecordingNode(input={"CT": Named})
+
+
+def test_an_input_configured_per_pipeline_without_a_subclass() -> None:
+    configured = AbstractInput.configured(required_values={"Modality": "CT"}, minimum_images=3)
+    node = RecordingNode(input={"CT": configured})
+    instance = node.config.inputs["CT"].create()
+    assert instance.minimum_images == 3 and not instance.validate()
+    with pytest.raises(ConfigurationError, match=r"AbstractInput has no setting 'minimum_image'; did you mean "
+                                                 r"'minimum_images'"):
+        AbstractInput.configured(minimum_image=3)
 
 
 def test_log_output_to_a_file_rotates_and_replaces_an_earlier_handler(tmp_path: Path) -> None:

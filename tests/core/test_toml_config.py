@@ -133,10 +133,12 @@ def test_toml_and_class_routes_build_the_same_configuration(tmp_path: Path) -> N
     from_class = PipelineConfig.from_pipeline_class(TomlNode)
     assert attrs.evolve(from_toml, inputs=from_class.inputs) == from_class
     declared = from_toml.inputs["CT"]
-    assert declared.required_tags == CT.required_tags
-    assert declared.required_values == CT.required_values
-    assert isinstance(declared.image_grinder, ListGrinder)
-    assert issubclass(load_pipeline(path), AbstractQueuedPipeline)
+    assert declared.cls is AbstractInput  # the registered input "dicom", with the table's settings
+    assert declared.settings["required_tags"] == CT.required_tags
+    assert declared.settings["required_values"] == CT.required_values
+    assert isinstance(declared.settings["image_grinder"], ListGrinder)
+    pipeline = load_pipeline(path)
+    assert pipeline.kind == "queued" and isinstance(pipeline(), AbstractQueuedPipeline)
 
 
 def test_a_port_out_of_range_names_the_setting_the_value_and_the_range(tmp_path: Path) -> None:
@@ -187,13 +189,13 @@ def test_an_unknown_keyword_in_required_values_is_refused(tmp_path: Path) -> Non
 def test_a_dynamic_input_groups_by_its_key_tag(tmp_path: Path) -> None:
     inputs = 'type = "dynamic"\nkey_tag = "SeriesNumber"'
     path = _write(tmp_path, _minimal(inputs=inputs, module="dynamic_jobs"), "dynamic_jobs")
-    declared = load_pipeline(path).input["CT"]
-    assert issubclass(declared, DynamicInput) and declared.key_tag == "SeriesNumber"
+    declared = load_pipeline(path).config.inputs["CT"]
+    assert declared.cls is DynamicInput and declared.create().key_tag == "SeriesNumber"
 
 
 def test_a_key_tag_on_an_input_that_does_not_group_is_refused(tmp_path: Path) -> None:
     message = _error(tmp_path, _minimal(inputs='key_tag = "SeriesNumber"', module="key_jobs"), "key_jobs")
-    assert "[inputs.CT] key_tag" in message and "dynamic" in message
+    assert "[inputs.CT]: unknown setting 'key_tag'" in message
 
 
 def test_a_file_that_is_not_toml_says_so(tmp_path: Path) -> None:
@@ -212,7 +214,7 @@ def test_relative_directories_are_relative_to_the_toml_file(tmp_path: Path, monk
 def test_grinders_take_options_and_nest(tmp_path: Path) -> None:
     grinder = '{ name = "many", grinders = ["list", { name = "tag", tags = ["InstanceNumber"] }] }'
     path = _write(tmp_path, _minimal(inputs=f"grinder = {grinder}", module="nest_jobs"), "nest_jobs")
-    built = load_pipeline(path).input["CT"].image_grinder
+    built = load_pipeline(path).config.inputs["CT"].settings["image_grinder"]
     assert isinstance(built, ManyGrinder)
     assert isinstance(built.grinders[0], ListGrinder) and isinstance(built.grinders[1], TagGrinder)
     assert built.grinders[1].names == ["InstanceNumber"]

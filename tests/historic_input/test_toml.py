@@ -63,7 +63,7 @@ def _pipeline(folder: Path, pacs_port: int, node_port: int, history: str = "", m
 def test_the_historic_table_sets_the_pacs_and_the_retrieval(tmp_path: Path) -> None:
     pipeline = load_pipeline(_pipeline(tmp_path, 4242, 11112, 'retrieve_mode = "get"\nmodality = "CT"',
                                        module="settings_module"))
-    history = pipeline.input["history"]
+    history = pipeline.config.inputs["history"].create()
     assert history.address == Address("127.0.0.1", 4242, "PACS")
     assert (history.retrieve_mode, history.modality, history.timeout) == ("get", "CT", 10)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from dicomnode.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from dicomnode.server.nodes import AbstractPipeline
+    from dicomnode.cli.run import PipelineFactory
 
 __all__ = ["add_location_arguments", "configure", "data_directory_of"]
 
@@ -38,15 +38,14 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the node's data directory (default: the pipeline's)")
 
 
-def data_directory_of(args: argparse.Namespace) -> tuple[Path, type[AbstractPipeline] | None]:
+def data_directory_of(args: argparse.Namespace) -> tuple[Path, PipelineFactory | None]:
     """The data directory the arguments name, and the pipeline class when one was given."""
     pipeline = None
     if args.pipeline:
-        from dicomnode.cli.run import load_target
-        from dicomnode.server.config import PipelineConfig
+        from dicomnode.cli.run import load_target, settings_of
 
         pipeline = load_target(args.pipeline)
-        configured = PipelineConfig.from_pipeline_class(pipeline).data_directory
+        configured = settings_of(pipeline).data_directory
         directory = args.data_directory or configured
     else:
         directory = args.data_directory
@@ -107,7 +106,7 @@ def _list(directory: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _retry(directory: Path, pipeline: type[AbstractPipeline] | None, args: argparse.Namespace) -> int:
+def _retry(directory: Path, pipeline: PipelineFactory | None, args: argparse.Namespace) -> int:
     from dicomnode.server.stores import DataDirectory
 
     quarantine = DataDirectory.existing(directory).quarantine

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 from dicomnode.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from dicomnode.server.config import PipelineConfig
     from dicomnode.server.nodes import AbstractPipeline
 
-__all__ = ["configure", "load_target"]
+__all__ = ["PipelineFactory", "configure", "load_target", "settings_of"]
 
 logger = logging.getLogger("dicomnode.cli.run")
 
@@ -102,8 +103,14 @@ def _pick_class(module: ModuleType, class_name: str | None, target: str) -> type
     )
 
 
-def load_target(target: str) -> type[AbstractPipeline]:
-    """The pipeline class a ``dicomnode run`` TARGET names.
+#: what builds a node: a pipeline class, or a pipeline declared in TOML (both take the settings' overrides)
+PipelineFactory = Callable[..., "AbstractPipeline"]
+
+
+def load_target(target: str) -> PipelineFactory:
+    """What a ``dicomnode run`` TARGET names: a pipeline class, or a declared TOML pipeline.
+
+    Call the result with setting overrides to build the node.
 
     >>> load_target("my_node.py:MyNode")  # doctest: +SKIP
     <class 'dicomnode_target_my_node.MyNode'>
@@ -124,6 +131,16 @@ def load_target(target: str) -> type[AbstractPipeline]:
     except ImportError as error:
         raise ConfigurationError(f"target {target!r}: cannot import {file_part!r} ({error})") from error
     return _pick_class(module, class_part or None, target)
+
+
+def settings_of(factory: PipelineFactory) -> PipelineConfig:
+    """The validated settings of what :func:`load_target` returned, without building a node."""
+    from dicomnode.server.config import PipelineConfig
+    from dicomnode.server.toml_config import DeclaredPipeline
+
+    if isinstance(factory, DeclaredPipeline):
+        return factory.config
+    return PipelineConfig.from_pipeline_class(factory)  # type: ignore[arg-type]
 
 
 class _StopSignal:

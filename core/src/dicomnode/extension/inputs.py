@@ -25,17 +25,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import attrs
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 from pydicom.tag import BaseTag
 
-from dicomnode.errors import InvalidDatasetError
+from dicomnode.errors import ConfigurationError, InvalidDatasetError
 from dicomnode.extension.grinders import IdentityGrinder, resolve_tag
+from dicomnode.extension.settings import misspelt, near_setting
 
 if TYPE_CHECKING:
     from dicomnode.extension.handles import NodeHandle
 
-__all__ = ["AbstractInput", "DynamicInput"]
+__all__ = ["AbstractInput", "ConfiguredInput", "DynamicInput"]
 
 _SOP_INSTANCE_UID = resolve_tag("SOPInstanceUID")
 _SERIES_INSTANCE_UID = resolve_tag("SeriesInstanceUID")
@@ -79,10 +81,21 @@ class AbstractInput:
         an image this input accepts goes to it alone, not to the patient's
         other inputs, and its sender does not become the patient's calling AE
         title: for images the node fetches itself (prior studies from a PACS);
+    ``minimum_images``
+        with the default :meth:`validate`: the input is complete with at least
+        this many images (None: one);
+    ``validator``
+        with the default :meth:`validate`: a function ``check(input) -> bool``
+        that says when the input is complete;
     ``toml_settings``
-        the further keys an ``[inputs.NAME]`` table of a TOML pipeline may
-        set on the class: key -> converter from the TOML value (raising
-        ValueError or TypeError that says what is allowed).
+        the further settings of an input class a plugin contributes: key ->
+        converter from a TOML value (raising ValueError or TypeError that
+        says what is allowed).
+
+    Each setting can also be given per pipeline without a subclass:
+    ``AbstractInput.configured(required_values={"Modality": "CT"},
+    minimum_images=300)``. A class attribute of a subclass that is almost a
+    setting (``required_value``) is an error when the pipeline starts.
 
     Override :meth:`validate` to say when the input holds enough, and
     :meth:`patient_started` to act when a patient's first image arrives.
@@ -93,13 +106,50 @@ class AbstractInput:
     image_grinder: ClassVar[Callable[..., Any]] = IdentityGrinder()
     enforce_single_series: ClassVar[bool] = False
     exclusive: ClassVar[bool] = False
+    minimum_images: ClassVar[int | None] = None
+    validator: ClassVar[Callable[[Any], bool] | None] = None
     toml_settings: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
 
-    def __init__(self) -> None:
+    #: the settings every input has (a plugin's input adds its own in ``toml_settings``)
+    BASE_SETTINGS: ClassVar[tuple[str, ...]] = (
+        "required_tags", "required_values", "image_grinder", "enforce_single_series", "exclusive",
+        "minimum_images", "validator",
+    )
+
+    @classmethod
+    def setting_names(cls) -> tuple[str, ...]:
+        """Every setting of this input class: the base settings and its ``toml_settings``."""
+        return (*cls.BASE_SETTINGS, *(name for name in cls.toml_settings if name not in cls.BASE_SETTINGS))
+
+    @classmethod
+    def configured(cls, **settings: Any) -> ConfiguredInput:
+        """This input class with ``settings`` given per pipeline: ``CT.configured(minimum_images=300)``.
+
+        The settings are checked now (an unknown name is a ConfigurationError
+        that says which setting was meant).
+        """
+        return ConfiguredInput(cls, settings)
+
+    def __init__(self, **settings: Any) -> None:
         cls = type(self)
-        self._required_tags = [resolve_tag(t, f"{cls.__name__}.required_tags") for t in cls.required_tags]
+        known = cls.setting_names()
+        for name, value in settings.items():
+            if name not in known:
+                guess = near_setting(name, known)
+                hint = f"; did you mean {guess!r}?" if guess else f"; its settings are {', '.join(known)}"
+                raise ConfigurationError(f"{cls.__name__} has no setting {name!r}{hint}")
+            setattr(self, name, value)
+        if self.minimum_images is not None and (isinstance(self.minimum_images, bool) or
+                                                not isinstance(self.minimum_images, int) or self.minimum_images < 1):
+            raise ConfigurationError(f"{cls.__name__}.minimum_images must be a whole number of at least 1, "
+                                     f"got {self.minimum_images!r}")
+        validator = self.setting("validator")
+        if validator is not None and not callable(validator):
+            raise ConfigurationError(f"{cls.__name__}.validator must be a function check(input) -> bool, "
+                                     f"got {validator!r}")
+        self._required_tags = [resolve_tag(t, f"{cls.__name__}.required_tags") for t in self.required_tags]
         self._required_values = [
-            (resolve_tag(t, f"{cls.__name__}.required_values"), v) for t, v in cls.required_values.items()
+            (resolve_tag(t, f"{cls.__name__}.required_values"), v) for t, v in self.required_values.items()
         ]
         # keyed by SOPInstanceUID: an instance sent twice replaces itself instead of counting twice
         self._datasets: dict[str, Dataset] = {}
@@ -108,13 +158,11 @@ class AbstractInput:
 
     # --- what the input accepts -------------------------------------------
 
-    @classmethod
-    def routing_tags(cls) -> set[BaseTag]:
+    def routing_tags(self) -> set[BaseTag]:
         """The tags this input looks at to accept or reject an image."""
-        tags = {resolve_tag(t) for t in cls.required_tags}
-        tags |= {resolve_tag(t) for t in cls.required_values}
+        tags = {tag for tag in self._required_tags} | {tag for tag, _ in self._required_values}
         tags.add(_SOP_INSTANCE_UID)
-        if cls.enforce_single_series:
+        if self.enforce_single_series:
             tags.add(_SERIES_INSTANCE_UID)
         return tags
 
@@ -197,15 +245,35 @@ class AbstractInput:
         return list(self._paths.values())
 
     def validate(self) -> bool:
-        """True when the input holds everything the job needs; the default: at least one image.
+        """True when the input holds everything the job needs.
 
-        Override it, for example ``return self.images >= 300``.
+        The default: the ``validator`` setting's answer when it is set, else
+        at least ``minimum_images`` images (one when that is None). Override
+        it, for example ``return self.images >= 300``.
         """
-        return self.images > 0
+        validator = self.setting("validator")
+        if validator is not None:
+            return bool(validator(self))
+        return self.images >= (self.minimum_images or 1)
+
+    def setting(self, name: str) -> Any:
+        """The value of a setting: given for this pipeline, else the class's — a function as it is.
+
+        Reading a function-valued class attribute through ``self`` would bind
+        it as a method (``image_grinder = my_function`` would get the input as
+        its first argument); this does not.
+        """
+        if name in vars(self):
+            return vars(self)[name]
+        for klass in type(self).__mro__:
+            if name in vars(klass):
+                value = vars(klass)[name]
+                return value.__func__ if isinstance(value, staticmethod) else value
+        raise AttributeError(name)
 
     def get_data(self) -> Any:
         """The value ``process`` receives for this input: the grinder applied to the images."""
-        return type(self).image_grinder(self.datasets)
+        return self.setting("image_grinder")(self.datasets)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} images={self.images}>"
@@ -224,22 +292,22 @@ class DynamicInput(AbstractInput):
     """
 
     key_tag: ClassVar[str | int] = "SeriesInstanceUID"
+    toml_settings: ClassVar[Mapping[str, Callable[[Any], Any]]] = {"key_tag": lambda value: _tag_setting(value)}
 
-    @classmethod
-    def routing_tags(cls) -> set[BaseTag]:
+    def routing_tags(self) -> set[BaseTag]:
         """The tags this input looks at, including the key tag."""
-        return super().routing_tags() | {resolve_tag(cls.key_tag)}
+        return super().routing_tags() | {resolve_tag(self.key_tag)}
 
     def rejection(self, dataset: Dataset) -> str | None:
         """Why the image is not accepted: as :class:`AbstractInput`, plus a missing key tag."""
-        key = resolve_tag(type(self).key_tag, f"{type(self).__name__}.key_tag")
+        key = resolve_tag(self.key_tag, f"{type(self).__name__}.key_tag")
         if key not in dataset:
             return f"{type(self).__name__} groups images by {_name(key)}, which the image lacks"
         return super().rejection(dataset)
 
     def groups(self) -> dict[str, list[Dataset]]:
         """The images grouped by the value of the key tag, in arrival order."""
-        key = resolve_tag(type(self).key_tag)
+        key = resolve_tag(self.key_tag)
         result: dict[str, list[Dataset]] = {}
         for dataset in self._datasets.values():
             result.setdefault(_as_text(dataset[key].value), []).append(dataset)
@@ -247,6 +315,76 @@ class DynamicInput(AbstractInput):
 
     def get_data(self) -> dict[str, Any]:
         """``{key value: grinder(images of that group)}``."""
-        grinder = type(self).image_grinder
+        grinder = self.setting("image_grinder")
         return {key: grinder(datasets) for key, datasets in self.groups().items()}
 
+
+
+def _tag_setting(value: object) -> str | int:
+    """A tag setting from TOML: a keyword, or eight hex digits (``"00100020"``, ``"0x00100020"``)."""
+    text = str(value)
+    digits = text[2:] if text.lower().startswith("0x") else text
+    if len(digits) == 8 and all(c in "0123456789abcdefABCDEF" for c in digits):
+        return int(digits, 16)
+    resolve_tag(text, "key_tag")
+    return text
+
+
+def _is_framework_input(cls: type) -> bool:
+    """A class whose attributes are settings and their defaults: dicomnode's, or a plugin's (it declares
+    ``toml_settings`` itself)."""
+    return cls is AbstractInput or "toml_settings" in vars(cls)
+
+
+@attrs.frozen(hash=False)
+class ConfiguredInput:
+    """An input of a pipeline: its class, and the settings given for this pipeline (on top of the class's).
+
+    A pipeline's ``input = {"CT": CT}`` becomes ``ConfiguredInput(CT, {})``;
+    ``CT.configured(minimum_images=300)`` or a TOML ``[inputs.CT]`` table gives
+    settings. Making one checks it: the class's attributes for near-misses of
+    a setting, its grinder, and the settings themselves (by building an
+    instance).
+    """
+
+    cls: type[AbstractInput]
+    settings: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+
+    def __attrs_post_init__(self) -> None:
+        cls = self.cls
+        if not (isinstance(cls, type) and issubclass(cls, AbstractInput)):
+            raise ConfigurationError(f"an input must be a subclass of dicomnode.AbstractInput, got {cls!r}")
+        problem = misspelt(cls, cls.setting_names(), _is_framework_input, "an input")
+        if problem is not None:
+            raise ConfigurationError(problem)
+        _check_grinder(cls, self.settings.get("image_grinder", cls.image_grinder))
+        self.create()
+
+    @property
+    def name(self) -> str:
+        """The input class's name."""
+        return self.cls.__name__
+
+    def create(self) -> AbstractInput:
+        """A new instance for one patient."""
+        return self.cls(**self.settings)
+
+
+def _check_grinder(cls: type, grinder: object) -> None:
+    if callable(grinder):
+        return
+    if isinstance(grinder, str):
+        from dicomnode.plugins import get_registry
+
+        provided = get_registry().contributions("grinder").get(grinder)
+        if provided is not None:
+            target = provided.spec.target
+            class_name = target.rpartition(":")[2] if isinstance(target, str) else getattr(target, "__name__", "")
+            raise ConfigurationError(
+                f"{cls.__name__}.image_grinder = {grinder!r} is the name of a grinder, not a grinder: give "
+                f"{class_name}() (from {provided.spec.target if isinstance(target, str) else class_name}, "
+                f"distribution {provided.distribution}); names are for TOML pipelines")
+        raise ConfigurationError(f"{cls.__name__}.image_grinder = {grinder!r} is text, not a grinder: give a "
+                                 "grinder object such as ListGrinder()")
+    raise ConfigurationError(f"{cls.__name__}.image_grinder must be a grinder (a callable taking the "
+                             f"datasets), got {type(grinder).__name__}")

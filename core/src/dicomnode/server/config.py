@@ -21,7 +21,8 @@ import attrs
 
 from dicomnode.errors import ConfigurationError
 from dicomnode.extension.grinders import resolve_tag
-from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.inputs import AbstractInput, ConfiguredInput
+from dicomnode.extension.settings import class_attributes, near_setting
 from dicomnode.net import Address, check_ae_title
 
 __all__ = ["SETTINGS", "PipelineConfig"]
@@ -88,19 +89,25 @@ def _optional_count(_i: object, a: attrs.Attribute[Any], value: object) -> None:
         raise _fail(a.name, value, "an integer of at least 1, or None (0 in TOML): the C library's default")
 
 
-def _inputs(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+def _configured_inputs(value: object) -> dict[str, ConfiguredInput]:
+    """``{name: AbstractInput subclass or ConfiguredInput}`` as ConfiguredInputs, each checked."""
     if not isinstance(value, Mapping) or not value:
-        raise _fail(a.name, value, "a non-empty mapping of input name to AbstractInput subclass")
-    for name, cls in value.items():
+        raise _fail("inputs", value, "a non-empty mapping of input name to AbstractInput subclass")
+    result = {}
+    for name, item in value.items():
         if not isinstance(name, str) or not name:
-            raise _fail(f"{a.name} key", name, "a non-empty string")
-        if not (isinstance(cls, type) and issubclass(cls, AbstractInput)):
-            raise _fail(f"{a.name}[{name!r}]", cls, "a subclass of dicomnode.AbstractInput")
-        for tag in [*cls.required_tags, *cls.required_values]:
-            try:
-                resolve_tag(tag)
-            except ValueError as error:
-                raise ConfigurationError(f"setting {a.name}[{name!r}]: {error}") from None
+            raise _fail("inputs key", name, "a non-empty string")
+        if isinstance(item, ConfiguredInput):
+            result[name] = item
+            continue
+        if not (isinstance(item, type) and issubclass(item, AbstractInput)):
+            raise _fail(f"inputs[{name!r}]", item, "a subclass of dicomnode.AbstractInput, or "
+                                                   "AbstractInput.configured(...)")
+        try:
+            result[name] = ConfiguredInput(item)
+        except (ConfigurationError, ValueError) as error:
+            raise ConfigurationError(f"setting inputs[{name!r}]: {error}") from None
+    return result
 
 
 def _executor(_i: object, a: attrs.Attribute[Any], value: object) -> None:
@@ -163,7 +170,7 @@ def _contexts(value: object) -> tuple[str, ...]:
 class PipelineConfig:
     """Every setting of a pipeline, validated; see ``docs/configuration.md`` for each one."""
 
-    inputs: Mapping[str, type[AbstractInput]] = attrs.field(validator=_inputs, converter=dict)
+    inputs: Mapping[str, ConfiguredInput] = attrs.field(converter=_configured_inputs)
     name: str = "dicomnode"
     ae_title: str = attrs.field(default="DICOMNODE", validator=_ae)
     ip: str = attrs.field(default="0.0.0.0", validator=_ip)
@@ -235,22 +242,50 @@ class PipelineConfig:
 
     @classmethod
     def from_pipeline_class(cls, pipeline: type[Any], **overrides: Any) -> PipelineConfig:
-        """Read the settings from an ``AbstractPipeline`` subclass's attributes, then ``overrides``."""
+        """Read the settings from an ``AbstractPipeline`` subclass's attributes, then ``overrides``.
+
+        Only the attributes the user's classes set count (the nearest class
+        wins); a setting none of them sets has its default here. An attribute
+        that is almost a setting (``ae_tile``, ``data_dir``) or a setting that
+        was renamed is a ConfigurationError naming the setting meant.
+        """
+        names = (set(SETTINGS) - {"inputs"}) | {"input"}  # the class attribute is ``input``
         values: dict[str, Any] = {}
-        for field in attrs.fields(cls):
-            source = "input" if field.name == "inputs" else field.name
-            if hasattr(pipeline, source):
-                values[field.name] = getattr(pipeline, source)
+        for klass, name, value in class_attributes(pipeline, _is_framework_pipeline):
+            if name in names:
+                values.setdefault("inputs" if name == "input" else name, value)
+                continue
+            _refuse_near_miss(f"{klass.__name__}.{name}", name, names)
         values.setdefault("name", getattr(pipeline, "__name__", "dicomnode"))
         if "input" in overrides:  # the class attribute's name, which users know
             overrides = {**overrides, "inputs": overrides["input"]}
             del overrides["input"]
+        for name in overrides:
+            if name not in SETTINGS:
+                _refuse_near_miss(f"keyword argument {name}", name, set(SETTINGS))
+                raise ConfigurationError(f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")
         values.update(overrides)
-        unknown = set(values) - set(SETTINGS)
-        if unknown:
-            raise ConfigurationError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(SETTINGS)}")
         return cls(**values)
 
 
 #: every setting's name, in declaration order
 SETTINGS: tuple[str, ...] = tuple(field.name for field in attrs.fields(PipelineConfig))
+
+#: settings that were renamed or replaced, and what to write instead
+RENAMED = {
+    "processing_directory": "executor = \"process\" with executor_settings = {\"directory\": ...}",
+}
+
+
+def _is_framework_pipeline(cls: type) -> bool:
+    """dicomnode's own pipeline classes (they say so in their body), whose attributes are not a user's settings."""
+    return bool(vars(cls).get("_framework_class", False))
+
+
+def _refuse_near_miss(where: str, name: str, names: set[str]) -> None:
+    if name in RENAMED:
+        raise ConfigurationError(f"{where}: the setting {name!r} is gone; write {RENAMED[name]}")
+    guess = near_setting(name, names)
+    if guess is not None:
+        raise ConfigurationError(f"{where} is not a setting; did you mean {guess!r}? (an attribute of your "
+                                 "own with that name can start with an underscore)")

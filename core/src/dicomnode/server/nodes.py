@@ -43,11 +43,10 @@ from dicomnode.errors import ConfigurationError
 from dicomnode.extension.containers import InputContainer
 from dicomnode.extension.executors import PipelineIdentity
 from dicomnode.extension.handles import IngestResult, Source
-from dicomnode.extension.inputs import AbstractInput
 from dicomnode.extension.outputs import PipelineOutput
 from dicomnode.net import Address
 from dicomnode.server.allocator import limit_arenas, release_free_memory
-from dicomnode.server.config import DEFAULT_LOG_FORMAT, PipelineConfig
+from dicomnode.server.config import PipelineConfig
 from dicomnode.server.ingest import STATUS_SUCCESS, Ingest
 from dicomnode.server.logs import configure_logging, job_logger
 from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
@@ -70,48 +69,20 @@ __all__ = ["AbstractPipeline", "AbstractQueuedPipeline", "AbstractThreadedPipeli
 class AbstractPipeline:
     """A DICOM node: receives images, waits until a patient is complete, processes, delivers.
 
-    Settings are class attributes (see ``docs/configuration.md``); keyword
-    arguments of the constructor override them (``MyNode(port=0)``), or pass
-    a whole :class:`~dicomnode.server.config.PipelineConfig` as ``config``.
-    Override :meth:`process` (required), and :meth:`filter` and
-    :meth:`post_init` when needed.
+    Settings are class attributes of a subclass (every setting of
+    :class:`~dicomnode.server.config.PipelineConfig`, where their defaults
+    live; see ``docs/configuration.md``); keyword arguments of the
+    constructor override them (``MyNode(port=0)``), or pass a whole
+    :class:`~dicomnode.server.config.PipelineConfig` as ``config``. The
+    validated settings are ``node.config``. Override :meth:`process`
+    (required), and :meth:`filter`, :meth:`post_init` and
+    :meth:`setup_worker` when needed.
     """
 
-    ae_title: ClassVar[str] = "DICOMNODE"
-    ip: ClassVar[str] = "0.0.0.0"
-    port: Any = 11112  # a class setting, and on an instance the port the server listens on
-    supported_contexts: ClassVar[Sequence[Any]] = ()
-    require_called_aet: ClassVar[bool] = False
-    require_calling_aet: ClassVar[Sequence[str]] = ()
-    known_endpoints: ClassVar[Mapping[str, Address]] = {}
-    input: ClassVar[Mapping[str, type[AbstractInput]]] = {}
-    patient_identifier_tag: ClassVar[str | int] = "PatientID"
-    data_directory: ClassVar[str | Path | None] = None
-    lazy_storage: ClassVar[bool] = False
-    executor: ClassVar[str] = "threads"
-    executor_settings: ClassVar[Mapping[str, Any]] = {}
-    processing_workers: ClassVar[int] = 2
-    study_expiration_days: ClassVar[float | None] = 14.0
-    stable_time: ClassVar[float | None] = None
-    fsync: ClassVar[str] = "none"
-    rejection_policy: ClassVar[str] = "failure"
-    maximum_inflated_size: ClassVar[int] = 32 * 1024 * 1024
-    maximum_associations: ClassVar[int] = 32
-    malloc_arenas: ClassVar[int | None] = 2
-    release_idle_memory: ClassVar[bool] = True
-    maintenance_thread: ClassVar[bool] = True
-    maintenance_interval: ClassVar[float] = 60.0
-    quarantine_retention_days: ClassVar[float | None] = 90.0
-    outbox_retry_delay: ClassVar[float] = 60.0
-    outbox_max_delay: ClassVar[float] = 3600.0
-    tls_certificate: ClassVar[str | Path | None] = None
-    tls_key: ClassVar[str | Path | None] = None
-    tls_ca: ClassVar[str | Path | None] = None
-    log_level: ClassVar[str] = "INFO"
-    log_format: ClassVar[str] = DEFAULT_LOG_FORMAT
-    log_output: ClassVar[str | Path | None] = None
-    log_max_bytes: ClassVar[int] = 10_000_000
-    log_backup_count: ClassVar[int] = 5
+    #: on an instance: the port the server listens on (the real one after ``open``)
+    port: int
+    #: dicomnode's own pipeline classes say so: their attributes are not settings of a user's
+    _framework_class: ClassVar[bool] = True
 
     #: seconds ``close()`` waits for running associations before aborting them
     close_timeout: ClassVar[float] = 30.0
@@ -207,9 +178,6 @@ class AbstractPipeline:
         process (defined in ``__main__`` or inside a function).
         """
         cls = type(self)
-        toml_file = getattr(cls, "_toml_file", None)
-        if toml_file is not None:
-            return PipelineIdentity(f"toml:{toml_file}", self.config)
         if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
             raise ConfigurationError(
                 f"{cls.__qualname__} cannot be imported by another process (it is defined in "
@@ -538,6 +506,7 @@ class AbstractQueuedPipeline(AbstractPipeline):
     """
 
     _executor_workers: ClassVar[int | None] = 1
+    _framework_class: ClassVar[bool] = True
 
 
 class AbstractThreadedPipeline(AbstractPipeline):
@@ -549,6 +518,8 @@ class AbstractThreadedPipeline(AbstractPipeline):
     crash can lose images already acknowledged. Use :class:`AbstractPipeline`
     when nothing acknowledged may be lost.
     """
+
+    _framework_class: ClassVar[bool] = True
 
     def _start_workers(self) -> None:
         self._queue: queue.Queue[Any] = queue.Queue()

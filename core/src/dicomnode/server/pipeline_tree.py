@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from pydicom import Dataset
 
 from dicomnode.extension.containers import InputContainer
-from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.inputs import AbstractInput, ConfiguredInput
 from dicomnode.net import Address
 
 if TYPE_CHECKING:
@@ -54,12 +54,13 @@ class PatientContainer:
     expiry) took the container out of its tree.
     """
 
-    def __init__(self, patient_key: str, inputs: Mapping[str, type[AbstractInput]],
+    def __init__(self, patient_key: str, inputs: Mapping[str, ConfiguredInput | type[AbstractInput]],
                  node: NodeHandle | None = None) -> None:
         self.patient_key = patient_key
         self.node = node
         self.started = False
-        self.inputs: dict[str, AbstractInput] = {name: cls() for name, cls in inputs.items()}
+        self.inputs: dict[str, AbstractInput] = {
+            name: spec.create() if isinstance(spec, ConfiguredInput) else spec() for name, spec in inputs.items()}
         self.created = time.time()
         self.last_update = time.monotonic()
         self.calling_aet = ""
@@ -84,7 +85,7 @@ class PatientContainer:
                 accepting.append(name)
             else:
                 reasons.append(reason)
-        exclusive = [name for name in accepting if type(self.inputs[name]).exclusive]
+        exclusive = [name for name in accepting if self.inputs[name].exclusive]
         return (exclusive or accepting), ("" if accepting else "; ".join(reasons))
 
     def rejection(self, dataset: Dataset) -> str | None:
@@ -109,7 +110,7 @@ class PatientContainer:
         self.last_update = time.monotonic()
         if path is not None:
             self._paths[path] = None
-        exclusive = type(self.inputs[names[0]]).exclusive
+        exclusive = self.inputs[names[0]].exclusive
         if calling_aet and not exclusive:
             self.calling_aet = calling_aet
             self.responding_address = (known_endpoints or {}).get(calling_aet)
@@ -171,7 +172,7 @@ class PipelineTree:
     ``node`` is the handle given to each input's ``patient_started``.
     """
 
-    def __init__(self, inputs: Mapping[str, type[AbstractInput]],
+    def __init__(self, inputs: Mapping[str, ConfiguredInput | type[AbstractInput]],
                  known_endpoints: Mapping[str, Address] | None = None,
                  node: NodeHandle | None = None) -> None:
         self.input_classes = dict(inputs)

@@ -29,11 +29,14 @@ function as ``"module:function"``, and the node settings under ``[node]``::
     type = "file"
     directory = "results"
 
-The file becomes an :class:`~dicomnode.server.nodes.AbstractPipeline`
-subclass with exactly these class attributes, so it is validated by the same
-:class:`~dicomnode.server.config.PipelineConfig` as a pipeline written in
-Python, and a bad value is a :class:`~dicomnode.errors.ConfigurationError`
-that names the setting, the value and what is allowed.
+The file is parsed straight into the same validated
+:class:`~dicomnode.server.config.PipelineConfig` a pipeline written in Python
+gets (inputs become :class:`~dicomnode.extension.inputs.ConfiguredInput`
+values of the registered input classes; no class is made at run time), and a
+bad value is a :class:`~dicomnode.errors.ConfigurationError` that names the
+setting, the value and what is allowed. :func:`load_pipeline` returns a
+:class:`DeclaredPipeline`: call it (with overrides, as a class) to build the
+node.
 
 ``process(input_container)`` may return outputs itself (one
 :class:`~dicomnode.extension.outputs.PipelineOutput` or a list), or datasets (one
@@ -48,19 +51,19 @@ an output with neither is built as ``Output(**rest)``.
 
 from __future__ import annotations
 
-import copyreg
 import importlib
 import inspect
 import re
 import sys
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from pydicom import Dataset
 
 from dicomnode.errors import ConfigurationError, PluginError
+from dicomnode.extension.inputs import ConfiguredInput
 from dicomnode.net import Address
 
 if sys.version_info >= (3, 11):
@@ -69,66 +72,20 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from dicomnode.extension.inputs import AbstractInput
     from dicomnode.extension.outputs import PipelineOutput
     from dicomnode.plugins import PluginRegistry
     from dicomnode.server.config import PipelineConfig
     from dicomnode.server.nodes import AbstractPipeline
 
-__all__ = ["load_pipeline", "load_pipeline_config", "parse_pipeline"]
+__all__ = ["DeclaredPipeline", "load_pipeline", "load_pipeline_config", "parse_pipeline", "result_outputs"]
 
 _PIPELINE_TYPES = ("pipeline", "threaded", "queued")
 _TOP_LEVEL = ("name", "process", "type", "node", "inputs", "outputs")
 _INPUT_KEYS = ("type", "required_values", "required_tags", "grinder", "images", "validate",
-               "enforce_single_series", "key_tag")
-_PATH_SETTINGS = ("data_directory", "processing_directory", "log_output", "tls_certificate", "tls_key", "tls_ca")
+               "enforce_single_series")
+_PATH_SETTINGS = ("data_directory", "log_output", "tls_certificate", "tls_key", "tls_ca")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _HEX_TAG = re.compile(r"^(0x)?[0-9A-Fa-f]{8}$")
-
-
-class _Declared(type):
-    """Metaclass of the classes a TOML file declares.
-
-    They pickle as "load that file again", so a pipeline declared in TOML can
-    run ``process`` in a spawned process (``processing_directory``), which
-    gets the pipeline class and its inputs by pickling.
-    """
-
-    _toml_file: str | None = None
-    _toml_input: str | None = None
-
-
-_METACLASSES: dict[type, type] = {type: _Declared}
-_LOADED: dict[str, type[Any]] = {}
-_LOADED_LOCK = threading.Lock()
-
-
-def _metaclass_for(parent: type) -> type:
-    meta = type(parent)
-    if meta not in _METACLASSES:
-        # a plugin's input may have its own metaclass (abc.ABCMeta): combine, and register it too
-        _METACLASSES[meta] = type(f"_Declared{meta.__name__}", (_Declared, meta), {})
-        copyreg.pickle(_METACLASSES[meta], _reduce_declared)
-    return _METACLASSES[meta]
-
-
-def _declared_class(file: str, input_name: str | None) -> type[Any]:
-    """The class a TOML file declares, loaded once per process (the target of unpickling)."""
-    with _LOADED_LOCK:
-        pipeline = _LOADED.get(file)
-    if pipeline is None:
-        pipeline = load_pipeline(file)
-    return pipeline if input_name is None else pipeline.input[input_name]
-
-
-def _reduce_declared(cls: _Declared) -> tuple[Any, tuple[str, str | None]]:
-    if cls._toml_file is None:
-        raise TypeError(f"{cls.__name__} was declared from a mapping, not a file, so it cannot be sent "
-                        "to another process; load it with load_pipeline(path) to use processing_directory")
-    return _declared_class, (cls._toml_file, cls._toml_input)
-
-
-copyreg.pickle(_Declared, _reduce_declared)
 
 
 def _error(setting: str, value: object, allowed: str) -> ConfigurationError:
@@ -216,8 +173,8 @@ def _grinder(value: object, setting: str, registry: PluginRegistry) -> Any:
         raise ConfigurationError(f"{setting} = {value!r}: the grinder {name!r} refused it: {error}") from None
 
 
-def _input_class(name: str, value: object, base: Path, registry: PluginRegistry,
-                 source: str | None) -> type[AbstractInput]:
+def _input(name: str, value: object, base: Path, registry: PluginRegistry) -> ConfiguredInput:
+    """An ``[inputs.NAME]`` table as the registered input class with the table's settings."""
     where = f"[inputs.{name}]"
     table = _table(value, where)
     kind = table.get("type", "dicom")
@@ -228,59 +185,44 @@ def _input_class(name: str, value: object, base: Path, registry: PluginRegistry,
     if parent is None:
         raise _error(f"{where} type", kind, "must be a registered input name such as 'dicom'")
     # an input class may take further keys (the historic input: its PACS address, …)
-    extra = dict(getattr(parent, "toml_settings", {}))
+    extra = dict(parent.toml_settings)
     _check_keys(table, (*_INPUT_KEYS, *extra), where)
-    attributes: dict[str, Any] = {"__module__": __name__, "__qualname__": name}
+    settings: dict[str, Any] = {}
     for key, convert in extra.items():
         if key in table:
             try:
-                attributes[key] = convert(table[key])
+                settings[key] = convert(table[key])
             except (TypeError, ValueError) as error:
                 raise ConfigurationError(f"{where} {key} = {table[key]!r}: {error}") from None
     if "required_values" in table:
-        attributes["required_values"] = _required_values(table["required_values"], f"{where} required_values")
+        settings["required_values"] = _required_values(table["required_values"], f"{where} required_values")
     if "required_tags" in table:
         tags = table["required_tags"]
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise _error(f"{where} required_tags", tags, "must be a list of DICOM keywords")
-        attributes["required_tags"] = [_tag(t, where) for t in tags]
+        settings["required_tags"] = [_tag(t, where) for t in tags]
     if "grinder" in table:
-        attributes["image_grinder"] = _grinder(table["grinder"], f"{where} grinder", registry)
+        settings["image_grinder"] = _grinder(table["grinder"], f"{where} grinder", registry)
     if "enforce_single_series" in table:
         if not isinstance(table["enforce_single_series"], bool):
             raise _error(f"{where} enforce_single_series", table["enforce_single_series"], "must be true or false")
-        attributes["enforce_single_series"] = table["enforce_single_series"]
-    if "key_tag" in table:
-        if not hasattr(parent, "key_tag"):
-            raise _error(f"{where} key_tag", table["key_tag"],
-                         f"only inputs that group by a tag take it (type = 'dynamic'), not {kind!r}")
-        attributes["key_tag"] = _tag(str(table["key_tag"]), where)
+        settings["enforce_single_series"] = table["enforce_single_series"]
     if "images" in table and "validate" in table:
         raise ConfigurationError(f"{where}: give either images or validate, not both")
     if "images" in table:
-        attributes["validate"] = _at_least(table["images"], f"{where} images")
+        count = table["images"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise _error(f"{where} images", count, "must be a whole number of images, at least 1")
+        settings["minimum_images"] = count
     elif "validate" in table:
         check = _import(table["validate"], f"{where} validate", base)
         if not callable(check):
             raise _error(f"{where} validate", table["validate"], "must name a function check(input) -> bool")
-        attributes["validate"] = lambda self: bool(check(self))
+        settings["validator"] = check
     try:
-        attributes.update(_toml_file=source, _toml_input=name)
-        cls: type[AbstractInput] = _metaclass_for(parent)(name, (parent,), attributes)
-        cls()  # resolves the tags now, so a bad keyword is reported at start, not at the first image
-    except ValueError as error:
+        return ConfiguredInput(parent, settings)
+    except ValueError as error:  # ConfigurationError included: a bad keyword is reported at start
         raise ConfigurationError(f"{where}: {error}") from None
-    return cls
-
-
-def _at_least(count: object, setting: str) -> Callable[[Any], bool]:
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise _error(setting, count, "must be a whole number of images, at least 1")
-
-    def validate(self: Any) -> bool:
-        return bool(self.images >= count)
-
-    return validate
 
 
 def _endpoint(value: object, setting: str) -> Address:
@@ -363,7 +305,7 @@ class _OutputRecipe:
             return False
 
 
-def _result_outputs(result: object, recipes: Sequence[_OutputRecipe],
+def result_outputs(result: object, recipes: Sequence[_OutputRecipe],
                     ae_title: str | None = None) -> list[PipelineOutput]:
     """What a TOML pipeline's process returned, as the outputs to dispatch."""
     from dicomnode.extension.outputs import NoOutput, PipelineOutput
@@ -400,26 +342,51 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigurationError(f"pipeline file {str(path)!r} is not valid TOML: {error}") from None
 
 
+@attrs.frozen(hash=False)
+class DeclaredPipeline:
+    """A pipeline declared in TOML: its validated configuration, its kind, its process and outputs.
+
+    Call it as you would a pipeline class — ``declared()`` or
+    ``declared(port=0)`` — to build the node; ``source`` is the file it was
+    read from (another process, a spawned job or a cluster worker, reads it
+    again from there).
+    """
+
+    config: PipelineConfig
+    kind: str
+    process: Callable[[Any], Any]
+    outputs: tuple[_OutputRecipe, ...]
+    source: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name."""
+        return self.config.name
+
+    def __call__(self, config: PipelineConfig | None = None, **overrides: Any) -> AbstractPipeline:
+        """The node: a pipeline of this declaration's kind with its configuration (and ``overrides``)."""
+        from dicomnode.server.declared import pipeline_class
+
+        return pipeline_class(self.kind)(config or self.config, declared=self, **overrides)
+
+
 def parse_pipeline(document: Mapping[str, Any], base: Path | str = ".", *, name: str = "pipeline",
                    registry: PluginRegistry | None = None, source: Path | str | None = None,
-                   ) -> type[AbstractPipeline]:
-    """Build the pipeline class a parsed TOML document declares.
+                   ) -> DeclaredPipeline:
+    """The pipeline a parsed TOML document declares.
 
     ``base`` is the folder relative paths and process modules are found in;
-    ``source`` the file the document was read from, if any (a class declared
-    from a file can be sent to a spawned processing process).
+    ``source`` the file the document was read from, if any (a pipeline read
+    from a file can run its jobs in other processes).
     """
-    file = str(Path(source).resolve()) if source is not None else None
     from dicomnode.plugins import get_registry
-    from dicomnode.server import nodes
+    from dicomnode.server.config import PipelineConfig
 
     registry = registry or get_registry()
     folder = Path(base).resolve()
     _check_keys(document, _TOP_LEVEL, "the pipeline file")
     kind = document.get("type", "pipeline")
-    bases = {"pipeline": nodes.AbstractPipeline, "threaded": nodes.AbstractThreadedPipeline,
-             "queued": nodes.AbstractQueuedPipeline}
-    if kind not in bases:
+    if kind not in _PIPELINE_TYPES:
         raise _error("type", kind, f"must be one of {', '.join(_PIPELINE_TYPES)}")
     pipeline_name = document.get("name", name)
     if not isinstance(pipeline_name, str) or not pipeline_name.strip():
@@ -435,38 +402,26 @@ def parse_pipeline(document: Mapping[str, Any], base: Path | str = ".", *, name:
         for endpoint, value in _table(node["known_endpoints"], "[node.known_endpoints]").items():
             endpoints[endpoint] = _endpoint(value, f"[node.known_endpoints.{endpoint}]")
         node["known_endpoints"] = endpoints
-    inputs = {input_name: _input_class(input_name, value, folder, registry, file)
+    inputs = {input_name: _input(input_name, value, folder, registry)
               for input_name, value in _table(document.get("inputs", {}), "[inputs]").items()}
     outputs = document.get("outputs", [])
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise _error("outputs", outputs, "must be an array of tables: [[outputs]]")
-    recipes = [_OutputRecipe(number, table, endpoints, folder, registry)
-               for number, table in enumerate(outputs, start=1)]
+    recipes = tuple(_OutputRecipe(number, table, endpoints, folder, registry)
+                    for number, table in enumerate(outputs, start=1))
     if "process" not in document:
         raise ConfigurationError("the pipeline file must name its process function: process = 'module:function'")
     function = _import(document["process"], "process", folder)
     if not callable(function):
         raise _error("process", document["process"], "must name a function process(input_container)")
-
-    def process(self: Any, input_container: Any) -> list[PipelineOutput]:
-        return _result_outputs(function(input_container), recipes, self.config.ae_title)
-
-    attributes: dict[str, Any] = {**node, "input": inputs, "process": process, "__module__": __name__,
-                                  "__qualname__": pipeline_name, "toml_outputs": tuple(recipes)}
-    attributes.setdefault("name", pipeline_name)
-    attributes.update(_toml_file=file, _toml_input=None)
-    cls: type[AbstractPipeline] = _Declared(_class_name(pipeline_name), (bases[kind],), attributes)  # type: ignore[assignment]
-    _validate(cls)
-    if file is not None:
-        with _LOADED_LOCK:
-            _LOADED[file] = cls
-    return cls
-
-
-def _class_name(name: str) -> str:
-    words = re.split(r"[^A-Za-z0-9]+", name)
-    text = "".join(word[:1].upper() + word[1:] for word in words if word)
-    return text if text[:1].isalpha() else f"Pipeline{text}"
+    node.setdefault("name", pipeline_name)
+    try:
+        config = PipelineConfig(inputs=inputs, **node)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"[node] {error}") from None
+    except TypeError as error:  # a required setting is missing
+        raise ConfigurationError(f"[node] {error}") from None
+    return DeclaredPipeline(config, kind, function, recipes, None if source is None else Path(source).resolve())
 
 
 def _node_settings() -> tuple[str, ...]:
@@ -476,20 +431,11 @@ def _node_settings() -> tuple[str, ...]:
     return tuple(name for name in SETTINGS if name != "inputs")
 
 
-def _validate(cls: type[AbstractPipeline]) -> PipelineConfig:
-    from dicomnode.server.config import PipelineConfig
+def load_pipeline(path: Path | str, *, registry: PluginRegistry | None = None) -> DeclaredPipeline:
+    """The pipeline declared by the TOML file at ``path``.
 
-    try:
-        return PipelineConfig.from_pipeline_class(cls)
-    except ConfigurationError as error:
-        raise ConfigurationError(f"[node] {error}") from None
-
-
-def load_pipeline(path: Path | str, *, registry: PluginRegistry | None = None) -> type[AbstractPipeline]:
-    """The pipeline class declared by the TOML file at ``path``.
-
-    Run it like any pipeline: ``load_pipeline("store.toml")().open()``, or
-    ``dicomnode run store.toml``.
+    Run it like a pipeline class: ``load_pipeline("store.toml")().open()``,
+    or ``dicomnode run store.toml``.
     """
     file = Path(path)
     return parse_pipeline(_read(file), file.resolve().parent, name=file.stem, registry=registry, source=file)
@@ -497,4 +443,4 @@ def load_pipeline(path: Path | str, *, registry: PluginRegistry | None = None) -
 
 def load_pipeline_config(path: Path | str, *, registry: PluginRegistry | None = None) -> PipelineConfig:
     """The validated :class:`~dicomnode.server.config.PipelineConfig` of the TOML file at ``path``."""
-    return _validate(load_pipeline(path, registry=registry))
+    return load_pipeline(path, registry=registry).config

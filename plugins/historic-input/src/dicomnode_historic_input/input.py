@@ -51,6 +51,31 @@ def _setting_error(cls: type, setting: str, value: object, allowed: str) -> Conf
     return ConfigurationError(f"{cls.__name__}.{setting} must be {allowed}, got {value!r}")
 
 
+def _check_settings(cls: type, source: Any) -> None:
+    """Check the settings ``source`` (the class, or an instance with settings of its own) has."""
+    if source.address is not None and not isinstance(source.address, Address):
+        raise _setting_error(cls, "address", source.address, "an Address(ip, port, ae_title)")
+    try:
+        level = QueryLevel(source.query_level.upper() if isinstance(source.query_level, str) else source.query_level)
+    except ValueError:
+        level = QueryLevel.PATIENT
+    if level is QueryLevel.PATIENT:
+        raise _setting_error(cls, "query_level", source.query_level, "'STUDY', 'SERIES' or 'IMAGE'")
+    if source.retrieve_mode not in RETRIEVE_MODES:
+        raise _setting_error(cls, "retrieve_mode", source.retrieve_mode, "'move' or 'get'")
+    if source.on_failure not in FAILURE_OUTCOMES:
+        raise _setting_error(cls, "on_failure", source.on_failure, "'process' or 'retry'")
+    for setting in ("timeout", "retry_interval"):
+        if not _positive(getattr(source, setting)):
+            raise _setting_error(cls, setting, getattr(source, setting), "a positive number of seconds")
+    for setting in ("max_attempts", "max_concurrent_retrievals"):
+        count = getattr(source, setting)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise _setting_error(cls, setting, count, "an integer of at least 1, or None")
+    if source.modality is not None and not isinstance(source.modality, str):
+        raise _setting_error(cls, "modality", source.modality, "a Modality such as 'CT', or None")
+
+
 def _positive(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
 
@@ -126,31 +151,12 @@ class HistoricAbstractInput(AbstractInput):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # checked when the class is defined, not when the first patient arrives
-        if cls.address is not None and not isinstance(cls.address, Address):
-            raise _setting_error(cls, "address", cls.address, "an Address(ip, port, ae_title)")
-        try:
-            level = QueryLevel(cls.query_level.upper() if isinstance(cls.query_level, str) else cls.query_level)
-        except ValueError:
-            level = QueryLevel.PATIENT
-        if level is QueryLevel.PATIENT:
-            raise _setting_error(cls, "query_level", cls.query_level, "'STUDY', 'SERIES' or 'IMAGE'")
-        if cls.retrieve_mode not in RETRIEVE_MODES:
-            raise _setting_error(cls, "retrieve_mode", cls.retrieve_mode, "'move' or 'get'")
-        if cls.on_failure not in FAILURE_OUTCOMES:
-            raise _setting_error(cls, "on_failure", cls.on_failure, "'process' or 'retry'")
-        for setting in ("timeout", "retry_interval"):
-            if not _positive(getattr(cls, setting)):
-                raise _setting_error(cls, setting, getattr(cls, setting), "a positive number of seconds")
-        for setting in ("max_attempts", "max_concurrent_retrievals"):
-            count = getattr(cls, setting)
-            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-                raise _setting_error(cls, setting, count, "an integer of at least 1, or None")
-        if cls.modality is not None and not isinstance(cls.modality, str):
-            raise _setting_error(cls, "modality", cls.modality, "a Modality such as 'CT', or None")
+        _check_settings(cls, cls)  # when the class is defined, not when the first patient arrives
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        if settings:
+            _check_settings(type(self), self)  # settings given per pipeline (TOML, configured())
         self._lock = threading.Lock()
         self._trigger: Dataset | None = None
         self._trigger_study = ""
@@ -161,7 +167,7 @@ class HistoricAbstractInput(AbstractInput):
     @property
     def level(self) -> QueryLevel:
         """The level the C-FIND walk starts at."""
-        level = type(self).query_level
+        level = self.query_level
         return QueryLevel(level.upper() if isinstance(level, str) else level)
 
     # --- what a user overrides -----------------------------------------------------
@@ -173,7 +179,7 @@ class HistoricAbstractInput(AbstractInput):
         study dated before the trigger's; with ``modality`` set, only the
         series of that Modality (studies are searched series by series).
         """
-        return default_decision(trigger, response, level, type(self).modality)
+        return default_decision(trigger, response, level, self.modality)
 
     def query_dataset(self, trigger: Dataset) -> Dataset:
         """The first C-FIND identifier: by default the trigger's PatientID and the level's return keys."""
@@ -186,21 +192,20 @@ class HistoricAbstractInput(AbstractInput):
         self._trigger = dataset
         self._trigger_study = str(dataset.get("StudyInstanceUID", ""))
         self._trigger_date = str(dataset.get("StudyDate", "") or "").strip()
-        cls = type(self)
         if not self._trigger_date:
             logger.warning("[patient %s] the first image has no StudyDate: only studies chosen by "
                            "check_query_dataset count as priors", patient_key)
         if node is None:  # datasets replayed outside a node (a quarantine retry) bring their priors
             self._finish(RetrievalReport(finished=True))
             return
-        if cls.address is None:
-            error = f"{cls.__name__}.address is not set: give it the PACS as Address(ip, port, ae_title)"
+        if self.address is None:
+            error = f"{type(self).__name__}.address is not set: give it the PACS as Address(ip, port, ae_title)"
             logger.error("[patient %s] %s", patient_key, error)
             self._finish(RetrievalReport(finished=True, error=error))
             return
         from dicomnode_historic_input.retrieval import PriorRetrieval
 
-        PriorRetrieval(self, dataset, patient_key, node, cls.address).start()
+        PriorRetrieval(self, dataset, patient_key, node, self.address).start()
 
     def rejection(self, dataset: Dataset) -> str | None:
         """Why the image is not a prior this input takes (or the reasons of :class:`AbstractInput`)."""
@@ -239,7 +244,7 @@ class HistoricAbstractInput(AbstractInput):
 
     def get_data(self) -> Any:
         """The grinder's value; the default :class:`Priors` also carries the retrieval report."""
-        value = type(self).image_grinder(self.datasets)
+        value = self.setting("image_grinder")(self.datasets)
         if isinstance(value, Priors):
             value.retrieval = self.retrieval
         return value

@@ -81,7 +81,7 @@ class PriorRetrieval:
 
     def run(self) -> None:
         """Attempt, retry as configured, record the report, then let the node check the patient."""
-        owner = type(self.owner)
+        owner = self.owner
         report = RetrievalReport()
         try:
             if not self._wait_until_open(owner.timeout):
@@ -103,7 +103,7 @@ class PriorRetrieval:
         self.node.check(self.patient_key)
 
     def _attempts(self) -> RetrievalReport:
-        owner = type(self.owner)
+        owner = self.owner
         attempt = 0
         while True:
             attempt += 1
@@ -127,7 +127,7 @@ class PriorRetrieval:
                                                   "before the next attempt")
 
     def _attempt(self, attempt: int) -> RetrievalReport:
-        owner = type(self.owner)
+        owner = self.owner
         ae_title = self.node.ae_title
         try:
             targets = walk(self.address, self.trigger, self.owner.query_dataset(self.trigger), self.owner.level,
@@ -155,7 +155,7 @@ class PriorRetrieval:
                                completed=completed, failed=failed, warning=warning)
 
     def _retrieve(self, target: Target) -> MoveResult:
-        owner = type(self.owner)
+        owner = self.owner
         ae_title = self.node.ae_title
         if owner.retrieve_mode == "get":
             source = Source(self.address.ae_title, str(self.address), "c-get", id(target))
@@ -179,7 +179,7 @@ class PriorRetrieval:
     @contextmanager
     def _turn(self) -> Iterator[bool]:
         """Hold one of the PACS's ``max_concurrent_retrievals`` turns; yield False if the node closed first."""
-        limit = type(self.owner).max_concurrent_retrievals
+        limit = self.owner.max_concurrent_retrievals
         if limit is None:
             yield True
             return
@@ -220,7 +220,7 @@ class PriorRetrieval:
     def _settle(self, expected: int) -> None:
         # the PACS counts an instance as sent once we acknowledged it; a pipeline that
         # acknowledges before storing may still be adding it to the input
-        deadline = time.monotonic() + min(_SETTLE_LIMIT, type(self.owner).timeout)
+        deadline = time.monotonic() + min(_SETTLE_LIMIT, self.owner.timeout)
         while self.owner.images < expected and time.monotonic() < deadline:
             time.sleep(0.02)
 
