@@ -89,7 +89,16 @@ class DatasetValidationError(InvalidDatasetError):
 
     def __init__(self, message: str, *, report: ValidationReport) -> None:
         super().__init__(message)
+        self.message = message
         self.report = report
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # the keyword-only report survives pickling (an error sent back from another process)
+        return (_dataset_validation_error, (self.message, self.report))
+
+
+def _dataset_validation_error(message: str, report: ValidationReport) -> DatasetValidationError:
+    return DatasetValidationError(message, report=report)
 
 
 class IncompatibleImagesError(DicomnodeError, ValueError):

@@ -51,10 +51,11 @@ from typing import cast
 import attrs
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VM
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import VALIDATORS
@@ -204,9 +205,25 @@ def _redact(line: str) -> str:
     return _QUOTED_CHARACTER.sub(lambda m: m.group(1) + "<character not shown>", line)
 
 
+def _structure_copy(dataset: Dataset) -> Dataset:
+    """New element objects (and sequence items) around the same values: writing resolves ambiguous
+    VRs in place, and that must not happen to the caller's dataset; the pixel data are not copied."""
+    copied = Dataset()
+    for tag in list(dataset.keys()):
+        item = dataset.get_item(tag)
+        if isinstance(item, RawDataElement):  # immutable: the writer converts it into the copy
+            copied[tag] = item
+            continue
+        element = copy.copy(item)
+        if element.VR == "SQ" and element.value is not None:
+            element.value = DicomSequence([_structure_copy(child) for child in element.value])
+        copied[tag] = element
+    return copied
+
+
 def _encoded(dataset: Dataset) -> bytes:
     """The dataset as a DICOM file in memory, with file meta made for it when it has none."""
-    outgoing = copy.copy(dataset)  # a new dict of the same elements: the caller's dataset is left alone
+    outgoing = _structure_copy(dataset)
     meta = FileMetaDataset(getattr(dataset, "file_meta", None) or FileMetaDataset())
     if "TransferSyntaxUID" not in meta:
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
