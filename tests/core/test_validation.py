@@ -66,6 +66,7 @@ def test_a_missing_type_2_attribute_is_an_error(validator: str) -> None:
     assert any("PatientID" in error or "Patient ID" in error for error in report.errors), report.describe()
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")  # pydicom, when the test sets the bad date
 def test_a_value_its_vr_forbids_is_named_but_never_quoted(validator: str) -> None:
     ds = ct()
     ds.PatientBirthDate = "19xx0230"

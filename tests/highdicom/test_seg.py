@@ -283,6 +283,7 @@ def test_a_volume_on_another_grid_keeps_its_own_planes(tmp_path: Path) -> None:
     assert dciodvfy(seg, tmp_path / "seg.dcm")[0] == []
 
 
+@pytest.mark.filterwarnings("ignore:The value length")  # pydicom, when the test sets the long description
 def test_validate_checks_the_object_and_never_quotes_a_value() -> None:
     sources, volume = source_and_volume("axial-ct")
     checked = factory(validate=True).build(mask_of(volume), sources, segments=["bone"])
@@ -300,3 +301,15 @@ def test_validate_checks_the_object_and_never_quotes_a_value() -> None:
         assert not report.ok and report.validator == validator
         assert "Study Description" in str(caught.value) or "StudyDescription" in str(caught.value)
         assert "Secret" not in str(caught.value)
+
+
+def test_the_longest_algorithm_name_still_gives_valid_text_elements() -> None:
+    from dicomnode.dicom.validation import validate
+
+    sources, volume = source_and_volume("axial-ct")
+    seg = SegFactory(algorithm_name="a" * 64, algorithm_version="1" * 64).build(mask_of(volume), sources,
+                                                                            segments=["bone"])
+    assert len(seg.SeriesDescription) <= 64 and len(seg.ContentLabel) <= 16
+    assert validate(seg, validator="structural").ok
+    with pytest.raises(ConfigurationError, match="1 to 64 characters"):
+        SegFactory(algorithm_name="a" * 65, algorithm_version="1")

@@ -111,7 +111,11 @@ class SecondaryCaptureFactory(ResultFactory):
 
     def build(self, mask: Any, source: Sequence[Dataset], *, segments: Sequence[Segment | str],
               image: Any = None) -> list[Dataset]:
-        """One Secondary Capture dataset per chosen slice, in slice order."""
+        """One Secondary Capture dataset per chosen slice, in slice order.
+
+        ``mask`` is what :meth:`SegFactory.build <dicomnode_highdicom.SegFactory.build>` takes (a float
+        mask is outlined where it is at least 0.5).
+        """
         sources = check_sources(source, "a secondary capture")
         described = segments_of(segments)
         labels, volume = _labels(mask, described)
@@ -209,7 +213,7 @@ class SecondaryCaptureFactory(ResultFactory):
             patient_orientation=(orientation[0][0], orientation[1][0]),
             transfer_syntax_uid="1.2.840.10008.1.2.1",
             contributing_equipment=[self.contributing_equipment()],
-            series_description=self.series_description or f"{self.algorithm_name} outlines (burned in)",
+            series_description=self.series_description or f"{self.algorithm_name} outlines (burned in)"[:64],
             institution_name=self.institution_name,
             institutional_department_name=self.institutional_department_name,
             specific_character_set=parent.get("SpecificCharacterSet"),

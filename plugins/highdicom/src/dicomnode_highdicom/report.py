@@ -238,7 +238,7 @@ class MeasurementReportFactory(ResultFactory):
                 is_complete=True,
                 is_final=False,
                 is_verified=False,
-                series_description=self.series_description or f"{self.algorithm_name} measurements",
+                series_description=self.series_description or f"{self.algorithm_name} measurements"[:64],
                 contributing_equipment=[self.contributing_equipment()],
                 **self.equipment(),
             )

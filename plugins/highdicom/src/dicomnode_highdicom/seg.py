@@ -36,7 +36,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 from dicomnode.errors import ConfigurationError, InvalidDatasetError
 from dicomnode_numpy import Volume
 
-from .alignment import Alignment, align
+from .alignment import align
 from .properties import SEGMENT_PROPERTIES, PropertyTable
 from .provenance import ResultFactory, check_sources, without_values
 
@@ -227,7 +227,7 @@ class SegFactory(ResultFactory):
                 transfer_syntax_uid=COMPRESSIONS.get(self.compression or "", ExplicitVRLittleEndian),
                 omit_empty_frames=self.omit_empty_frames,
                 contributing_equipment=[self.contributing_equipment()],
-                series_description=self.series_description or f"{self.algorithm_name} segmentation",
+                series_description=self.series_description or f"{self.algorithm_name} segmentation"[:64],
                 plane_positions=alignment.plane_positions,
                 plane_orientation=alignment.plane_orientation,
                 pixel_measures=alignment.pixel_measures,
@@ -241,12 +241,6 @@ class SegFactory(ResultFactory):
                 f"compression {self.compression!r} needs a codec that is not installed: {error}"
             ) from error
         return self.checked(seg)
-
-    def alignment(self, mask: Any, source: Sequence[Dataset]) -> Alignment:
-        """Which source image each slice of ``mask`` lies on (what :meth:`build` gives highdicom)."""
-        volume = mask if isinstance(mask, Volume) else None
-        shape = (mask.array if volume is not None else np.asarray(mask)).shape
-        return align(tuple(shape[:3]), volume, check_sources(source, "a segmentation"))
 
     # -- the mask ---------------------------------------------------------------------------------
 
