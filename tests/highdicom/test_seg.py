@@ -313,3 +313,13 @@ def test_the_longest_algorithm_name_still_gives_valid_text_elements() -> None:
     assert validate(seg, validator="structural").ok
     with pytest.raises(ConfigurationError, match="1 to 64 characters"):
         SegFactory(algorithm_name="a" * 65, algorithm_version="1")
+
+
+def test_a_volume_whose_source_uids_are_stale_is_matched_by_position() -> None:
+    sources, volume = source_and_volume("oblique-ct")
+    mask = mask_of(volume)
+    right = factory().build(mask, sources, segments=["bone"])
+    stale = attrs.evolve(mask, source_uids=volume.source_uids[1:] + volume.source_uids[:1])
+    from_positions = factory().build(stale, sources, segments=["bone"])
+    assert [r[1:] for r in frame_references(from_positions)] == [r[1:] for r in frame_references(right)]
+    assert from_positions.PixelData == right.PixelData
