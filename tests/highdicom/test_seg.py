@@ -323,3 +323,13 @@ def test_a_volume_whose_source_uids_are_stale_is_matched_by_position() -> None:
     from_positions = factory().build(stale, sources, segments=["bone"])
     assert [r[1:] for r in frame_references(from_positions)] == [r[1:] for r in frame_references(right)]
     assert from_positions.PixelData == right.PixelData
+
+
+def test_a_binary_segmentation_compresses_with_jpeg2000() -> None:
+    from geometry_series import SeriesSpec
+
+    sources, volume = source_and_volume(SeriesSpec("jpeg2000", rows=64, columns=64, slices=6))
+    mask = mask_of(volume)
+    packed = factory(compression="jpeg2000").build(mask, sources, segments=["bone"])
+    assert packed.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"  # JPEG 2000 lossless
+    assert np.array_equal(packed.pixel_array, factory().build(mask, sources, segments=["bone"]).pixel_array)
