@@ -172,7 +172,7 @@ class SegFactory(ResultFactory):
     compression:
         None (default), ``"jpeg2000"``, ``"jpeg-ls"`` or ``"rle"``; a BINARY
         segmentation allows only ``"jpeg2000"`` (which needs
-        pylibjpeg-openjpeg).
+        pylibjpeg-openjpeg, from dicomnode-numpy[jpeg]).
     omit_empty_frames:
         leave out frames where a segment has no pixel (default True).
     properties:
