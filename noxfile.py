@@ -35,9 +35,10 @@ PLUGINS = {
     "dicom-output": "plugins/dicom-output",
     "file-output": "plugins/file-output",
     "historic-input": "plugins/historic-input",
+    "highdicom": "plugins/highdicom",
 }
 #: a plugin also brings the plugins it depends on
-REQUIRES = {"nifti": ["numpy"]}
+REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"]}
 #: extras installed with a plugin wherever it is installed (the decoders of compressed series)
 EXTRAS = {"numpy": "[jpeg]"}
 
@@ -48,6 +49,7 @@ COMBINATIONS = {
     "dicom-output": ["dicom-output"],
     "file-output": ["file-output"],
     "historic-input": ["historic-input"],
+    "highdicom": ["highdicom"],
     "numpy+nifti": ["numpy", "nifti"],
     "dicom-output+historic-input": ["dicom-output", "historic-input"],
     "all": list(PLUGINS),

@@ -110,9 +110,9 @@ def machine() -> str:
         system = f"{match[1]}, Linux {platform.release()}" if match else system
     dicomnode = ", ".join(f"{name} {_version(name)}" for name in (
         "dicomnode", "dicomnode-numpy", "dicomnode-nifti", "dicomnode-dicom-output", "dicomnode-file-output",
-        "dicomnode-historic-input"))
+        "dicomnode-historic-input", "dicomnode-highdicom"))
     libraries = ", ".join(f"{name} {_version(name)}" for name in (
-        "pydicom", "pynetdicom", "numpy", "nibabel", "pluggy", "dicom2nifti", "matplotlib"))
+        "pydicom", "pynetdicom", "numpy", "nibabel", "pluggy", "highdicom", "dicom2nifti", "matplotlib"))
     dcm2niix = Path(sys.executable).parent / "dcm2niix"
     dcmtk = re.search(r"v\d[\d.]*", _first_line(["/usr/bin/storescu", "--version"]))
     converter = re.search(r"v\d[\d.]*", _first_line([str(dcm2niix) if dcm2niix.exists() else "dcm2niix",

@@ -36,6 +36,7 @@ PLUGIN_DISTRIBUTIONS = {
     "dicom-output": "dicomnode-dicom-output",
     "file-output": "dicomnode-file-output",
     "historic-input": "dicomnode-historic-input",
+    "highdicom": "dicomnode-highdicom",
 }
 
 #: peer -> (how to find it, how to install it)
@@ -108,6 +109,7 @@ PLUGIN_TEST_FOLDERS = {
     "dicom_output": "dicom-output",
     "file_output": "file-output",
     "historic_input": "historic-input",
+    "highdicom": "highdicom",
 }
 _ignored_folders: list[str] = []
 

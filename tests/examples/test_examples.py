@@ -94,6 +94,32 @@ def test_plus_one_sends_the_input_plus_one_to_the_pacs(tmp_path: Path, monkeypat
     assert np.allclose(after, before + 1)
 
 
+@pytest.mark.plugin("numpy", "highdicom", "dicom-output")
+def test_bone_seg_sends_a_seg_and_a_report_that_reference_the_images(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    example = _load("bone_seg")
+    monkeypatch.setattr(example.CT, "slices", 8)
+    sent = [dcmread(p) for p in _series(tmp_path / "in", "BONE1", 8)]
+    pacs_port = free_port()
+    with storescp(tmp_path / "pacs", pacs_port):
+        endpoints = {"PACS": Address("127.0.0.1", pacs_port, "STORESCP")}
+        with example.BoneSeg(**_node_options(tmp_path, known_endpoints=endpoints)) as node:
+            _send(node.port, "BONESEG", tmp_path / "in")
+            assert wait_until(lambda: len(list((tmp_path / "pacs").iterdir())) == 2, timeout=60)
+            assert wait_until(lambda: node.jobs_succeeded == 1)
+    received = {ds.Modality: ds for ds in (dcmread(p) for p in (tmp_path / "pacs").iterdir())}
+    seg, report = received["SEG"], received["SR"]
+    images = {str(ds.SOPInstanceUID) for ds in sent}
+    referenced = {str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+                  for item in seg.PerFrameFunctionalGroupsSequence}
+    assert referenced and referenced <= images
+    assert seg.SegmentSequence[0].SegmentLabel == "bone"
+    evidence = {str(item.ReferencedSOPInstanceUID)
+                for study in report.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert evidence == images | {str(seg.SOPInstanceUID)}
+
+
 @pytest.mark.plugin("dicom-output")
 def test_the_anonymising_node_forwards_pseudonymised_studies_and_keeps_the_mapping(
         tmp_path: Path) -> None:
@@ -152,6 +178,6 @@ def test_the_toml_pipeline_delivers_the_first_series_to_its_folder(tmp_path: Pat
 
 
 def test_every_example_is_exercised_here() -> None:
-    tested = {"store_to_folder", "plus_one", "anonymising_node", "queued_node", "toml_store"}
+    tested = {"store_to_folder", "plus_one", "bone_seg", "anonymising_node", "queued_node", "toml_store"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
     assert [p.name for p in EXAMPLES.glob("*.toml")] == ["pipeline.toml"]

@@ -10,6 +10,7 @@ working for callers that do not know dicomnode::
     ├── ConfigurationError               (ValueError) a setting has a value that is not allowed
     ├── BlueprintError                   (ValueError) a blueprint cannot build a dataset
     ├── InvalidDatasetError              (ValueError) a dataset lacks what an operation needs
+    │   └── DatasetValidationError       an outgoing object failed its IOD check (carries the report)
     ├── IncompatibleImagesError          (ValueError) images cannot be combined (tree, grinder)
     ├── GrindingError                    (ValueError) a grinder refused its input
     ├── StorageError                     (OSError) the data directory cannot be used
@@ -21,10 +22,16 @@ working for callers that do not know dicomnode::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dicomnode.dicom.validation import ValidationReport
+
 __all__ = [
     "AssociationError",
     "BlueprintError",
     "ConfigurationError",
+    "DatasetValidationError",
     "DicomnodeError",
     "DimseError",
     "GrindingError",
@@ -72,6 +79,26 @@ class BlueprintError(DicomnodeError, ValueError):
 
 class InvalidDatasetError(DicomnodeError, ValueError):
     """A dataset lacks an attribute, or has a value, that an operation needs."""
+
+
+class DatasetValidationError(InvalidDatasetError):
+    """An object failed its check against its IOD (:mod:`dicomnode.dicom.validation`).
+
+    ``report`` is the validator's :class:`~dicomnode.dicom.validation.ValidationReport`.
+    """
+
+    def __init__(self, message: str, *, report: ValidationReport) -> None:
+        super().__init__(message)
+        self.message = message
+        self.report = report
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # the keyword-only report survives pickling (an error sent back from another process)
+        return (_dataset_validation_error, (self.message, self.report))
+
+
+def _dataset_validation_error(message: str, report: ValidationReport) -> DatasetValidationError:
+    return DatasetValidationError(message, report=report)
 
 
 class IncompatibleImagesError(DicomnodeError, ValueError):
