@@ -108,3 +108,48 @@ def test_a_failed_output_moves_the_patients_files_to_quarantine(tmp_path: Path) 
     entry = pipeline.quarantine.list()[0]
     assert (entry.patient_key, entry.calling_aet, len(entry.paths)) == ("P1", "SCANNER", 2)
     assert list(pipeline.store.files()) == []
+
+
+class Carries(PipelineOutput):
+    """Sends its datasets nowhere, but says what they are, so the node can check them first."""
+
+    def __init__(self, datasets: list) -> None:  # type: ignore[type-arg]
+        self.datasets = datasets
+        self.sent = False
+
+    def outgoing_datasets(self) -> list:  # type: ignore[type-arg]
+        return self.datasets
+
+    def send(self) -> bool:
+        self.sent = True
+        Remember.sent.append(self.context)  # type: ignore[arg-type]
+        return True
+
+
+def test_with_validate_outputs_an_invalid_object_is_not_sent_and_the_job_is_quarantined(tmp_path: Path) -> None:
+    broken = synthetic_series(patient_id="P1", slices=1, rows=4, columns=4)[0]
+    del broken.Modality  # a type 1 attribute of the general series module
+    broken.PatientName = "Doe^Jane"
+
+    class Checked(Returns):
+        answer = Carries([broken])
+
+    pipeline = Checked(data_directory=tmp_path, validate_outputs="structural")
+    assert pipeline.store is not None and pipeline.quarantine is not None
+    for image in synthetic_series(patient_id="P1", slices=2, rows=4, columns=4):
+        pipeline.tree.add_image("P1", image, pipeline.store.write_dataset("P1", image), "SCANNER")
+    assert pipeline.check_ready() == 1
+
+    assert Remember.sent == []  # nothing left the node
+    (entry,) = pipeline.quarantine.list()
+    assert "failed validation (structural); nothing was sent" in entry.reason and "Modality" in entry.reason
+    assert "Doe^Jane" not in entry.reason
+
+
+def test_valid_objects_pass_the_check_and_are_sent() -> None:
+    class Checked(Returns):
+        answer = Carries(synthetic_series(patient_id="P1", slices=2, rows=4, columns=4))
+
+    result = _run(Checked(validate_outputs="structural"))
+    assert result.ok, result.reason  # type: ignore[attr-defined]
+    assert len(Remember.sent) == 1

@@ -137,10 +137,11 @@ class PipelineOutput:
         """Deliver (or defer to the outbox); True when the work is safe."""
         raise NotImplementedError(f"{type(self).__name__} must define send()")
 
-    def outgoing_datasets(self) -> Sequence[Dataset]:
-        """The datasets this output is about to send, for the node's checks before sending.
+    def outgoing_datasets(self) -> Sequence[Dataset | Path]:
+        """The datasets (or DICOM files) this output is about to send, for the node's checks before sending.
 
-        The default, for outputs that send no datasets, is none.
+        The node validates them first when ``validate_outputs`` is on. The
+        default, for outputs that send no datasets, is none.
         """
         return ()
 

@@ -28,6 +28,7 @@ from dicomnode.net import Address, check_ae_title
 __all__ = ["SETTINGS", "PipelineConfig"]
 
 FSYNC = ("none", "association", "instance")
+VALIDATE_OUTPUTS = ("off", "auto", "structural", "dciodvfy")
 REJECTION = ("failure", "discard")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -190,6 +191,7 @@ class PipelineConfig:
     fsync: str = attrs.field(default="none", validator=_choice(FSYNC))
     rejection_policy: str = attrs.field(default="failure", validator=_choice(REJECTION))
     maximum_inflated_size: int = attrs.field(default=32 * 1024 * 1024, validator=_workers)
+    validate_outputs: str = attrs.field(default="off", validator=_choice(VALIDATE_OUTPUTS))
     maximum_associations: int = attrs.field(default=32, validator=_workers)
     malloc_arenas: int | None = attrs.field(default=2, converter=_arenas, validator=_optional_count)
     release_idle_memory: bool = attrs.field(default=True, converter=bool)

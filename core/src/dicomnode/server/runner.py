@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import JobInterruptedError, ProcessingError
@@ -312,6 +312,10 @@ class JobRunner:
             made: list[str] = []
             try:
                 output.bind(self._context(input_container, job_id, name, log, made))
+                invalid = self._invalid(output)
+                if invalid is not None:
+                    return _failed(ProcessingError(f"output {name}: {invalid}", stage="validation"),
+                                   job_id, done, deferred)
                 ok = output.send()
             except Exception as error:  # an output may fail in any way; the job fails, the node goes on
                 return _failed(failure_of(f"output {name}.send()", error), job_id, done, deferred + made)
@@ -325,6 +329,38 @@ class JobRunner:
             else:
                 log.info("output %s delivered", key)
         return JobResult(True, outputs_done=tuple(done), deferred=tuple(deferred), job_id=job_id)
+
+    def _invalid(self, output: PipelineOutput) -> str | None:
+        """Why the output's datasets must not leave the node (``validate_outputs``), or None.
+
+        ``"auto"``: dciodvfy (when installed) checks the first instance of
+        each series and the structural checks every other one, so a 300-slice
+        series costs one dciodvfy run; ``"dciodvfy"`` and ``"structural"``
+        check every instance with that validator.
+        """
+        mode = self.config.validate_outputs
+        if mode == "off":
+            return None
+        from dicomnode.dicom.validation import validate
+
+        datasets = [item if isinstance(item, Dataset) else dcmread(item) for item in output.outgoing_datasets()]
+        seen_series: set[str] = set()
+        bad = []
+        for dataset in datasets:
+            validator = mode
+            if mode == "auto":
+                series = str(dataset.get("SeriesInstanceUID", ""))
+                validator = "auto" if series not in seen_series else "structural"
+                seen_series.add(series)
+            report = validate(dataset, validator=validator)
+            if not report.ok:
+                bad.append(report)
+        if not bad:
+            return None
+        details = "\n".join(report.describe() for report in bad[:5])
+        more = f"\n(and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        return (f"{len(bad)} of {len(datasets)} object(s) failed validation ({mode}); nothing was sent:\n"
+                f"{details}{more}")
 
     def _context(self, input_container: InputContainer, job_id: str, name: str, log: JobLogger,
                  made: list[str]) -> OutputContext:

@@ -266,6 +266,17 @@ class DicomOutput(PipelineOutput):
                     everything.append(item)
         return [*pairs, (sender, everything)]
 
+    def outgoing_datasets(self) -> list[Sendable]:
+        """Every dataset or file this output sends, once (the node validates them before sending)."""
+        seen: set[int] = set()
+        result: list[Sendable] = []
+        for datasets in [self.sender_datasets, *(datasets for _, datasets in self.destinations)]:
+            for item in datasets:
+                if id(item) not in seen:
+                    seen.add(id(item))
+                    result.append(item)
+        return result
+
     def send(self) -> bool:
         """Deliver to every destination; True when every instance was accepted or is in the outbox.
 

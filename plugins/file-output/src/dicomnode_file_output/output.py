@@ -285,6 +285,17 @@ class FileOutput(PipelineOutput):
         context_logger = getattr(context, "logger", None)
         return context_logger if context_logger is not None else logger
 
+    def outgoing_datasets(self) -> list[Dataset | Path]:
+        """Every dataset or file this output writes (the node validates them before writing)."""
+        seen: set[int] = set()
+        result: list[Dataset | Path] = []
+        for _, datasets in self.destinations:
+            for item in datasets:
+                if id(item) not in seen:
+                    seen.add(id(item))
+                    result.append(item if isinstance(item, Dataset) else Path(item))
+        return result
+
     def send(self) -> bool:
         """Write every dataset; True when every instance is on disk (written, or kept by policy) or in the outbox."""
         self.report = [self._deliver(directory, datasets) for directory, datasets in self.destinations]
