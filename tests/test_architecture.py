@@ -94,3 +94,12 @@ def test_a_plugin_imports_only_the_cores_surface(plugin: str) -> None:
             if module.split(".")[0] == "dicomnode" and not _on_surface(module):
                 wrong.append(f"{source.relative_to(ROOT)}:{line} imports {module}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_core_never_imports_a_plugin_by_name() -> None:
+    wrong = []
+    for source in sorted((ROOT / "core" / "src" / "dicomnode").rglob("*.py")):
+        for module, line in _imports(source):
+            if module.split(".")[0].startswith("dicomnode_"):
+                wrong.append(f"{source.relative_to(ROOT)}:{line} imports {module} (ask the registry instead)")
+    assert not wrong, "\n".join(wrong)
