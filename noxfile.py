@@ -167,7 +167,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=MAIN_PYTHON, tags=["ci", "typing"])
 def typing(session: nox.Session) -> None:
-    """mypy: strict on the core and the numpy and nifti plugins (pyproject.toml), ordinary on the others."""
+    """mypy, strict on the core and on every plugin (pyproject.toml)."""
     session.install("mypy", "./core", *(_spec(name) for name in PLUGINS))
     session.run("mypy", "core/src/dicomnode")
     session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))
