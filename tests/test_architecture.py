@@ -1,7 +1,7 @@
 """The layering stays true (docs/architecture.md).
 
 - The core's packages import only downwards: cli and testing > server >
-  extension > plugins > net > dicom > errors (an import-linter contract in
+  plugins > extension > net > dicom > errors (an import-linter contract in
   the root ``pyproject.toml``, checked here with import-linter itself).
 - A plugin imports only public surfaces: another plugin's package (what its
   ``__init__`` exports), if declared as a dependency, and the core's surface

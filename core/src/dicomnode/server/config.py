@@ -104,11 +104,29 @@ def _configured_inputs(value: object) -> dict[str, ConfiguredInput]:
         if not (isinstance(item, type) and issubclass(item, AbstractInput)):
             raise _fail(f"inputs[{name!r}]", item, "a subclass of dicomnode.AbstractInput, or "
                                                    "AbstractInput.configured(...)")
+        _refuse_grinder_name(item)
         try:
             result[name] = ConfiguredInput(item)
         except (ConfigurationError, ValueError) as error:
             raise ConfigurationError(f"setting inputs[{name!r}]: {error}") from None
     return result
+
+
+def _refuse_grinder_name(cls: type[AbstractInput]) -> None:
+    """A grinder given by its registered name: say which object to give, and from which distribution."""
+    grinder = vars(cls).get("image_grinder")
+    if not isinstance(grinder, str):
+        return
+    from dicomnode.plugins import get_registry
+
+    provided = get_registry().contributions("grinder").get(grinder)
+    if provided is None:
+        return  # not a registered name: the input's own check says what is wrong
+    target = provided.spec.target
+    class_name = target.rpartition(":")[2] if isinstance(target, str) else getattr(target, "__name__", "")
+    raise ConfigurationError(
+        f"{cls.__name__}.image_grinder = {grinder!r} is the name of a grinder, not a grinder: give {class_name}() "
+        f"(distribution {provided.distribution}); names are for TOML pipelines")
 
 
 def _executor(_i: object, a: attrs.Attribute[Any], value: object) -> None:
