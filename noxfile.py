@@ -8,6 +8,10 @@
 Each test session installs the core, the plugins of its combination and the
 example third-party plugin from tests/, then checks that the plugins the
 registry reports as loaded are exactly those (DICOMNODE_EXPECTED_PLUGINS).
+The combinations "core" (no plugin) and "all" run the whole suite; the
+others run their plugins' tests and the tests that check how plugins load
+and what they import (DICOMNODE_TEST_SCOPE=plugins), since the core's own
+tests do not change with a plugin installed.
 Peers the tests use (DCMTK, Orthanc) are installed with apt-get when they are
 missing and the session runs as root on Debian or Ubuntu; dciodvfy and
 dcm2niix come from PyPI.
@@ -130,6 +134,10 @@ def _install_peers(session: nox.Session) -> None:
     session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
 
 
+#: the combinations that run the whole suite; the others run only their plugins' tests (DICOMNODE_TEST_SCOPE)
+WHOLE_SUITE = ("core", "all")
+
+
 def _tests(session: nox.Session, combination: str) -> None:
     plugins = _with_dependencies(COMBINATIONS[combination])
     _install_peers(session)
@@ -142,6 +150,8 @@ def _tests(session: nox.Session, combination: str) -> None:
         "DICOMNODE_STRICT_PLUGINS": "1",
         "DICOMNODE_EXPECTED_PLUGINS": ",".join(sorted([*plugins, "example"])),
     }
+    if combination not in WHOLE_SUITE:
+        env["DICOMNODE_TEST_SCOPE"] = "plugins"
     session.run("pytest", *session.posargs, env=env)
 
 

@@ -124,10 +124,31 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True
 
 
+#: with DICOMNODE_TEST_SCOPE=plugins (nox's sessions for one combination of plugins), only the tests of
+#: the plugins installed run, with these, which check that the plugins load and keep to their rules
+ALWAYS_IN_SCOPE = ("tests/test_architecture.py", "tests/core/test_plugins.py")
+
+
+def _plugin_test(item: pytest.Item) -> bool:
+    """A test of a plugin: marked with one, or in a plugin's test folder."""
+    if any(True for _ in item.iter_markers("plugin")):
+        return True
+    relative = Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent.parent)
+    return relative.parts[:1] == ("tests",) and len(relative.parts) > 2 and relative.parts[1] in PLUGIN_TEST_FOLDERS
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     present = installed_plugins()
     keep, dropped = [], []
     missing_names: set[str] = set()
+    if os.environ.get("DICOMNODE_TEST_SCOPE") == "plugins":
+        root = Path(__file__).resolve().parent.parent
+        scoped = [item for item in items if _plugin_test(item)
+                  or Path(str(item.path)).resolve().relative_to(root).as_posix() in ALWAYS_IN_SCOPE]
+        if len(scoped) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item not in scoped])
+            config._dicomnode_out_of_scope = len(items) - len(scoped)  # type: ignore[attr-defined]
+            items[:] = scoped
     for item in items:
         needed = {name for marker in item.iter_markers("plugin") for name in marker.args}
         unknown = needed - set(PLUGIN_DISTRIBUTIONS)
@@ -149,6 +170,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(
             "dicomnode: not collected because this session does not install their plugin: "
             + ", ".join(sorted(set(_ignored_folders)))
+        )
+    out_of_scope = getattr(config, "_dicomnode_out_of_scope", 0)
+    if out_of_scope:
+        terminalreporter.write_line(
+            f"dicomnode: {out_of_scope} core test(s) deselected by DICOMNODE_TEST_SCOPE=plugins (they run in the "
+            "sessions 'core' and 'all')"
         )
     info = getattr(config, "_dicomnode_deselected", None)
     if info:
