@@ -24,6 +24,8 @@ from dicomnode.extension.grinders import resolve_tag
 from dicomnode.extension.inputs import AbstractInput, ConfiguredInput
 from dicomnode.extension.settings import class_attributes, near_setting
 from dicomnode.net import Address, check_ae_title
+from dicomnode.net.limits import DEFAULT_LIMITS, Limits
+from dicomnode.net.tls import TlsSettings
 
 __all__ = ["SETTINGS", "PipelineConfig"]
 
@@ -88,6 +90,14 @@ def _optional_count(_i: object, a: attrs.Attribute[Any], value: object) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _fail(a.name, value, "an integer of at least 1, or None (0 in TOML): the C library's default")
+
+
+def _limit(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    """A limit of the network edge: what :class:`~dicomnode.net.limits.Limits` allows for it."""
+    try:
+        Limits(**{a.name: value})  # type: ignore[arg-type]
+    except ValueError as error:
+        raise ConfigurationError(f"setting {error}") from None
 
 
 def _configured_inputs(value: object) -> dict[str, ConfiguredInput]:
@@ -226,6 +236,31 @@ class PipelineConfig:
     log_output: Path | None = attrs.field(default=None, converter=_path)
     log_max_bytes: int = attrs.field(default=10_000_000, validator=_workers)
     log_backup_count: int = attrs.field(default=5, validator=_workers)
+    # --- the network edge's limits: dicomnode.net.limits.Limits validates them (docs/security-and-limits.md)
+    maximum_pdu_size: int = attrs.field(default=DEFAULT_LIMITS.maximum_pdu_size, validator=_limit)
+    maximum_dataset_size: int = attrs.field(default=DEFAULT_LIMITS.maximum_dataset_size, validator=_limit)
+    connection_timeout: float = attrs.field(default=DEFAULT_LIMITS.connection_timeout, validator=_limit)
+    pdu_timeout: float = attrs.field(default=DEFAULT_LIMITS.pdu_timeout, validator=_limit)
+    idle_timeout: float = attrs.field(default=DEFAULT_LIMITS.idle_timeout, validator=_limit)
+    maximum_associations_per_address: int = attrs.field(
+        default=DEFAULT_LIMITS.maximum_associations_per_address, validator=_limit)
+    maximum_pending_connections: int = attrs.field(default=DEFAULT_LIMITS.maximum_pending_connections,
+                                                   validator=_limit)
+    close_timeout: float = attrs.field(default=DEFAULT_LIMITS.close_timeout, validator=_limit)
+    # --- end of the network edge's limits
+
+    def limits(self) -> Limits:
+        """The network edge's limits, from the settings of the same names."""
+        return Limits(**{field.name: getattr(self, field.name) for field in attrs.fields(Limits)})
+
+    def tls(self) -> TlsSettings | None:
+        """The server's TLS settings, or None when ``tls_certificate`` is not set."""
+        if self.tls_certificate is None:
+            return None
+        try:
+            return TlsSettings(self.tls_certificate, self.tls_key, self.tls_ca)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"setting {error}") from None
 
     def __attrs_post_init__(self) -> None:
         if self.lazy_storage and self.data_directory is None:
@@ -248,17 +283,8 @@ class PipelineConfig:
 
         With ``tls_ca`` the node also requires a client certificate signed by it.
         """
-        if self.tls_certificate is None:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(self.tls_certificate, self.tls_key)
-            if self.tls_ca is not None:
-                context.load_verify_locations(cafile=self.tls_ca)
-                context.verify_mode = ssl.CERT_REQUIRED
-        except (OSError, ssl.SSLError) as error:
-            raise ConfigurationError(f"cannot use the TLS certificate, key or CA: {error}") from error
-        return context
+        tls = self.tls()
+        return None if tls is None else tls.server_context()
 
     @classmethod
     def from_pipeline_class(cls, pipeline: type[Any], **overrides: Any) -> PipelineConfig:

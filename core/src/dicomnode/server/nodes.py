@@ -50,14 +50,14 @@ from dicomnode.server.config import PipelineConfig
 from dicomnode.server.ingest import STATUS_SUCCESS, Ingest
 from dicomnode.server.logs import configure_logging, job_logger
 from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
-from dicomnode.server.receive import AssociationState, Receiver, use_cheap_context_copies
+from dicomnode.server.receive import AssociationState, Receiver
 from dicomnode.server.runner import JobResult, JobRunner, new_job_id
 from dicomnode.server.stores import DataDirectory
 
 if TYPE_CHECKING:
     from pydicom.dataset import FileMetaDataset
-    from pynetdicom.transport import ThreadedAssociationServer
 
+    from dicomnode.net.server import DicomServer
     from dicomnode.server.maintenance import MaintenanceThread
     from dicomnode.server.outbox import Outbox
     from dicomnode.server.quarantine import Quarantine
@@ -104,7 +104,7 @@ class AbstractPipeline:
         self.runner = self._make_runner()
         self.port = config.port
         self.tree_restored = 0
-        self._server: ThreadedAssociationServer | None = None
+        self._server: DicomServer | None = None
         self._maintenance: MaintenanceThread | None = None
         self._stopped = threading.Event()
         self._opening = False
@@ -246,9 +246,6 @@ class AbstractPipeline:
         return {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
 
     def _start(self) -> None:
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
-        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
         config = self.config
         configure_logging(config.log_level, config.log_format, config.log_output,
                           config.log_max_bytes, config.log_backup_count)
@@ -260,21 +257,15 @@ class AbstractPipeline:
         self._workers_started = True
         if self.store is not None:
             self._rebuild()
-        ae = AE(ae_title=config.ae_title)
-        ae.maximum_pdu_size = 0
-        ae.maximum_associations = config.maximum_associations
-        ae.require_called_aet = config.require_called_aet
-        ae.require_calling_aet = list(config.require_calling_aet)
-        uids = config.supported_contexts or tuple(str(c.abstract_syntax) for c in AllStoragePresentationContexts)
-        for uid in uids:
-            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification)
-        server = ae.start_server((config.ip, config.port), block=False, evt_handlers=self.receiver.handlers(),
-                                 ssl_context=config.ssl_context())
-        assert server is not None  # block=False always returns the server
-        use_cheap_context_copies(server)
+        from dicomnode.net.server import DicomServer
+
+        server = DicomServer(ae_title=config.ae_title, sink=self.receiver, ip=config.ip, port=config.port,
+                             sop_classes=config.supported_contexts, require_called_aet=config.require_called_aet,
+                             require_calling_aet=config.require_calling_aet, tls=config.tls(),
+                             limits=config.limits())
+        server.start()
         self._server = server
-        self.port = int(server.server_address[1])
+        self.port = server.port
         if config.maintenance_thread or config.stable_time is not None:
             from dicomnode.server.maintenance import MaintenanceThread
 
@@ -285,22 +276,15 @@ class AbstractPipeline:
         self.logger.info("%s listening as %s on %s:%d", config.name, config.ae_title, config.ip, self.port)
 
     def close(self) -> None:
-        """Stop accepting, let running associations finish, finish the jobs in flight, stop.
+        """Stop accepting, let the instances being received finish, finish the jobs in flight, stop.
 
         Safe to call more than once, and after a failed ``open``.
         """
         self._stopped.set()
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            deadline = time.monotonic() + type(self).close_timeout
-            # wait for associations that are transferring; a connection that never
-            # asked for an association (a port probe) is not worth waiting for
-            while any(a.is_established for a in server.active_associations) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            for assoc in server.active_associations:
-                self.logger.warning("aborting an association still running at close")
-                assoc.abort()
+            # bounded: the instances being received get close_timeout to finish, the rest are aborted
+            server.close()
         if self._maintenance is not None:
             self._maintenance.stop()
             self._maintenance = None
