@@ -136,35 +136,48 @@ def test_64_stalled_connections_do_not_lock_a_scanner_out(tmp_path: Path) -> Non
 
 
 def test_a_connection_that_never_finishes_its_request_is_closed(tmp_path: Path) -> None:
+    require_peer("dcmtk")
     with node_process(tmp_path, connection_timeout=1.0) as node:
-        sock = connect(node.port, bytes.fromhex("0100000001000001"))
-        started = time.monotonic()
-        assert read_reply(sock, timeout=5) == b""  # closed, without a word
-        assert 0.8 < time.monotonic() - started < 3.0
-        sock.close()
+        before = _warm(node, tmp_path)
+        with PeakRss(node) as memory:
+            sock = connect(node.port, bytes.fromhex("0100000001000001"))
+            started = time.monotonic()
+            assert read_reply(sock, timeout=5) == b""  # closed, without a word
+            assert 0.8 < time.monotonic() - started < 3.0
+            sock.close()
+        assert memory.peak - before < MEMORY_BUDGET
+        _served(node, tmp_path)
+        assert node.terminate() < EXIT_BUDGET
 
 
 def test_a_c_store_cut_in_the_middle_of_a_pdu_is_aborted_after_pdu_timeout(tmp_path: Path) -> None:
     require_peer("dcmtk")
     with node_process(tmp_path, pdu_timeout=1.5) as node:
-        assoc, raw = _associate(node.port)
-        raw.sendall(bytes.fromhex("0400000010000000") + b"\x00" * 100)  # 4096 bytes announced, ~100 sent
-        started = time.monotonic()
-        # the client's own pynetdicom thread reads the node's A-ABORT: the association is aborted
-        assert wait_until(lambda: assoc.is_aborted, timeout=6, interval=0.02)  # type: ignore[attr-defined]
-        assert 1.2 < time.monotonic() - started < 4.0
-        assoc.kill()  # type: ignore[attr-defined]
+        before = _warm(node, tmp_path)
+        with PeakRss(node) as memory:
+            assoc, raw = _associate(node.port)
+            raw.sendall(bytes.fromhex("0400000010000000") + b"\x00" * 100)  # 4096 bytes announced, ~100 sent
+            started = time.monotonic()
+            # the client's own pynetdicom thread reads the node's A-ABORT: the association is aborted
+            assert wait_until(lambda: assoc.is_aborted, timeout=6, interval=0.02)  # type: ignore[attr-defined]
+            assert 1.2 < time.monotonic() - started < 4.0
+            assoc.kill()  # type: ignore[attr-defined]
+        assert memory.peak - before < MEMORY_BUDGET
         _served(node, tmp_path)
-        assert "did not arrive within pdu_timeout" in node.output()
+        assert node.terminate() < EXIT_BUDGET
+    assert "did not arrive within pdu_timeout" in node.output()
 
 
 def test_silent_associations_are_aborted_after_idle_timeout(tmp_path: Path) -> None:
     require_peer("dcmtk")
     with node_process(tmp_path, maximum_associations=4, idle_timeout=2.0) as node:
-        silent = [_associate(node.port)[0] for _ in range(4)]
-        refused = echoscu(node.port)
-        assert refused.returncode != 0  # all slots taken: A-ASSOCIATE-RJ, local limit exceeded
-        assert wait_until(lambda: not any(a.is_established for a in silent), timeout=6)  # type: ignore[attr-defined]
+        before = _warm(node, tmp_path)
+        with PeakRss(node) as memory:
+            silent = [_associate(node.port)[0] for _ in range(4)]
+            refused = echoscu(node.port)
+            assert refused.returncode != 0  # all slots taken: A-ASSOCIATE-RJ, local limit exceeded
+            assert wait_until(lambda: not any(a.is_established for a in silent), timeout=6)  # type: ignore[attr-defined]
+        assert memory.peak - before < MEMORY_BUDGET
         _served(node, tmp_path)
         assert node.terminate() < EXIT_BUDGET
     assert "maximum_associations (4) are open" in node.output()
@@ -177,18 +190,83 @@ def test_sigterm_ends_a_node_with_8_stalled_peers_and_keeps_what_it_acknowledged
         files = twenty_slices(tmp_path / "KEPT", "KEPT")[:12]  # 12 of the 20 the job needs
         store = storescu_files(node.port, files)
         assert store.returncode == 0, store.stdout + store.stderr
-        peers: list[object] = []
-        raw_peers = [connect(node.port, bytes.fromhex("010000000100")) for _ in range(4)]  # stalled requests
-        for _ in range(4):  # stalled in the middle of a C-STORE's PDU
-            assoc, raw = _associate(node.port)
-            raw.sendall(bytes.fromhex("0400000010000000") + b"\x00" * 64)
-            peers.append(assoc)
-        time.sleep(0.3)
-        elapsed = node.terminate()
+        before = node.rss()
+        with PeakRss(node) as memory:
+            peers: list[object] = []
+            raw_peers = [connect(node.port, bytes.fromhex("010000000100")) for _ in range(4)]  # stalled requests
+            for _ in range(4):  # stalled in the middle of a C-STORE's PDU
+                assoc, raw = _associate(node.port)
+                raw.sendall(bytes.fromhex("0400000010000000") + b"\x00" * 64)
+                peers.append(assoc)
+            time.sleep(0.3)
+            elapsed = node.terminate()
         for sock in raw_peers:
             sock.close()
         for assoc in peers:
             assoc.kill()  # type: ignore[attr-defined]
     assert elapsed < EXIT_BUDGET, f"SIGTERM took {elapsed:.1f} s"
+    assert memory.peak - before < MEMORY_BUDGET
     assert node.process.returncode == 0, node.output()
     assert len(list((data / "incoming").glob("*/*.dcm"))) == 12
+    # served before the attack, and the acknowledged instances are there for the next start
+
+
+def _deflate_bomb(inflated: int) -> tuple[bytes, str]:
+    """A CT slice whose Pixel Data is ``inflated`` zero bytes, encoded and deflated; and its SOPInstanceUID.
+
+    Compressed piece by piece: the test process never holds the inflated bytes either.
+    """
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from dicomnode.dicom.synthetic import synthetic_series
+
+    header = synthetic_series(patient_id="BOMB", slices=1, rows=16, columns=16)[0]
+    del header.PixelData
+    stream = DicomBytesIO()
+    stream.is_implicit_VR, stream.is_little_endian = False, True
+    write_dataset(stream, header)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    pieces = [packer.compress(stream.getvalue()),
+              packer.compress(bytes.fromhex("E07F1000") + b"OB\x00\x00" + inflated.to_bytes(4, "little"))]
+    zeros = bytes(1024 * 1024)
+    for _ in range(inflated // len(zeros)):
+        pieces.append(packer.compress(zeros))
+    pieces.append(packer.flush())
+    return b"".join(pieces), str(header.SOPInstanceUID)
+
+
+def _inflated_size_is_a_setting() -> bool:
+    from dicomnode.server.config import SETTINGS
+
+    return "maximum_inflated_size" in SETTINGS
+
+
+@pytest.mark.xfail(not _inflated_size_is_a_setting(), strict=True,
+                   reason="maximum_inflated_size, the node's ingest's bound on inflating a deflated dataset, "
+                          "is not a setting of this node yet")
+def test_a_deflate_bomb_is_refused_without_inflating_it(tmp_path: Path) -> None:
+    # 256 MiB of zeros deflated to a few hundred KB, sent on a Deflated Explicit VR Little Endian context
+    from dicomnode.net.adapter import parked_reactor
+    from dicomnode.net.pdata import direct_socket, send_c_store
+
+    bomb, uid = _deflate_bomb(256 * 1024 * 1024)
+    with node_process(tmp_path, maximum_inflated_size=64 * 1024 * 1024) as node:
+        before = _warm(node, tmp_path)
+        ae = AE(ae_title="ATTACKER")
+        ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1.99")
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="TESTNODE")
+        assert assoc.is_established
+        try:
+            with PeakRss(node) as memory, parked_reactor(assoc):
+                context = assoc.accepted_contexts[0]
+                response = send_c_store(assoc, direct_socket(assoc), context.context_id, CT_IMAGE_STORAGE, uid,
+                                        bomb, 1)
+                time.sleep(0.3)
+        finally:
+            assoc.release()
+        assert response is not None and response.Status in (0xA700, 0xC001), response
+        assert memory.peak - before < 64 * 1024 * 1024, f"RSS grew by {(memory.peak - before) / MB:.0f} MB"
+        _served(node, tmp_path)

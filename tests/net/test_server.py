@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -73,7 +74,7 @@ def _store(assoc: object, count: int, size: int = 16) -> list[int]:
     return [int(assoc.send_c_store(dataset).Status) for dataset in series]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("how", ["release", "abort", "connection closed", "idle timeout"])
+@pytest.mark.parametrize("how", ["release", "abort", "connection closed", "connection reset", "idle timeout"])
 def test_every_end_of_an_association_tells_the_sink_once(served: tuple[DicomServer, Sink], how: str) -> None:
     server, sink = served
     assoc = _associate(server.port)
@@ -84,6 +85,10 @@ def test_every_end_of_an_association_tells_the_sink_once(served: tuple[DicomServ
         assoc.abort()  # type: ignore[attr-defined]
     elif how == "connection closed":
         assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+    elif how == "connection reset":  # SO_LINGER 0: close() sends a TCP RST
+        raw = assoc.dul.socket.socket  # type: ignore[attr-defined]
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
     assert wait_until(lambda: len(sink.ends) == 1, timeout=6)
     time.sleep(0.2)
     assert len(sink.ends) == 1 and sink.ends[0].calling_ae_title == "SCANNER"

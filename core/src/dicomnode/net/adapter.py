@@ -67,10 +67,14 @@ __all__ = [
     "fast",
     "intercept_messages",
     "limit_dataset_size",
+    "message_in_progress",
     "next_message",
     "parked_reactor",
     "read_pdus",
+    "reader_of",
+    "send_abort",
     "socket_of",
+    "stop_network_thread",
     "transport_lost",
     "wake_on_data",
     "wake_on_message",
@@ -316,8 +320,7 @@ class GuardedSocket(AssociationSocket):
 
     def __init__(self, assoc: Association, sock: socket.socket, limits: Limits, prefix: bytes) -> None:
         super().__init__(assoc, client_socket=sock)
-        self.reader = PduReader(lambda: self.socket, limits.longest_pdu, limits.pdu_timeout, prefix=prefix,
-                                refused=self._refused)
+        self.reader = PduReader(lambda: self.socket, limits.longest_pdu, limits.pdu_timeout, prefix=prefix)
 
     @property
     def ready(self) -> bool:
@@ -326,11 +329,25 @@ class GuardedSocket(AssociationSocket):
 
     def recv(self, nr_bytes: int) -> bytearray:
         """The next ``nr_bytes`` of the connection, within the limits (see :class:`PduReader`)."""
-        return self.reader.recv(nr_bytes)  # type: ignore[return-value]  # pynetdicom extends a bytearray
+        try:
+            return self.reader.recv(nr_bytes)  # type: ignore[return-value]  # pynetdicom extends a bytearray
+        except PduRefused as refused:
+            requestor = self.assoc.requestor
+            logger.warning("aborting the association from %s@%s:%s: %s", requestor.ae_title,
+                           requestor.address, requestor.port, refused)
+            return _refuse(self.socket, refused)
 
-    def _refused(self, error: PduRefused) -> None:
-        logger.warning("aborting the association from %s: %s", self.assoc.requestor.address, error)
-        send_abort(self.socket, error.reason)
+
+def _refuse(sock: socket.socket | None, refused: PduRefused) -> bytearray:
+    """Tell the peer (A-ABORT), shut the connection down, and give pynetdicom the short read it takes
+    for a closed connection (Evt17), which it handles without logging a traceback."""
+    send_abort(sock, refused.reason)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    return bytearray()
 
 
 def send_abort(sock: socket.socket | None, reason: int) -> None:
@@ -356,9 +373,16 @@ def read_pdus(assoc: Association, timeout: float | None) -> None:
     wrapper = assoc.dul.socket
     if wrapper is None or not fast():
         return
-    reader = PduReader(lambda: wrapper.socket, lambda _pdu_type: 0xFFFFFFFF, timeout,
-                       refused=lambda error: send_abort(wrapper.socket, error.reason))
-    wrapper.recv = reader.recv  # type: ignore[method-assign,assignment]
+    reader = PduReader(lambda: wrapper.socket, lambda _pdu_type: 0xFFFFFFFF, timeout)
+
+    def recv(nr_bytes: int) -> bytes | bytearray:
+        try:
+            return reader.recv(nr_bytes)
+        except PduRefused as refused:
+            logger.warning("aborting the association to %s: %s", assoc.acceptor.address, refused)
+            return _refuse(wrapper.socket, refused)
+
+    wrapper.recv = recv  # type: ignore[method-assign,assignment]
 
 
 # --- accepting an association -----------------------------------------------------------------------
@@ -469,6 +493,22 @@ def limit_dataset_size(assoc: Association, limit: int) -> None:
         drop_if_over(0)
 
     dimse.receive_primitive = receive_primitive  # type: ignore[method-assign]
+
+
+def reader_of(assoc: Association) -> PduReader | None:
+    """The bounded reader of an association :func:`accept` made, else None."""
+    wrapper = assoc.dul.socket
+    return wrapper.reader if isinstance(wrapper, GuardedSocket) else None
+
+
+def message_in_progress(assoc: Association) -> bool:
+    """True while part of a DIMSE message has arrived and the rest has not."""
+    return getattr(assoc.dimse, "message", None) is not None
+
+
+def stop_network_thread(assoc: Association) -> None:
+    """Tell the association's DUL thread to stop (it may outlive an association thread that failed)."""
+    assoc.dul.kill_dul()
 
 
 # --- what the senders need ----------------------------------------------------------------------

@@ -138,8 +138,8 @@ class IncomingPdu:
             raise PduRefused(f"unknown PDU type 0x{pdu_type:02X}", ABORT_UNRECOGNIZED_PDU)
         longest = self._longest(pdu_type)
         if length > longest:
-            raise PduRefused(f"an {_name(pdu_type)} PDU announcing {length} bytes, more than the "
-                             f"{longest} accepted", ABORT_INVALID_PARAMETER)
+            raise PduRefused(f"{_name(pdu_type)} PDU announcing {length} bytes, more than the {longest} "
+                             "accepted", ABORT_INVALID_PARAMETER)
         self.pdu_type, self.length = pdu_type, length
         self.body = bytearray(min(length, FIRST_PIECE))
 
@@ -160,20 +160,18 @@ class PduReader:
     is an :class:`IncomingPdu` with ``longest``; its bytes must all arrive
     within ``pdu_timeout`` seconds of its first. ``prefix`` holds bytes
     already read from the connection (its A-ASSOCIATE-RQ), served first.
-    ``refused(error)`` is called before :class:`PduRefused` propagates, to
-    tell the peer (an A-ABORT). What pynetdicom expects of ``recv`` stays
-    true: the bytes asked for, fewer only when the peer closed the
-    connection, and an ``OSError`` when the connection fails.
+    What pynetdicom expects of ``recv`` stays true: the bytes asked for,
+    fewer only when the peer closed the connection, and an ``OSError`` when
+    the connection fails; a PDU the node will not read raises
+    :class:`PduRefused` (an ``OSError`` too).
     """
 
     def __init__(self, sock: Callable[[], socket.socket | None], longest: Callable[[int], int],
-                 pdu_timeout: float | None, *, prefix: bytes = b"",
-                 refused: Callable[[PduRefused], None] | None = None) -> None:
+                 pdu_timeout: float | None, *, prefix: bytes = b"") -> None:
         self._sock = sock
         self._longest = longest
         self._timeout = pdu_timeout
         self._prefix = memoryview(prefix)
-        self._refused = refused
         self._incoming: IncomingPdu | None = None
         self._deadline = 0.0
         #: the timeout the socket has now, as far as this reader knows (None: unknown)
@@ -200,17 +198,12 @@ class PduReader:
         sock = self._sock()
         if sock is None:
             raise OSError("the connection is closed")
-        try:
-            if nr_bytes == HEADER.size and (self._incoming is None or self._incoming.complete):
-                return self._read_header(sock)
-            incoming = self._incoming
-            if incoming is None or not incoming.header_complete or nr_bytes != incoming.length - incoming.body_read:
-                raise OSError(f"a read of {nr_bytes} bytes that is not the next part of a PDU")
-            return self._read_body(sock, incoming)
-        except PduRefused as error:
-            if self._refused is not None:
-                self._refused(error)
-            raise
+        if nr_bytes == HEADER.size and (self._incoming is None or self._incoming.complete):
+            return self._read_header(sock)
+        incoming = self._incoming
+        if incoming is None or not incoming.header_complete or nr_bytes != incoming.length - incoming.body_read:
+            raise OSError(f"a read of {nr_bytes} bytes that is not the next part of a PDU")
+        return self._read_body(sock, incoming)
 
     def _read_header(self, sock: socket.socket) -> bytearray:
         incoming = self._incoming = IncomingPdu(self._longest)

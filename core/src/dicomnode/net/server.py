@@ -105,13 +105,12 @@ class _Live:
         self.delivered = 0
         self.handling = False
         self.ending = False
-        wrapper = assoc.dul.socket
-        self.reader = wrapper.reader if isinstance(wrapper, adapter.GuardedSocket) else None
+        self.reader = adapter.reader_of(assoc)
 
     def busy(self) -> bool:
         """True while an instance is being received or handled."""
         return (self.handling or (self.reader is not None and self.reader.in_pdu)
-                or getattr(self.assoc.dimse, "message", None) is not None)
+                or adapter.message_in_progress(self.assoc))
 
     def stalled(self, now: float) -> bool:
         """True when it is receiving but nothing came for a while."""
@@ -172,9 +171,10 @@ class DicomServer:
         self.tls = tls.server_context() if isinstance(tls, TlsSettings) else tls
         self.limits = limits
         self._listener: socket.socket | None = None
+        self._wake_reader: socket.socket | None = None
+        self._wake_writer: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._wake_reader, self._wake_writer = socket.socketpair()
         self._pending: dict[socket.socket, _Pending] = {}
         #: admitted associations until their end path is done; ``_open`` counts those not ending
         self._live: dict[int, _Live] = {}
@@ -217,8 +217,10 @@ class DicomServer:
         self._ae = ae
         self._contexts = list(ae.supported_contexts)
         self._handlers = [(evt.EVT_C_STORE, self._on_c_store)]
-        listener = socket.create_server((self.ip, self.port), backlog=128, reuse_port=False)
+        family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
+        listener = socket.create_server((self.ip, self.port), family=family, backlog=128)
         listener.setblocking(False)
+        self._wake_reader, self._wake_writer = socket.socketpair()
         self._listener = listener
         self.port = int(listener.getsockname()[1])
         self._stopping.clear()
@@ -271,18 +273,20 @@ class DicomServer:
     # --- the edge's thread ------------------------------------------------------------------------
 
     def _wake(self) -> None:
+        if self._wake_writer is None:
+            return
         try:
             self._wake_writer.send(b"\x00")
         except OSError:
             pass
 
     def _serve(self) -> None:
-        listener = self._listener
-        assert listener is not None
+        listener, wake = self._listener, self._wake_reader
+        assert listener is not None and wake is not None and self._wake_writer is not None
         selector = selectors.DefaultSelector()
         selector.register(listener, selectors.EVENT_READ, "listen")
-        self._wake_reader.setblocking(False)
-        selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
+        wake.setblocking(False)
+        selector.register(wake, selectors.EVENT_READ, "wake")
         try:
             while not self._stopping.is_set():
                 for key, events in selector.select(self._next_timeout()):
@@ -290,7 +294,7 @@ class DicomServer:
                         self._accept(selector, listener)
                     elif key.data == "wake":
                         try:
-                            self._wake_reader.recv(4096)
+                            wake.recv(4096)
                         except OSError:
                             pass
                     else:
@@ -303,7 +307,7 @@ class DicomServer:
                 self._drop(selector, pending)
             selector.close()
             listener.close()
-            self._wake_reader.close()
+            wake.close()
             self._wake_writer.close()
 
     def _next_timeout(self) -> float:
@@ -515,7 +519,7 @@ class DicomServer:
 
     def _ended(self, assoc: Association) -> None:
         """Every association's one end path, on its own thread: free its slot, close, tell the sink."""
-        assoc.dul.kill_dul()
+        adapter.stop_network_thread(assoc)
         with self._lock:
             live = self._live.get(id(assoc))
             if live is None:

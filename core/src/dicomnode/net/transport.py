@@ -61,9 +61,11 @@ def set_tcp_nodelay(sock: socket.socket) -> None:
 
 def on_connection_open(event: evt.Event) -> None:
     """``EVT_CONN_OPEN`` handler: set TCP_NODELAY on the association's socket."""
-    wrapper = event.assoc.dul.socket
-    if wrapper is not None and wrapper.socket is not None:
-        set_tcp_nodelay(wrapper.socket)
+    from dicomnode.net.adapter import socket_of
+
+    sock = socket_of(event.assoc)
+    if sock is not None:
+        set_tcp_nodelay(sock)
 
 
 #: pass as ``evt_handlers`` to ``AE.associate`` or ``AE.start_server``
