@@ -80,7 +80,7 @@ class Limits:
     ``maximum_pending_connections``
         Connections that have not sent their A-ASSOCIATE-RQ yet; when one
         more arrives, the oldest of them is closed.
-    ``close_timeout``
+    ``close_receive_timeout``
         Seconds closing the server lets the instances being received finish
         before their associations are aborted.
     """
@@ -93,7 +93,7 @@ class Limits:
     maximum_associations: int = attrs.field(default=32, validator=_count)
     maximum_associations_per_address: int = attrs.field(default=16, validator=_count)
     maximum_pending_connections: int = attrs.field(default=64, validator=_count)
-    close_timeout: float = attrs.field(default=5.0, validator=_seconds)
+    close_receive_timeout: float = attrs.field(default=5.0, validator=_seconds)
 
     def longest_pdu(self, pdu_type: int) -> int:
         """The longest PDU body (after the 6-byte header) accepted of this type once associated.

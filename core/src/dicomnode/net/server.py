@@ -21,7 +21,7 @@ runs one path: the socket is closed, its slot freed, and the sink told
 (:meth:`~dicomnode.net.sink.InstanceSink.on_association_end`).
 
 :meth:`DicomServer.close` is bounded: it stops accepting, lets the
-instances being received finish for up to ``close_timeout`` (a peer that
+instances being received finish for up to ``close_receive_timeout`` (a peer that
 makes no progress for a second is not waited for), then shuts the sockets
 of the rest down, so that their threads end at once.
 """
@@ -228,9 +228,9 @@ class DicomServer:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop accepting; let the instances being received finish (``close_timeout``), then end the rest.
+        """Stop accepting; let the instances being received finish (``close_receive_timeout``), then end the rest.
 
-        Returns within about ``close_timeout`` + 3 s whatever the peers do.
+        Returns within about ``close_receive_timeout`` + 3 s whatever the peers do.
         Safe to call more than once.
         """
         self._stopping.set()
@@ -238,7 +238,7 @@ class DicomServer:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(_END_GRACE)
-        deadline = time.monotonic() + self.limits.close_timeout
+        deadline = time.monotonic() + self.limits.close_receive_timeout
         while True:
             now = time.monotonic()
             with self._lock:

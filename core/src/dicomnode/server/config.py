@@ -246,8 +246,10 @@ class PipelineConfig:
         default=DEFAULT_LIMITS.maximum_associations_per_address, validator=_limit)
     maximum_pending_connections: int = attrs.field(default=DEFAULT_LIMITS.maximum_pending_connections,
                                                    validator=_limit)
-    close_timeout: float = attrs.field(default=DEFAULT_LIMITS.close_timeout, validator=_limit)
+    close_receive_timeout: float = attrs.field(default=DEFAULT_LIMITS.close_receive_timeout, validator=_limit)
     # --- end of the network edge's limits
+    #: seconds closing waits for the jobs running (they run again at the next start when they did not end)
+    close_timeout: float = attrs.field(default=30.0, validator=_positive)
 
     def limits(self) -> Limits:
         """The network edge's limits, from the settings of the same names."""

@@ -83,9 +83,6 @@ class AbstractPipeline:
     port: int
     #: dicomnode's own pipeline classes say so: their attributes are not settings of a user's
     _framework_class: ClassVar[bool] = True
-
-    #: seconds ``close()`` waits for running associations before aborting them
-    close_timeout: ClassVar[float] = 30.0
     _executor_workers: ClassVar[int | None] = None
 
     def __init__(self, config: PipelineConfig | None = None, **overrides: Any) -> None:
@@ -283,7 +280,7 @@ class AbstractPipeline:
         self._stopped.set()
         server, self._server = self._server, None
         if server is not None:
-            # bounded: the instances being received get close_timeout to finish, the rest are aborted
+            # bounded: the instances being received get close_receive_timeout to finish, the rest are aborted
             server.close()
         if self._maintenance is not None:
             self._maintenance.stop()
@@ -292,7 +289,7 @@ class AbstractPipeline:
         if was_running:
             self._workers_started = False
             self._stop_workers()
-        self.runner.close(type(self).close_timeout)
+        self.runner.close(self.config.close_timeout)
         if not was_running:
             return
         if self.data is not None:
