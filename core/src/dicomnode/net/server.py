@@ -119,20 +119,24 @@ class _Live:
 
 
 class _Throttled:
-    """One warning for a kind of refusal, then at most one every ``every`` seconds with the count."""
+    """One log line for a kind of refusal, then at most one every ``every`` seconds with the count.
 
-    def __init__(self, every: float = 10.0) -> None:
+    A flood of hostile connections must not fill the log either.
+    """
+
+    def __init__(self, level: int = logging.WARNING, every: float = 10.0) -> None:
+        self.level = level
         self.every = every
         self.last = -every
         self.skipped = 0
 
-    def warn(self, message: str, *args: object) -> None:
+    def __call__(self, message: str, *args: object) -> None:
         now = time.monotonic()
         if now - self.last < self.every:
             self.skipped += 1
             return
         suffix = f" ({self.skipped} more like it since the last report)" if self.skipped else ""
-        logger.warning(message + suffix, *args)
+        logger.log(self.level, message + suffix, *args)
         self.last, self.skipped = now, 0
 
 
@@ -187,6 +191,7 @@ class DicomServer:
         self._handlers: list[tuple[Any, Any]] = []
         self._full = _Throttled()
         self._evicted = _Throttled()
+        self._dropped = _Throttled(logging.INFO)
         #: accepted sockets whose TCP_NODELAY was checked after setting it, and how many had it on
         self.nodelay_checked = 0
         self.nodelay_on = 0
@@ -319,7 +324,7 @@ class DicomServer:
     def _expire(self, selector: selectors.BaseSelector) -> None:
         limit = time.monotonic() - self.limits.connection_timeout
         for pending in [p for p in self._pending.values() if p.started <= limit]:
-            logger.info("closing the connection from %s:%d: no complete association request within "
+            self._dropped("closing the connection from %s:%d: no complete association request within "
                         "connection_timeout (%g s)", *pending.address[:2], self.limits.connection_timeout)
             self._drop(selector, pending)
 
@@ -339,7 +344,7 @@ class DicomServer:
                 try:
                     sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
                 except (OSError, ssl.SSLError) as error:
-                    logger.info("TLS refused the connection from %s:%d: %s", *address[:2], error)
+                    self._dropped("TLS refused the connection from %s:%d: %s", *address[:2], error)
                     sock.close()
                     continue
             pending = _Pending(sock, address, tls)
@@ -348,7 +353,7 @@ class DicomServer:
             if len(self._pending) > self.limits.maximum_pending_connections:
                 oldest = next(iter(self._pending.values()))
                 self.evictions += 1
-                self._evicted.warn("more than maximum_pending_connections (%d) connections have not sent an "
+                self._evicted("more than maximum_pending_connections (%d) connections have not sent an "
                                    "association request: closing the oldest, from %s",
                                    self.limits.maximum_pending_connections, oldest.address[0])
                 self._drop(selector, oldest)
@@ -392,7 +397,7 @@ class DicomServer:
                     return
                 if incoming.header_complete and incoming.pdu_type != 0x01:
                     reply = b"" if incoming.pdu_type == 0x07 else a_abort(ABORT_UNEXPECTED_PDU)
-                    logger.info("closing the connection from %s:%d: it sent %s before an association request",
+                    self._dropped("closing the connection from %s:%d: it sent %s before an association request",
                                 *pending.address[:2], f"a PDU of type 0x{incoming.pdu_type:02X}")
                     self._drop(selector, pending, reply)
                     return
@@ -402,11 +407,11 @@ class DicomServer:
             selector.modify(pending.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, pending)
             return
         except PduRefused as refused:
-            logger.info("aborting the connection from %s:%d: %s", *pending.address[:2], refused)
+            self._dropped("aborting the connection from %s:%d: %s", *pending.address[:2], refused)
             self._drop(selector, pending, a_abort(refused.reason))
             return
         except (OSError, ssl.SSLError) as error:
-            logger.info("closing the connection from %s:%d: %s", *pending.address[:2], error)
+            self._dropped("closing the connection from %s:%d: %s", *pending.address[:2], error)
             self._drop(selector, pending)
             return
         self._pending.pop(pending.sock, None)
@@ -418,7 +423,7 @@ class DicomServer:
         body = pending.incoming.body
         sock, address = pending.sock, pending.address
         if len(body) < 68:  # protocol version, reserved, two AE titles, 32 reserved bytes
-            logger.info("aborting the connection from %s:%d: an association request of %d bytes is too short",
+            self._dropped("aborting the connection from %s:%d: an association request of %d bytes is too short",
                         *address[:2], len(body))
             self._close(sock, a_abort(ABORT_INVALID_PARAMETER))
             return
@@ -437,7 +442,7 @@ class DicomServer:
                 peer = Peer(self._next_id, calling, called, (ip, int(address[1])), pending.tls)
         if why:
             self.rejections += 1
-            self._full.warn("rejected an association from %s (calling AE %r): %s", ip, calling, why)
+            self._full("rejected an association from %s (calling AE %r): %s", ip, calling, why)
             # transient, by the service provider (presentation), local limit exceeded
             self._close(sock, a_associate_rj(0x02, 0x03, 0x02))
             return
