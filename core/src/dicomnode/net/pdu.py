@@ -28,11 +28,13 @@ from collections.abc import Callable
 __all__ = [
     "FIRST_PIECE",
     "HEADER",
+    "WAKE_UP",
     "IncomingPdu",
     "PduReader",
     "PduRefused",
     "a_abort",
     "a_associate_rj",
+    "bound_waits",
 ]
 
 logger = logging.getLogger("dicomnode.net")
@@ -74,6 +76,27 @@ class PduRefused(ConnectionError):
     def __init__(self, message: str, reason: int = ABORT_NOT_SPECIFIED) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+#: how often a read blocked in the middle of a PDU wakes up to look at the PDU's deadline
+WAKE_UP = 1.0
+
+
+def bound_waits(sock: socket.socket, *, receive: float | None = None, send: float | None = None) -> None:
+    """Make a blocking socket's blocked reads and writes give up after so many seconds (EAGAIN).
+
+    The kernel's ``SO_RCVTIMEO`` / ``SO_SNDTIMEO``, unlike a Python socket
+    timeout, cost nothing while data flows: Python then calls ``recv`` and
+    ``send`` directly instead of polling first.
+    """
+    for option, seconds in ((socket.SO_RCVTIMEO, receive), (socket.SO_SNDTIMEO, send)):
+        if seconds is None:
+            continue
+        whole = int(seconds)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+        except OSError as error:  # a closed socket, or one without these options
+            logger.debug("cannot bound the socket's waits: %s", error)
 
 
 def _name(pdu_type: int) -> str:
@@ -174,8 +197,8 @@ class PduReader:
         self._prefix = memoryview(prefix)
         self._incoming: IncomingPdu | None = None
         self._deadline = 0.0
-        #: the timeout the socket has now, as far as this reader knows (None: unknown)
-        self._socket_timeout: float | None = None
+        #: the socket whose blocked reads wake up to look at the deadline
+        self._bounded: socket.socket | None = None
         #: monotonic time of the last byte received, and whether a PDU is half read
         self.last_received = time.monotonic()
 
@@ -222,22 +245,24 @@ class PduReader:
         return body
 
     def _receive(self, sock: socket.socket, incoming: IncomingPdu) -> int:
-        """One piece of the PDU within its deadline; 0 when the peer closed the connection."""
+        """One piece of the PDU within its deadline; 0 when the peer closed the connection.
+
+        The socket stays blocking: a Python socket timeout would poll before
+        every ``recv`` (two system calls and two GIL hand-overs for each
+        piece). A blocked ``recv`` wakes up instead every :data:`WAKE_UP`
+        seconds (``SO_RCVTIMEO``, :func:`bound_waits`) to look at the deadline.
+        """
         if not incoming.started:
             self._deadline = time.monotonic() + self._timeout if self._timeout is not None else float("inf")
+            if self._bounded is not sock:
+                bound_waits(sock, receive=min(WAKE_UP, self._timeout or WAKE_UP))
+                self._bounded = sock
         while True:
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._too_slow(incoming)
-            # the socket's own timeout bounds each wait; set again only when it would overrun the
-            # deadline by more than a second (settimeout is a system call)
-            if self._timeout is not None and (self._socket_timeout is None or self._socket_timeout > remaining + 1):
-                sock.settimeout(remaining)
-                self._socket_timeout = remaining
             try:
                 count = incoming.receive(sock)
-            except (TimeoutError, ssl.SSLWantReadError):
-                self._socket_timeout = None  # waited less than the deadline allows: wait the rest
+            except (BlockingIOError, TimeoutError, ssl.SSLWantReadError):
+                if time.monotonic() >= self._deadline:
+                    raise self._too_slow(incoming) from None
                 continue
             if count:
                 self.last_received = time.monotonic()

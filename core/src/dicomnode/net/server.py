@@ -50,6 +50,7 @@ from dicomnode.net.pdu import (
     PduRefused,
     a_abort,
     a_associate_rj,
+    bound_waits,
 )
 from dicomnode.net.sink import InstanceSink, Peer, ReceivedInstance
 from dicomnode.net.tls import TlsSettings
@@ -447,8 +448,10 @@ class DicomServer:
             self._close(sock, a_associate_rj(0x02, 0x03, 0x02))
             return
         try:
+            # blocking, without a Python timeout (which would poll before every recv and send); the
+            # kernel bounds a write to a peer that does not read, and the reader its PDU's deadline
             sock.setblocking(True)
-            sock.settimeout(limits.pdu_timeout)
+            bound_waits(sock, send=limits.pdu_timeout)
             assoc = adapter.accept(self._ae, sock, address, prefix=pending.incoming.pdu(),
                                    contexts=self._contexts, limits=limits, handlers=self._handlers,
                                    ended=self._ended)
