@@ -128,12 +128,12 @@ class IncomingPdu:
     @property
     def header_complete(self) -> bool:
         """True once the 6-byte header arrived (and was accepted)."""
-        return self._header_read == HEADER.size
+        return self.length >= 0
 
     @property
     def complete(self) -> bool:
         """True once the whole PDU arrived."""
-        return self.header_complete and self.body_read == self.length
+        return self.body_read == self.length
 
     def receive(self, sock: socket.socket) -> int:
         """Take what the socket holds of this PDU, in one ``recv_into``; return how many bytes (0: closed).
@@ -141,18 +141,20 @@ class IncomingPdu:
         Reads no byte past the PDU. A non-blocking socket raises what it
         raises when it has nothing (``BlockingIOError``, ``ssl.SSLWantReadError``).
         """
-        if not self.header_complete:
+        if self.length < 0:
             with memoryview(self.header) as view:
                 count = sock.recv_into(view[self._header_read:], HEADER.size - self._header_read)
             self._header_read += count
-            if self.header_complete:
+            if self._header_read == HEADER.size:
                 self._accept_header()
             return count
-        if self.body_read == len(self.body):
+        body, read = self.body, self.body_read
+        if read == len(body):
             self._grow()
-        with memoryview(self.body) as view:
-            count = sock.recv_into(view[self.body_read:], len(self.body) - self.body_read)
-        self.body_read += count
+            body = self.body
+        with memoryview(body) as view:
+            count = sock.recv_into(view[read:], len(body) - read)
+        self.body_read = read + count
         return count
 
     def _accept_header(self) -> None:
@@ -163,8 +165,8 @@ class IncomingPdu:
         if length > longest:
             raise PduRefused(f"{_name(pdu_type)} PDU announcing {length} bytes, more than the {longest} "
                              "accepted", ABORT_INVALID_PARAMETER)
-        self.pdu_type, self.length = pdu_type, length
         self.body = bytearray(min(length, FIRST_PIECE))
+        self.pdu_type, self.length = pdu_type, length
 
     def _grow(self) -> None:
         # the peer sent as many bytes as the buffer holds: at most double it, never past the PDU
@@ -236,7 +238,7 @@ class PduReader:
         return incoming.header
 
     def _read_body(self, sock: socket.socket, incoming: IncomingPdu) -> bytearray:
-        while not incoming.complete:
+        while incoming.body_read < incoming.length:
             if not self._receive(sock, incoming):
                 break
         body = incoming.body
@@ -252,7 +254,7 @@ class PduReader:
         piece). A blocked ``recv`` wakes up instead every :data:`WAKE_UP`
         seconds (``SO_RCVTIMEO``, :func:`bound_waits`) to look at the deadline.
         """
-        if not incoming.started:
+        if not incoming._header_read:  # the PDU's first byte: its deadline starts
             self._deadline = time.monotonic() + self._timeout if self._timeout is not None else float("inf")
             if self._bounded is not sock:
                 bound_waits(sock, receive=min(WAKE_UP, self._timeout or WAKE_UP))
