@@ -44,8 +44,14 @@ from dicomnode.dicom.lazy import LazyDataset, with_file_meta
 from dicomnode.errors import ConfigurationError, DimseError, StorageError
 from dicomnode.extension.outputs import OutboxEntry, PipelineOutput
 from dicomnode.extension.retry import Backoff
-from dicomnode.net import Address, FailedInstance, SendResult, check_ae_title, send_datasets
-from dicomnode.net.tls import TlsSettings
+from dicomnode.net import (
+    Address,
+    FailedInstance,
+    SendResult,
+    TlsSettings,
+    check_ae_title,
+    send_datasets,
+)
 
 __all__ = ["DestinationReport", "DicomOutput"]
 
