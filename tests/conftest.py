@@ -201,7 +201,7 @@ def clean_registry() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real Dask cluster (a scheduler and two nanny-supervised workers on loopback) shared by tests/dask.
+    """A real Dask cluster (a scheduler and two workers on loopback) shared by tests/dask.
 
     Started once; the record folder its workers write to is in the environment
     (``DICOMNODE_DASK_RECORD``) for the workers and the tests alike.
@@ -227,5 +227,6 @@ def cluster(dask_cluster: Any) -> Any:
     """The shared Dask cluster with its scheduler up and both workers connected (a test may have killed some)."""
     if dask_cluster.scheduler is None or dask_cluster.scheduler.poll() is not None:
         dask_cluster.start_scheduler()
+    dask_cluster.supervise()
     dask_cluster.wait_for_workers(dask_cluster.worker_count)
     return dask_cluster

@@ -1,9 +1,10 @@
 """A real Dask cluster for tests: a ``dask scheduler`` and ``dask worker`` processes on loopback, stopped by PID.
 
-Each worker runs under a nanny (Dask's default), as in production: a worker
-process that dies is started again by its nanny, and after the scheduler
-was lost the nannies start workers that connect to the next scheduler at the
-same address. The workers import the test pipelines from ``tests/support``
+The workers run without Dask's nanny (one process each instead of two, half
+the start-up time): a worker that dies, or that ends because it lost its
+scheduler (as a ``dask worker`` does with or without a nanny), is started
+again by :meth:`DaskCluster.supervise`, as the service manager of a real
+deployment would. The workers import the test pipelines from ``tests/support``
 and record what they do in files under ``record_dir`` (see
 :mod:`dask_pipelines`).
 """
@@ -18,7 +19,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import psutil
 from conftest import free_port
 from dcmtk import stop_process, wait_for_port
 
@@ -27,7 +27,7 @@ DASK = Path(sys.executable).parent / "dask"
 
 
 class DaskCluster:
-    """A scheduler and ``workers`` nanny-supervised workers of one thread each, on 127.0.0.1."""
+    """A scheduler and ``workers`` workers of one thread each, on 127.0.0.1."""
 
     def __init__(self, folder: Path, record_dir: Path, *, workers: int = 2, tls: Sequence[str] = (),
                  protocol: str = "tcp", worker_options: Sequence[Sequence[str]] = ()) -> None:
@@ -63,12 +63,27 @@ class DaskCluster:
     def start(self, timeout: float = 90.0) -> DaskCluster:
         """Start the scheduler and the workers together, and wait until every worker has joined."""
         self.start_scheduler(wait=False)
-        for number in range(self.worker_count):
-            self.workers.append(self._spawn(f"worker-{number}", [
-                str(DASK), "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
-                "--no-dashboard", "--death-timeout", "600", *self.tls, *self.worker_options[number]]))
+        self.workers = [self._worker(number) for number in range(self.worker_count)]
         self.wait_for_workers(self.worker_count, timeout)
         return self
+
+    def _worker(self, number: int) -> subprocess.Popen[bytes]:
+        return self._spawn(f"worker-{number}", [
+            str(DASK), "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
+            "--no-dashboard", "--no-nanny", "--death-timeout", "600", *self.tls, *self.worker_options[number]])
+
+    def supervise(self) -> int:
+        """Start again each ``dask worker`` that has ended, as systemd or Kubernetes would; return how many.
+
+        A ``dask worker`` ends when it loses its scheduler (its nanny restarts
+        only a worker process that dies under it).
+        """
+        restarted = 0
+        for number, process in enumerate(self.workers):
+            if process.poll() is not None:
+                self.workers[number] = self._worker(number)
+                restarted += 1
+        return restarted
 
     def start_scheduler(self, wait: bool = True) -> None:
         """A scheduler on the cluster's address (again, after :meth:`kill_scheduler`)."""
@@ -85,15 +100,8 @@ class DaskCluster:
         self.scheduler.wait(10)
 
     def worker_pids(self) -> list[int]:
-        """The PIDs of the worker processes the nannies run (the processes that run ``process``)."""
-        pids = []
-        for nanny in self.workers:
-            try:
-                pids += [child.pid for child in psutil.Process(nanny.pid).children(recursive=True)
-                         if "resource_tracker" not in " ".join(child.cmdline())]
-            except psutil.NoSuchProcess:
-                continue
-        return pids
+        """The PIDs of the running worker processes (the processes that run ``process``)."""
+        return [worker.pid for worker in self.workers if worker.poll() is None]
 
     def connected_workers(self) -> int:
         """How many workers the scheduler knows now (0 when it cannot be asked)."""
@@ -125,22 +133,9 @@ class DaskCluster:
                         tls_client_key=options["--tls-key"], require_encryption=True)
 
     def stop(self) -> None:
-        """Stop the workers (their nannies, then anything they left) and the scheduler, by PID."""
-        leftovers = self.worker_pids()
-        for nanny in self.workers:
-            if nanny.poll() is None:
-                os.kill(nanny.pid, signal.SIGTERM)
-        for nanny in self.workers:
-            try:
-                nanny.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(nanny.pid, signal.SIGKILL)
-                nanny.wait(10)
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """Stop the workers and the scheduler, by PID."""
+        for worker in self.workers:
+            stop_process(worker)
         if self.scheduler is not None:
             stop_process(self.scheduler)
         for log in self._logs:

@@ -62,7 +62,7 @@ class Connection:
                     client = self._client
             if client is not None:
                 return client
-            waiting(self.last_error)
+            waiting(f"the scheduler cannot be reached ({self.last_error or 'connecting'})")
             self.closing.wait(0.2)
 
     def _current(self) -> Client | None:

@@ -33,6 +33,9 @@ Settings (``executor_settings``):
 ``resource_timeout``
     seconds a job may wait while no worker of the cluster has the
     ``resources`` it asks for (default 600); then it goes to the quarantine.
+``submit_timeout``
+    seconds handing a job's inputs to the workers may take (default 60);
+    past it (no scheduler or no worker answers) the job is handed over again.
 ``direct_to_workers``
     the node sends the input containers to the workers and fetches the
     outputs from them directly (default true); false sends them through the
@@ -75,9 +78,11 @@ __all__ = ["DaskExecutor"]
 logger = logging.getLogger("dicomnode.dask")
 
 SETTINGS = ("address", "n_workers", "threads_per_worker", "processes", "resources", "retries", "connect_timeout",
-            "resource_timeout", "direct_to_workers", "tls_ca", "tls_certificate", "tls_key")
+            "resource_timeout", "submit_timeout", "direct_to_workers", "tls_ca", "tls_certificate", "tls_key")
 #: seconds between two looks at a job that waits on the cluster (closing, resources)
 POLL = 0.25
+#: seconds between two attempts to hand over a job that the cluster could not take
+RETRY_DELAY = 1.0
 #: seconds between two log lines of a job that keeps waiting (for the scheduler, for resources)
 REPEAT_LOG = 60.0
 
@@ -122,6 +127,8 @@ class DaskExecutor(Executor):
                                                allowed="a number of seconds > 0"))
         self.resource_timeout = float(self.take(settings, "resource_timeout", (int, float), 600.0,
                                                 check=_positive, allowed="a number of seconds > 0"))
+        self.submit_timeout = float(self.take(settings, "submit_timeout", (int, float), 60.0, check=_positive,
+                                              allowed="a number of seconds > 0"))
         self.direct_to_workers = self.take(settings, "direct_to_workers", bool, True)
         self.tls = {key: self.take(settings, key, (str, Path), "", allowed="a file path")
                     for key in ("tls_ca", "tls_certificate", "tls_key")}
@@ -209,15 +216,18 @@ class DaskExecutor(Executor):
         container = _travelling(job.input_container)
         losses = 0
         attempt = 0
+        waiting = _Waiting(job, self._connection.address)
         while True:
-            client = self._connection.client(_Waiting(job, self._connection.address))
+            client = self._connection.client(waiting)
             attempt += 1
             try:
                 return self._attempt(client, job, identity, container, attempt)
             except _Lost as lost:
                 if lost.scheduler:
-                    logger.warning("job %s of patient %s: %s; it is submitted again when the scheduler answers",
-                                   job.id, job.patient_key, lost.why)
+                    waiting(lost.why)
+                    if self._connection.closing.wait(RETRY_DELAY):
+                        raise JobInterruptedError("the node closed while the job waited for the Dask cluster") \
+                            from None
                     continue
                 losses += 1
                 if losses > self.retries:
@@ -232,12 +242,16 @@ class DaskExecutor(Executor):
         try:
             workers = self._workers_with_resources(client)
             data = client.scatter(container, direct=self.direct_to_workers, workers=workers or None,  # type: ignore[no-untyped-call]
-                                  hash=False)
+                                  hash=False, timeout=self.submit_timeout)
             future = client.submit(run_job, identity, self._fingerprint, data, key=key,
                                    resources=self.resources or None, pure=False)
-        except (OSError, asyncio.CancelledError, asyncio.TimeoutError) as error:
-            raise _Lost(f"the scheduler was lost while the job was submitted ({_one_line(error)})",
-                        scheduler=True) from None
+        except Exception as error:
+            if isinstance(error, (OSError, asyncio.CancelledError, asyncio.TimeoutError)) or \
+                    client.status != "running":
+                # Dask raises all sorts of things when the scheduler goes away in the middle of a call
+                raise _Lost(f"no scheduler, or no worker, took the job ({_one_line(error)})", scheduler=True) \
+                    from None
+            raise failure_of("handing the job to the Dask cluster", error) from error
         try:
             return self._wait(client, job, key, future)
         finally:
@@ -266,11 +280,12 @@ class DaskExecutor(Executor):
                 if self._connection.closing.is_set():
                     raise JobInterruptedError("the node closed while the job ran on the Dask cluster") from None
                 scheduler = error.reason == "scheduler-connection-lost" or client.status != "running"
-                raise _Lost("the scheduler was lost" if scheduler else
+                raise _Lost("the scheduler was lost while the job ran" if scheduler else
                             f"the worker that held the job's inputs was lost ({error.reason})",
                             scheduler=scheduler) from None
             except (OSError, asyncio.CancelledError) as error:
-                raise _Lost(f"the scheduler was lost ({_one_line(error)})", scheduler=True) from None
+                raise _Lost(f"the scheduler was lost while the job ran ({_one_line(error)})", scheduler=True) \
+                    from None
             except Exception as error:  # a Dask failure of its own: the job fails, it is not retried
                 raise failure_of("the Dask cluster", error) from error
             logger.debug("job %s: outputs of task %s received", job.id, key)
@@ -285,20 +300,21 @@ class DaskExecutor(Executor):
 
 
 class _Waiting:
-    """Logs, once a minute, that a job waits for the scheduler."""
+    """Says that a job waits for the cluster: at once, again when the reason changes, and once a minute."""
 
     def __init__(self, job: Job, address: str) -> None:
         self.job = job
         self.address = address
         self.last = 0.0
+        self.reason = ""
 
     def __call__(self, why: str) -> None:
         now = time.monotonic()
-        if now - self.last >= REPEAT_LOG:
-            self.last = now
-            logger.warning("job %s of patient %s waits: the Dask scheduler at %s cannot be reached (%s); the node "
-                           "keeps receiving and the job is submitted when the scheduler answers", self.job.id,
-                           self.job.patient_key, self.address, why or "connecting")
+        if why != self.reason or now - self.last >= REPEAT_LOG:
+            self.last, self.reason = now, why
+            logger.warning("job %s of patient %s waits for the Dask cluster at %s: %s; the node keeps receiving, "
+                           "and the job is handed over when the cluster answers", self.job.id, self.job.patient_key,
+                           self.address, why)
 
 
 class _ResourceWait:
