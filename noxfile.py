@@ -40,6 +40,7 @@ PLUGINS = {
     "file-output": "plugins/file-output",
     "historic-input": "plugins/historic-input",
     "highdicom": "plugins/highdicom",
+    "dask": "plugins/dask",
 }
 #: a plugin also brings the plugins it depends on
 REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"]}
@@ -56,6 +57,8 @@ COMBINATIONS = {
     "highdicom": ["highdicom"],
     "numpy+nifti": ["numpy", "nifti"],
     "dicom-output+historic-input": ["dicom-output", "historic-input"],
+    "dask": ["dask"],
+    "numpy+dask": ["numpy", "dask"],
     "all": list(PLUGINS),
 }
 

@@ -169,7 +169,9 @@ class DaskExecutor(Executor):
             from distributed import LocalCluster
 
             self._cluster = LocalCluster(n_workers=self.n_workers, threads_per_worker=self.threads_per_worker,
-                                         processes=self.processes, host="127.0.0.1", dashboard_address=None,
+                                         processes=self.processes, host="127.0.0.1",
+                                         # Dask's HTTP endpoints (health, metrics) on a free loopback port
+                                         dashboard_address="127.0.0.1:0",
                                          resources=self.resources or None)  # type: ignore[no-untyped-call]
             address = str(self._cluster.scheduler_address)
             logger.info("embedded Dask cluster at %s: %d worker(s) of %d thread(s)", address, self.n_workers,
