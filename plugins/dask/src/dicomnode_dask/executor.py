@@ -40,6 +40,10 @@ Settings (``executor_settings``):
     the node sends the input containers to the workers and fetches the
     outputs from them directly (default true); false sends them through the
     scheduler, for workers the node cannot reach.
+``pixel_data``
+    false: ``input_container.datasets`` travel without their pixel data
+    (``process`` takes the pixels from the ground values, a numpy volume):
+    a 300-slice CT crosses in half the time. Default true.
 ``tls_ca``, ``tls_certificate``, ``tls_key``
     for a ``tls://`` address: the CA that signed the cluster's certificates,
     and the node's own certificate and key (Dask's TLS, which the scheduler
@@ -61,10 +65,10 @@ import cloudpickle
 from distributed import Future, KilledWorker
 from distributed.client import FutureCancelledError
 
-from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import ConfigurationError, JobInterruptedError, ProcessingError
 from dicomnode.extension.executors import Executor, ExecutorHost, Job, PipelineIdentity, failure_of
 from dicomnode_dask.connection import Connection
+from dicomnode_dask.travel import travelling
 from dicomnode_dask.worker import run_job
 
 if TYPE_CHECKING:
@@ -78,7 +82,8 @@ __all__ = ["DaskExecutor"]
 logger = logging.getLogger("dicomnode.dask")
 
 SETTINGS = ("address", "n_workers", "threads_per_worker", "processes", "resources", "retries", "connect_timeout",
-            "resource_timeout", "submit_timeout", "direct_to_workers", "tls_ca", "tls_certificate", "tls_key")
+            "resource_timeout", "submit_timeout", "direct_to_workers", "pixel_data", "tls_ca", "tls_certificate",
+            "tls_key")
 #: seconds between two looks at a job that waits on the cluster (closing, resources)
 POLL = 0.25
 #: seconds between two attempts to hand over a job that the cluster could not take
@@ -130,6 +135,7 @@ class DaskExecutor(Executor):
         self.submit_timeout = float(self.take(settings, "submit_timeout", (int, float), 60.0, check=_positive,
                                               allowed="a number of seconds > 0"))
         self.direct_to_workers = self.take(settings, "direct_to_workers", bool, True)
+        self.pixel_data = self.take(settings, "pixel_data", bool, True)
         self.tls = {key: self.take(settings, key, (str, Path), "", allowed="a file path")
                     for key in ("tls_ca", "tls_certificate", "tls_key")}
         self._check_placement(settings)
@@ -215,7 +221,7 @@ class DaskExecutor(Executor):
             identity = _worker_identity(job.identity())
         except ConfigurationError as error:
             raise ProcessingError(str(error), stage="executor") from error
-        container = _travelling(job.input_container)
+        container = travelling(job.input_container, pixel_data=self.pixel_data)
         losses = 0
         attempt = 0
         waiting = _Waiting(job, self._connection.address)
@@ -402,18 +408,3 @@ def _fingerprint(identity: PipelineIdentity) -> str:
         return hashlib.sha256(cloudpickle.dumps(identity)).hexdigest()[:24]
     except Exception as error:
         raise ConfigurationError(f"the pipeline's configuration cannot be sent to a Dask worker: {error}") from error
-
-
-def _travelling(container: InputContainer) -> InputContainer:
-    """The container as it goes to a worker: datasets kept on disk (``lazy_storage``) bring their header.
-
-    A :class:`~dicomnode.dicom.lazy.LazyDataset` that was never read would
-    travel as its path alone, which a worker on another machine cannot open.
-    Its pixel data still stays in the node's data directory: ``process``
-    gets the pixels from the ground values.
-    """
-    for datasets in container.datasets.values():
-        for dataset in datasets:
-            if isinstance(dataset, LazyDataset) and not dataset.is_loaded:
-                dataset.get(0x00080018)  # reads the header, leaves the pixel data on disk
-    return container
