@@ -3,11 +3,11 @@
 Generates its own data under ``benchmarks/.data/`` (synthetic 512x512 CT
 series, nothing downloaded) and runs each scenario's own script functions:
 start-up, ingest (one client and four), end to end, conversion, building,
-send, memory, segmentation. Within a scenario the contenders run interleaved (A B A B …)
-after a warm-up round; the figures are medians with min–max, and ratios are
-taken round by round. The results replace the generated blocks of
-``benchmarks/RESULTS.md`` (the notes around them are kept) and the chart
-``benchmarks/ratios.png``; ``--quick`` and ``--smoke`` write to
+send, memory, segmentation, scale-out (needs dicomnode-dask). Within a scenario
+the contenders run interleaved (A B A B …) after a warm-up round; the figures
+are medians with min–max, and ratios are taken round by round. The results
+replace the generated blocks of ``benchmarks/RESULTS.md`` (the notes around
+them are kept) and the chart ``benchmarks/ratios.png``; ``--quick`` and ``--smoke`` write to
 ``benchmarks/.work/`` instead, so a short run never replaces the full one.
 
     python benchmarks/run.py                  # 300 slices, 5 counted rounds (about 15 minutes)
@@ -335,6 +335,21 @@ def seg(mode: Mode) -> Section:
     )
 
 
+def scale_out(mode: Mode) -> Section:
+    """The executor dask (embedded clusters) against threads: 8 CPU-bound jobs, one CT job, a killed worker."""
+    import scale_out as script
+
+    result = script.measure(mode.runs, mode.slices, log=say)
+    numbers = script.figures(result)
+    return Section(
+        "scale-out", "Scale-out", script.report(result),
+        [Target(name, measured, met) for name, measured, met in script.targets(result)],
+        [Headline("scale-out: 2 Dask workers vs 1 (throughput)", numbers["two_over_one"], 1.7),
+         Headline("scale-out: 2 Dask workers vs threads, 1 job at a time", numbers["two_over_threads"], 1.7),
+         Headline("scale-out: 0.15 s budget / dask overhead on a CT", 0.15 / max(numbers["overhead"], 1e-3), 1.0)],
+    )
+
+
 SCENARIOS: dict[str, Callable[[Mode], Section]] = {
     "startup": startup,
     "ingest": ingest,
@@ -344,6 +359,7 @@ SCENARIOS: dict[str, Callable[[Mode], Section]] = {
     "send": send,
     "memory": memory,
     "seg": seg,
+    "scale-out": scale_out,
 }
 #: scenarios whose scripts fix the series at 300 slices (left out of --smoke)
 FIXED_SIZE = {"conversion", "building", "seg"}

@@ -131,3 +131,37 @@ def test_a_job_no_worker_has_the_resources_for_waits_then_goes_to_the_quarantine
     [entry] = node.quarantine.list()
     assert "no worker of the Dask cluster has the resources the job asks for ({GPU = 1})" in entry.reason
     assert "resource_timeout = 1.5 s" in entry.reason
+
+
+def test_a_pipeline_declared_in_toml_runs_on_the_cluster(cluster: DaskCluster, tmp_path: Path) -> None:
+    from dicomnode.server.toml_config import load_pipeline
+
+    (tmp_path / "toml_jobs.py").write_text(
+        "import os\n"
+        "from dask_pipelines import Delivered, record\n"
+        "def process(input_container):\n"
+        "    record(input_container.patient_key, 'started', images=len(input_container['CT']))\n"
+        "    return Delivered(input_container.patient_key, os.getpid())\n")
+    (tmp_path / "cluster.toml").write_text(f'''
+process = "toml_jobs:process"
+
+[node]
+ae_title = "TOMLDASK"
+executor = "dask"
+executor_settings = {{ address = "{cluster.address}", connect_timeout = 3 }}
+
+[inputs.CT]
+required_values = {{ Modality = "CT" }}
+grinder = "list"
+images = 2
+''')
+    patient = _patient("TOML")
+    node = load_pipeline(tmp_path / "cluster.toml")()
+    try:
+        result = node.run_datasets(synthetic_series(patient_id=patient, slices=2, rows=8, columns=8), "SCANNER")
+    finally:
+        node.runner.close(5)
+    assert result.ok, result.reason + result.traceback
+    [run] = events(patient, "started")
+    assert run["pid"] in cluster.worker_pids() and run["images"] == 2
+    assert len(events(patient, "delivered")) == 1

@@ -84,3 +84,13 @@ def test_an_unread_lazy_dataset_travels_with_its_header(tmp_path: Path) -> None:
     [dataset] = arrived.datasets["CT"]
     assert dataset.SOPInstanceUID == expected.SOPInstanceUID
     assert str(dataset.PatientName) == "Müller^Jürgen"
+
+
+def test_elements_the_slices_share_arrive_once_yet_each_dataset_changes_alone() -> None:
+    series = _series()
+    arrived = _across(InputContainer({}, {"CT": series}), pixel_data=False).datasets["CT"]
+    arrived[0].PatientName = "Changed^Here"
+    arrived[0].SeriesDescription = "only the first"
+    assert str(arrived[1].PatientName) == "Müller^Jürgen"
+    assert arrived[1].get("SeriesDescription") == series[1].get("SeriesDescription")
+    assert [str(d.SOPInstanceUID) for d in arrived] == [str(d.SOPInstanceUID) for d in series]

@@ -78,10 +78,11 @@ class _Datasets(list):  # type: ignore[type-arg]
         self.pixel_data = pixel_data
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_unpacked, ([_pack(dataset, self.held, self.pixel_data) for dataset in self],))
+        shared: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        return (_unpacked, ([_pack(dataset, self.held, self.pixel_data, shared) for dataset in self],))
 
 
-def _pack(dataset: Dataset, held: set[int], pixel_data: bool) -> Any:
+def _pack(dataset: Dataset, held: set[int], pixel_data: bool, shared: dict[tuple[Any, ...], tuple[Any, ...]]) -> Any:
     if isinstance(dataset, LazyDataset):
         if not dataset.is_loaded:
             dataset.get(0x00080018)  # read its header: pickled unread, it would travel as a path alone
@@ -97,7 +98,13 @@ def _pack(dataset: Dataset, held: set[int], pixel_data: bool) -> Any:
             if pixel_data:
                 elements.append(_pixel_entry(element))
             continue
-        elements.append(tuple(element) if isinstance(element, RawDataElement) else element)
+        if isinstance(element, RawDataElement):
+            # the slices of a series share most of their elements: where they were read from (value_tell)
+            # aside, one tuple for all of them, which the pickle sends once
+            raw = tuple(element._replace(value_tell=0))
+            elements.append(shared.setdefault(raw, raw))
+        else:
+            elements.append(element)
     file_meta = getattr(dataset, "file_meta", None)
     implicit, little = dataset.original_encoding
     return (implicit, little, dataset.original_character_set, file_meta, elements)
@@ -113,10 +120,11 @@ def _pixel_entry(element: Any) -> Any:
 
 
 def _unpacked(packed: list[Any]) -> list[Dataset]:
-    return [_unpack(item) if isinstance(item, tuple) else item for item in packed]
+    made: dict[int, RawDataElement] = {}  # a raw element shared by the slices is made once (it is immutable)
+    return [_unpack(item, made) if isinstance(item, tuple) else item for item in packed]
 
 
-def _unpack(item: tuple[Any, ...]) -> Dataset:
+def _unpack(item: tuple[Any, ...], made: dict[int, RawDataElement]) -> Dataset:
     implicit, little, character_set, file_meta, entries = item
     dataset = Dataset()
     elements: dict[Any, Any] = {}
@@ -124,7 +132,9 @@ def _unpack(item: tuple[Any, ...]) -> Dataset:
         if isinstance(entry, tuple):
             kind = entry[0]
             if kind.__class__ is not str:  # a raw element's tag (an int; comparing it to a str parses the str)
-                element: Any = RawDataElement(*entry)
+                element: Any = made.get(id(entry))
+                if element is None:
+                    element = made[id(entry)] = RawDataElement(*entry)
             elif kind == "raw":
                 element = RawDataElement(*entry[1])._replace(value=bytes(entry[2]))
             else:
