@@ -13,7 +13,7 @@ from pydicom.filewriter import dcmwrite
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.dicom.synthetic import synthetic_series, write_series
 from dicomnode.extension.containers import InputContainer
-from dicomnode.server.receive import decode_received
+from dicomnode.server.ingest import decode_received
 from dicomnode_dask.travel import travelling
 
 pytestmark = pytest.mark.plugin("dask")
