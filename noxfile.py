@@ -1,4 +1,4 @@
-"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks.
+"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks, the Dask soak.
 
     nox -l                 list every session
     nox                    the default: every test session, lint and typing
@@ -196,6 +196,17 @@ def fuzz(session: nox.Session) -> None:
     examples = os.environ.get("DICOMNODE_FUZZ_EXAMPLES", "20000")
     session.run("pytest", "tests/net/test_pdu.py", "-k", "any_bytes", "-p", "no:cacheprovider",
                 "-o", "timeout=3600", *session.posargs, env={"DICOMNODE_FUZZ_EXAMPLES": examples})
+
+
+@nox.session(python=MAIN_PYTHON, tags=["soak"])
+def soak_dask(session: nox.Session) -> None:
+    """The Dask failure tests (killed workers, scheduler, node) again and again: nox -s soak_dask -- 20."""
+    rounds = int(session.posargs[0]) if session.posargs else 10
+    _install_peers(session)
+    session.install("./core", _spec("numpy"), _spec("dask"), "./tests/example-plugin", *TEST_REQUIREMENTS)
+    for number in range(1, rounds + 1):
+        session.log(f"round {number} of {rounds}")
+        session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/dask", "-x")
 
 
 @nox.session(python=MAIN_PYTHON, tags=["ci", "lint"])

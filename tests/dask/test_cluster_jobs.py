@@ -21,7 +21,7 @@ from node import wait_until
 
 from dicomnode.dicom.synthetic import synthetic_series
 
-pytestmark = pytest.mark.plugin("dask")
+pytestmark = [pytest.mark.plugin("dask"), pytest.mark.timeout(180)]
 
 
 def _patient(prefix: str) -> str:
@@ -29,7 +29,7 @@ def _patient(prefix: str) -> str:
 
 
 def _node(cluster: DaskCluster, tmp_path: Path, **settings: object) -> ClusterNode:
-    executor_settings = {"address": cluster.address, "connect_timeout": 3, **settings}
+    executor_settings = {"address": cluster.address, "connect_timeout": 5, **settings}
     node = ClusterNode(data_directory=tmp_path / "data", executor_settings=executor_settings)
     node.open(blocking=False)
     return node
@@ -148,7 +148,7 @@ process = "toml_jobs:process"
 [node]
 ae_title = "TOMLDASK"
 executor = "dask"
-executor_settings = {{ address = "{cluster.address}", connect_timeout = 3 }}
+executor_settings = {{ address = "{cluster.address}", connect_timeout = 5 }}
 
 [inputs.CT]
 required_values = {{ Modality = "CT" }}

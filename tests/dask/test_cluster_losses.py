@@ -28,7 +28,7 @@ from node import wait_until
 
 from dicomnode.dicom.synthetic import synthetic_series, write_series
 
-pytestmark = pytest.mark.plugin("dask")
+pytestmark = [pytest.mark.plugin("dask"), pytest.mark.timeout(180)]
 
 
 def _patient(prefix: str) -> str:
@@ -50,7 +50,7 @@ def test_a_lost_scheduler_keeps_the_node_receiving_and_its_jobs_wait_then_run_on
     caplog.set_level(logging.WARNING, "dicomnode.dask")
     running, arriving = _patient("HOLD"), _patient("AFTER")
     node = ClusterNode(data_directory=tmp_path / "data",
-                       executor_settings={"address": cluster.address, "connect_timeout": 2, "submit_timeout": 10})
+                       executor_settings={"address": cluster.address, "connect_timeout": 5, "submit_timeout": 10})
     node.open(blocking=False)
     try:
         _send(node.port, _series(tmp_path, running))

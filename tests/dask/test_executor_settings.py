@@ -22,7 +22,7 @@ from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import ConfigurationError
 from dicomnode.plugins import get_registry
 
-pytestmark = pytest.mark.plugin("dask")
+pytestmark = [pytest.mark.plugin("dask"), pytest.mark.timeout(180)]
 
 
 def test_the_plugin_registers_the_executor_dask() -> None:

@@ -50,10 +50,7 @@ class DaskCluster:
 
     def _env(self) -> dict[str, str]:
         path = os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        return {**os.environ, "PYTHONPATH": path, "DICOMNODE_DASK_RECORD": str(self.record_dir),
-                # quick to notice a lost peer: the tests kill schedulers and workers on purpose
-                "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s",
-                "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "10s"}
+        return {**os.environ, "PYTHONPATH": path, "DICOMNODE_DASK_RECORD": str(self.record_dir)}
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()

@@ -128,7 +128,7 @@ def main(argv: Sequence[str]) -> None:
 
     data_directory, port, address = argv[0], int(argv[1]), argv[2]
     node = dask_pipelines.ClusterNode(data_directory=data_directory, port=port, log_level="INFO",
-                       executor_settings={"address": address, "connect_timeout": 3})
+                       executor_settings={"address": address, "connect_timeout": 5})
     node.open(blocking=False)
     print("READY", node.port, flush=True)
     while True:

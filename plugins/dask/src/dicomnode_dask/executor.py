@@ -86,6 +86,8 @@ SETTINGS = ("address", "n_workers", "threads_per_worker", "processes", "resource
             "tls_key")
 #: seconds between two looks at a job that waits on the cluster (closing, resources)
 POLL = 0.25
+#: seconds between two looks at the cluster's workers for a job that asks for resources
+RESOURCE_LOOK = 1.0
 #: seconds between two attempts to hand over a job that the cluster could not take
 RETRY_DELAY = 1.0
 #: seconds between two log lines of a job that keeps waiting (for the scheduler, for resources)
@@ -333,11 +335,14 @@ class _ResourceWait:
         self.job = job
         self.since: float | None = None
         self.logged = 0.0
+        self.next_look = 0.0
 
     def check(self, client: Client) -> None:
         executor = self.executor
-        if not executor.resources:
+        now = time.monotonic()
+        if not executor.resources or now < self.next_look:
             return
+        self.next_look = now + RESOURCE_LOOK
         try:
             available = executor._workers_with_resources(client)
         except Exception:  # the scheduler is away: the future says so itself
