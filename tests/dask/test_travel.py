@@ -94,3 +94,18 @@ def test_elements_the_slices_share_arrive_once_yet_each_dataset_changes_alone() 
     assert str(arrived[1].PatientName) == "Müller^Jürgen"
     assert arrived[1].get("SeriesDescription") == series[1].get("SeriesDescription")
     assert [str(d.SOPInstanceUID) for d in arrived] == [str(d.SOPInstanceUID) for d in series]
+
+
+@pytest.mark.plugin("numpy", "dask")
+def test_a_ground_numpy_volume_travels_as_an_array_beside_the_pickle() -> None:
+    import numpy as np
+    from dicomnode_numpy import NumpyGrinder
+
+    series = synthetic_series(patient_id="VOLUME", slices=4, rows=32, columns=32)
+    volume = NumpyGrinder()(series)
+    header, frames = serialize(travelling(InputContainer({"CT": volume}, {"CT": series}), pixel_data=False))
+    assert max(memoryview(frame).nbytes for frame in frames) >= volume.array.nbytes  # not inside the pickle
+    arrived: InputContainer = deserialize(header, frames)
+    np.testing.assert_array_equal(arrived["CT"].array, volume.array)
+    np.testing.assert_array_equal(arrived["CT"].origin, volume.origin)
+    assert arrived["CT"].source_uids == volume.source_uids

@@ -404,7 +404,7 @@ def _worker_identity(identity: PipelineIdentity) -> PipelineIdentity:
                    (("data_directory", None), ("executor", "threads"), ("executor_settings", {}))
                    if name in fields}
         config = attrs.evolve(config, **changes)
-    return PipelineIdentity(identity.target, config)
+    return attrs.evolve(identity, config=config)
 
 
 def _fingerprint(identity: PipelineIdentity) -> str:
