@@ -99,6 +99,7 @@ def test_elements_the_slices_share_arrive_once_yet_each_dataset_changes_alone() 
 @pytest.mark.plugin("numpy", "dask")
 def test_a_ground_numpy_volume_travels_as_an_array_beside_the_pickle() -> None:
     import numpy as np
+
     from dicomnode_numpy import NumpyGrinder
 
     series = synthetic_series(patient_id="VOLUME", slices=4, rows=32, columns=32)
