@@ -12,18 +12,26 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Action": "dicomnode_historic_input.query",
+    "DimseSource": "dicomnode_historic_input.source",
     "HistoricAbstractInput": "dicomnode_historic_input.input",
+    "PriorSource": "dicomnode_historic_input.source",
     "Priors": "dicomnode_historic_input.ground",
     "PriorsGrinder": "dicomnode_historic_input.ground",
+    "Retrieved": "dicomnode_historic_input.source",
     "RetrievalReport": "dicomnode_historic_input.ground",
+    "Target": "dicomnode_historic_input.query",
 }
 
 __all__ = [
     "Action",
+    "DimseSource",
     "HistoricAbstractInput",
+    "PriorSource",
     "Priors",
     "PriorsGrinder",
     "RetrievalReport",
+    "Retrieved",
+    "Target",
 ]
 
 
