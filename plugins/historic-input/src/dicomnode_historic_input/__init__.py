@@ -6,7 +6,7 @@ Names are imported on first use, so discovering the plugin stays cheap.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,12 @@ __all__ = [
     "Retrieved",
     "Target",
 ]
+
+if TYPE_CHECKING:  # at run time the names come from __getattr__, on first use
+    from .ground import Priors, PriorsGrinder, RetrievalReport
+    from .input import HistoricAbstractInput
+    from .query import Action, Target
+    from .source import DimseSource, PriorSource, Retrieved
 
 
 def __getattr__(name: str) -> Any:
