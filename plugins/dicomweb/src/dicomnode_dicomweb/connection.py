@@ -131,9 +131,10 @@ def _tls_adapter_class() -> type:
             super().__init__()
             self._verify, self._cert = verify, cert
 
-        def send(self, request: Any, **kwargs: Any) -> Any:
-            kwargs["verify"], kwargs["cert"] = self._verify, self._cert
-            return super().send(request, **kwargs)
+        def send(self, request: Any, stream: bool = False, timeout: Any = None, verify: bool | str = True,
+                 cert: Any = None, proxies: Any = None) -> Any:
+            return super().send(request, stream=stream, timeout=timeout, verify=self._verify, cert=self._cert,
+                                proxies=proxies)
 
     return TlsAdapter
 
