@@ -162,6 +162,8 @@ class StowService(Service):
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._requests = 0
+        self._active = 0
+        self._closing = False
         self._lock = threading.Lock()
 
     def _file(self, settings: Mapping[str, Any], key: str) -> Path | None:
@@ -190,6 +192,7 @@ class StowService(Service):
         # read now, so an unset environment variable stops the open instead of every request
         self._secrets = self._resolved_secrets()
         self._handle = handle
+        self._closing = False
         family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -203,6 +206,9 @@ class StowService(Service):
             self._app, interface="asgi3", proxy_headers=False, log_config=None, log_level="warning",
             access_log=False, lifespan="off",
             limit_concurrency=self.maximum_connections, timeout_keep_alive=5,
+            # stop() waits for the requests being served itself; what is left at shutdown is idle
+            # connections, and an idle TLS one would hold the shutdown for asyncio's 30 s TLS close
+            timeout_graceful_shutdown=1,
             ssl_certfile=None if self.tls_certificate is None else str(self.tls_certificate),
             ssl_keyfile=None if self.tls_key is None else str(self.tls_key),
         )
@@ -221,15 +227,21 @@ class StowService(Service):
                     "" if self.authenticated else " (no authentication: loopback only)")
 
     def stop(self, timeout: float) -> None:
-        """Stop accepting, let requests being served finish within ``timeout``, then stop."""
+        """Answer new requests 503, let those being served finish within ``timeout``, then stop."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is None or thread is None:
             return
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        while self._active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self._active:
+            logger.warning("%d STOW-RS request(s) still running after %g s at close: cut off", self._active,
+                           timeout)
         server.should_exit = True
-        thread.join(timeout)
+        thread.join(5)
         if thread.is_alive():
-            logger.warning("STOW-RS requests still running after %g s at close: cut off", timeout)
             server.force_exit = True
             thread.join(5)
 
@@ -278,12 +290,20 @@ class StowService(Service):
         if length is not None and length.isdigit() and int(length) > self.maximum_request_size:
             await _answer(send, 413, {"error": f"the request is larger than {self.maximum_request_size} bytes"})
             return
+        if self._closing:
+            await _answer(send, 503, {"error": "the node is closing"})
+            return
         client = scope.get("client") or ("?", 0)
         with self._lock:
             self._requests += 1
+            self._active += 1
             request = self._requests
         source = Source("", f"{client[0]}:{client[1]}", "stow", request)
-        await self._receive_parts(receive, send, boundary, match.group(1), source)
+        try:
+            await self._receive_parts(receive, send, boundary, match.group(1), source)
+        finally:
+            with self._lock:
+                self._active -= 1
 
     async def _receive_parts(self, receive: Receive, send: Send, boundary: str, study: str | None,
                              source: Source) -> None:
