@@ -12,7 +12,7 @@ import pytest
 import requests
 from conftest import require_peer
 from node import CT, RecordingNode, read_jobs, wait_until
-from orthanc import OrthancServer, orthanc
+from orthanc import orthanc
 from pydicom import Dataset, dcmwrite
 
 from dicomnode.dicom.synthetic import synthetic_series
@@ -70,7 +70,7 @@ def test_orthanc_pushes_a_study_by_stow_rs_and_the_node_processes_it(tmp_path: P
             series = _ct("PUSHED")
             pacs.upload_datasets(series)
             [study] = pacs.rest("GET", "/studies")
-            with pytest.raises(Exception, match="401|Unauthorized|HTTP 500"):
+            with pytest.raises(Exception, match=r"401|Unauthorized|HTTP 500"):
                 pacs.stow_to("stranger", [study])  # no token: refused
             assert read_jobs(record) == []
             pacs.stow_to("node", [study])
@@ -238,7 +238,7 @@ def test_a_port_in_use_fails_the_open() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         node = RecordingNode(services={"stow": {"port": taken.getsockname()[1]}})
-        with pytest.raises(OSError, match="cannot listen on 127.0.0.1"):
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1"):
             node.open(blocking=False)
         assert not node.is_open
 
