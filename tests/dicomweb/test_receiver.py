@@ -12,7 +12,7 @@ import pytest
 import requests
 from conftest import require_peer
 from node import CT, RecordingNode, read_jobs, wait_until
-from orthanc import orthanc
+from orthanc import OrthancError, orthanc
 from pydicom import Dataset, dcmwrite
 
 from dicomnode.dicom.synthetic import synthetic_series
