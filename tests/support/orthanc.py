@@ -72,6 +72,8 @@ class OrthancServer:
         self.base_url = f"http://127.0.0.1:{http_port}"
         #: the DICOMweb root (QIDO-RS, WADO-RS, STOW-RS) when the DICOMweb plugin is loaded
         self.dicomweb_url = f"{self.base_url}/dicom-web"
+        #: (user, password) the REST helpers authenticate with, when Orthanc asks for them
+        self.credentials: tuple[str, str] | None = None
 
     @property
     def address(self) -> Any:
@@ -102,6 +104,11 @@ class OrthancServer:
         else:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        if self.credentials is not None:
+            import base64
+
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
         request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -257,7 +264,7 @@ def orthanc(directory: Path, *, aet: str = "ORTHANC",
             modalities: Mapping[str, tuple[str, str, int]] | None = None,
             config: Mapping[str, Any] | None = None, dicomweb: bool = False,
             dicomweb_servers: Mapping[str, Mapping[str, Any]] | None = None, http_port: int | None = None,
-            start_timeout: float = 30.0, graceful_stop: bool = False) -> Iterator[OrthancServer]:
+            credentials: tuple[str, str] | None = None, start_timeout: float = 30.0, graceful_stop: bool = False) -> Iterator[OrthancServer]:
     """Start Orthanc with its storage under ``directory``; stop it (by PID) when the block ends.
 
     ``modalities`` maps a name to ``(ae_title, host, port)`` — the nodes Orthanc
@@ -266,7 +273,8 @@ def orthanc(directory: Path, *, aet: str = "ORTHANC",
     ``require_peer("orthanc-dicomweb")`` with ``dicomweb=True``).
     ``dicomweb_servers`` maps a name to Orthanc's settings of a DICOMweb
     server (``{"Url": ..., "HttpHeaders": {...}}``). ``http_port`` chooses the REST
-    (and DICOMweb) port, for a test that sends to it before Orthanc starts.
+    (and DICOMweb) port, for a test that sends to it before Orthanc starts;
+    ``credentials`` (user, password) switch HTTP authentication on, for that one user.
 
     Orthanc's own shutdown takes ~3.5 s (its servers poll), so by default it is
     stopped with SIGKILL by PID: its storage is throw-away. ``graceful_stop=True``
@@ -288,6 +296,8 @@ def orthanc(directory: Path, *, aet: str = "ORTHANC",
         settings = _configuration(aet=aet, dicom_port=dicom_port, http_port=rest_port, storage=storage,
                                   modalities=modalities or {}, overrides=config or {}, dicomweb=dicomweb,
                                   dicomweb_servers=dicomweb_servers)
+        if credentials is not None:
+            settings.update(AuthenticationEnabled=True, RegisteredUsers={credentials[0]: credentials[1]})
         config_path = home / "orthanc.json"
         config_path.write_text(json.dumps(settings, indent=2))
         log_path = home / "orthanc.log"
@@ -296,6 +306,7 @@ def orthanc(directory: Path, *, aet: str = "ORTHANC",
                                    stdout=log, stderr=subprocess.STDOUT, cwd=home)
         server = OrthancServer(aet=aet, dicom_port=dicom_port, http_port=rest_port, directory=home,
                                process=process, log_path=log_path)
+        server.credentials = credentials
         try:
             _wait_for_rest(server, start_timeout)
             _wait_for_dicom(server, start_timeout)
