@@ -1,7 +1,8 @@
 """DicomWebOutput: deliver a pipeline's datasets by STOW-RS, retrying, and never dropping anything.
 
 The datasets go to ``{url}/studies`` in batches of ``batch_size`` instances
-per request (dicomweb-client encodes each request). Each response is read
+per request (dicomweb-client encodes each request), ``requests`` of them
+under way at once; files go as they are stored, never decoded. Each response is read
 per instance (:mod:`dicomnode_dicomweb.stow`): what the server stored is
 done, what it refused (FailedSOPSequence, with its FailureReason), did not
 acknowledge, or could not be sent because the server was down, refused the
@@ -24,8 +25,10 @@ and the HTTP status or FailureReasons.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,7 @@ from dicomnode.errors import ConfigurationError, StorageError
 from dicomnode.extension.outputs import OutboxEntry, PipelineOutput
 from dicomnode.extension.retry import Backoff
 from dicomnode_dicomweb.connection import Secret, WebConnection
-from dicomnode_dicomweb.stow import StowClient, describe_reason
+from dicomnode_dicomweb.stow import StowClient, StowResponse, describe_reason
 
 __all__ = ["DicomWebOutput", "StowReport"]
 
@@ -99,8 +102,9 @@ def _uid_of(item: Sendable) -> str | None:
     return str(uid) if uid else None
 
 
-def _loaded(item: Sendable) -> Dataset:
-    return item if isinstance(item, Dataset) else dcmread(item)
+def _loaded(item: Sendable) -> Dataset | bytes:
+    """A dataset as it is; a file as its bytes (sent as stored, never decoded)."""
+    return item if isinstance(item, Dataset) else item.read_bytes()
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -132,6 +136,9 @@ class DicomWebOutput(PipelineOutput):
         seconds to connect, and to wait for each response.
     batch_size:
         instances per STOW-RS request (default 50).
+    requests:
+        how many requests may be under way at once (default 2: the server
+        stores one batch while the next arrives).
 
     >>> DicomWebOutput("https://pacs.example.org/dicom-web", datasets, token={"env": "PACS_TOKEN"}).send()  # doctest: +SKIP
     True
@@ -154,6 +161,7 @@ class DicomWebOutput(PipelineOutput):
         max_delay: float = 60.0,
         timeout: float = 30.0,
         batch_size: int = 50,
+        requests: int = 2,
     ) -> None:
         if isinstance(datasets, (Dataset, str, Path)):
             raise ConfigurationError("DicomWebOutput datasets must be a list of datasets or paths, not one")
@@ -164,6 +172,7 @@ class DicomWebOutput(PipelineOutput):
         self.datasets: list[Sendable] = [Path(d) if isinstance(d, str) else d for d in datasets]
         self.backoff = Backoff(attempts=attempts, first_delay=first_delay, max_delay=max_delay)
         self.batch_size = _positive_int("batch_size", batch_size)
+        self.requests = _positive_int("requests", requests)
         #: what the server received, filled by :meth:`send`
         self.report: StowReport | None = None
 
@@ -210,10 +219,10 @@ class DicomWebOutput(PipelineOutput):
         error: str | None = None
         attempt = 0
         delays = self.backoff.delays()
-        client = StowClient(self.connection)
+        sender = _Sender(self.connection, self.requests)
         while pending:
             attempt += 1
-            failures, error = _one_pass(client, pending, self.batch_size, accepted, warnings)
+            failures, error = sender.one_pass(pending, self.batch_size, accepted, warnings)
             if not pending:
                 break
             problem = _summarise(failures, error, len(pending))
@@ -242,7 +251,8 @@ class DicomWebOutput(PipelineOutput):
     # -- the outbox ---------------------------------------------------------------------------
 
     def _settings(self) -> dict[str, Any]:
-        return {"connection": self.connection.to_settings(), "batch_size": self.batch_size}
+        return {"connection": self.connection.to_settings(), "batch_size": self.batch_size,
+                "requests": self.requests}
 
     def _to_outbox(self, pending: Mapping[str, Sendable], reason: str) -> str | None:
         message = f"{len(pending)} instance(s) not stored at {self.connection}: {reason}"
@@ -273,7 +283,8 @@ class DicomWebOutput(PipelineOutput):
         batch_size = int(settings.get("batch_size", 50))
         pending: dict[str, Sendable] = {_uid_of(path) or str(path): path for path in entry.paths}
         total = len(pending)
-        failures, error = _one_pass(StowClient(connection), pending, batch_size, [], {})
+        requests = int(settings.get("requests", 1))
+        failures, error = _Sender(connection, requests).one_pass(pending, batch_size, [], {})
         if not pending:
             logger.info("outbox entry %s stored at %s (%d instance(s))", entry.id, connection, total)
             return True
@@ -285,33 +296,53 @@ class DicomWebOutput(PipelineOutput):
         return [path for path in pending.values() if isinstance(path, Path)]
 
 
-def _one_pass(client: StowClient, pending: dict[str, Sendable], batch_size: int, accepted: list[str],
-              warnings: dict[str, int | None]) -> tuple[dict[str, str], str | None]:
-    """Send what is pending once, batch by batch; what was stored leaves ``pending`` for ``accepted``.
+class _Sender:
+    """Sends batches over ``requests`` connections at once, each thread with its own session."""
 
-    Returns the refusals (UID -> FailureReason) and the last request-level error.
-    """
-    failures: dict[str, str] = {}
-    error: str | None = None
-    uids = list(pending)
-    for start in range(0, len(uids), batch_size):
-        batch = uids[start:start + batch_size]
+    def __init__(self, connection: WebConnection, requests: int) -> None:
+        self.connection = connection
+        self.requests = requests
+        self._local = threading.local()
+
+    def _client(self) -> StowClient:
+        client: StowClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = StowClient(self.connection)
+        return client
+
+    def _batch(self, batch: list[tuple[str, Sendable]]) -> StowResponse:
         try:
-            datasets = [_loaded(pending[uid]) for uid in batch]
-        except (OSError, InvalidDicomError) as problem:
-            error = f"cannot read a file to send: {problem}"
-            continue
-        response = client.store(datasets)
-        for uid in response.accepted:
-            if pending.pop(uid, None) is not None:
-                accepted.append(uid)
-                if uid in response.warnings:
-                    warnings[uid] = response.warnings[uid]
-        for uid, reason in response.failed.items():
-            failures[uid] = f"FailureReason {describe_reason(reason)}"
-        if response.error is not None:
-            error = response.error
-    return failures, error
+            items = [(uid, _loaded(item)) for uid, item in batch]
+        except OSError as problem:
+            return StowResponse(error=f"cannot read a file to send: {problem}")
+        return self._client().store(items)
+
+    def one_pass(self, pending: dict[str, Sendable], batch_size: int, accepted: list[str],
+                 warnings: dict[str, int | None]) -> tuple[dict[str, str], str | None]:
+        """Send what is pending once; what was stored leaves ``pending`` for ``accepted``.
+
+        Returns the refusals (UID -> FailureReason) and the last request-level error.
+        """
+        items = list(pending.items())
+        batches = [items[start:start + batch_size] for start in range(0, len(items), batch_size)]
+        if self.requests == 1 or len(batches) == 1:
+            responses: Iterable[StowResponse] = map(self._batch, batches)
+        else:
+            with ThreadPoolExecutor(self.requests, thread_name_prefix="dicomnode-stow") as pool:
+                responses = list(pool.map(self._batch, batches))
+        failures: dict[str, str] = {}
+        error: str | None = None
+        for response in responses:
+            for uid in response.accepted:
+                if pending.pop(uid, None) is not None:
+                    accepted.append(uid)
+                    if uid in response.warnings:
+                        warnings[uid] = response.warnings[uid]
+            for uid, reason in response.failed.items():
+                failures[uid] = f"FailureReason {describe_reason(reason)}"
+            if response.error is not None:
+                error = response.error
+        return failures, error
 
 
 def _summarise(failures: Mapping[str, str], error: str | None, missing: int) -> str:

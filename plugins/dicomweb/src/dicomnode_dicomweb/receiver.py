@@ -48,7 +48,9 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 STATUS_WRONG_STUDY = 0xA900
 #: FailureReason of a part larger than maximum_instance_size (out of resources)
 STATUS_TOO_LARGE = 0xA700
+#: parts of one request received and waiting for the ingest, at most
+_BACKLOG = 8
 
 SETTINGS = ("ip", "port", "root", "token", "username", "password", "tls_certificate", "tls_key",
             "maximum_request_size", "maximum_instance_size", "maximum_connections")
@@ -203,6 +207,7 @@ class StowService(Service):
             raise OSError(f"the STOW-RS service cannot listen on {self.ip}:{self.port}: {error.strerror}") from None
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
+            # http="auto": httptools (a dependency) when it imports, h11 otherwise
             self._app, interface="asgi3", proxy_headers=False, log_config=None, log_level="warning",
             access_log=False, lifespan="off",
             limit_concurrency=self.maximum_connections, timeout_keep_alive=5,
@@ -339,6 +344,11 @@ class StowService(Service):
                                             "on_header_field": header_field, "on_header_value": header_value,
                                             "on_part_end": end_part})
         outcomes: list[tuple[str, str, IngestResult]] = []
+        # parts are ingested on a thread of their own, in order, while the next ones arrive; at most
+        # _BACKLOG wait, so a fast sender and a slow disk do not pile the request up in memory
+        pool = ThreadPoolExecutor(1, thread_name_prefix=f"stow-{source.association}")
+        loop = asyncio.get_running_loop()
+        pending: deque[asyncio.Future[tuple[str, str, IngestResult]]] = deque()
         received = 0
         more = True
         try:
@@ -358,13 +368,18 @@ class StowService(Service):
                 if body:
                     parser.write(body)
                 while done:
-                    outcomes.append(await asyncio.to_thread(self._ingest, done.pop(0), study, source))
+                    pending.append(loop.run_in_executor(pool, self._ingest, done.pop(0), study, source))
+                while len(pending) > _BACKLOG or (pending and pending[0].done()):
+                    outcomes.append(await pending.popleft())
             parser.finalize()
         except MultipartParseError as error:
             await _answer(send, 400, {"error": f"the body is not a readable multipart message: {error}"})
-            await asyncio.to_thread(self._finish, outcomes, source)
             return
-        await asyncio.to_thread(self._finish, outcomes, source)
+        finally:
+            # what was handed to the ingest is finished and answered for, whatever ended the request
+            outcomes += [await future for future in pending]
+            pool.shutdown(wait=False)
+            await asyncio.to_thread(self._finish, outcomes, source)
         if not outcomes:
             await _answer(send, 400, {"error": "the request holds no instance"})
             return
