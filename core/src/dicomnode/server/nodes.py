@@ -341,11 +341,14 @@ class AbstractPipeline:
             self.logger.info("service %s started", name)
 
     def _stop_services(self) -> None:
-        """Stop the started services first, so nothing new arrives while the node closes; each bounded."""
+        """Stop the started services first, so nothing new arrives while the node closes.
+
+        Each gets ``close_receive_timeout`` for what it is receiving, as the DICOM edge does.
+        """
         started, self._services_started = self._services_started, []
         for service in reversed(started):
             try:
-                service.stop(type(self).close_timeout)
+                service.stop(self.config.close_receive_timeout)
             except Exception:  # one service must not keep the node from closing
                 self.logger.exception("service %s did not stop cleanly", service.name)
 
