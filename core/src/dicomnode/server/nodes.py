@@ -57,6 +57,7 @@ from dicomnode.server.stores import DataDirectory
 if TYPE_CHECKING:
     from pydicom.dataset import FileMetaDataset
 
+    from dicomnode.extension.services import Service
     from dicomnode.net.server import DicomServer
     from dicomnode.server.maintenance import MaintenanceThread
     from dicomnode.server.outbox import Outbox
@@ -99,6 +100,9 @@ class AbstractPipeline:
         self.ingestion = Ingest(config, self.tree, self.store, self.filter)
         self.receiver = Receiver(self)
         self.runner = self._make_runner()
+        #: the services of the ``services`` setting, by name, built (and their settings checked) here
+        self.services: dict[str, Service] = self._make_services()
+        self._services_started: list[Service] = []
         self.port = config.port
         self.tree_restored = 0
         self._server: DicomServer | None = None
@@ -167,6 +171,24 @@ class AbstractPipeline:
         workers = self._executor_workers or config.processing_workers
         return JobRunner(config=config, data=self.data, executor=executor, host=self, registry=registry,
                          workers=workers)
+
+    def _make_services(self) -> dict[str, Service]:
+        from dicomnode.plugins import get_registry
+
+        registry = get_registry()
+        services: dict[str, Service] = {}
+        for name, settings in self.config.services.items():
+            try:
+                service_class = registry.service(name)
+            except LookupError as error:
+                raise ConfigurationError(f"setting 'services' names {name!r}: {error}") from None
+            try:
+                service = service_class(settings)
+            except ConfigurationError as error:
+                raise ConfigurationError(f"setting services[{name!r}]: {error}") from None
+            service.name = name
+            services[name] = service
+        return services
 
     def identity(self) -> PipelineIdentity:
         """How another process builds this pipeline: its class's import path and the configuration.
@@ -268,6 +290,7 @@ class AbstractPipeline:
 
             self._maintenance = MaintenanceThread(self)
             self._maintenance.start()
+        self._start_services()
         if config.release_idle_memory:
             release_free_memory()  # what importing and post_init freed (~30 MB with numpy and pydicom)
         self.logger.info("%s listening as %s on %s:%d", config.name, config.ae_title, config.ip, self.port)
@@ -278,6 +301,7 @@ class AbstractPipeline:
         Safe to call more than once, and after a failed ``open``.
         """
         self._stopped.set()
+        self._stop_services()
         server, self._server = self._server, None
         if server is not None:
             # bounded: the instances being received get close_receive_timeout to finish, the rest are aborted
@@ -306,6 +330,27 @@ class AbstractPipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- services (servers alongside the node) ------------------------------------
+
+    def _start_services(self) -> None:
+        """Start the ``services`` once the node listens; one that cannot start fails the open."""
+        for name, service in self.services.items():
+            service.start(_Handle(self))
+            self._services_started.append(service)
+            self.logger.info("service %s started", name)
+
+    def _stop_services(self) -> None:
+        """Stop the started services first, so nothing new arrives while the node closes.
+
+        Each gets ``close_receive_timeout`` for what it is receiving, as the DICOM edge does.
+        """
+        started, self._services_started = self._services_started, []
+        for service in reversed(started):
+            try:
+                service.stop(self.config.close_receive_timeout)
+            except Exception:  # one service must not keep the node from closing
+                self.logger.exception("service %s did not stop cleanly", service.name)
 
     def _start_workers(self) -> None:
         """Hook for subclasses with their own receive threads."""

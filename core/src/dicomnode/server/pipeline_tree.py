@@ -133,6 +133,11 @@ class PatientContainer:
                 logger.exception("[patient %s] input %r failed in patient_started", self.patient_key, name)
 
     @property
+    def has_images(self) -> bool:
+        """True once an image was added (cheap: no count over the inputs)."""
+        return bool(self._arrival)
+
+    @property
     def images(self) -> int:
         """Distinct images held (an image in two inputs counts once)."""
         return len({id(ds) for inp in self.inputs.values() for ds in inp.datasets})
@@ -202,7 +207,7 @@ class PipelineTree:
         try:
             yield container
         finally:
-            if not container.images:
+            if not container.has_images:
                 with self._lock:
                     if self._patients.get(patient_key) is container:
                         del self._patients[patient_key]
