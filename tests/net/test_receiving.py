@@ -230,3 +230,37 @@ def test_a_peer_breaking_the_protocol_inside_a_c_store_is_aborted_and_nothing_is
         sock.sendall(b"".join(b"\x04\x00" + struct.pack(">I", len(pdu)) + pdu for pdu in pdus))
         assert wait_until(lambda: assoc.is_aborted, timeout=5)
         assert [(made.answered, made.busy) for made in lanes] == [(0, True)]
+
+
+def test_once_established_only_the_lane_reads_the_connection_so_no_fragment_goes_astray(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pynetdicom's own reader looks at the socket again: called while nothing was buffered for it, it
+    # would read a P-DATA-TF that arrived in between itself, and the lane would miss a dataset fragment
+    import pynetdicom.dul
+
+    real = pynetdicom.dul.DULServiceProvider._is_transport_event
+    astray: list[str] = []
+
+    def watched(self: pynetdicom.dul.DULServiceProvider) -> bool:
+        wrapper = self.socket
+        if (self.state_machine.current_state == "Sta6" and isinstance(wrapper, adapter.GuardedSocket)
+                and wrapper.lane is not None and not wrapper.reader.buffered):
+            astray.append(self.state_machine.current_state)
+        return real(self)
+
+    assert adapter.check() == ()  # checked before the reader is watched: the check reads its code
+    monkeypatch.setattr(pynetdicom.dul.DULServiceProvider, "_is_transport_event", watched)
+    images = synthetic_series(slices=6, rows=128, columns=128, patient_id="LANE3")
+    with _node(tmp_path, monkeypatch, lane=True) as (running, lanes):
+        client = AE(ae_title="CLIENT")
+        client.maximum_pdu_size = 4096
+        client.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = client.associate("127.0.0.1", running.port, ae_title="TESTNODE", max_pdu=4096)
+        assert assoc.is_established
+        try:
+            statuses = [int(assoc.send_c_store(image).Status) for image in images]
+        finally:
+            assoc.release()
+    assert statuses == [0] * 6
+    assert [made.answered for made in lanes] == [6]
+    assert astray == []

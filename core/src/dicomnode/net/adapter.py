@@ -551,8 +551,12 @@ def take_c_stores(assoc: Association, deliver: Callable[[StoreRequest], int | tu
     ready = [False]
 
     def is_transport_event() -> bool:
-        if machine.current_state != "Sta6" or reader.buffered or not wrapper.ready:
+        if machine.current_state != "Sta6" or reader.buffered:
             return bool(read_as_pynetdicom())
+        if not wrapper.ready:
+            # nothing to read: pynetdicom's own reader would look again, and read a PDU that arrived
+            # in between itself, a dataset fragment the lane would then miss
+            return False
         if not ready[0]:  # established: the accepted contexts and the peer's maximum PDU are known now
             lane.contexts = {int(context.context_id or 0): (str(context.abstract_syntax),
                                                             str(context.transfer_syntax[0]))
