@@ -62,6 +62,12 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+def _text_of(dataset: Dataset, tag: BaseTag) -> str:
+    """The value of ``tag`` as text ('' when absent): ``get`` with a tag gives the element, not its value."""
+    element = dataset.get(tag)
+    return "" if element is None or element.value is None else str(element.value).strip()
+
+
 def value_matches(actual: Any, expected: Any) -> bool:
     """Whether a dataset's value satisfies one ``required_values`` entry."""
     if isinstance(expected, re.Pattern):
@@ -242,7 +248,7 @@ class AbstractInput:
             if not value_matches(actual, expected):
                 return f"{type(self).__name__} requires {_name(tag)} {expected!r}, the image has {actual!r}"
         if self.enforce_single_series and self._series_uid is not None:
-            series = str(dataset.get(_SERIES_INSTANCE_UID, ""))
+            series = _text_of(dataset, _SERIES_INSTANCE_UID)
             if series != self._series_uid:
                 return f"{type(self).__name__} holds series {self._series_uid}, the image is of {series}"
         return None
@@ -266,9 +272,9 @@ class AbstractInput:
         reason = None if checked else self.rejection(routed)
         if reason is not None:
             raise InvalidDatasetError(reason)
-        uid = str(routed.get(_SOP_INSTANCE_UID, "")) or f"#{len(self._datasets)}"
+        uid = _text_of(routed, _SOP_INSTANCE_UID) or f"#{len(self._datasets)}"
         if self.enforce_single_series and self._series_uid is None:
-            self._series_uid = str(routed.get(_SERIES_INSTANCE_UID, ""))
+            self._series_uid = _text_of(routed, _SERIES_INSTANCE_UID)
         self._datasets[uid] = dataset
         if path is not None:
             self._paths[uid] = path

@@ -28,6 +28,7 @@ What holds a patient back is said in words for the log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -198,12 +199,16 @@ class PatientContainer:
         held = {uid for inp in self.inputs.values() for uid, _, _ in inp.held_items()}
         last_update, added = self.last_update, 0
         for dataset, path in source.retained:
-            if str(dataset.get("SOPInstanceUID", "")) in held:
-                continue  # the late instance sent again wins over the earlier one
-            names, _ = self.choose(dataset)
+            names: list[str] = []
+            if str(dataset.get("SOPInstanceUID", "")) not in held:  # else the late copy sent again wins
+                names, _ = self.choose(dataset)
             if names:
                 self.add_chosen(names, dataset, path)
                 added += 1
+            elif path is not None:  # the job that kept it is over: nothing else will use the file
+                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
         self.last_update = last_update  # the earlier images are not news
         logger.info("[patient %s] late_images 'rerun': %d image(s) of %s join %d late one(s)", self.patient_key,
                     added, source.describe(), self._arrivals - added)
