@@ -121,3 +121,20 @@ def test_an_unknown_query_endpoint_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="query_endpoint 'PACS' is not a known endpoint"):
         Recorder(input={"CT": AskedCT.configured(query_endpoint="PACS")},
                  known_endpoints={"ORTHANC": Address("127.0.0.1", 4242, "ORTHANC")})
+
+
+def test_images_received_before_a_restart_count_for_the_pacs_question(pacs: OrthancServer, tmp_path: Path) -> None:
+    from dicomnode.net import send_datasets
+
+    study, _ = _study_in(pacs, patient_id="RESTART")
+    options = {"input": {"CT": AskedCT.configured(query_endpoint="ORTHANC")},
+               "known_endpoints": {"ORTHANC": pacs.address}, "data_directory": tmp_path / "data"}
+    every = [image for series in study.values() for image in series]
+    with Recorder(**options) as node:
+        assert send_datasets(node.address, every[:10]).ok
+        assert wait_until(lambda: "at ORTHANC" in node.waiting().get("RESTART", ""), timeout=10)
+    with Recorder(**options) as node:
+        assert node.tree_restored == 10
+        assert send_datasets(node.address, every[10:]).ok
+        assert wait_until(lambda: len(Recorder.jobs) == 1, timeout=10) and node.wait_for_jobs(20)
+    assert Recorder.jobs == [({str(study["thin"][0].SeriesInstanceUID)}, 12)]

@@ -413,6 +413,8 @@ class AbstractPipeline:
             except Exception as error:  # an unreadable file must not stop the start
                 self.logger.error("cannot read stored instance %s: %s", path, error)
                 continue
+            if self.pacs_counts is not None:  # received before the restart: the PACS need not send it again
+                self.pacs_counts.seen(Source("RESTORED", "", "restore"), header, key)
             # the pixels stay on disk until a job needs them, whatever lazy_storage says:
             # a backlog of restored patients must not fill the memory at start
             dataset = LazyDataset(path)
