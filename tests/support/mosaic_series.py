@@ -69,8 +69,8 @@ def mosaic_series(*, row: tuple[float, float, float], column: tuple[float, float
     corner = (np.array(first) - row_vector * pixel_spacing[1] * (grid * columns - columns) / 2.0
               - column_vector * pixel_spacing[0] * (grid * rows - rows) / 2.0)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    times = list(slice_times) if slice_times is not None else [
-        (k * 2 % slices + (k * 2 >= slices)) * 50.0 for k in range(slices)]  # interleaved, odd first
+    times = list(slice_times) if slice_times is not None else [  # interleaved: 1, 3, 5, ... then 2, 4, ...
+        50.0 * (k // 2 if k % 2 == 0 else (slices + 1) // 2 + k // 2) for k in range(slices)]
     csa = csa_header({
         "NumberOfImagesInMosaic": ("US", [str(slices)]),
         "SliceNormalVector": ("FD", [float(v) for v in normal]),
