@@ -20,7 +20,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Collection, MutableMapping
-from pathlib import Path
+from pathlib import Path, PosixPath, WindowsPath
 from typing import Any, TypeGuard, overload
 
 import attrs
@@ -462,7 +462,8 @@ class LazyDataset(Dataset):
         # Dataset.__init__ is deliberately not called: every attribute it would
         # set comes from the file, on first use (see __getattr__)
         state = self.__dict__
-        state["_lazy_path"] = Path(path)
+        # Path(a_path) parses it again (~20 µs): a folder of 2,000 files makes 2,000 of these
+        state["_lazy_path"] = path if type(path) is PosixPath or type(path) is WindowsPath else Path(path)
         # reentrant: converting a value that was just read looks up other elements
         state["_lazy_lock"] = threading.RLock()
         state["_lazy_names"] = None

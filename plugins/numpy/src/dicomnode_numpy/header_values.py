@@ -68,7 +68,7 @@ def has(dataset: Dataset, keyword: str) -> bool:
     An element whose value is still in the file (a lazy dataset's pixel data)
     is not read just to say it is there.
     """
-    return dataset.get_item(_tag(keyword), keep_deferred=True) is not None
+    return _tag(keyword) in dataset._dict  # the element, read or not: its value is not touched
 
 
 def text_value(dataset: Dataset, keyword: str) -> Any:
