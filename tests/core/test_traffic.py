@@ -116,6 +116,16 @@ def test_a_series_sent_in_two_associations_with_a_long_pause_is_completed_by_con
     assert _lines(caplog, "[patient TRAFFIC] waiting: CT: 7 of 12 announced instances")
 
 
+def test_a_sender_with_an_association_per_image_gets_one_waiting_line_not_one_per_image(
+        caplog: pytest.LogCaptureFixture) -> None:
+    series = _announce(ct_study()["thin"])
+    with caplog.at_level(logging.INFO, logger="dicomnode"), Recorder(input={"CT": AnnouncedCT}) as node:
+        for image in series[:5]:
+            assert send_datasets(node.address, [image]).ok
+        assert node.wait_for_jobs(20)
+    assert len(_lines(caplog, "[patient TRAFFIC] waiting:")) == 1
+
+
 def test_without_announced_counts_the_stable_time_decides(tmp_path: Path) -> None:
     series = ct_study()["thin"]
     with Recorder(input={"CT": AnnouncedCT}, stable_time=0.3) as node:

@@ -67,6 +67,9 @@ if TYPE_CHECKING:
 
 __all__ = ["AbstractPipeline", "AbstractQueuedPipeline", "AbstractThreadedPipeline"]
 
+#: seconds between two "waiting" lines about one patient
+_WAITING_LOG_INTERVAL = 10.0
+
 
 class AbstractPipeline:
     """A DICOM node: receives images, waits until a patient is complete, processes, delivers.
@@ -111,6 +114,7 @@ class AbstractPipeline:
                                   self.data.path / "retained" if self.data is not None else None,
                                   notify=self._look_again)
         self.ingestion = Ingest(config, self.tree, self.store, self.filter, self.history)
+        self._waiting_logged: dict[str, float] = {}
         if self.pacs_counts is not None:
             self.ingestion.seen = self.pacs_counts.seen
         self.receiver = Receiver(self)
@@ -388,8 +392,14 @@ class AbstractPipeline:
         ready = self.tree.take_ready(keys, self.config.stable_time, waiting=waiting)
         for container in ready:
             self._submit(container)
+        now = time.monotonic()
+        if len(self._waiting_logged) > 10_000:  # patients that expired instead of becoming jobs
+            self._waiting_logged.clear()
         for key, why in (waiting or {}).items():
-            self.logger.info("[patient %s] waiting: %s", key, why)
+            # a sender that opens an association per image must not get a line per image
+            if now - self._waiting_logged.get(key, -_WAITING_LOG_INTERVAL) >= _WAITING_LOG_INTERVAL:
+                self._waiting_logged[key] = now
+                self.logger.info("[patient %s] waiting: %s", key, why)
         return len(ready)
 
     def waiting(self) -> dict[str, str]:
@@ -438,6 +448,7 @@ class AbstractPipeline:
     # --- jobs -----------------------------------------------------------------------
 
     def _submit(self, container: PatientContainer) -> None:
+        self._waiting_logged.pop(container.patient_key, None)
         self.history.taken(container)
         if self.pacs_counts is not None:
             self.pacs_counts.forget(container.studies)
