@@ -162,14 +162,14 @@ class PatientContainer:
                 logger.exception("[patient %s] input %r failed in patient_started", self.patient_key, name)
 
     @property
+    def has_images(self) -> bool:
+        """True once an image was added (cheap: no count over the inputs)."""
+        return bool(self._arrival)
+
+    @property
     def images(self) -> int:
         """Distinct images held (an image in two inputs counts once; every series, chosen or not)."""
         return len({id(ds) for inp in self.inputs.values() for ds in inp.held_datasets})
-
-    @property
-    def empty(self) -> bool:
-        """True when no image was ever added (cheap: checked after every instance)."""
-        return self._arrivals == 0
 
     @property
     def paths(self) -> list[Path]:
@@ -332,7 +332,7 @@ class PipelineTree:
         try:
             yield container
         finally:
-            if container.empty:
+            if not container.has_images:
                 with self._lock:
                     if self._patients.get(patient_key) is container:
                         del self._patients[patient_key]
