@@ -32,6 +32,7 @@ __all__ = ["SETTINGS", "PipelineConfig"]
 FSYNC = ("none", "association", "instance")
 VALIDATE_OUTPUTS = ("off", "auto", "structural", "dciodvfy")
 REJECTION = ("failure", "discard")
+LATE_IMAGES = ("new_job", "ignore", "rerun")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -233,7 +234,9 @@ class PipelineConfig:
     study_expiration_days: float | None = attrs.field(default=14.0, validator=_optional_positive)
     stable_time: float | None = attrs.field(default=None, validator=_optional_positive)
     fsync: str = attrs.field(default="none", validator=_choice(FSYNC))
-    rejection_policy: str = attrs.field(default="failure", validator=_choice(REJECTION))
+    rejection_policy: str = attrs.field(default="discard", validator=_choice(REJECTION))
+    late_images: str = attrs.field(default="new_job", validator=_choice(LATE_IMAGES))
+    late_images_window: float = attrs.field(default=3600.0, validator=_positive)
     maximum_inflated_size: int = attrs.field(default=32 * 1024 * 1024, validator=_workers)
     validate_outputs: str = attrs.field(default="off", validator=_choice(VALIDATE_OUTPUTS))
     maximum_associations: int = attrs.field(default=32, validator=_workers)
@@ -292,6 +295,12 @@ class PipelineConfig:
         if (self.tls_key is not None or self.tls_ca is not None) and self.tls_certificate is None:
             raise ConfigurationError("settings 'tls_key' and 'tls_ca' need 'tls_certificate' (the node's "
                                      "certificate, PEM)")
+        for name, spec in self.inputs.items():
+            endpoint = spec.create().query_endpoint
+            if isinstance(endpoint, str) and endpoint not in self.known_endpoints:
+                known = ", ".join(repr(title) for title in self.known_endpoints) or "none"
+                raise ConfigurationError(f"setting inputs[{name!r}]: query_endpoint {endpoint!r} is not a known "
+                                         f"endpoint (known_endpoints: {known})")
         for setting in ("tls_certificate", "tls_key", "tls_ca"):
             path = getattr(self, setting)
             if path is not None and not path.is_file():

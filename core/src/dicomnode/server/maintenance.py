@@ -9,6 +9,8 @@ Every ``maintenance_interval`` seconds it
   ``outbox_retry_delay`` seconds after it was stored, and twice as long after
   each failed attempt, at most ``outbox_max_delay``;
 * deletes quarantine entries older than ``quarantine_retention_days``;
+* forgets the jobs that finished more than ``late_images_window`` ago
+  (with ``late_images = "rerun"``, deleting the images kept for a re-run);
 * with ``release_idle_memory``, when jobs ran since the last pass and none is
   running now, hands the memory the C allocator keeps free back to the
   system (:func:`~dicomnode.server.allocator.release_free_memory`), so an
@@ -73,6 +75,7 @@ class MaintenanceThread(threading.Thread):
         self.expire_patients()
         self.retry_outbox()
         self.prune_quarantine()
+        self.pipeline.history.prune()
         if self.pipeline.config.release_idle_memory:
             self.release_idle_memory()
 

@@ -48,7 +48,9 @@ from dicomnode.net import Address
 from dicomnode.server.allocator import limit_arenas, release_free_memory
 from dicomnode.server.config import PipelineConfig
 from dicomnode.server.ingest import STATUS_SUCCESS, Ingest
+from dicomnode.server.late import JobHistory
 from dicomnode.server.logs import configure_logging, job_logger
+from dicomnode.server.pacs_counts import PacsCounts
 from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
 from dicomnode.server.receive import AssociationState, Receiver
 from dicomnode.server.runner import JobResult, JobRunner, new_job_id
@@ -65,6 +67,9 @@ if TYPE_CHECKING:
     from dicomnode.server.storage import InstanceStore
 
 __all__ = ["AbstractPipeline", "AbstractQueuedPipeline", "AbstractThreadedPipeline"]
+
+#: seconds between two "waiting" lines about one patient
+_WAITING_LOG_INTERVAL = 10.0
 
 
 class AbstractPipeline:
@@ -95,9 +100,21 @@ class AbstractPipeline:
             config = attrs.evolve(config, **overrides)
         self.config = config
         self.logger = logging.getLogger("dicomnode.node")
-        self.tree = PipelineTree(config.inputs, config.known_endpoints, node=_Handle(self))
+        #: the node's PACS questions, when an input has ``completeness = "query"``
+        self.pacs_counts: PacsCounts | None = None
+        if any(spec.create().completeness == "query" for spec in config.inputs.values()):
+            self.pacs_counts = PacsCounts(config.ae_title, config.known_endpoints, notify=self._look_again)
+        self.tree = PipelineTree(config.inputs, config.known_endpoints, node=_Handle(self),
+                                 completion_of=self.pacs_counts.completion if self.pacs_counts else None)
         self.data = DataDirectory(config.data_directory, config.fsync) if config.data_directory is not None else None  # type: ignore[arg-type]
-        self.ingestion = Ingest(config, self.tree, self.store, self.filter)
+        #: the studies jobs took lately, for late images
+        self.history = JobHistory(config.late_images, config.late_images_window,
+                                  self.data.path / "retained" if self.data is not None else None,
+                                  notify=self._look_again)
+        self.ingestion = Ingest(config, self.tree, self.store, self.filter, self.history)
+        self._waiting_logged: dict[str, float] = {}
+        if self.pacs_counts is not None:
+            self.ingestion.seen = self.pacs_counts.seen
         self.receiver = Receiver(self)
         self.runner = self._make_runner()
         #: the services of the ``services`` setting, by name, built (and their settings checked) here
@@ -170,7 +187,7 @@ class AbstractPipeline:
         executor.name = config.executor
         workers = self._executor_workers or config.processing_workers
         return JobRunner(config=config, data=self.data, executor=executor, host=self, registry=registry,
-                         workers=workers)
+                         workers=workers, history=self.history)
 
     def _make_services(self) -> dict[str, Service]:
         from dicomnode.plugins import get_registry
@@ -271,6 +288,8 @@ class AbstractPipeline:
         if config.malloc_arenas is not None:
             # before the executor and the server start threads: only arenas made later obey the limit
             limit_arenas(config.malloc_arenas)
+        if self.pacs_counts is not None:
+            self.pacs_counts.open()
         self.runner.start()
         self._start_workers()
         self._workers_started = True
@@ -309,6 +328,8 @@ class AbstractPipeline:
         if self._maintenance is not None:
             self._maintenance.stop()
             self._maintenance = None
+        if self.pacs_counts is not None:
+            self.pacs_counts.close()
         was_running = self._workers_started
         if was_running:
             self._workers_started = False
@@ -381,15 +402,40 @@ class AbstractPipeline:
     def _association_ended(self, state: AssociationState) -> None:
         if self.store is not None and self.config.fsync == "association":
             self.store.sync(state.paths)
+        self.ingestion.association_ended(state.source)
         if state.patients:
             self.check_ready(sorted(state.patients))
 
     def check_ready(self, keys: list[str] | None = None) -> int:
-        """Submit the patients (of ``keys``, or all) that validate and are stable; return how many."""
-        ready = self.tree.take_ready(keys, self.config.stable_time)
+        """Submit the patients (of ``keys``, or all) that are ready; return how many.
+
+        Ready: every input holds all that will come (its ``completeness``;
+        ``stable_time`` where that cannot tell) and validates. When ``keys``
+        are given (an association ended, an answer came), the log says what
+        holds each of them back.
+        """
+        waiting: dict[str, str] | None = {} if keys is not None else None
+        ready = self.tree.take_ready(keys, self.config.stable_time, waiting=waiting)
         for container in ready:
             self._submit(container)
+        now = time.monotonic()
+        if len(self._waiting_logged) > 10_000:  # patients that expired instead of becoming jobs
+            self._waiting_logged.clear()
+        for key, why in (waiting or {}).items():
+            # a sender that opens an association per image must not get a line per image
+            if now - self._waiting_logged.get(key, -_WAITING_LOG_INTERVAL) >= _WAITING_LOG_INTERVAL:
+                self._waiting_logged[key] = now
+                self.logger.info("[patient %s] waiting: %s", key, why)
         return len(ready)
+
+    def waiting(self) -> dict[str, str]:
+        """What holds each patient in the node back, in words (patient key -> "CT: 212 of 300 ...")."""
+        return self.tree.waiting(self.config.stable_time)
+
+    def _look_again(self, patient_key: str) -> None:
+        """A job ended or a PACS answered: see whether the patient is ready now."""
+        if self.is_open:
+            self.check_ready([patient_key])
 
     def _rebuild(self) -> None:
         """Put the stored instances back into the tree (headers only) and start complete patients."""
@@ -403,6 +449,8 @@ class AbstractPipeline:
             except Exception as error:  # an unreadable file must not stop the start
                 self.logger.error("cannot read stored instance %s: %s", path, error)
                 continue
+            if self.pacs_counts is not None:  # received before the restart: the PACS need not send it again
+                self.pacs_counts.seen(Source("RESTORED", "", "restore"), header, key)
             # the pixels stay on disk until a job needs them, whatever lazy_storage says:
             # a backlog of restored patients must not fill the memory at start
             dataset = LazyDataset(path)
@@ -426,6 +474,10 @@ class AbstractPipeline:
     # --- jobs -----------------------------------------------------------------------
 
     def _submit(self, container: PatientContainer) -> None:
+        self._waiting_logged.pop(container.patient_key, None)
+        self.history.taken(container)
+        if self.pacs_counts is not None:
+            self.pacs_counts.forget(container.studies)
         self.runner.submit(container)
 
     def wait_for_jobs(self, timeout: float | None = None) -> bool:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from dicomnode.extension.containers import InputContainer
     from dicomnode.plugins import PluginRegistry
     from dicomnode.server.config import PipelineConfig
+    from dicomnode.server.late import JobHistory
     from dicomnode.server.pipeline_tree import PatientContainer
     from dicomnode.server.stores import DataDirectory
 
@@ -101,8 +102,10 @@ class JobRunner:
     """
 
     def __init__(self, *, config: PipelineConfig, data: DataDirectory | None, executor: Executor,
-                 host: ExecutorHost, registry: PluginRegistry, workers: int) -> None:
+                 host: ExecutorHost, registry: PluginRegistry, workers: int,
+                 history: JobHistory | None = None) -> None:
         self.config = config
+        self.history = history
         self.data = data
         self.executor = executor
         self.host = host
@@ -235,6 +238,8 @@ class JobRunner:
         """
         job_id = job_id or new_job_id()
         log = job_logger("dicomnode.job", container.patient_key, container.calling_aet)
+        if self.history is not None:
+            self.history.started(container, job_id)
         started = time.monotonic()
         log.info("job %s started: %d image(s), %.3f s after the last", job_id, container.images,
                  started - container.last_update)
@@ -279,7 +284,7 @@ class JobRunner:
             if not self.config.lazy_storage:
                 # images restored at start are read now, on the job thread: without lazy_storage a
                 # job's datasets are in memory, and stay usable after its files are removed
-                for dataset in container.datasets():
+                for dataset in container.job_datasets():
                     if isinstance(dataset, LazyDataset):
                         dataset.load()
             input_container = container.get_input_container()
@@ -390,10 +395,21 @@ class JobRunner:
         )
 
     def _clean_up(self, container: PatientContainer, result: JobResult, log: JobLogger, elapsed: float) -> None:
+        try:
+            self._keep_or_quarantine(container, result, log, elapsed)
+        finally:
+            if self.history is not None and not result.complete:
+                self.history.finished(container, False, _keep)
+
+    def _keep_or_quarantine(self, container: PatientContainer, result: JobResult, log: JobLogger,
+                            elapsed: float) -> None:
         data = self.data
         if result.complete:
-            if data is not None:
-                data.store.remove(container.paths)
+            remove = data.store.remove if data is not None else _keep
+            if self.history is not None:
+                self.history.finished(container, True, remove)  # it keeps them with late_images 'rerun'
+            else:
+                remove(container.paths)
             log.info("job %s done in %.2f s", result.job_id, elapsed)
             return
         if result.ok:
@@ -419,6 +435,10 @@ class JobRunner:
                 data.quarantine.put(container.patient_key, datasets=container.datasets(), **options)
         except Exception:  # the quarantine itself failing must not stop the job thread
             log.exception("cannot quarantine the patient's data")
+
+
+def _keep(_paths: list[Any]) -> None:
+    """No file to delete (no data directory, or the files went to the quarantine)."""
 
 
 def _failed(error: ProcessingError, job_id: str, done: Sequence[str] = (),
