@@ -22,7 +22,7 @@ working for callers that do not know dicomnode::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dicomnode.dicom.validation import ValidationReport
@@ -43,6 +43,7 @@ __all__ = [
     "PluginNotFoundError",
     "ProcessingError",
     "StorageError",
+    "describe_value",
 ]
 
 
@@ -149,3 +150,33 @@ class DimseError(DicomnodeError, ConnectionError):
 
 class AssociationError(DimseError):
     """The peer refused or aborted the association, or never answered."""
+
+
+def describe_value(value: Any) -> str:
+    """What ``value`` is, for an error message, without what it holds.
+
+    An error message ends up in logs, quarantine entries and status
+    comments, so a dataset, an element or an array is named by its kind and
+    size, never printed; short plain values (numbers, a short text, a path)
+    are shown as they are::
+
+        describe_value(Dataset())             # 'a pydicom Dataset (0 elements)'
+        describe_value(numpy.zeros((2, 3)))   # 'a numpy ndarray of shape (2, 3), float64'
+    """
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    if module == "pydicom":
+        size = f" ({len(value)} element{'s' if len(value) != 1 else ''})" if hasattr(value, "__len__") else ""
+        return f"a pydicom {kind.__name__}{size}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"a {module} {kind.__name__} of shape {tuple(value.shape)}, {value.dtype}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        kinds = sorted({type(item).__name__ for item in value})
+        return f"a {kind.__name__} of {len(value)} item(s) ({', '.join(kinds) or 'empty'})"
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if (isinstance(value, (str, bytes)) and len(value) <= 40) or module == "pathlib":
+        return repr(value)
+    if isinstance(value, (str, bytes)):
+        return f"a {kind.__name__} of {len(value)} characters"
+    return f"a {kind.__name__}"

@@ -64,9 +64,11 @@ from dicomnode.dicom.encoded import InflateLimitError, find_damage, inflate
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import StorageError
 from dicomnode.extension.handles import IngestResult, Source
+from dicomnode.server.logs import patient_label
 
 if TYPE_CHECKING:
     from dicomnode.server.config import PipelineConfig
+    from dicomnode.server.events import NodeEvents
     from dicomnode.server.pipeline_tree import PipelineTree
     from dicomnode.server.storage import InstanceStore
 
@@ -165,19 +167,29 @@ class Ingest:
     """
 
     def __init__(self, config: PipelineConfig, tree: PipelineTree, store: InstanceStore | None,
-                 accept: Callable[[Dataset], bool]) -> None:
+                 accept: Callable[[Dataset], bool], *, events: NodeEvents | None = None) -> None:
+        from dicomnode.server.events import NodeEvents
+
         self.config = config
         self.tree = tree
         self.store = store
         self.accept = accept
+        self.events = events if events is not None else NodeEvents()
 
     def encoded(self, encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: str,
                 file_meta: FileMetaDataset, source: Source) -> IngestResult:
         """Ingest one instance given as its encoded dataset (no file meta) in ``transfer_syntax``.
 
         ``encoded`` is kept as it is in the data directory (a deflated dataset
-        stays deflated on disk).
+        stays deflated on disk). Every outcome is reported to the node's events.
         """
+        size = _size(encoded)
+        result = self._ingest(encoded, transfer_syntax, file_meta, source)
+        self.events.instance(source, result, size)
+        return result
+
+    def _ingest(self, encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: str,
+                file_meta: FileMetaDataset, source: Source) -> IngestResult:
         config = self.config
         if isinstance(encoded, BytesIO):
             received = encoded  # pynetdicom's own buffer: parsed where it is, never copied
@@ -213,7 +225,7 @@ class Ingest:
                 return self._reject(source, patient_key, sop_uid, STATUS_REJECTED_BY_FILTER, "rejected by filter()")
         except Exception as error:  # user code: a bug must not take the association down
             raw.release()
-            logger.exception("[patient %s from %s] C-STORE %s: filter raised", patient_key,
+            logger.exception("[patient %s from %s] C-STORE %s: filter raised", patient_label(patient_key),
                              source.calling_aet or "?", sop_uid)
             return IngestResult(STATUS_FILTER_ERROR, _short(f"filter raised {type(error).__name__}"), patient_key,
                                 sop_uid)
@@ -249,7 +261,7 @@ class Ingest:
             try:
                 names, why = container.choose(dataset)
             except Exception as error:  # an input's user code
-                logger.exception("[patient %s from %s] C-STORE %s: routing raised", patient_key,
+                logger.exception("[patient %s from %s] C-STORE %s: routing raised", patient_label(patient_key),
                                  source.calling_aet or "?", sop_uid)
                 return IngestResult(STATUS_FILTER_ERROR, _short(f"routing raised {type(error).__name__}"),
                                     patient_key, sop_uid)
@@ -262,7 +274,7 @@ class Ingest:
                 try:
                     path = self.store.write_encoded(patient_key, sop_uid, file_meta, raw)
                 except StorageError as error:
-                    logger.error("[patient %s from %s] C-STORE %s: %s", patient_key, source.calling_aet or "?",
+                    logger.error("[patient %s from %s] C-STORE %s: %s", patient_label(patient_key), source.calling_aet or "?",
                                  sop_uid, error)
                     return IngestResult(STATUS_OUT_OF_RESOURCES, "cannot store the instance", patient_key, sop_uid)
                 if lazy:
@@ -271,15 +283,24 @@ class Ingest:
                 dataset.file_meta = file_meta
             container.add_chosen(names, kept, path, header=header, calling_aet=source.calling_aet,
                                  known_endpoints=self.tree.known_endpoints)
-        return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=True, path=path)
+        return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=True, path=path,
+                            series_instance_uid=str(dataset.get("SeriesInstanceUID", "") or ""),
+                            modality=str(dataset.get("Modality", "") or ""))
 
     def _reject(self, source: Source, patient_key: str, sop_uid: str, code: int, why: str) -> IngestResult:
         discard = self.config.rejection_policy == "discard" and code in DISCARDABLE
-        logger.warning("[patient %s from %s] C-STORE %s %s: %s", patient_key or "?", source.calling_aet or "?",
+        logger.warning("[patient %s from %s] C-STORE %s %s: %s", patient_label(patient_key) or "?", source.calling_aet or "?",
                        sop_uid, "discarded" if discard else f"refused with status 0x{code:04X}", why)
         if discard:
             return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=False)
         return IngestResult(code, _short(why), patient_key, sop_uid)
+
+
+def _size(encoded: bytes | bytearray | memoryview | BytesIO) -> int:
+    if isinstance(encoded, BytesIO):
+        with encoded.getbuffer() as view:
+            return view.nbytes
+    return memoryview(encoded).nbytes
 
 
 class _Refused(Exception):

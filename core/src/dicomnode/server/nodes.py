@@ -47,8 +47,10 @@ from dicomnode.extension.outputs import PipelineOutput
 from dicomnode.net import Address
 from dicomnode.server.allocator import limit_arenas, release_free_memory
 from dicomnode.server.config import PipelineConfig
+from dicomnode.server.events import NodeEvents
 from dicomnode.server.ingest import STATUS_SUCCESS, Ingest
-from dicomnode.server.logs import configure_logging, job_logger
+from dicomnode.server.logs import configure_node_logging, job_logger, patient_label
+from dicomnode.server.operations import Operations
 from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
 from dicomnode.server.receive import AssociationState, Receiver, use_cheap_context_copies
 from dicomnode.server.runner import JobResult, JobRunner, new_job_id
@@ -98,10 +100,13 @@ class AbstractPipeline:
         self.config = config
         self.logger = logging.getLogger("dicomnode.node")
         self.tree = PipelineTree(config.inputs, config.known_endpoints, node=_Handle(self))
-        self.data = DataDirectory(config.data_directory, config.fsync) if config.data_directory is not None else None  # type: ignore[arg-type]
-        self.ingestion = Ingest(config, self.tree, self.store, self.filter)
+        #: what the node's parts report; the history, the metrics and the status listen (server.events)
+        self.events = NodeEvents()
+        self.data = DataDirectory(config.data_directory, config.fsync, events=self.events) if config.data_directory is not None else None  # type: ignore[arg-type]
+        self.ingestion = Ingest(config, self.tree, self.store, self.filter, events=self.events)
         self.receiver = Receiver(self)
         self.runner = self._make_runner()
+        self.operations = Operations(self)
         self.port = config.port
         self.tree_restored = 0
         self._server: ThreadedAssociationServer | None = None
@@ -169,7 +174,7 @@ class AbstractPipeline:
         executor.name = config.executor
         workers = self._executor_workers or config.processing_workers
         return JobRunner(config=config, data=self.data, executor=executor, host=self, registry=registry,
-                         workers=workers)
+                         workers=workers, events=self.events)
 
     def identity(self) -> PipelineIdentity:
         """How another process builds this pipeline: its class's import path and the configuration.
@@ -250,8 +255,8 @@ class AbstractPipeline:
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         config = self.config
-        configure_logging(config.log_level, config.log_format, config.log_output,
-                          config.log_max_bytes, config.log_backup_count)
+        configure_node_logging(config)
+        self.operations.open()
         if config.malloc_arenas is not None:
             # before the executor and the server start threads: only arenas made later obey the limit
             limit_arenas(config.malloc_arenas)
@@ -283,6 +288,7 @@ class AbstractPipeline:
         if config.release_idle_memory:
             release_free_memory()  # what importing and post_init freed (~30 MB with numpy and pydicom)
         self.logger.info("%s listening as %s on %s:%d", config.name, config.ae_title, config.ip, self.port)
+        self.events.opened(f"{config.ip}:{self.port}")
 
     def close(self) -> None:
         """Stop accepting, let running associations finish, finish the jobs in flight, stop.
@@ -290,6 +296,7 @@ class AbstractPipeline:
         Safe to call more than once, and after a failed ``open``.
         """
         self._stopped.set()
+        self.events.closing()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -309,14 +316,12 @@ class AbstractPipeline:
             self._workers_started = False
             self._stop_workers()
         self.runner.close(type(self).close_timeout)
+        self.operations.close()
         if not was_running:
             return
+        self.events.closed(self.tree, self.config.stable_time, kept=self.store is not None)
         if self.data is not None:
             self.data.close()
-        waiting = self.tree.keys()
-        if waiting:
-            where = "kept in the data directory" if self.store is not None else "dropped (no data_directory)"
-            self.logger.warning("closing with %d incomplete patient(s), %s", len(waiting), where)
         self.logger.info("%s closed", self.config.name)
 
     def __enter__(self) -> AbstractPipeline:
@@ -357,6 +362,7 @@ class AbstractPipeline:
             self.store.sync(state.paths)
         if state.patients:
             self.check_ready(sorted(state.patients))
+        self.events.association_ended(state, self.tree, self.config.stable_time)
 
     def check_ready(self, keys: list[str] | None = None) -> int:
         """Submit the patients (of ``keys``, or all) that validate and are stable; return how many."""
@@ -375,13 +381,14 @@ class AbstractPipeline:
                 header = dcmread(path, stop_before_pixels=True)
                 key = str(header[tag].value).strip() if tag in header else ""
             except Exception as error:  # an unreadable file must not stop the start
-                self.logger.error("cannot read stored instance %s: %s", path, error)
+                self.logger.error("cannot read stored instance %s: %s", path.name, type(error).__name__)
                 continue
             # the pixels stay on disk until a job needs them, whatever lazy_storage says:
             # a backlog of restored patients must not fill the memory at start
             dataset = LazyDataset(path)
             if not key or not self.tree.add_image(key, dataset, path, "RESTORED", header=header):
-                self.logger.warning("stored instance %s is accepted by no input any more; left in place", path)
+                self.logger.warning("stored instance %s of patient %s is accepted by no input any more; left "
+                                    "in place", path.name, patient_label(key) or "?")
                 continue
             # the patient's age counts from its first stored image, not from this start
             container = self.tree[key]
@@ -390,6 +397,7 @@ class AbstractPipeline:
         if count:
             self.logger.info("restored %d stored instance(s) of %d patient(s)", count, len(self.tree))
         self.tree_restored = count
+        self.events.restored(self.tree)
         self.check_ready_after_restore()
 
     def check_ready_after_restore(self) -> None:
@@ -400,6 +408,7 @@ class AbstractPipeline:
     # --- jobs -----------------------------------------------------------------------
 
     def _submit(self, container: PatientContainer) -> None:
+        self.events.job_queued(container)
         self.runner.submit(container)
 
     def wait_for_jobs(self, timeout: float | None = None) -> bool:
@@ -449,6 +458,17 @@ class AbstractPipeline:
         result = self.runner.execute(container[0], new_job_id(), log, skip=skip)
         (log.info if result.ok else log.error)("retried job %s", "done" if result.ok else f"failed: {result.reason}")
         return result
+
+    # --- operations -------------------------------------------------------------------------
+
+    def status(self, *, limit: int = 500) -> dict[str, Any]:
+        """What the node holds and does now, as ``GET /status`` of the admin endpoint answers.
+
+        The patients held (per input the image count, and the completeness
+        rule that holds each back, since when), the jobs queued and running,
+        the outbox and quarantine counts; at most ``limit`` patients are listed.
+        """
+        return self.operations.status(limit=limit)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.config.ae_title} port={self.port} open={self.is_open}>"

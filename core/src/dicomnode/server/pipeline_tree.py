@@ -36,6 +36,7 @@ from pydicom import Dataset
 from dicomnode.extension.containers import InputContainer
 from dicomnode.extension.inputs import AbstractInput, ConfiguredInput
 from dicomnode.net import Address
+from dicomnode.server.logs import patient_label
 
 if TYPE_CHECKING:
     from dicomnode.extension.handles import NodeHandle
@@ -130,7 +131,8 @@ class PatientContainer:
             try:
                 inp.patient_started(dataset, self.patient_key, self.node)
             except Exception:  # user code: the image is accepted whatever the callback does
-                logger.exception("[patient %s] input %r failed in patient_started", self.patient_key, name)
+                logger.exception("[patient %s] input %r failed in patient_started", patient_label(self.patient_key),
+                                 name)
 
     @property
     def images(self) -> int:
@@ -286,6 +288,11 @@ class PipelineTree:
         """The patient keys held now."""
         with self._lock:
             return list(self._patients)
+
+    def containers(self) -> list[PatientContainer]:
+        """The patients held now (a snapshot: a job may take one out meanwhile)."""
+        with self._lock:
+            return list(self._patients.values())
 
     def __repr__(self) -> str:
         return f"<PipelineTree patients={self.keys()!r}>"

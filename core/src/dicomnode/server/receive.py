@@ -83,10 +83,17 @@ class AssociationState:
 
     def __init__(self, calling_aet: str, address: str = "", kind: str = "c-store") -> None:
         self.calling_aet = calling_aet
+        self.called_aet = ""
         self.source = Source(calling_aet, address, kind, id(self))
         self.patients: set[str] = set()
         self.paths: list[Path] = []
         self.received = 0
+
+
+def _called_aet(assoc: Association) -> str:
+    """The AE title the peer called (from its association request)."""
+    primitive = getattr(assoc.requestor, "primitive", None)
+    return str(getattr(primitive, "called_ae_title", "") or "").strip()
 
 
 class Receiver:
@@ -156,6 +163,7 @@ class Receiver:
             if state is None:
                 requestor = assoc.requestor
                 state = AssociationState(str(requestor.ae_title).strip(), f"{requestor.address}:{requestor.port}")
+                state.called_aet = _called_aet(assoc)
                 self._states[key] = state
             return state
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from dicomnode.extension.containers import InputContainer
     from dicomnode.plugins import PluginRegistry
     from dicomnode.server.config import PipelineConfig
+    from dicomnode.server.events import NodeEvents
     from dicomnode.server.pipeline_tree import PatientContainer
     from dicomnode.server.stores import DataDirectory
 
@@ -101,7 +102,10 @@ class JobRunner:
     """
 
     def __init__(self, *, config: PipelineConfig, data: DataDirectory | None, executor: Executor,
-                 host: ExecutorHost, registry: PluginRegistry, workers: int) -> None:
+                 host: ExecutorHost, registry: PluginRegistry, workers: int, events: NodeEvents | None = None) -> None:
+        from dicomnode.server.events import NodeEvents
+
+        self.events = events if events is not None else NodeEvents()
         self.config = config
         self.data = data
         self.executor = executor
@@ -234,10 +238,11 @@ class JobRunner:
         or deferred (a quarantine retry): those outputs are not sent again.
         """
         job_id = job_id or new_job_id()
-        log = job_logger("dicomnode.job", container.patient_key, container.calling_aet)
+        log = job_logger("dicomnode.job", container.patient_key, container.calling_aet, job_id)
         started = time.monotonic()
         log.info("job %s started: %d image(s), %.3f s after the last", job_id, container.images,
                  started - container.last_update)
+        self.events.job_started(job_id, container)
         result = self.execute(container, job_id, log, skip=skip)
         with self._lock:
             if result.interrupted:
@@ -246,6 +251,7 @@ class JobRunner:
                 self.succeeded += 1
             else:
                 self.failed += 1
+        self.events.job_finished(container, result, time.monotonic() - started)
         if result.interrupted:
             log.warning("job %s interrupted: %s; its images stay for the next start", job_id, result.reason)
             return result
@@ -286,6 +292,8 @@ class JobRunner:
         # one line per job, so operators (and benchmarks/end_to_end.py) see where the time went
         log.info("stage times: grind %.3f s, process %.3f s, outputs %.3f s", ground - started,
                  processed - ground, time.monotonic() - processed)
+        self.events.job_stages(job_id, container.patient_key, ground - started, processed - ground,
+                               time.monotonic() - processed)
         return result
 
     def output_name(self, output: PipelineOutput) -> str:
@@ -324,11 +332,17 @@ class JobRunner:
                 return _failed(ProcessingError(f"output {name}.send() reported failure", stage="outputs"),
                                job_id, done, deferred)
             done.append(key)
+            self.events.output_done(job_id, input_container.patient_key, key, output, made)
             if made:
                 log.warning("output %s deferred its work to the outbox: %s", key, ", ".join(made))
             else:
                 log.info("output %s delivered", key)
         return JobResult(True, outputs_done=tuple(done), deferred=tuple(deferred), job_id=job_id)
+
+    def load(self) -> tuple[int, int]:
+        """The jobs queued and the jobs running, now."""
+        with self._lock:
+            return self._queued, self._running
 
     def _invalid(self, output: PipelineOutput) -> str | None:
         """Why the output's datasets must not leave the node (``validate_outputs``), or None.
