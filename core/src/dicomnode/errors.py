@@ -44,6 +44,7 @@ __all__ = [
     "ProcessingError",
     "StorageError",
     "describe_value",
+    "type_name",
 ]
 
 
@@ -165,13 +166,13 @@ def describe_value(value: Any) -> str:
     """
     kind = type(value)
     module = kind.__module__.split(".")[0]
-    if module == "pydicom":
+    if module == "pydicom" or any(c.__module__.startswith("pydicom.") for c in kind.__mro__[1:]):
         size = f" ({len(value)} element{'s' if len(value) != 1 else ''})" if hasattr(value, "__len__") else ""
-        return f"a pydicom {kind.__name__}{size}"
+        return f"a pydicom {type_name(value)}{size}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"a {module} {kind.__name__} of shape {tuple(value.shape)}, {value.dtype}"
+        return f"a {module} {type_name(value)} of shape {tuple(value.shape)}, {value.dtype}"
     if isinstance(value, (list, tuple, set, frozenset)):
-        kinds = sorted({type(item).__name__ for item in value})
+        kinds = sorted({type_name(item) for item in value})
         return f"a {kind.__name__} of {len(value)} item(s) ({', '.join(kinds) or 'empty'})"
     if value is None or isinstance(value, (bool, int, float)):
         return repr(value)
@@ -179,4 +180,14 @@ def describe_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (str, bytes)):
         return f"a {kind.__name__} of {len(value)} characters"
-    return f"a {kind.__name__}"
+    return f"a {type_name(value)}"
+
+
+def type_name(value: Any) -> str:
+    """The name of ``value``'s class as a user knows it: the first public class of its ancestry.
+
+    A dataset the node received is a private subclass of pydicom's
+    ``FileDataset``; a message says ``FileDataset``.
+    """
+    return next((klass.__name__ for klass in type(value).__mro__ if not klass.__name__.startswith("_")),
+                type(value).__name__)
