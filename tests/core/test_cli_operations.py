@@ -196,7 +196,7 @@ def test_quarantine_show_prints_the_reason_the_traceback_and_the_history(
     shown = json.loads(out)
     assert shown["id"] == entry.id and "Traceback" in shown["traceback"] and shown["history"]
     status, _, err = _cli(capsys, "quarantine", "show", "nope", "-d", tmp_path)
-    assert status == 1 and f"no quarantine entry 'nope'" in err and entry.id in err
+    assert status == 1 and "no quarantine entry 'nope'" in err and entry.id in err
 
 
 def test_show_of_a_folder_shows_each_dicom_file_and_skips_the_others(tmp_path: Path,

@@ -245,10 +245,9 @@ def test_process_returning_an_array_is_named_by_its_shape_only(tmp_path: Path,
 
 @pytest.mark.plugin("dicom-output", "file-output")
 def test_an_output_given_a_dataset_instead_of_a_destination_says_what_it_got(tmp_path: Path) -> None:
+    from dicomnode.errors import ConfigurationError
     from dicomnode_dicom_output import DicomOutput
     from dicomnode_file_output import FileOutput
-
-    from dicomnode.errors import ConfigurationError
 
     dataset = _series("WRONG", slices=1)[0]
     for make in (lambda: DicomOutput([dataset]), lambda: FileOutput([dataset]),  # type: ignore[list-item]
