@@ -37,12 +37,14 @@ from dicomnode.errors import ConfigurationError
 if TYPE_CHECKING:
     from dicomnode.server.operations import Operations
 
-__all__ = ["AdminServer"]
+__all__ = ["STOP_TIMEOUT", "AdminServer"]
 
 logger = logging.getLogger("dicomnode.admin")
 
 #: seconds a client may take to send its request (a stalled client must not keep a thread forever)
 _REQUEST_TIMEOUT = 10.0
+#: the longest closing the endpoint takes (a part of the node's bounded shutdown)
+STOP_TIMEOUT = 5.0
 
 
 class _Server(ThreadingHTTPServer):
@@ -205,5 +207,5 @@ class AdminServer:
         server.shutdown()
         server.server_close()
         if self._thread is not None:
-            self._thread.join(max(0.0, 5.0 - (time.monotonic() - started)))
+            self._thread.join(max(0.0, STOP_TIMEOUT - (time.monotonic() - started)))
             self._thread = None
