@@ -141,7 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _json(document: Any) -> bytes:
-    return (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    # compact: a status of hundreds of patients is read by programs (``dicomnode status`` prints it for people)
+    return (json.dumps(document, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _limit(query: dict[str, list[str]]) -> int:

@@ -169,9 +169,8 @@ class _StateCollector:
         patients = images = 0
         oldest: float | None = None
         for container in node.tree.containers():
-            with container.lock:
-                images += container.images
-                created = container.created
+            images += container.images
+            created = container.created
             patients += 1
             oldest = created if oldest is None else min(oldest, created)
         yield GaugeMetricFamily("dicomnode_patients_held", "Patients waiting until their inputs are complete",

@@ -461,7 +461,7 @@ class AbstractPipeline:
 
     # --- operations -------------------------------------------------------------------------
 
-    def status(self, *, limit: int = 500) -> dict[str, Any]:
+    def status(self, *, limit: int = 100) -> dict[str, Any]:
         """What the node holds and does now, as ``GET /status`` of the admin endpoint answers.
 
         The patients held (per input the image count, and the completeness

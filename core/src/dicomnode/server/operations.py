@@ -104,4 +104,4 @@ class Operations:
         """The status page."""
         from dicomnode.server.status_page import render_page
 
-        return render_page(self.status(limit=200), self.recent.latest(25))
+        return render_page(self.status(), self.recent.latest(25))

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from operator import attrgetter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,8 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DirectoryCounts", "StatusBoard", "format_status", "iso", "node_status", "offline_status"]
 
-#: patients listed in a status at most (the counts always cover all of them)
-DEFAULT_LIMIT = 500
+#: patients listed in a status at most, those waiting longest (the counts always cover all of them);
+#: ``?limit=N`` lists more
+DEFAULT_LIMIT = 100
 
 
 def iso(moment: float | None) -> str | None:
@@ -196,10 +198,16 @@ def _hold_json(hold: PatientHold) -> dict[str, Any]:
 
 def node_status(node: AbstractPipeline, board: StatusBoard, counts: DirectoryCounts | None, *,
                 limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
-    """The status of a running node (see the module docstring); at most ``limit`` patients are listed."""
+    """The status of a running node (see the module docstring); at most ``limit`` patients are listed.
+
+    They are the patients waiting longest, oldest first.
+    """
     config = node.config
-    holds = [hold_of(container, config.stable_time) for container in node.tree.containers()]
-    holds.sort(key=lambda hold: hold.first_image)
+    containers = sorted(node.tree.containers(), key=attrgetter("created"))
+    # every patient is counted; only the listed ones are described (their inputs' rules, under their lock),
+    # so a node holding thousands of patients still answers at once
+    images = sum(container.images for container in containers)
+    holds = [hold_of(container, config.stable_time) for container in containers[:limit]]
     queued, running = node.runner.load()
     now = time.time()
     status: dict[str, Any] = {
@@ -212,8 +220,8 @@ def node_status(node: AbstractPipeline, board: StatusBoard, counts: DirectoryCou
             "last_instance_received": iso(board.last_received), "associations": board.associations,
         },
         "patients": {
-            "count": len(holds), "images": sum(hold.images for hold in holds),
-            "held": [_hold_json(hold) for hold in holds[:limit]], "not_listed": max(0, len(holds) - limit),
+            "count": len(containers), "images": images, "held": [_hold_json(hold) for hold in holds],
+            "not_listed": max(0, len(containers) - limit),
         },
         "jobs": {
             "queued": queued, "running": running, "succeeded": node.runner.succeeded,
