@@ -16,8 +16,8 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from operator import attrgetter
 from datetime import datetime, timezone
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
