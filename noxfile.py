@@ -8,7 +8,7 @@
 Each test session installs the core, the plugins of its combination and the
 example third-party plugin from tests/, then checks that the plugins the
 registry reports as loaded are exactly those (DICOMNODE_EXPECTED_PLUGINS).
-Peers the tests use (DCMTK, Orthanc) are installed with apt-get when they are
+Peers the tests use (DCMTK, Orthanc, openssl, Chromium, systemd) are installed with apt-get when they are
 missing and the session runs as root on Debian or Ubuntu; dciodvfy and
 dcm2niix come from PyPI.
 """
@@ -117,7 +117,7 @@ def _with_dependencies(plugins: list[str]) -> list[str]:
 
 
 def _install_peers(session: nox.Session) -> None:
-    """Install DCMTK and Orthanc with apt-get when missing and we may (root, Debian/Ubuntu)."""
+    """Install the peers (DCMTK, Orthanc, openssl, Chromium, systemd) with apt-get when missing and we may."""
     missing = [package for path, package in PEER_PACKAGES.items() if not os.path.exists(path)]
     if not missing:
         return
