@@ -134,3 +134,15 @@ def test_record_defaults_leave_the_fields_a_job_line_sets() -> None:
     record.patient_key = "P1"
     RecordDefaults().filter(record)
     assert (record.patient_key, record.calling_aet, record.job_id) == ("P1", "-", "-")  # type: ignore[attr-defined]
+
+
+def test_a_complete_patient_held_by_its_stable_time_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dicomnode")
+    with Logged(stable_time=30.0) as node:
+        assert send_datasets(node.address, synthetic_series(patient_id="STABLE", slices=2, rows=8, columns=8)).ok
+        node.wait_for_jobs(10)
+        [held] = node.status()["patients"]["held"]
+    assert held["waiting_for"].startswith("no new image for 30 s (the last came ")
+    assert any(re.match(r"^\[patient STABLE from DICOMNODE\] complete, not started after association [0-9a-f]{8}: "
+                        r"2 image\(s\); waiting for no new image for 30 s", record.getMessage())
+               for record in caplog.records)

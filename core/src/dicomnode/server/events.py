@@ -364,6 +364,7 @@ def _log_association(summary: AssociationSummary) -> None:
                 summary.calling_aet or "?", summary.peer or "?", summary.called_aet or "?", ", ".join(parts),
                 len(patients), summary.bytes / 1e6, summary.seconds)
     for hold in summary.held:
-        logger.info("[patient %s from %s] incomplete after association %s: %d image(s); waiting for %s",
-                    patient_label(hold.patient_key), summary.calling_aet or "?", summary.id, hold.images,
+        logger.info("[patient %s from %s] %s after association %s: %d image(s); waiting for %s",
+                    patient_label(hold.patient_key), summary.calling_aet or "?",
+                    "complete, not started" if hold.complete else "incomplete", summary.id, hold.images,
                     hold.waiting_for)

@@ -328,8 +328,9 @@ class HistoryRecorder(NodeListener):
                 "association_seconds": round(summary.seconds, 3), "association_bytes": summary.bytes}))
         now = time.time()
         for hold in summary.held:
+            state = "complete, not started" if hold.complete else "incomplete"
             events.append(HistoryEvent(now, hold.patient_key, "held",
-                                       f"incomplete: {_plural(hold.images, 'image')}; waiting for {hold.waiting_for}",
+                                       f"{state}: {_plural(hold.images, 'image')}; waiting for {hold.waiting_for}",
                                        details={**base, **_hold_details(hold)}))
         self._write(*events)
 
