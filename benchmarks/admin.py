@@ -199,7 +199,7 @@ def held_status(requests: int, instances: int = 10_000) -> dict[str, dict[str, l
             for number in range(patients):
                 for dataset in template:
                     dataset.PatientID = f"P{number:05d}"
-                    dataset.SOPInstanceUID = f"{dataset.SeriesInstanceUID}.{number}.{dataset.InstanceNumber}"
+                    dataset.SOPInstanceUID = f"2.25.{number}{dataset.InstanceNumber:04d}"
                     result = node.ingest(dataset, calling_aet="BENCH")
                     if not result.ok:
                         raise RuntimeError(f"ingest refused an instance: {result.comment}")

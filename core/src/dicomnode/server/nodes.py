@@ -381,7 +381,9 @@ class AbstractPipeline:
                 header = dcmread(path, stop_before_pixels=True)
                 key = str(header[tag].value).strip() if tag in header else ""
             except Exception as error:  # an unreadable file must not stop the start
-                self.logger.error("cannot read stored instance %s: %s", path.name, type(error).__name__)
+                # the message without the folder, which is named after the patient key
+                self.logger.error("cannot read stored instance %s: %s", path.name,
+                                  str(error).replace(str(path), path.name) or type(error).__name__)
                 continue
             # the pixels stay on disk until a job needs them, whatever lazy_storage says:
             # a backlog of restored patients must not fill the memory at start

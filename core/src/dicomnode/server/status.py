@@ -75,7 +75,6 @@ class StatusBoard(NodeListener):
         self.shutting_down = False
         self.address = ""
         self.last_received: float | None = None
-        self.last_job_end: float | None = None
         self.associations = 0
         with self._lock:
             self._running: dict[str, RunningJob] = {}
@@ -111,7 +110,6 @@ class StatusBoard(NodeListener):
         """A job no longer runs."""
         with self._lock:
             self._running.pop(job_id, None)
-        self.last_job_end = time.time()
 
     def running(self) -> list[RunningJob]:
         """The jobs running now, oldest first."""
