@@ -9,7 +9,11 @@
    round. Target: (on) keeps at least 0.98x the throughput of (off), the
    median of the per-round ratios. The CPU time each node process spends
    per instance (psutil) is reported beside it: on a shared machine it
-   shows the cost more steadily than the wall time.
+   shows the cost more steadily than the wall time. And the cost is
+   accounted for directly: the CPU the node process spends per scrape (100
+   scrapes of both paths, back to back, on the node holding the study) and
+   the time the metrics add to each instance's events (in this process), as
+   a share of the node's CPU per instance at its measured rate.
 2. **/status of a node holding 10,000 instances**, in a node in this process,
    as 100 patients of 100 instances and as 10,000 patients of one: the time
    of a GET over loopback HTTP (client included), for ``/status`` (500
@@ -127,6 +131,57 @@ def _cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def scrape_cpu(node: Node, scrapes: int = 100) -> float:
+    """CPU seconds the node process spends answering one scrape of /metrics and /status (0 without psutil)."""
+    base = f"http://127.0.0.1:{node.admin_port}"
+    before = _cpu_seconds(node.process.pid)
+    for _ in range(scrapes):
+        for path in ("/metrics", "/status"):
+            with urllib.request.urlopen(base + path, timeout=10) as response:
+                response.read()
+    return (_cpu_seconds(node.process.pid) - before) / scrapes
+
+
+def metrics_per_instance(calls: int = 50_000) -> float:
+    """Seconds the metrics add to the events of one stored instance (measured in this process)."""
+    from dicomnode import AbstractInput, AbstractPipeline, NoOutput
+    from dicomnode.extension.handles import IngestResult, Source
+
+    class Everything(AbstractInput):
+        def validate(self) -> bool:
+            return False
+
+    class Counting(AbstractPipeline):
+        ae_title = "COUNTING"
+        ip = "127.0.0.1"
+        port = 0
+        admin_port = 0
+        input = {"images": Everything}
+        maintenance_thread = False
+        log_level = "WARNING"
+
+        def process(self, input_container: object) -> NoOutput:
+            return NoOutput()
+
+    source = Source("BENCH", "127.0.0.1:1", "c-store", 1)
+    result = IngestResult(0, "", "P1", "2.25.1", stored=True, series_instance_uid="2.25.2", modality="CT")
+    with Counting() as node:
+        metrics = node.operations.metrics
+        if metrics is None:
+            raise RuntimeError("the metrics need prometheus-client")
+        timings = {}
+        for label in ("with", "without", "with again"):
+            if label == "without":
+                node.events.remove(metrics)
+            elif label == "with again":
+                node.events.add(metrics)
+            started = time.process_time()
+            for _ in range(calls):
+                node.events.instance(source, result, 524_288)
+            timings[label] = (time.process_time() - started) / calls
+    return max(0.0, (timings["with"] + timings["with again"]) / 2 - timings["without"])
+
+
 def _send(port: int, files: list[Path], repeat: int) -> float:
     command = [STORESCU, "-aet", "BENCH", "-aec", "ADMINBENCH", "127.0.0.1", str(port), *map(str, files * repeat)]
     started = time.perf_counter()
@@ -164,11 +219,25 @@ def scraped(files: list[Path], runs: int, repeat: int) -> dict[str, object]:
                 if round_number:
                     times[kind].append(elapsed)
                     cpu[kind].append(_cpu_seconds(nodes[kind].process.pid) - before)
+        per_scrape = scrape_cpu(nodes["on"])
     finally:
         for node in nodes.values():
             node.stop()
     ratios = [off / on for off, on in zip(times["off"], times["on"])]
-    return {"times": times, "ratios": ratios, "cpu": cpu, "instances": len(files) * repeat, "scrapes": scrapes}
+    return {"times": times, "ratios": ratios, "cpu": cpu, "instances": len(files) * repeat, "scrapes": scrapes,
+            "scrape_cpu": per_scrape, "per_instance": metrics_per_instance()}
+
+
+def accounted_share(scrape: dict[str, object]) -> float:
+    """The admin endpoint's cost as a share of the node's CPU per instance (at the off node's measured rate)."""
+    times: dict[str, list[float]] = scrape["times"]  # type: ignore[assignment]
+    cpu: dict[str, list[float]] = scrape["cpu"]  # type: ignore[assignment]
+    instances: int = scrape["instances"]  # type: ignore[assignment]
+    rate = instances / statistics.median(times["off"])
+    node_cpu = statistics.median(cpu["off"]) / instances
+    if not node_cpu:
+        return float("nan")
+    return (float(scrape["per_instance"]) + float(scrape["scrape_cpu"]) / rate) / node_cpu  # type: ignore[arg-type]
 
 
 def held_status(requests: int, instances: int = 10_000) -> dict[str, dict[str, list[float]]]:
@@ -251,6 +320,10 @@ def report(scrape: dict[str, object], status: dict[str, dict[str, list[float]]],
                      f"{max(values):.3f} | {instances / statistics.median(values):.0f} | {cell} | "
                      f"{per_thousand:.3f} |")
     held = _held(status)
+    lines += ["", f"Accounted for: a scrape of `/metrics` and `/status` costs the node "
+              f"{float(scrape['scrape_cpu']) * 1e3:.2f} ms of CPU (100 back to back, psutil); the metrics add "  # type: ignore[arg-type]
+              f"{float(scrape['per_instance']) * 1e6:.1f} µs to each instance's events; at the (off) node's "  # type: ignore[arg-type]
+              f"rate that is {accounted_share(scrape) * 100:.2f} % of its CPU per instance."]
     lines += ["", f"GET over loopback HTTP, a node holding {held:,} instances (ms; client included):", "",
               "| held | path | median | 95th percentile | max |", "|---|---|---|---|---|"]
     for shape, paths in status.items():

@@ -351,8 +351,8 @@ def admin(mode: Mode) -> Section:
     held = f"{script._held(status):,}"
     return Section(
         "admin", "Admin endpoint", script.report(scrape, status, megabytes, len(files), 4),
-        [Target("admin endpoint scraped every second keeps >= 0.98x the ingest throughput", f"{ratio:.3f}x",
-                ratio >= 0.98),
+        [Target("admin endpoint scraped every second keeps >= 0.98x the ingest throughput", f"{ratio:.3f}x "
+                f"(its CPU accounted for: {script.accounted_share(scrape) * 100:.2f} % of the node's)", ratio >= 0.98),
          Target(f"/status with {held} held instances ({studies}) < 100 ms (95th percentile)", f"{p95 * 1e3:.1f} ms",
                 p95 < 0.1),
          Target(f"/status with {held} held instances ({singles}) < 100 ms (95th percentile)",

@@ -12,6 +12,7 @@ the key, or its pseudonym).
 
 from __future__ import annotations
 
+import heapq
 import os
 import threading
 import time
@@ -201,11 +202,12 @@ def node_status(node: AbstractPipeline, board: StatusBoard, counts: DirectoryCou
     They are the patients waiting longest, oldest first.
     """
     config = node.config
-    containers = sorted(node.tree.containers(), key=attrgetter("created"))
-    # every patient is counted; only the listed ones are described (their inputs' rules, under their lock),
-    # so a node holding thousands of patients still answers at once
+    containers = node.tree.containers()
+    # every patient is counted; only the listed ones (those waiting longest) are sorted and described
+    # (their inputs' rules, under their lock), so a node holding thousands of patients still answers at once
     images = sum(container.images for container in containers)
-    holds = [hold_of(container, config.stable_time) for container in containers[:limit]]
+    listed = heapq.nsmallest(limit, containers, key=attrgetter("created"))
+    holds = [hold_of(container, config.stable_time) for container in listed]
     queued, running = node.runner.load()
     now = time.time()
     status: dict[str, Any] = {
