@@ -189,11 +189,15 @@ def test_another_address_than_loopback_needs_a_token() -> None:
 
 def test_the_token_can_come_from_the_environment_and_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NODE_ADMIN_TOKEN", TOKEN)
-    node = Admin(admin_token="env:NODE_ADMIN_TOKEN")
-    assert node.config.admin_token == TOKEN and TOKEN not in repr(node.config)
+    with Admin(admin_token="env:NODE_ADMIN_TOKEN") as node:
+        assert _get(_url(node, "/status"))[0] == 401
+        assert _get(_url(node, "/status"), token=TOKEN)[0] == 200
+    assert node.config.admin_secret() == TOKEN and TOKEN not in repr(node.config)
     monkeypatch.delenv("NODE_ADMIN_TOKEN")
+    node = Admin(admin_token="env:NODE_ADMIN_TOKEN")  # reading the settings needs no secret …
     with pytest.raises(ConfigurationError, match="NODE_ADMIN_TOKEN is not set"):
-        Admin(admin_token="env:NODE_ADMIN_TOKEN")
+        node.open(blocking=False)  # … serving them does
+    assert not node.is_open
 
 
 def test_an_admin_port_in_use_names_the_address_and_the_setting() -> None:

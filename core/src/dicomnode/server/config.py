@@ -64,22 +64,23 @@ def _optional_port(_i: object, a: attrs.Attribute[Any], value: object) -> None:
 
 
 def _token(value: object) -> str | None:
-    """``admin_token``: the text, or ``env:NAME`` read from that environment variable."""
+    """``admin_token``: the text, or ``env:NAME`` (read when the endpoint starts, see :meth:`PipelineConfig.admin_secret`)."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise _fail("admin_token", "(not shown)", "text of at least 16 characters, or 'env:NAME'")
     if value.startswith("env:"):
-        name = value[4:]
-        found = os.environ.get(name)
-        if not found:
-            raise ConfigurationError(f"setting 'admin_token' = 'env:{name}': the environment variable {name} "
-                                     "is not set or empty")
-        value = found
-    if len(value) < 16:
+        if not value[4:]:
+            raise _fail("admin_token", value, "'env:NAME' with the name of an environment variable")
+        return value
+    return _long_enough(value)
+
+
+def _long_enough(token: str) -> str:
+    if len(token) < 16:
         raise ConfigurationError("setting 'admin_token' must be at least 16 characters (make one with: "
                                  "python -c 'import secrets; print(secrets.token_urlsafe(24))')")
-    return value
+    return token
 
 
 def _is_loopback(ip: str) -> bool:
@@ -270,6 +271,22 @@ class PipelineConfig:
             path = getattr(self, setting)
             if path is not None and not path.is_file():
                 raise ConfigurationError(f"setting {setting!r} must name a readable PEM file, got {str(path)!r}")
+
+    def admin_secret(self) -> str | None:
+        """The admin token itself: ``admin_token``, or the environment variable ``env:NAME`` names.
+
+        Read when the admin endpoint starts, so that a command that only reads
+        the pipeline's settings (``dicomnode history -p``) needs no secret.
+        """
+        token = self.admin_token
+        if token is None or not token.startswith("env:"):
+            return token
+        name = token[4:]
+        found = os.environ.get(name)
+        if not found:
+            raise ConfigurationError(f"setting 'admin_token' = 'env:{name}': the environment variable {name} is "
+                                     "not set or empty")
+        return _long_enough(found)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server-side TLS context, or None when ``tls_certificate`` is not set.

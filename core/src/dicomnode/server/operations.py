@@ -52,6 +52,7 @@ class Operations:
         self.board.reset()  # a node opened again starts its life again
         if config.admin_port is None:
             return
+        token = config.admin_secret()  # before anything starts: a missing secret stops the node at once
         from dicomnode.server.admin import AdminServer
         from dicomnode.server.metrics import INSTALL_HINT, NodeMetrics, metrics_available
 
@@ -61,7 +62,7 @@ class Operations:
         else:
             self._metrics_missing = INSTALL_HINT
             logger.warning("admin endpoint without /metrics: %s", INSTALL_HINT)
-        self.admin = AdminServer(self, config.admin_ip, config.admin_port, config.admin_token)
+        self.admin = AdminServer(self, config.admin_ip, config.admin_port, token)
         self.admin.start()
         logger.info("admin endpoint on %s: the status page, /status, /metrics, /healthz", self.admin.url)
 
