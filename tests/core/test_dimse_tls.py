@@ -16,8 +16,9 @@ from pynetdicom.presentation import build_context
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import AssociationError
 from dicomnode.net import Address, echo, send_datasets
+from dicomnode.net.adapter import parked_reactor
 from dicomnode.net.pdata import direct_socket
-from dicomnode.net.transport import application_entity, associate, parked_reactor
+from dicomnode.net.transport import application_entity, associate
 
 
 @pytest.fixture(scope="module")

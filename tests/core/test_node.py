@@ -130,8 +130,8 @@ def test_sockets_of_accepted_associations_have_nagle_switched_off(tmp_path: Path
     write_patient(tmp_path / "P1", "P1", slices=6)
     with RecordingNode() as node:
         _send(node.port, tmp_path / "P1")
-        assert node.receiver.nodelay_checked == 1
-        assert node.receiver.nodelay_on == 1
+        assert node._server.nodelay_checked == 1
+        assert node._server.nodelay_on == 1
 
 
 def test_every_job_log_line_names_the_patient_and_the_calling_ae(tmp_path: Path, record: Path,

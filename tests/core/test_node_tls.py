@@ -33,7 +33,7 @@ def test_a_node_with_a_certificate_receives_over_tls(tmp_path: Path, monkeypatch
         result = send_datasets(node.address, series, tls=_trusting(cert), timeout=10)
         assert result.ok, result
         assert wait_until(lambda: read_jobs(tmp_path / "jobs.jsonl"))
-        assert node.receiver.nodelay_on == node.receiver.nodelay_checked == 1
+        assert node._server.nodelay_on == node._server.nodelay_checked == 1
 
 
 def test_a_tls_node_refuses_a_plain_association(certificates: dict[str, tuple[Path, Path]]) -> None:

@@ -20,6 +20,7 @@ from pynetdicom.pdu import P_DATA_TF
 
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.net import Address, send_datasets
+from dicomnode.net.adapter import parked_reactor
 from dicomnode.net.pdata import (
     UNLIMITED_FRAGMENT,
     _plain_response,
@@ -30,7 +31,7 @@ from dicomnode.net.pdata import (
     send_c_store,
     write_buffers,
 )
-from dicomnode.net.transport import application_entity, associate, end, parked_reactor
+from dicomnode.net.transport import application_entity, associate, end
 
 
 def _message(payload: bytes) -> C_STORE_RQ:

@@ -15,10 +15,10 @@ def hookspec_names() -> list[str]:
             if inspect.isfunction(value) and name.startswith("dicomnode_")]
 
 
-def test_there_are_six_hooks() -> None:
+def test_there_are_seven_hooks() -> None:
     assert sorted(hookspec_names()) == sorted([
         "dicomnode_grinders", "dicomnode_virtual_elements", "dicomnode_outputs",
-        "dicomnode_inputs", "dicomnode_executors", "dicomnode_commands",
+        "dicomnode_inputs", "dicomnode_executors", "dicomnode_services", "dicomnode_commands",
     ])
 
 

@@ -60,7 +60,7 @@ def test_an_installed_plugin_is_discovered_with_its_contributions() -> None:
     example = next(p for p in registry.plugins if p.name == "example")
     assert (example.distribution, example.version, example.status) == ("dicomnode-example", "1.2.0", "active")
     assert {spec.name for spec in example.contributions} == {"example-modalities", "example-log", "example-hello",
-                                                             "example-counting"}
+                                                             "example-counting", "example-folder"}
 
 
 def test_lazy_targets_are_imported_on_first_use_only() -> None:

@@ -16,15 +16,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 from conftest import require_peer
 from orthanc import orthanc
 
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.net import send_datasets
+from dicomnode.net import server as net_server
 from dicomnode.server import admin
+from dicomnode.server.config import PipelineConfig
 from dicomnode.server.maintenance import MaintenanceThread
-from dicomnode.server.nodes import AbstractPipeline
 from dicomnode.server.toml_config import load_pipeline
 
 pytestmark = pytest.mark.plugin("dicom-output")
@@ -34,10 +36,14 @@ DEPLOY = ROOT / "deploy"
 
 
 def _shutdown_bound() -> float:
-    """The longest a node's close() takes: running associations, the maintenance thread, running jobs, the
-    admin endpoint (each waits at most its own timeout)."""
+    """The longest a node's close() takes with the default settings: a service and the DICOM edge (the
+    instances being received, then the grace their threads get), the maintenance thread, running jobs,
+    the admin endpoint (each waits at most its own timeout)."""
+    defaults = {field.name: field.default for field in attrs.fields(PipelineConfig)}
+    receive, jobs = defaults["close_receive_timeout"], defaults["close_timeout"]
     maintenance = inspect.signature(MaintenanceThread.stop).parameters["timeout"].default
-    return 2 * AbstractPipeline.close_timeout + maintenance + admin.STOP_TIMEOUT
+    edge = receive + 2 * net_server._END_GRACE
+    return float(receive + edge + maintenance + jobs + admin.STOP_TIMEOUT)
 
 
 def _seconds(text: str) -> float:

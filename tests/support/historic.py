@@ -55,12 +55,14 @@ def write_today(folder: Path, patient: str) -> tuple[str, list[Path]]:
 
 def follow_up_node(pacs: Address, port: int, *, history: dict[str, Any] | None = None,
                    today_images: int = 4, base: type[AbstractPipeline] = AbstractPipeline,
+                   history_base: type[HistoricAbstractInput] = HistoricAbstractInput,
                    **settings: Any) -> type[AbstractPipeline]:
     """A pipeline class on ``port`` whose ``history`` input asks ``pacs`` (``history``: its settings).
 
-    The ``today`` input is complete with ``today_images`` images; ``base`` is the kind of pipeline.
+    The ``today`` input is complete with ``today_images`` images; ``base`` is the kind of pipeline,
+    ``history_base`` the kind of historic input (``DicomWebPriors`` takes a ``url`` in ``history``).
     """
-    history_class = type("History", (HistoricAbstractInput,),
+    history_class = type("History", (history_base,),
                          {"address": pacs, "timeout": 10.0, **(history or {})})
     today_class = type("Today", (TodaysCT,), {"expected": today_images})
 

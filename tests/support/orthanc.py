@@ -8,7 +8,9 @@
         address = pacs.address          # a dicomnode Address for C-STORE / C-FIND / C-MOVE
 
 Everything Orthanc needs is generated into a JSON file under ``tmp_path``:
-authentication off, no plugins, no job persistence, an association close
+authentication off, no plugins (``dicomweb=True`` loads Debian's DICOMweb
+plugin, serving ``pacs.dicomweb_url``; ``dicomweb_servers`` names the
+DICOMweb servers Orthanc may push to with :meth:`OrthancServer.stow_to`), no job persistence, an association close
 delay of 0 s (so C-MOVE sub-associations end at once) and, unlike a stock
 Orthanc, C-FIND / C-GET / C-MOVE allowed from any calling AE title. Pass
 ``config={...}`` to override or add any Orthanc setting, e.g.
@@ -34,6 +36,8 @@ from typing import Any
 from dcmtk import stop_process
 
 ORTHANC = "/usr/sbin/Orthanc"
+#: Debian's orthanc-dicomweb package
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 def orthanc_path() -> str | None:
@@ -66,6 +70,10 @@ class OrthancServer:
         self.process = process
         self.log_path = log_path
         self.base_url = f"http://127.0.0.1:{http_port}"
+        #: the DICOMweb root (QIDO-RS, WADO-RS, STOW-RS) when the DICOMweb plugin is loaded
+        self.dicomweb_url = f"{self.base_url}/dicom-web"
+        #: (user, password) the REST helpers authenticate with, when Orthanc asks for them
+        self.credentials: tuple[str, str] | None = None
 
     @property
     def address(self) -> Any:
@@ -96,6 +104,11 @@ class OrthancServer:
         else:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        if self.credentials is not None:
+            import base64
+
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
         request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -160,6 +173,11 @@ class OrthancServer:
         for patient in self.rest("GET", "/patients"):
             self.rest("DELETE", f"/patients/{patient}")
 
+    def stow_to(self, server: str, resources: list[str], *, timeout: float = 60.0) -> Any:
+        """Make Orthanc's DICOMweb client send resources by STOW-RS to one of its ``dicomweb_servers``."""
+        body = {"Resources": resources, "Synchronous": True}
+        return self.rest("POST", f"/dicom-web/servers/{server}/stow", body, timeout=timeout + 5)
+
     def store_to_modality(self, modality: str, resources: list[str], *, timeout: float = 60.0) -> Any:
         """Make Orthanc C-STORE resources (Orthanc identifiers) to a modality of its configuration."""
         body = {"Resources": resources, "Synchronous": True, "Timeout": int(timeout)}
@@ -168,7 +186,8 @@ class OrthancServer:
 
 def _configuration(*, aet: str, dicom_port: int, http_port: int, storage: Path,
                    modalities: Mapping[str, tuple[str, str, int]],
-                   overrides: Mapping[str, Any]) -> dict[str, Any]:
+                   overrides: Mapping[str, Any], dicomweb: bool = False,
+                   dicomweb_servers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "Name": f"test-orthanc-{dicom_port}",
         "StorageDirectory": str(storage),
@@ -199,6 +218,10 @@ def _configuration(*, aet: str, dicom_port: int, http_port: int, storage: Path,
         "StableAge": 2,
         "DicomModalities": {name: list(entry) for name, entry in modalities.items()},
     }
+    if dicomweb:
+        config["Plugins"] = [DICOMWEB_PLUGIN]
+        config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": True,
+                              "Servers": {name: dict(entry) for name, entry in (dicomweb_servers or {}).items()}}
     config.update(overrides)
     return config
 
@@ -239,13 +262,19 @@ def _stop(process: subprocess.Popen[bytes], graceful: bool) -> None:
 @contextmanager
 def orthanc(directory: Path, *, aet: str = "ORTHANC",
             modalities: Mapping[str, tuple[str, str, int]] | None = None,
-            config: Mapping[str, Any] | None = None,
-            start_timeout: float = 30.0, graceful_stop: bool = False) -> Iterator[OrthancServer]:
+            config: Mapping[str, Any] | None = None, dicomweb: bool = False,
+            dicomweb_servers: Mapping[str, Mapping[str, Any]] | None = None, http_port: int | None = None,
+            credentials: tuple[str, str] | None = None, start_timeout: float = 30.0, graceful_stop: bool = False) -> Iterator[OrthancServer]:
     """Start Orthanc with its storage under ``directory``; stop it (by PID) when the block ends.
 
     ``modalities`` maps a name to ``(ae_title, host, port)`` — the nodes Orthanc
     may C-MOVE / C-STORE to. ``config`` overrides or adds Orthanc settings.
-    Tests call ``require_peer("orthanc")`` before this.
+    Tests call ``require_peer("orthanc")`` before this (and
+    ``require_peer("orthanc-dicomweb")`` with ``dicomweb=True``).
+    ``dicomweb_servers`` maps a name to Orthanc's settings of a DICOMweb
+    server (``{"Url": ..., "HttpHeaders": {...}}``). ``http_port`` chooses the REST
+    (and DICOMweb) port, for a test that sends to it before Orthanc starts;
+    ``credentials`` (user, password) switch HTTP authentication on, for that one user.
 
     Orthanc's own shutdown takes ~3.5 s (its servers poll), so by default it is
     stopped with SIGKILL by PID: its storage is throw-away. ``graceful_stop=True``
@@ -258,22 +287,26 @@ def orthanc(directory: Path, *, aet: str = "ORTHANC",
     directory = Path(directory)
     last_error: OrthancError | None = None
     for _attempt in range(3):  # a free port can be taken between choosing and binding it
-        dicom_port, http_port = _free_port(), _free_port()
-        while http_port == dicom_port:
-            http_port = _free_port()
+        dicom_port, rest_port = _free_port(), http_port or _free_port()
+        while rest_port == dicom_port:
+            dicom_port = _free_port()
         home = directory / f"orthanc-{dicom_port}"
         storage = home / "storage"
         storage.mkdir(parents=True, exist_ok=True)
-        settings = _configuration(aet=aet, dicom_port=dicom_port, http_port=http_port, storage=storage,
-                                  modalities=modalities or {}, overrides=config or {})
+        settings = _configuration(aet=aet, dicom_port=dicom_port, http_port=rest_port, storage=storage,
+                                  modalities=modalities or {}, overrides=config or {}, dicomweb=dicomweb,
+                                  dicomweb_servers=dicomweb_servers)
+        if credentials is not None:
+            settings.update(AuthenticationEnabled=True, RegisteredUsers={credentials[0]: credentials[1]})
         config_path = home / "orthanc.json"
         config_path.write_text(json.dumps(settings, indent=2))
         log_path = home / "orthanc.log"
         log = open(log_path, "wb")  # noqa: SIM115 - closed below
         process = subprocess.Popen([program, str(config_path)], env={**os.environ, "TCP_NODELAY": "1"},
                                    stdout=log, stderr=subprocess.STDOUT, cwd=home)
-        server = OrthancServer(aet=aet, dicom_port=dicom_port, http_port=http_port, directory=home,
+        server = OrthancServer(aet=aet, dicom_port=dicom_port, http_port=rest_port, directory=home,
                                process=process, log_path=log_path)
+        server.credentials = credentials
         try:
             _wait_for_rest(server, start_timeout)
             _wait_for_dicom(server, start_timeout)

@@ -22,10 +22,7 @@ working for callers that do not know dicomnode::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from dicomnode.dicom.validation import ValidationReport
+from typing import Any
 
 __all__ = [
     "AssociationError",
@@ -86,10 +83,11 @@ class InvalidDatasetError(DicomnodeError, ValueError):
 class DatasetValidationError(InvalidDatasetError):
     """An object failed its check against its IOD (:mod:`dicomnode.dicom.validation`).
 
-    ``report`` is the validator's :class:`~dicomnode.dicom.validation.ValidationReport`.
+    ``report`` is the validator's :class:`~dicomnode.dicom.validation.ValidationReport` (typed
+    loosely here: this module sits below every other and imports none of them).
     """
 
-    def __init__(self, message: str, *, report: ValidationReport) -> None:
+    def __init__(self, message: str, *, report: Any) -> None:
         super().__init__(message)
         self.message = message
         self.report = report
@@ -99,7 +97,7 @@ class DatasetValidationError(InvalidDatasetError):
         return (_dataset_validation_error, (self.message, self.report))
 
 
-def _dataset_validation_error(message: str, report: ValidationReport) -> DatasetValidationError:
+def _dataset_validation_error(message: str, report: Any) -> DatasetValidationError:
     return DatasetValidationError(message, report=report)
 
 

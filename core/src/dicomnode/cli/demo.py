@@ -211,13 +211,16 @@ def plus_one_pipeline(clock: StageClock, destination: Any, slices: int, data: Pa
     """NumpyGrinder -> +1 -> NumpyFactory -> DicomOutput (needs the numpy and dicom-output plugins)."""
     from dicomnode.dicom.blueprints import CT_IMAGE_BLUEPRINT, DEFAULT_BLUEPRINT
     from dicomnode.dicom.factory import Blueprint, StaticElement
-    from dicomnode_dicom_output import DicomOutput
-    from dicomnode_numpy import NumpyFactory, NumpyGrinder
+    from dicomnode.plugins import get_registry
 
+    # by their registered names: the command line never imports a plugin itself
+    registry = get_registry()
+    NumpyGrinder: Any = registry.grinder("numpy")
+    DicomOutput: Any = registry.output("dicom")
     blueprint = DEFAULT_BLUEPRINT + CT_IMAGE_BLUEPRINT + Blueprint([
         StaticElement("SeriesDescription", "LO", "dicomnode demo: plus one"),
     ])
-    factory = NumpyFactory(pipeline_name="dicomnode-demo")
+    factory = NumpyGrinder.series_factory(pipeline_name="dicomnode-demo")
 
     class PlusOneDemo(_demo_node(NumpyGrinder(), clock, slices, data)):  # type: ignore[misc]
         def process(self, input_container: Any) -> Any:
@@ -287,8 +290,9 @@ def check_plus_one(sent: Sequence[Any], received: Sequence[Path]) -> str | None:
     import numpy as np
     from pydicom import dcmread
 
-    from dicomnode_numpy import NumpyGrinder
+    from dicomnode.plugins import get_registry
 
+    NumpyGrinder: Any = get_registry().grinder("numpy")
     before = NumpyGrinder()(sent).array.astype(np.float64)
     after = NumpyGrinder()([dcmread(path) for path in received]).array.astype(np.float64)
     if before.shape != after.shape:

@@ -1,16 +1,19 @@
 """The extension surface: everything a plugin or a pipeline subclasses or registers.
 
-Plugins import from here (and from the toolkit, :mod:`dicomnode.dicom`, and
-:mod:`dicomnode.net`), never from :mod:`dicomnode.server`::
+Plugins subclass what is here, register it with the records and the hook
+marker of :mod:`dicomnode.plugins`, and use the toolkit (:mod:`dicomnode.dicom`)
+and the network helpers (:mod:`dicomnode.net`) — never :mod:`dicomnode.server`::
 
-    from dicomnode.extension import AbstractInput, Grinder, PipelineOutput, GrinderSpec, hookimpl
+    from dicomnode.extension import AbstractInput, Grinder, PipelineOutput
+    from dicomnode.plugins import GrinderSpec, hookimpl
 
-This package sits below the server in the import graph: nothing here imports
-:mod:`dicomnode.server`.
+This package sits below the plugin machinery and the server in the import
+graph: nothing here imports either (docs/architecture.md).
 """
 
 from dicomnode.dicom.factory import VirtualElement
 from dicomnode.extension.containers import InputContainer
+from dicomnode.extension.executors import Executor, Job, PipelineIdentity
 from dicomnode.extension.grinders import (
     DicomTreeGrinder,
     Grinder,
@@ -20,40 +23,33 @@ from dicomnode.extension.grinders import (
     TagGrinder,
     resolve_tag,
 )
-from dicomnode.extension.inputs import AbstractInput, DynamicInput
-from dicomnode.extension.outputs import NoOutput, OutputContext, PipelineOutput
-from dicomnode.plugins import (
-    CommandSpec,
-    GrinderSpec,
-    InputSpec,
-    OutputSpec,
-    PluginError,
-    VirtualElementSpec,
-    get_registry,
-    hookimpl,
-)
+from dicomnode.extension.handles import IngestResult, NodeHandle, Source
+from dicomnode.extension.inputs import AbstractInput, ConfiguredInput, DynamicInput
+from dicomnode.extension.outputs import NoOutput, OutboxEntry, OutputContext, PipelineOutput
+from dicomnode.extension.retry import Backoff
 
 __all__ = [
     "AbstractInput",
-    "CommandSpec",
+    "Backoff",
+    "ConfiguredInput",
     "DicomTreeGrinder",
     "DynamicInput",
+    "Executor",
     "Grinder",
-    "GrinderSpec",
     "IdentityGrinder",
+    "IngestResult",
     "InputContainer",
-    "InputSpec",
+    "Job",
     "ListGrinder",
     "ManyGrinder",
     "NoOutput",
+    "NodeHandle",
+    "OutboxEntry",
     "OutputContext",
-    "OutputSpec",
+    "PipelineIdentity",
     "PipelineOutput",
-    "PluginError",
+    "Source",
     "TagGrinder",
     "VirtualElement",
-    "VirtualElementSpec",
-    "get_registry",
-    "hookimpl",
     "resolve_tag",
 ]

@@ -72,24 +72,24 @@ class Processor(Protocol):
 
 @attrs.frozen
 class PipelineIdentity:
-    """How another process builds the same pipeline: an import path and the configuration.
+    """How another process builds the same pipeline: an import path, and the configuration.
 
-    ``target`` is ``"package.module:ClassName"`` for a pipeline class, or
-    ``"toml:/absolute/path.toml"`` for a pipeline declared in TOML;
-    ``config`` is its validated configuration (a picklable value).
-    :meth:`load` builds the pipeline, which runs its ``post_init``.
+    ``target`` is ``"package.module:Name"``: a pipeline class, or, with
+    ``argument``, a function that returns the pipeline factory when called
+    with it (a TOML pipeline: the loader and the file's path). ``config`` is
+    the validated configuration (a picklable value). :meth:`load` builds the
+    pipeline, which runs its ``post_init``.
     """
 
     target: str
     config: Any
+    argument: str | None = None
 
     def load(self) -> Processor:
-        """Import the pipeline and build it with ``config``."""
-        if self.target.startswith("toml:"):
-            factory: Callable[..., Processor] = _import("dicomnode.server.toml_config:load_pipeline")(
-                self.target[len("toml:"):])
-        else:
-            factory = _import(self.target)
+        """Import the pipeline (factory) and build it with ``config``."""
+        factory: Callable[..., Processor] = _import(self.target)
+        if self.argument is not None:
+            factory = factory(self.argument)  # type: ignore[assignment]
         return factory(config=self.config)
 
 

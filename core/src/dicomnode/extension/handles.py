@@ -30,8 +30,8 @@ STATUS_SUCCESS = 0x0000
 class Source:
     """Where an instance came from, for the log, the patient's calling AE title and the statistics.
 
-    ``kind`` is ``"c-store"``, ``"c-get"``, ``"stow"``, ``"restore"``,
-    ``"retry"`` or ``"api"``; ``association`` identifies one association (or
+    ``kind`` is ``"c-store"``, ``"c-get"``, ``"stow"`` (STOW-RS),
+    ``"wado-rs"``, ``"restore"``, ``"retry"`` or ``"api"``; ``association`` identifies one association (or
     one request) so its instances can be counted together.
     """
 

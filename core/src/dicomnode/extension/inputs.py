@@ -386,17 +386,7 @@ def _check_grinder(cls: type, grinder: object) -> None:
     if callable(grinder):
         return
     if isinstance(grinder, str):
-        from dicomnode.plugins import get_registry
-
-        provided = get_registry().contributions("grinder").get(grinder)
-        if provided is not None:
-            target = provided.spec.target
-            class_name = target.rpartition(":")[2] if isinstance(target, str) else getattr(target, "__name__", "")
-            raise ConfigurationError(
-                f"{cls.__name__}.image_grinder = {grinder!r} is the name of a grinder, not a grinder: give "
-                f"{class_name}() (from {provided.spec.target if isinstance(target, str) else class_name}, "
-                f"distribution {provided.distribution}); names are for TOML pipelines")
         raise ConfigurationError(f"{cls.__name__}.image_grinder = {grinder!r} is text, not a grinder: give a "
-                                 "grinder object such as ListGrinder()")
+                                 "grinder object such as ListGrinder() (names are for TOML pipelines)")
     raise ConfigurationError(f"{cls.__name__}.image_grinder must be a grinder (a callable taking the "
                              f"datasets), got {type(grinder).__name__}")

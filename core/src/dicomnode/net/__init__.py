@@ -2,23 +2,38 @@
 
 Public names, for pipelines and plugins::
 
-    from dicomnode.net import Address, echo, find, move, get, send_datasets
+    from dicomnode.net import Address, echo, find, move, get, send_datasets, TlsSettings
 
-The modules below are the package's own; nothing outside ``dicomnode.net``
-imports them.
+The node's server and the boundary it feeds::
+
+    from dicomnode.net import DicomServer, InstanceSink, Limits, Peer, ReceivedInstance
+
+Every use of pynetdicom's internals is in :mod:`dicomnode.net.adapter`;
+the other modules are the package's own, and nothing outside
+``dicomnode.net`` imports them.
 """
 
 from dicomnode.net.address import Address, check_ae_title
 from dicomnode.net.client import MoveResult, QueryLevel, StorageHandler, echo, find, get, move
+from dicomnode.net.limits import Limits
 from dicomnode.net.sending import FailedInstance, SendResult, send_datasets
+from dicomnode.net.server import DicomServer
+from dicomnode.net.sink import InstanceSink, Peer, ReceivedInstance
+from dicomnode.net.tls import TlsSettings
 
 __all__ = [
     "Address",
+    "DicomServer",
     "FailedInstance",
+    "InstanceSink",
+    "Limits",
     "MoveResult",
+    "Peer",
     "QueryLevel",
+    "ReceivedInstance",
     "SendResult",
     "StorageHandler",
+    "TlsSettings",
     "check_ae_title",
     "echo",
     "find",

@@ -2,7 +2,8 @@
 
 Every helper opens its own association, sets TCP_NODELAY on its socket,
 announces an unlimited maximum PDU for what it receives, bounds every
-network step by ``timeout`` and optionally speaks TLS (an
+network step by ``timeout`` (each PDU the peer sends included) and
+optionally speaks TLS (:class:`~dicomnode.net.tls.TlsSettings` or an
 ``ssl.SSLContext``)::
 
     from dicomnode.net import Address, echo, send_datasets
@@ -32,18 +33,12 @@ from pynetdicom.presentation import build_context, build_role
 from pynetdicom.status import code_to_category
 
 from dicomnode.errors import AssociationError, DimseError
+from dicomnode.net.adapter import parked_reactor, read_pdus, wake_on_data
 from dicomnode.net.address import Address, check_ae_title
 from dicomnode.net.pdata import answer_c_stores_directly
 from dicomnode.net.sending import FailedInstance, SendResult, send_datasets
-from dicomnode.net.transport import (
-    application_entity,
-    associate,
-    end,
-    no_response_reason,
-    parked_reactor,
-    read_in_large_pieces,
-)
-from dicomnode.net.waking import wake_on_data
+from dicomnode.net.tls import TlsSettings, client_context
+from dicomnode.net.transport import application_entity, associate, end, no_response_reason
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -157,21 +152,23 @@ def _status_code(status: Dataset | None) -> int | None:
 
 
 def _open(address: Address, contexts: list[Any], *, ae_title: str, timeout: float,
-          tls: ssl.SSLContext | None, ext_neg: list[Any] | None = None,
+          tls: TlsSettings | ssl.SSLContext | None, ext_neg: list[Any] | None = None,
           handlers: list[Any] | None = None) -> Association:
     ae = application_entity(ae_title, timeout)
-    return associate(ae, address, contexts, timeout=timeout, tls=tls, ext_neg=ext_neg, handlers=handlers)
+    return associate(ae, address, contexts, timeout=timeout, tls=client_context(tls), ext_neg=ext_neg,
+                     handlers=handlers)
 
 
 @contextmanager
-def _exchange(assoc: Association) -> Iterator[Association]:
+def _exchange(assoc: Association, timeout: float) -> Iterator[Association]:
     """Requests and responses on ``assoc`` with its reactor parked; the association ends after.
 
     Its DUL thread waits for the peer's data instead of polling for it and
-    reads each PDU in large pieces (what C-GET brings back is whole images).
+    reads each PDU in large pieces (what C-GET brings back is whole images),
+    each within ``timeout``.
     """
     wake_on_data(assoc)
-    read_in_large_pieces(assoc)
+    read_pdus(assoc, timeout)
     try:
         with parked_reactor(assoc):
             yield assoc
@@ -180,14 +177,14 @@ def _exchange(assoc: Association) -> Iterator[Association]:
 
 
 def echo(address: Address, *, ae_title: str = "DICOMNODE", timeout: float = 10.0,
-         tls: ssl.SSLContext | None = None) -> int:
+         tls: TlsSettings | ssl.SSLContext | None = None) -> int:
     """C-ECHO ``address`` and return the response status (``0x0000`` is success).
 
     Raises :class:`~dicomnode.errors.AssociationError` when the peer cannot be
     reached, refuses the association or does not answer within ``timeout``.
     """
     assoc = _open(address, [build_context(_VERIFICATION)], ae_title=ae_title, timeout=timeout, tls=tls)
-    with _exchange(assoc):
+    with _exchange(assoc, timeout):
         code = _status_code(assoc.send_c_echo())
         if code is None:
             raise AssociationError(no_response_reason(assoc, address, "C-ECHO", timeout))
@@ -197,7 +194,7 @@ def echo(address: Address, *, ae_title: str = "DICOMNODE", timeout: float = 10.0
 
 def find(address: Address, query: Dataset, *, level: QueryLevel | str = QueryLevel.STUDY,
          model: Literal["study", "patient"] = "study", ae_title: str = "DICOMNODE",
-         timeout: float = 30.0, tls: ssl.SSLContext | None = None) -> list[Dataset]:
+         timeout: float = 30.0, tls: TlsSettings | ssl.SSLContext | None = None) -> list[Dataset]:
     """C-FIND ``address`` with ``query`` (the keys to match and return); return every match.
 
     ``level`` sets QueryRetrieveLevel. Raises AssociationError when no
@@ -211,7 +208,7 @@ def find(address: Address, query: Dataset, *, level: QueryLevel | str = QueryLev
     sop_class = _model(model, "find", query_level)
     assoc = _open(address, [build_context(sop_class)], ae_title=ae_title, timeout=timeout, tls=tls)
     matches: list[Dataset] = []
-    with _exchange(assoc):
+    with _exchange(assoc, timeout):
         for status, identifier in assoc.send_c_find(_identifier(query, query_level), sop_class):
             code = _status_code(status)
             if code is None:
@@ -271,7 +268,7 @@ def _collect_retrieve(assoc: Association, responses: Iterator[tuple[Dataset, Dat
 def move(address: Address, query: Dataset, destination_ae: str, *,
          level: QueryLevel | str = QueryLevel.STUDY, model: Literal["study", "patient"] = "study",
          ae_title: str = "DICOMNODE", timeout: float = 60.0,
-         tls: ssl.SSLContext | None = None) -> MoveResult:
+         tls: TlsSettings | ssl.SSLContext | None = None) -> MoveResult:
     """C-MOVE what ``query`` selects from ``address`` to the node known to it as ``destination_ae``.
 
     The peer opens its own association to the destination, so the
@@ -286,7 +283,7 @@ def move(address: Address, query: Dataset, destination_ae: str, *,
         assoc = _open(address, [build_context(sop_class)], ae_title=ae_title, timeout=timeout, tls=tls)
     except AssociationError as error:
         return MoveResult(error=str(error))
-    with _exchange(assoc):
+    with _exchange(assoc, timeout):
         return _collect_retrieve(assoc, assoc.send_c_move(_identifier(query, query_level), destination_ae, sop_class),
                                  address, "C-MOVE", timeout)
 
@@ -298,7 +295,7 @@ StorageHandler = Callable[[Dataset], "int | None"]
 
 def get(address: Address, query: Dataset, *, storage_handler: StorageHandler,
         level: QueryLevel | str = QueryLevel.STUDY, model: Literal["study", "patient"] = "study",
-        ae_title: str = "DICOMNODE", timeout: float = 60.0, tls: ssl.SSLContext | None = None,
+        ae_title: str = "DICOMNODE", timeout: float = 60.0, tls: TlsSettings | ssl.SSLContext | None = None,
         sop_classes: list[str] | None = None) -> MoveResult:
     """C-GET what ``query`` selects from ``address``; each instance is given to ``storage_handler``.
 
@@ -334,6 +331,6 @@ def get(address: Address, query: Dataset, *, storage_handler: StorageHandler,
     except AssociationError as error:
         return MoveResult(error=str(error))
     answer_c_stores_directly(assoc)
-    with _exchange(assoc):
+    with _exchange(assoc, timeout):
         return _collect_retrieve(assoc, assoc.send_c_get(_identifier(query, query_level), sop_class),
                                  address, "C-GET", timeout)

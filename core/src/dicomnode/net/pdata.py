@@ -20,11 +20,12 @@ of an association the node accepted.
 
 Writing from the caller's thread is safe here because, in the state
 where data is exchanged, pynetdicom's DUL thread writes only what it is
-given to send, and :func:`~dicomnode.net.transport.parked_reactor`
+given to send, and :func:`~dicomnode.net.adapter.parked_reactor`
 keeps the association's own reactor from sending while we exchange. A
 TLS socket is not written this way (an OpenSSL connection must not be
 read and written from two threads at once); those associations keep
-pynetdicom's path.
+pynetdicom's path, and so does every association when the speed patches
+are off (:func:`~dicomnode.net.adapter.check`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom.dimse_primitives import C_STORE
+
+from dicomnode.net import adapter
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -116,14 +119,14 @@ def write_buffers(sock: socket.socket, buffers: list[bytes | memoryview]) -> Non
 
 
 def direct_socket(assoc: Association) -> socket.socket | None:
-    """The association's socket if we may write C-STORE requests on it ourselves, else None.
+    """The association's socket if we may write DIMSE messages on it ourselves, else None.
 
     Not on a TLS connection (one OpenSSL connection must not be written by
-    one thread while another reads it), nor where sockets lack ``sendmsg``.
+    one thread while another reads it), nor where sockets lack ``sendmsg``,
+    nor when the speed patches are off.
     """
-    wrapper = assoc.dul.socket
-    sock = wrapper.socket if wrapper is not None else None
-    if sock is None or isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
+    sock = adapter.socket_of(assoc)
+    if sock is None or not adapter.fast() or isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
         return None
     return sock
 
@@ -144,7 +147,7 @@ def _write_message(assoc: Association, sock: socket.socket, context_id: int, com
         write_buffers(sock, buffers)
     except OSError as error:
         logger.debug("writing a DIMSE message on presentation context %d failed: %s", context_id, error)
-        assoc.dul.event_queue.put("Evt17")
+        adapter.transport_lost(assoc)
     finally:
         buffers.clear()  # release the views before the dataset's buffer may be changed
 
@@ -189,12 +192,14 @@ def send_c_store(assoc: Association, sock: socket.socket, context_id: int, sop_c
     association is then aborted). When no response comes within the
     association's DIMSE timeout the association is aborted too; call
     :func:`~dicomnode.net.transport.no_response_kind` to learn why.
+    Call only with the association's reactor parked
+    (:func:`~dicomnode.net.adapter.parked_reactor`).
     """
     from dicomnode.errors import DimseError
 
     _write_message(assoc, sock, context_id, c_store_command(sop_class, sop_instance, message_id), payload)
     # when the write failed, the association is closing (Evt17) and the wait ends at once
-    _, response = assoc.dimse.get_msg(block=True)
+    response = adapter.next_message(assoc)
     if response is None:
         if assoc.is_established and not assoc.acse.is_aborted():
             assoc.abort()  # the DIMSE timeout: nothing more can be trusted on this association
@@ -262,15 +267,12 @@ def answer_c_stores_directly(assoc: Association) -> bool:
     sock = direct_socket(assoc)
     if sock is None:
         return False
-    dimse = assoc.dimse
-    queue_message = dimse.send_msg
 
-    def send_msg(primitive: Any, context_id: int) -> None:
+    def write(primitive: Any, context_id: int) -> bool:
         command = _plain_response(primitive)
         if command is None:
-            queue_message(primitive, context_id)
-            return
+            return False
         _write_message(assoc, sock, context_id, command)
+        return True
 
-    dimse.send_msg = send_msg  # type: ignore[method-assign]
-    return True
+    return adapter.intercept_messages(assoc, write)

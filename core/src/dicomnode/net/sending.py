@@ -38,16 +38,16 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 from dicomnode.dicom.encoded import encode_dataset, transfer_syntax_of
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import AssociationError, DimseError
+from dicomnode.net.adapter import parked_reactor, read_pdus, wake_on_data
 from dicomnode.net.pdata import direct_socket, send_c_store
+from dicomnode.net.tls import TlsSettings, client_context
 from dicomnode.net.transport import (
     application_entity,
     associate,
     end,
     no_response_kind,
     no_response_reason,
-    parked_reactor,
 )
-from dicomnode.net.waking import wake_on_data
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -280,20 +280,21 @@ def _encoded(item: _Item, syntax: UID) -> bytes:
 
 @attrs.frozen
 class _Ready:
-    """An item ready to go: the context it goes on and its encoded dataset."""
+    """An item ready to go: the context it goes on and what is written (encoded bytes, or a carrier)."""
 
     context_id: int
-    payload: bytes
+    payload: bytes | Dataset | Path
 
 
-def _prepare(assoc: Association, item: _Item, address: Address) -> _Ready | FailedInstance:
+def _prepare(assoc: Association, item: _Item, address: Address, *, encode: bool) -> _Ready | FailedInstance:
+    """What the item goes as: its encoded dataset (``encode``), else what pynetdicom's send takes."""
     path = item.path
     reason = _no_context_reason(assoc, item, address)
     if reason is not None:
         return FailedInstance(item.sop_instance, None, reason, path)
     context = _context_for(assoc, item)
     try:
-        payload = _encoded(item, UID(context.transfer_syntax[0]))
+        payload = _encoded(item, UID(context.transfer_syntax[0])) if encode else _carrier(assoc, item)
     except Exception as error:  # pydicom reports a damaged file or dataset with many exception types
         what = f"{path}: cannot read" if path is not None else "cannot encode the dataset"
         return FailedInstance(item.sop_instance, None, f"{what}: {_first_line(error)}", path)
@@ -306,15 +307,16 @@ PREPARED_AHEAD = 4
 
 
 class _Prepared:
-    """Reads and encodes the items on a thread of its own, at most :data:`PREPARED_AHEAD` ahead.
+    """Reads (and encodes) the items on a thread of its own, at most :data:`PREPARED_AHEAD` ahead.
 
     Encoding an instance (pydicom, ~1 ms for a 512x512 slice) then overlaps
     the time the peer takes to store the one before it. Iterate it inside
     ``with``: leaving early stops the thread.
     """
 
-    def __init__(self, assoc: Association, items: list[_Item], address: Address) -> None:
+    def __init__(self, assoc: Association, items: list[_Item], address: Address, *, encode: bool) -> None:
         self._assoc = assoc
+        self._encode = encode
         self._items = items
         self._address = address
         self._queue: queue.Queue[tuple[_Item, _Ready | FailedInstance] | None] = queue.Queue(PREPARED_AHEAD)
@@ -323,7 +325,7 @@ class _Prepared:
 
     def _run(self) -> None:
         for item in self._items:
-            ready = _prepare(self._assoc, item, self._address)
+            ready = _prepare(self._assoc, item, self._address, encode=self._encode)
             while not self._stop.is_set():
                 try:
                     self._queue.put((item, ready), timeout=0.1)
@@ -414,45 +416,54 @@ def _no_response(assoc: Association, item: _Item, address: Address, timeout: flo
     return _Break(error_text, abrupt=no_response_kind(assoc) != "timeout")
 
 
-def _send_on(assoc: Association, items: list[_Item], address: Address, timeout: float,
-             outcome: _Outcome) -> _Break | None:
-    """C-STORE the items on one association with pynetdicom's ``send_c_store``; say why it broke off."""
-    for item in items:
-        outcome.attempted.add(item.index)
-        path = item.path
-        reason = _no_context_reason(assoc, item, address)
-        if reason is not None:
-            outcome.fail(FailedInstance(item.sop_instance, None, reason, path))
-            continue
+class _DirectWriter:
+    """Writes each C-STORE request on the socket itself (:func:`~dicomnode.net.pdata.send_c_store`)."""
+
+    encode = True
+
+    def __init__(self, assoc: Association, sock: socket.socket) -> None:
+        self.assoc = assoc
+        self.sock = sock
+
+    def store(self, item: _Item, ready: _Ready, message_id: int) -> tuple[int, str | None] | None:
+        assert isinstance(ready.payload, bytes)
+        response = send_c_store(self.assoc, self.sock, ready.context_id, str(item.sop_class), item.sop_instance,
+                                ready.payload, message_id)
+        if response is None:
+            return None
+        assert response.Status is not None  # send_c_store returns only valid responses, which carry one
+        return int(response.Status), response.ErrorComment
+
+
+class _PynetdicomWriter:
+    """Leaves each C-STORE to pynetdicom's ``send_c_store``: over TLS, and when the speed patches are off."""
+
+    encode = False
+
+    def __init__(self, assoc: Association) -> None:
+        self.assoc = assoc
+
+    def store(self, item: _Item, ready: _Ready, message_id: int) -> tuple[int, str | None] | None:
         try:
-            dataset = _carrier(assoc, item)
-        except Exception as error:  # pydicom reports a damaged file with many exception types
-            outcome.fail(FailedInstance(item.sop_instance, None, f"{path}: cannot read: {_first_line(error)}",
-                                        path))
-            continue
-        outcome.message_id = outcome.message_id % 65535 + 1
-        try:
-            status = assoc.send_c_store(dataset, msg_id=outcome.message_id)
+            status = self.assoc.send_c_store(ready.payload, msg_id=message_id)  # type: ignore[arg-type]
         except (ValueError, AttributeError, OSError) as error:  # pynetdicom could not read, encode or place it
-            outcome.fail(FailedInstance(item.sop_instance, None, f"cannot send: {error}", path))
-            continue
+            raise _Unsendable(f"cannot send: {error}") from None
         code = status.get("Status") if status else None
-        if code is None:
-            return _no_response(assoc, item, address, timeout, outcome)
-        _record(int(code), item, address, outcome, status.get("ErrorComment"))
-        if not assoc.is_established:
-            return _Break(f"{address} ended the association during the transfer", abrupt=True)
-    return None
+        return None if code is None else (int(code), status.get("ErrorComment"))
 
 
-def _send_directly_on(assoc: Association, sock: socket.socket, items: list[_Item], address: Address,
-                      timeout: float, outcome: _Outcome) -> _Break | None:
-    """C-STORE the items on one association, writing the requests ourselves; say why it broke off.
+class _Unsendable(Exception):
+    """pynetdicom could not send this one instance; the association goes on."""
 
-    The next instances are read and encoded on another thread while the
+
+def _send_on(assoc: Association, writer: _DirectWriter | _PynetdicomWriter, items: list[_Item],
+             address: Address, timeout: float, outcome: _Outcome) -> _Break | None:
+    """C-STORE the items on one association, plain or TLS; say why it broke off.
+
+    The next instances are read (and encoded) on another thread while the
     peer stores the current one (:class:`_Prepared`).
     """
-    with _Prepared(assoc, items, address) as prepared:
+    with _Prepared(assoc, items, address, encode=writer.encode) as prepared:
         for item, ready in prepared:
             outcome.attempted.add(item.index)
             if isinstance(ready, FailedInstance):
@@ -460,16 +471,16 @@ def _send_directly_on(assoc: Association, sock: socket.socket, items: list[_Item
                 continue
             outcome.message_id = outcome.message_id % 65535 + 1
             try:
-                response = send_c_store(assoc, sock, ready.context_id, str(item.sop_class), item.sop_instance,
-                                        ready.payload, outcome.message_id)
+                response = writer.store(item, ready, outcome.message_id)
+            except _Unsendable as error:
+                outcome.fail(FailedInstance(item.sop_instance, None, str(error), item.path))
+                continue
             except DimseError as unexpected:
                 outcome.fail(FailedInstance(item.sop_instance, None, str(unexpected), item.path))
                 return _Break(str(unexpected), abrupt=True)
             if response is None:
                 return _no_response(assoc, item, address, timeout, outcome)
-            status = response.Status
-            assert status is not None  # send_c_store returns only valid responses, which carry one
-            _record(int(status), item, address, outcome, response.ErrorComment)
+            _record(response[0], item, address, outcome, response[1])
             if not assoc.is_established:
                 return _Break(f"{address} ended the association during the transfer", abrupt=True)
     return None
@@ -498,13 +509,14 @@ def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], m
         try:
             # the DUL thread waits for the peer's responses instead of polling for them
             wake_on_data(assoc)
+            read_pdus(assoc, timeout)
             with parked_reactor(assoc):
                 sock = direct_socket(assoc)
                 if sock is not None:
-                    broken = _send_directly_on(assoc, sock, pending, address, timeout, outcome)
+                    broken = _send_on(assoc, _DirectWriter(assoc, sock), pending, address, timeout, outcome)
                 else:
                     with _file_streaming():
-                        broken = _send_on(assoc, pending, address, timeout, outcome)
+                        broken = _send_on(assoc, _PynetdicomWriter(assoc), pending, address, timeout, outcome)
         finally:
             end(assoc)
         if broken is None:
@@ -517,7 +529,7 @@ def _send_group(ae: AE, address: Address, contexts: list[PresentationContext], m
 
 def send_datasets(address: Address, datasets: Iterable[Dataset | Path | str], *,
                   ae_title: str = "DICOMNODE", timeout: float = 30.0,
-                  tls: ssl.SSLContext | None = None,
+                  tls: TlsSettings | ssl.SSLContext | None = None,
                   progress: Callable[[int, int], None] | None = None) -> SendResult:
     """C-STORE datasets (pydicom ``Dataset`` objects or DICOM files) to ``address``.
 
@@ -537,6 +549,7 @@ def send_datasets(address: Address, datasets: Iterable[Dataset | Path | str], *,
     (True, ())
     """
     ae = application_entity(ae_title, timeout)
+    context = client_context(tls)
     planned = [_plan(index, source) for index, source in enumerate(datasets)]
     items = [entry for entry in planned if isinstance(entry, _Item)]
     outcome = _Outcome(len(planned), progress)
@@ -545,7 +558,7 @@ def send_datasets(address: Address, datasets: Iterable[Dataset | Path | str], *,
             outcome.fail(entry)
     error: str | None = None
     for contexts, members in _associations(items):
-        error = _send_group(ae, address, contexts, members, timeout, tls, outcome)
+        error = _send_group(ae, address, contexts, members, timeout, context, outcome)
         if error is not None:
             break
     not_sent = tuple(item.sop_instance for item in items if item.index not in outcome.attempted)

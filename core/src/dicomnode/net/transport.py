@@ -9,9 +9,8 @@ for the sockets it connects *and* for the ones its server accepts, so the
 client helpers here and the node's server use the same handler through
 :data:`NODELAY_HANDLERS`.
 
-pynetdicom also reads each PDU 4 KiB at a time; :func:`read_in_large_pieces`
-reads it in as few calls as it arrives in. Its polling loops are replaced
-by waiting in :mod:`dicomnode.net.waking`.
+What else our associations change of pynetdicom (reading PDUs, waiting
+instead of polling) is in :mod:`dicomnode.net.adapter`.
 """
 
 from __future__ import annotations
@@ -19,10 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, evt
@@ -45,8 +41,6 @@ __all__ = [
     "no_response_kind",
     "no_response_reason",
     "on_connection_open",
-    "parked_reactor",
-    "read_in_large_pieces",
     "set_tcp_nodelay",
 ]
 
@@ -67,44 +61,11 @@ def set_tcp_nodelay(sock: socket.socket) -> None:
 
 def on_connection_open(event: evt.Event) -> None:
     """``EVT_CONN_OPEN`` handler: set TCP_NODELAY on the association's socket."""
-    wrapper = event.assoc.dul.socket
-    if wrapper is not None and wrapper.socket is not None:
-        set_tcp_nodelay(wrapper.socket)
+    from dicomnode.net.adapter import socket_of
 
-
-def read_in_large_pieces(assoc: Association) -> None:
-    """Make the association read each PDU with as few ``recv`` calls as the data allows.
-
-    pynetdicom reads a PDU 4096 bytes per ``recv``: a 512 KiB slice is 128
-    system calls, each releasing and taking back the GIL, which under
-    several concurrent associations is where a receiving node loses its time.
-    Here each call takes whatever has arrived, up to the rest of the PDU,
-    into one preallocated buffer. What pynetdicom expects of its ``recv``
-    stays the same: the bytes asked for, fewer only when the peer closed
-    the connection, and the socket's errors and timeout raised as they are.
-    """
-    wrapper = assoc.dul.socket
-    if wrapper is None:
-        return
-
-    def recv(nr_bytes: int) -> bytearray:
-        sock = wrapper.socket
-        if sock is None:
-            raise OSError("the association's socket is closed")
-        data = bytearray(nr_bytes)
-        view = memoryview(data)
-        read = 0
-        while read < nr_bytes:
-            count = sock.recv_into(view[read:], nr_bytes - read)
-            if not count:  # the peer closed the connection: what arrived so far
-                view.release()
-                del data[read:]
-                return data
-            read += count
-        view.release()
-        return data
-
-    wrapper.recv = recv  # type: ignore[method-assign]
+    sock = socket_of(event.assoc)
+    if sock is not None:
+        set_tcp_nodelay(sock)
 
 
 #: pass as ``evt_handlers`` to ``AE.associate`` or ``AE.start_server``
@@ -205,58 +166,6 @@ def associate(ae: AE, address: Address, contexts: list[PresentationContext], *,
     logger.debug("association to %s established, %d context(s) accepted",
                  address, len(assoc.accepted_contexts))
     return assoc
-
-
-class _ParkedCheckpoint(threading.Event):
-    """Stands in for an association's reactor checkpoint while we hold the reactor parked.
-
-    pynetdicom's ``send_*`` methods ``set()`` the checkpoint after each
-    response, which would wake the reactor between two requests: that call
-    is ignored here. :meth:`unpark` really sets it.
-    """
-
-    def set(self) -> None:
-        return
-
-    def unpark(self) -> None:
-        super().set()
-
-
-def _wait_until_parked(assoc: Association, limit: float = 5.0) -> None:
-    # The reactor flags itself paused just before it blocks; two sightings a
-    # few milliseconds apart mean it did not slip through a wait() that
-    # started before the checkpoint was swapped.
-    deadline = time.monotonic() + limit
-    sightings = 0
-    while sightings < 2 and time.monotonic() < deadline:
-        sightings = sightings + 1 if assoc._is_paused else 0
-        time.sleep(0.002)
-
-
-@contextmanager
-def parked_reactor(assoc: Association) -> Iterator[Association]:
-    """Keep pynetdicom's association reactor parked while we exchange requests and responses.
-
-    Each pynetdicom ``send_*`` call pauses the reactor thread with a
-    handshake that can lose a race: the reactor then takes the peer's
-    response off the queue itself, logs "Received unexpected C-STORE service
-    message", and the request waits for its timeout (pynetdicom issues #435
-    and #875). It shows under load, most with many requests on one
-    association. Parking the reactor once, for the whole exchange, removes
-    that window; aborts still end a waiting request at once because the
-    state machine queues an empty message for them.
-    """
-    original = assoc._reactor_checkpoint
-    parked = _ParkedCheckpoint()
-    assoc._reactor_checkpoint = parked
-    original.clear()
-    _wait_until_parked(assoc)
-    try:
-        yield assoc
-    finally:
-        assoc._reactor_checkpoint = original
-        original.set()
-        parked.unpark()
 
 
 def no_response_kind(assoc: Association) -> str:

@@ -28,6 +28,7 @@ from dicomnode.plugins._specs import (
     GrinderSpec,
     InputSpec,
     OutputSpec,
+    ServiceSpec,
     VirtualElementSpec,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "PluginNotFoundError",
     "PluginRegistry",
     "Provided",
+    "ServiceSpec",
     "VirtualElementSpec",
     "get_registry",
     "hookimpl",

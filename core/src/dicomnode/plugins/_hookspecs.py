@@ -19,6 +19,7 @@ from dicomnode.plugins._specs import (
     GrinderSpec,
     InputSpec,
     OutputSpec,
+    ServiceSpec,
     VirtualElementSpec,
 )
 
@@ -108,6 +109,25 @@ def dicomnode_executors() -> Iterable[ExecutorSpec]:
         @hookimpl
         def dicomnode_executors():
             yield ExecutorSpec("cluster", "my_plugin.cluster:ClusterExecutor", "runs jobs on our cluster")
+    """
+
+
+@hookspec
+def dicomnode_services() -> Iterable[ServiceSpec]:
+    """Return the services this plugin provides: servers that run alongside the node.
+
+    Called once at start-up. Each :class:`ServiceSpec` names a subclass of
+    :class:`dicomnode.extension.services.Service`. A pipeline switches a
+    service on with the ``services`` setting (service name -> its settings
+    table); the node builds it from those settings when the pipeline is
+    made, starts it with a :class:`~dicomnode.extension.handles.NodeHandle`
+    once the node listens, and stops it when the node closes.
+
+    Example::
+
+        @hookimpl
+        def dicomnode_services():
+            yield ServiceSpec("stow", "my_plugin.stow:StowService", "receives instances by STOW-RS")
     """
 
 

@@ -40,6 +40,7 @@ CONTRIBUTION_HOOKS = {
     "dicomnode_outputs": "output",
     "dicomnode_inputs": "input",
     "dicomnode_executors": "executor",
+    "dicomnode_services": "service",
     "dicomnode_commands": "command",
 }
 

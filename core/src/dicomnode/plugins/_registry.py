@@ -1,8 +1,8 @@
 """The typed, frozen registry the rest of dicomnode asks for plugin contributions.
 
 Nothing outside :mod:`dicomnode.plugins` touches ``pluggy`` or ``pm.hook``: it
-asks the registry for a grinder, an output, an input, a virtual element or a
-command by name, and gets the class (or an error it can act on).
+asks the registry for a grinder, an output, an input, a virtual element, an
+executor, a service or a command by name, and gets the class (or an error it can act on).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dicomnode.plugins._specs import (
     GrinderSpec,
     InputSpec,
     OutputSpec,
+    ServiceSpec,
     VirtualElementSpec,
 )
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from dicomnode.extension.grinders import Grinder
     from dicomnode.extension.inputs import AbstractInput
     from dicomnode.extension.outputs import PipelineOutput
+    from dicomnode.extension.services import Service
 
 __all__ = ["PluginFailure", "PluginInfo", "PluginRegistry", "Provided"]
 
@@ -44,6 +46,9 @@ FIRST_PARTY: dict[tuple[str, str], str] = {
     ("output", "file"): "dicomnode-file-output",
     ("input", "historic"): "dicomnode-historic-input",
     ("executor", "dask"): "dicomnode-dask",
+    ("output", "dicomweb"): "dicomnode-dicomweb",
+    ("input", "historic-dicomweb"): "dicomnode-dicomweb",
+    ("service", "stow"): "dicomnode-dicomweb",
 }
 
 
@@ -143,6 +148,11 @@ class PluginRegistry:
     def executor(self, name: str) -> type[Executor]:
         """The executor class registered as ``name``."""
         result: type[Executor] = self._load(ExecutorSpec.kind, name)
+        return result
+
+    def service(self, name: str) -> type[Service]:
+        """The service class registered as ``name``."""
+        result: type[Service] = self._load(ServiceSpec.kind, name)
         return result
 
     def name_of(self, kind: str, cls: type) -> str | None:

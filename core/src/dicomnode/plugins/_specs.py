@@ -17,6 +17,7 @@ __all__ = [
     "GrinderSpec",
     "InputSpec",
     "OutputSpec",
+    "ServiceSpec",
     "VirtualElementSpec",
 ]
 
@@ -142,6 +143,18 @@ class ExecutorSpec(Contribution):
 
     kind: ClassVar[str] = "executor"
     base: ClassVar[str] = "dicomnode.extension.executors:Executor"
+
+
+@attrs.frozen
+class ServiceSpec(Contribution):
+    """A server run alongside the node, such as a STOW-RS endpoint (subclass of ``Service``).
+
+    A pipeline switches it on with the ``services`` setting, which gives the
+    service its own settings table.
+    """
+
+    kind: ClassVar[str] = "service"
+    base: ClassVar[str] = "dicomnode.extension.services:Service"
 
 
 @attrs.frozen

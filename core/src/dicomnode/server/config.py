@@ -26,6 +26,8 @@ from dicomnode.extension.grinders import resolve_tag
 from dicomnode.extension.inputs import AbstractInput, ConfiguredInput
 from dicomnode.extension.settings import class_attributes, near_setting
 from dicomnode.net import Address, check_ae_title
+from dicomnode.net.limits import DEFAULT_LIMITS, Limits
+from dicomnode.net.tls import TlsSettings
 
 __all__ = ["SETTINGS", "PipelineConfig"]
 
@@ -127,6 +129,14 @@ def _optional_count(_i: object, a: attrs.Attribute[Any], value: object) -> None:
         raise _fail(a.name, value, "an integer of at least 1, or None (0 in TOML): the C library's default")
 
 
+def _limit(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    """A limit of the network edge: what :class:`~dicomnode.net.limits.Limits` allows for it."""
+    try:
+        Limits(**{a.name: value})  # type: ignore[arg-type]
+    except ValueError as error:
+        raise ConfigurationError(f"setting {error}") from None
+
+
 def _configured_inputs(value: object) -> dict[str, ConfiguredInput]:
     """``{name: AbstractInput subclass or ConfiguredInput}`` as ConfiguredInputs, each checked."""
     if not isinstance(value, Mapping) or not value:
@@ -141,11 +151,29 @@ def _configured_inputs(value: object) -> dict[str, ConfiguredInput]:
         if not (isinstance(item, type) and issubclass(item, AbstractInput)):
             raise _fail(f"inputs[{name!r}]", item, "a subclass of dicomnode.AbstractInput, or "
                                                    "AbstractInput.configured(...)")
+        _refuse_grinder_name(item)
         try:
             result[name] = ConfiguredInput(item)
         except (ConfigurationError, ValueError) as error:
             raise ConfigurationError(f"setting inputs[{name!r}]: {error}") from None
     return result
+
+
+def _refuse_grinder_name(cls: type[AbstractInput]) -> None:
+    """A grinder given by its registered name: say which object to give, and from which distribution."""
+    grinder = vars(cls).get("image_grinder")
+    if not isinstance(grinder, str):
+        return
+    from dicomnode.plugins import get_registry
+
+    provided = get_registry().contributions("grinder").get(grinder)
+    if provided is None:
+        return  # not a registered name: the input's own check says what is wrong
+    target = provided.spec.target
+    class_name = target.rpartition(":")[2] if isinstance(target, str) else getattr(target, "__name__", "")
+    raise ConfigurationError(
+        f"{cls.__name__}.image_grinder = {grinder!r} is the name of a grinder, not a grinder: give {class_name}() "
+        f"(distribution {provided.distribution}); names are for TOML pipelines")
 
 
 def _executor(_i: object, a: attrs.Attribute[Any], value: object) -> None:
@@ -157,6 +185,22 @@ def _executor(_i: object, a: attrs.Attribute[Any], value: object) -> None:
 def _table(_i: object, a: attrs.Attribute[Any], value: object) -> None:
     if not all(isinstance(key, str) for key in value):  # type: ignore[attr-defined]
         raise _fail(a.name, value, "a table (mapping) of setting names to values")
+
+
+def _services(value: object) -> dict[str, dict[str, Any]]:
+    """``{service name: its settings table}``, each name a registered service's (checked when the node is made)."""
+    if not isinstance(value, Mapping):
+        raise _fail("services", type(value).__name__, "a table of service name -> that service's settings table, "
+                                       "such as {'stow': {'port': 8080}}")
+    result = {}
+    for name, settings in value.items():
+        if not isinstance(name, str) or not name:
+            raise _fail("services key", name, "the name of a registered service such as 'stow'")
+        if not isinstance(settings, Mapping) or not all(isinstance(key, str) for key in settings):
+            raise _fail(f"services[{name!r}]", type(settings).__name__,
+                        "a table of that service's settings (empty for its defaults)")
+        result[name] = dict(settings)
+    return result
 
 
 def _endpoints(_i: object, a: attrs.Attribute[Any], value: object) -> None:
@@ -230,6 +274,7 @@ class PipelineConfig:
     maximum_inflated_size: int = attrs.field(default=32 * 1024 * 1024, validator=_workers)
     validate_outputs: str = attrs.field(default="off", validator=_choice(VALIDATE_OUTPUTS))
     maximum_associations: int = attrs.field(default=32, validator=_workers)
+    services: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_services)
     malloc_arenas: int | None = attrs.field(default=2, converter=_arenas, validator=_optional_count)
     release_idle_memory: bool = attrs.field(default=True, converter=bool)
     maintenance_thread: bool = attrs.field(default=True, converter=bool)
@@ -251,6 +296,33 @@ class PipelineConfig:
     log_output: Path | None = attrs.field(default=None, converter=_path)
     log_max_bytes: int = attrs.field(default=10_000_000, validator=_workers)
     log_backup_count: int = attrs.field(default=5, validator=_workers)
+    # --- the network edge's limits: dicomnode.net.limits.Limits validates them (docs/security-and-limits.md)
+    maximum_pdu_size: int = attrs.field(default=DEFAULT_LIMITS.maximum_pdu_size, validator=_limit)
+    maximum_dataset_size: int = attrs.field(default=DEFAULT_LIMITS.maximum_dataset_size, validator=_limit)
+    connection_timeout: float = attrs.field(default=DEFAULT_LIMITS.connection_timeout, validator=_limit)
+    pdu_timeout: float = attrs.field(default=DEFAULT_LIMITS.pdu_timeout, validator=_limit)
+    idle_timeout: float = attrs.field(default=DEFAULT_LIMITS.idle_timeout, validator=_limit)
+    maximum_associations_per_address: int = attrs.field(
+        default=DEFAULT_LIMITS.maximum_associations_per_address, validator=_limit)
+    maximum_pending_connections: int = attrs.field(default=DEFAULT_LIMITS.maximum_pending_connections,
+                                                   validator=_limit)
+    close_receive_timeout: float = attrs.field(default=DEFAULT_LIMITS.close_receive_timeout, validator=_limit)
+    # --- end of the network edge's limits
+    #: seconds closing waits for the jobs running (they run again at the next start when they did not end)
+    close_timeout: float = attrs.field(default=30.0, validator=_positive)
+
+    def limits(self) -> Limits:
+        """The network edge's limits, from the settings of the same names."""
+        return Limits(**{field.name: getattr(self, field.name) for field in attrs.fields(Limits)})
+
+    def tls(self) -> TlsSettings | None:
+        """The server's TLS settings, or None when ``tls_certificate`` is not set."""
+        if self.tls_certificate is None:
+            return None
+        try:
+            return TlsSettings(self.tls_certificate, self.tls_key, self.tls_ca)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"setting {error}") from None
 
     def __attrs_post_init__(self) -> None:
         if self.lazy_storage and self.data_directory is None:
@@ -293,17 +365,8 @@ class PipelineConfig:
 
         With ``tls_ca`` the node also requires a client certificate signed by it.
         """
-        if self.tls_certificate is None:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(self.tls_certificate, self.tls_key)
-            if self.tls_ca is not None:
-                context.load_verify_locations(cafile=self.tls_ca)
-                context.verify_mode = ssl.CERT_REQUIRED
-        except (OSError, ssl.SSLError) as error:
-            raise ConfigurationError(f"cannot use the TLS certificate, key or CA: {error}") from error
-        return context
+        tls = self.tls()
+        return None if tls is None else tls.server_context()
 
     @classmethod
     def from_pipeline_class(cls, pipeline: type[Any], **overrides: Any) -> PipelineConfig:

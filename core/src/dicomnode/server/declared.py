@@ -47,7 +47,7 @@ class _Declared:
         if source is None:
             raise ConfigurationError(f"the pipeline {self.config.name!r} was declared from a mapping, not a file, "
                                      "so another process cannot build it; load it with load_pipeline(path)")
-        return PipelineIdentity(f"toml:{source}", self.config)
+        return PipelineIdentity("dicomnode.server.toml_config:load_pipeline", self.config, str(source))
 
 
 class TomlPipeline(_Declared, AbstractPipeline):

@@ -52,14 +52,15 @@ from dicomnode.server.ingest import STATUS_SUCCESS, Ingest
 from dicomnode.server.logs import configure_node_logging, job_logger, patient_label
 from dicomnode.server.operations import Operations
 from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
-from dicomnode.server.receive import AssociationState, Receiver, use_cheap_context_copies
+from dicomnode.server.receive import AssociationState, Receiver
 from dicomnode.server.runner import JobResult, JobRunner, new_job_id
 from dicomnode.server.stores import DataDirectory
 
 if TYPE_CHECKING:
     from pydicom.dataset import FileMetaDataset
-    from pynetdicom.transport import ThreadedAssociationServer
 
+    from dicomnode.extension.services import Service
+    from dicomnode.net.server import DicomServer
     from dicomnode.server.maintenance import MaintenanceThread
     from dicomnode.server.outbox import Outbox
     from dicomnode.server.quarantine import Quarantine
@@ -85,9 +86,6 @@ class AbstractPipeline:
     port: int
     #: dicomnode's own pipeline classes say so: their attributes are not settings of a user's
     _framework_class: ClassVar[bool] = True
-
-    #: seconds ``close()`` waits for running associations before aborting them
-    close_timeout: ClassVar[float] = 30.0
     _executor_workers: ClassVar[int | None] = None
 
     def __init__(self, config: PipelineConfig | None = None, **overrides: Any) -> None:
@@ -107,9 +105,12 @@ class AbstractPipeline:
         self.receiver = Receiver(self)
         self.runner = self._make_runner()
         self.operations = Operations(self)
+        #: the services of the ``services`` setting, by name, built (and their settings checked) here
+        self.services: dict[str, Service] = self._make_services()
+        self._services_started: list[Service] = []
         self.port = config.port
         self.tree_restored = 0
-        self._server: ThreadedAssociationServer | None = None
+        self._server: DicomServer | None = None
         self._maintenance: MaintenanceThread | None = None
         self._stopped = threading.Event()
         self._opening = False
@@ -175,6 +176,24 @@ class AbstractPipeline:
         workers = self._executor_workers or config.processing_workers
         return JobRunner(config=config, data=self.data, executor=executor, host=self, registry=registry,
                          workers=workers, events=self.events)
+
+    def _make_services(self) -> dict[str, Service]:
+        from dicomnode.plugins import get_registry
+
+        registry = get_registry()
+        services: dict[str, Service] = {}
+        for name, settings in self.config.services.items():
+            try:
+                service_class = registry.service(name)
+            except LookupError as error:
+                raise ConfigurationError(f"setting 'services' names {name!r}: {error}") from None
+            try:
+                service = service_class(settings)
+            except ConfigurationError as error:
+                raise ConfigurationError(f"setting services[{name!r}]: {error}") from None
+            service.name = name
+            services[name] = service
+        return services
 
     def identity(self) -> PipelineIdentity:
         """How another process builds this pipeline: its class's import path and the configuration.
@@ -251,9 +270,6 @@ class AbstractPipeline:
         return {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
 
     def _start(self) -> None:
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
-        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
         config = self.config
         configure_node_logging(config)
         self.operations.open()
@@ -265,49 +281,38 @@ class AbstractPipeline:
         self._workers_started = True
         if self.store is not None:
             self._rebuild()
-        ae = AE(ae_title=config.ae_title)
-        ae.maximum_pdu_size = 0
-        ae.maximum_associations = config.maximum_associations
-        ae.require_called_aet = config.require_called_aet
-        ae.require_calling_aet = list(config.require_calling_aet)
-        uids = config.supported_contexts or tuple(str(c.abstract_syntax) for c in AllStoragePresentationContexts)
-        for uid in uids:
-            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification)
-        server = ae.start_server((config.ip, config.port), block=False, evt_handlers=self.receiver.handlers(),
-                                 ssl_context=config.ssl_context())
-        assert server is not None  # block=False always returns the server
-        use_cheap_context_copies(server)
+        from dicomnode.net.server import DicomServer
+
+        server = DicomServer(ae_title=config.ae_title, sink=self.receiver, ip=config.ip, port=config.port,
+                             sop_classes=config.supported_contexts, require_called_aet=config.require_called_aet,
+                             require_calling_aet=config.require_calling_aet, tls=config.tls(),
+                             limits=config.limits())
+        server.start()
         self._server = server
-        self.port = int(server.server_address[1])
+        self.port = server.port
         if config.maintenance_thread or config.stable_time is not None:
             from dicomnode.server.maintenance import MaintenanceThread
 
             self._maintenance = MaintenanceThread(self)
             self._maintenance.start()
+        self._start_services()
         if config.release_idle_memory:
             release_free_memory()  # what importing and post_init freed (~30 MB with numpy and pydicom)
         self.logger.info("%s listening as %s on %s:%d", config.name, config.ae_title, config.ip, self.port)
         self.events.opened(f"{config.ip}:{self.port}")
 
     def close(self) -> None:
-        """Stop accepting, let running associations finish, finish the jobs in flight, stop.
+        """Stop accepting, let the instances being received finish, finish the jobs in flight, stop.
 
         Safe to call more than once, and after a failed ``open``.
         """
         self._stopped.set()
         self.events.closing()
+        self._stop_services()
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            deadline = time.monotonic() + type(self).close_timeout
-            # wait for associations that are transferring; a connection that never
-            # asked for an association (a port probe) is not worth waiting for
-            while any(a.is_established for a in server.active_associations) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            for assoc in server.active_associations:
-                self.logger.warning("aborting an association still running at close")
-                assoc.abort()
+            # bounded: the instances being received get close_receive_timeout to finish, the rest are aborted
+            server.close()
         if self._maintenance is not None:
             self._maintenance.stop()
             self._maintenance = None
@@ -315,7 +320,7 @@ class AbstractPipeline:
         if was_running:
             self._workers_started = False
             self._stop_workers()
-        self.runner.close(type(self).close_timeout)
+        self.runner.close(self.config.close_timeout)
         self.operations.close()
         if not was_running:
             return
@@ -330,6 +335,27 @@ class AbstractPipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- services (servers alongside the node) ------------------------------------
+
+    def _start_services(self) -> None:
+        """Start the ``services`` once the node listens; one that cannot start fails the open."""
+        for name, service in self.services.items():
+            service.start(_Handle(self))
+            self._services_started.append(service)
+            self.logger.info("service %s started", name)
+
+    def _stop_services(self) -> None:
+        """Stop the started services first, so nothing new arrives while the node closes.
+
+        Each gets ``close_receive_timeout`` for what it is receiving, as the DICOM edge does.
+        """
+        started, self._services_started = self._services_started, []
+        for service in reversed(started):
+            try:
+                service.stop(self.config.close_receive_timeout)
+            except Exception:  # one service must not keep the node from closing
+                self.logger.exception("service %s did not stop cleanly", service.name)
 
     def _start_workers(self) -> None:
         """Hook for subclasses with their own receive threads."""

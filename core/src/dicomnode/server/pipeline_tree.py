@@ -135,6 +135,11 @@ class PatientContainer:
                                  name)
 
     @property
+    def has_images(self) -> bool:
+        """True once an image was added (cheap: no count over the inputs)."""
+        return bool(self._arrival)
+
+    @property
     def images(self) -> int:
         """Distinct images held (an image in two inputs counts once)."""
         if len(self.inputs) == 1:  # the status counts every patient's images: keep the common case cheap
@@ -206,7 +211,7 @@ class PipelineTree:
         try:
             yield container
         finally:
-            if not container.images:
+            if not container.has_images:
                 with self._lock:
                     if self._patients.get(patient_key) is container:
                         del self._patients[patient_key]

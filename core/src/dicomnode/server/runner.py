@@ -266,27 +266,11 @@ class JobRunner:
         """Grind, process and send; return how it went (nothing is cleaned up)."""
         started = time.monotonic()
         try:
-            if not self.config.lazy_storage:
-                # images restored at start are read now, on the job thread: without lazy_storage a
-                # job's datasets are in memory, and stay usable after its files are removed
-                for dataset in container.datasets():
-                    if isinstance(dataset, LazyDataset):
-                        dataset.load()
-            input_container = container.get_input_container()
-        except Exception as error:
-            return _failed(failure_of("grinding", error), job_id)
-        ground = time.monotonic()
-        job = Job(job_id, container.patient_key, input_container, identity=self.host.identity)
-        try:
-            self._start_executor()  # a job run without the job threads (a quarantine retry) starts it here
-            outputs = self.executor.run(job)
+            input_container, outputs, ground = self.prepare(container, job_id)
         except JobInterruptedError as error:
             return JobResult(False, str(error), stage="executor", job_id=job_id, interrupted=True)
         except ProcessingError as error:
             return _failed(error, job_id)
-        except Exception as error:  # an executor's own failure (a lost cluster, …)
-            return _failed(failure_of(f"the executor {self.executor.name or type(self.executor).__name__}",
-                                      error), job_id)
         processed = time.monotonic()
         result = self.dispatch(outputs, input_container, job_id, log, skip=skip)
         # one line per job, so operators (and benchmarks/end_to_end.py) see where the time went
@@ -295,6 +279,30 @@ class JobRunner:
         self.events.job_stages(job_id, container.patient_key, ground - started, processed - ground,
                                time.monotonic() - processed)
         return result
+
+    def prepare(self, container: PatientContainer, job_id: str) -> tuple[InputContainer, list[PipelineOutput], float]:
+        """Grind the patient and run ``process`` on the executor: the input container, the outputs
+        (not sent), and when grinding ended. Raises ProcessingError (or JobInterruptedError)."""
+        try:
+            if not self.config.lazy_storage:
+                # images restored at start are read now, on the job thread: without lazy_storage a
+                # job's datasets are in memory, and stay usable after its files are removed
+                for dataset in container.datasets():
+                    if isinstance(dataset, LazyDataset):
+                        dataset.load()
+            input_container = container.get_input_container()
+        except Exception as error:
+            raise failure_of("grinding", error) from error
+        ground = time.monotonic()
+        job = Job(job_id, container.patient_key, input_container, identity=self.host.identity)
+        try:
+            self._start_executor()  # a job run without the job threads (a quarantine retry) starts it here
+            return input_container, self.executor.run(job), ground
+        except (JobInterruptedError, ProcessingError):
+            raise
+        except Exception as error:  # an executor's own failure (a lost cluster, …)
+            raise failure_of(f"the executor {self.executor.name or type(self.executor).__name__}",
+                             error) from error
 
     def output_name(self, output: PipelineOutput) -> str:
         """The name the output's class is registered under, else its class name."""

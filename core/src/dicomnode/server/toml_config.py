@@ -267,8 +267,17 @@ class _OutputRecipe:
             else:
                 self.target = _endpoint(destination, f"{self.where} destination")
         self.options = rest
-        if not hasattr(self.cls, "from_config"):
+        if hasattr(self.cls, "from_config"):
+            self._check_from_config()
+        else:
             self._check_signature()
+
+    def _check_from_config(self) -> None:
+        """Build the output once without datasets, so wrong settings are refused when the file is loaded."""
+        try:
+            self.cls.from_config(self.settings, [])  # type: ignore[attr-defined]
+        except (ConfigurationError, TypeError, ValueError) as error:
+            raise ConfigurationError(f"{self.where}: {error}") from None
 
     def _check_signature(self) -> None:
         arguments: tuple[Any, ...] = ([(self.target, [])],) if self.target is not None else ()

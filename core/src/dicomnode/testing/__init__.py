@@ -1,12 +1,15 @@
-"""Testing a node: helpers and a pytest plugin shipped with the core.
+"""Testing a node: helpers, and a pytest plugin shipped with the core.
 
-Installed with ``dicomnode``, the pytest plugin (entry point ``pytest11``)
-gives every test suite fixtures for a running node on a free port, a
-recording C-STORE SCP (a fake PACS), synthetic series, and :func:`replay`,
-which feeds a recorded study through a pipeline offline and returns what it
-would deliver. See ``docs/testing-a-node.md``.
+- :class:`FakePacs`: a C-STORE SCP on a free loopback port that records what
+  it receives and answers with the statuses you choose;
+- :func:`replay`: recorded images through a pipeline offline — what would it
+  deliver?
+- :func:`output_context`: bind an output outside a node, as the node would.
 
-:func:`output_context` binds an output outside a node, as the node would.
+Installed with ``dicomnode``, the pytest plugin (:mod:`dicomnode.testing.plugin`,
+entry point ``pytest11``) gives every test suite the fixtures
+``dicomnode_node``, ``dicomnode_fake_pacs``, ``dicomnode_synthetic_ct`` and
+``dicomnode_replay``. See ``docs/testing-a-node.md``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from pathlib import Path
 
 from dicomnode.extension.outputs import OutputContext
 from dicomnode.net.address import Address
+from dicomnode.testing.pacs import FakePacs, StatusRule, free_port
+from dicomnode.testing.replay import Replay, ReplayedJob, replay
 
-__all__ = ["output_context"]
+__all__ = ["FakePacs", "Replay", "ReplayedJob", "StatusRule", "free_port", "output_context", "replay"]
 
 
 def output_context(data_directory: Path | str | None = None, *, patient_key: str = "PATIENT",

@@ -44,7 +44,14 @@ from dicomnode.dicom.lazy import LazyDataset, with_file_meta
 from dicomnode.errors import ConfigurationError, DimseError, StorageError, describe_value
 from dicomnode.extension.outputs import OutboxEntry, PipelineOutput
 from dicomnode.extension.retry import Backoff
-from dicomnode.net import Address, FailedInstance, SendResult, check_ae_title, send_datasets
+from dicomnode.net import (
+    Address,
+    FailedInstance,
+    SendResult,
+    TlsSettings,
+    check_ae_title,
+    send_datasets,
+)
 
 __all__ = ["DestinationReport", "DicomOutput"]
 
@@ -113,20 +120,16 @@ def _uid_of(item: Sendable) -> str | None:
     return str(uid) if uid else None
 
 
-def tls_context(cert: str | Path | None = None, key: str | Path | None = None,
-                ca: str | Path | None = None, *, check_hostname: bool = True) -> ssl.SSLContext:
-    """A client TLS context: verify the peer against ``ca`` (or the system's CAs) and present
-    ``cert``/``key`` when the peer asks for a client certificate."""
+def tls_settings(cert: str | Path | None = None, key: str | Path | None = None,
+                 ca: str | Path | None = None, *, check_hostname: bool = True) -> TlsSettings:
+    """DicomOutput's TLS files as :class:`~dicomnode.net.tls.TlsSettings`: verify the peer against
+    ``ca`` (or the system's CAs), present ``cert``/``key`` when the peer asks for a client certificate."""
     for setting, value in (("tls_cert", cert), ("tls_key", key), ("tls_ca", ca)):
         if value is not None and not Path(value).is_file():
             raise ConfigurationError(f"DicomOutput {setting}: no such file {str(value)!r}")
     if key is not None and cert is None:
         raise ConfigurationError("DicomOutput tls_key needs tls_cert (the certificate of that key)")
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=None if ca is None else str(ca))
-    context.check_hostname = check_hostname
-    if cert is not None:
-        context.load_cert_chain(str(cert), None if key is None else str(key))
-    return context
+    return TlsSettings(cert, key, ca, check_hostname)
 
 
 class DicomOutput(PipelineOutput):
@@ -145,9 +148,9 @@ class DicomOutput(PipelineOutput):
     timeout:
         seconds any network step may take (connect, association, each C-STORE).
     tls, tls_cert, tls_key, tls_ca, tls_check_hostname:
-        DICOM TLS: an ``ssl.SSLContext``, or certificate/key/CA file paths from which
-        one is built. Prefer the paths when a node has an outbox: an entry stores
-        the paths and so can be retried after a restart.
+        DICOM TLS: :class:`~dicomnode.net.tls.TlsSettings` (or an ``ssl.SSLContext``),
+        or the certificate/key/CA file paths of one. Prefer the files when a node
+        has an outbox: an entry stores them and so can be retried after a restart.
     to_sender:
         also send every dataset of this output to the address the job's images
         came from (the known endpoint the pipeline bound in its context).
@@ -165,7 +168,7 @@ class DicomOutput(PipelineOutput):
         first_delay: float = 1.0,
         max_delay: float = 60.0,
         timeout: float = 30.0,
-        tls: ssl.SSLContext | None = None,
+        tls: TlsSettings | ssl.SSLContext | None = None,
         tls_cert: str | Path | None = None,
         tls_key: str | Path | None = None,
         tls_ca: str | Path | None = None,
@@ -199,19 +202,15 @@ class DicomOutput(PipelineOutput):
             raise ConfigurationError(f"DicomOutput timeout must be a number of seconds > 0, got {timeout!r}")
         self.timeout = float(timeout)
         if tls is not None and any(v is not None for v in (tls_cert, tls_key, tls_ca)):
-            raise ConfigurationError("DicomOutput: give either tls (an SSLContext) or tls_cert/tls_key/tls_ca")
-        if tls is not None and not isinstance(tls, ssl.SSLContext):
-            raise ConfigurationError(f"DicomOutput tls must be an ssl.SSLContext, got {tls!r}")
-        self._tls_paths: dict[str, Any] | None = None
+            raise ConfigurationError("DicomOutput: give either tls (TlsSettings or an SSLContext) or "
+                                     "tls_cert/tls_key/tls_ca")
+        if tls is not None and not isinstance(tls, (TlsSettings, ssl.SSLContext)):
+            raise ConfigurationError(f"DicomOutput tls must be TlsSettings or an ssl.SSLContext, got {tls!r}")
         if any(v is not None for v in (tls_cert, tls_key, tls_ca)):
-            tls = tls_context(tls_cert, tls_key, tls_ca, check_hostname=tls_check_hostname)
-            self._tls_paths = {
-                "cert": None if tls_cert is None else str(Path(tls_cert).resolve()),
-                "key": None if tls_key is None else str(Path(tls_key).resolve()),
-                "ca": None if tls_ca is None else str(Path(tls_ca).resolve()),
-                "check_hostname": tls_check_hostname,
-            }
-        self.tls = tls
+            tls = tls_settings(tls_cert, tls_key, tls_ca, check_hostname=tls_check_hostname)
+        if isinstance(tls, TlsSettings):
+            tls.client_context()  # a certificate or key that cannot be used fails here, not at the first send
+        self.tls: TlsSettings | ssl.SSLContext | None = tls
         self.to_sender = bool(to_sender)
         #: datasets meant for the sender only (see :meth:`back_to_sender`)
         self.sender_datasets: list[Sendable] = []
@@ -348,8 +347,8 @@ class DicomOutput(PipelineOutput):
 
     def _settings(self, address: Address) -> dict[str, Any]:
         tls: dict[str, Any] | None = None
-        if self._tls_paths is not None:
-            tls = dict(self._tls_paths)
+        if isinstance(self.tls, TlsSettings):
+            tls = self.tls.to_json()
         elif self.tls is not None:
             token = secrets.token_hex(8)
             with _TLS_LOCK:
@@ -426,7 +425,7 @@ def _undelivered(result: SendResult, pending: Mapping[str, Sendable]) -> tuple[F
     return tuple(known.get(uid) or FailedInstance(uid, None, reason) for uid in pending)
 
 
-def _from_settings(entry: OutboxEntry) -> tuple[Address, str, float, ssl.SSLContext | None]:
+def _from_settings(entry: OutboxEntry) -> tuple[Address, str, float, TlsSettings | ssl.SSLContext | None]:
     """Rebuild what a retry needs from an outbox entry's settings; ValueError says what is wrong."""
     settings = entry.settings
     try:
@@ -434,15 +433,15 @@ def _from_settings(entry: OutboxEntry) -> tuple[Address, str, float, ssl.SSLCont
         address = Address(destination["ip"], int(destination["port"]), destination["ae_title"])
         ae_title = str(settings["ae_title"])
         timeout = float(settings["timeout"])
-        tls_settings = settings.get("tls")
+        stored = settings.get("tls")
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"outbox entry {entry.id}: its settings are not those of a DicomOutput "
                          f"({type(error).__name__}: {error})") from None
-    tls: ssl.SSLContext | None = None
-    if tls_settings:
-        if "context" in tls_settings:
+    tls: TlsSettings | ssl.SSLContext | None = None
+    if stored:
+        if "context" in stored:
             with _TLS_LOCK:
-                found = _TLS_CONTEXTS.get(str(tls_settings["context"]))
+                found = _TLS_CONTEXTS.get(str(stored["context"]))
             if found is None:
                 raise ValueError(
                     f"outbox entry {entry.id} needs the TLS context of the process that stored it; "
@@ -450,6 +449,7 @@ def _from_settings(entry: OutboxEntry) -> tuple[Address, str, float, ssl.SSLCont
                 )
             tls = found
         else:
-            tls = tls_context(tls_settings.get("cert"), tls_settings.get("key"), tls_settings.get("ca"),
-                              check_hostname=bool(tls_settings.get("check_hostname", True)))
+            # entries written before TlsSettings named the files cert, key and ca
+            tls = tls_settings(stored.get("certificate", stored.get("cert")), stored.get("key"), stored.get("ca"),
+                               check_hostname=bool(stored.get("check_hostname", True)))
     return address, ae_title, timeout, tls

@@ -35,7 +35,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import UID
 
-from dicomnode.__about__ import __version__ as _core_version
+from dicomnode import __version__ as _core_version
 from dicomnode.dicom.uids import DEFAULT_UID_PREFIX, UidGenerator
 from dicomnode.dicom.validation import VALIDATOR_CHOICES, validate
 from dicomnode.errors import ConfigurationError, DatasetValidationError, InvalidDatasetError

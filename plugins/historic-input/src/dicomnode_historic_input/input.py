@@ -38,6 +38,7 @@ from dicomnode_historic_input.query import Action, default_decision, first_query
 
 if TYPE_CHECKING:
     from dicomnode.extension.handles import NodeHandle
+    from dicomnode_historic_input.source import PriorSource
 
 __all__ = ["HistoricAbstractInput"]
 
@@ -125,7 +126,9 @@ class HistoricAbstractInput(AbstractInput):
         :class:`~dicomnode_historic_input.ground.Priors` mapping.
 
     Override :meth:`check_query_dataset` to choose what to retrieve, and
-    :meth:`query_dataset` to change the first C-FIND. The input accepts only
+    :meth:`query_dataset` to change the first C-FIND. :meth:`prior_source`
+    says how the PACS is reached (DIMSE by default; ``dicomnode-dicomweb``
+    returns a DICOMweb source from it). The input accepts only
     images of another study than the triggering image's, dated before it
     (or of a study it asked for), and takes them away from the other inputs.
     ``validate()`` is True once the retrieval is over; :attr:`retrieval`
@@ -185,6 +188,21 @@ class HistoricAbstractInput(AbstractInput):
         """The first C-FIND identifier: by default the trigger's PatientID and the level's return keys."""
         return first_query(trigger, self.level)
 
+    def prior_source(self, node: NodeHandle) -> PriorSource:
+        """How the PACS is searched and retrieved from: by default C-FIND and C-MOVE/C-GET to ``address``.
+
+        Called once per patient on the association thread, so keep it cheap
+        (build connections in the source's methods); raise
+        :class:`~dicomnode.errors.ConfigurationError` when a setting it
+        needs is missing: the retrieval then ends at once with that error.
+        """
+        from dicomnode_historic_input.source import DimseSource
+
+        if self.address is None:
+            raise ConfigurationError(f"{type(self).__name__}.address is not set: give it the PACS as "
+                                     "Address(ip, port, ae_title)")
+        return DimseSource(self.address, ae_title=node.ae_title, mode=self.retrieve_mode, timeout=self.timeout)
+
     # --- the node's side -------------------------------------------------------------
 
     def patient_started(self, dataset: Dataset, patient_key: str, node: NodeHandle | None) -> None:
@@ -198,14 +216,15 @@ class HistoricAbstractInput(AbstractInput):
         if node is None:  # datasets replayed outside a node (a quarantine retry) bring their priors
             self._finish(RetrievalReport(finished=True))
             return
-        if self.address is None:
-            error = f"{type(self).__name__}.address is not set: give it the PACS as Address(ip, port, ae_title)"
+        try:
+            source = self.prior_source(node)
+        except ConfigurationError as error:
             logger.error("[patient %s] %s", patient_key, error)
-            self._finish(RetrievalReport(finished=True, error=error))
+            self._finish(RetrievalReport(finished=True, error=str(error)))
             return
         from dicomnode_historic_input.retrieval import PriorRetrieval
 
-        PriorRetrieval(self, dataset, patient_key, node, self.address).start()
+        PriorRetrieval(self, dataset, patient_key, node, source).start()
 
     def rejection(self, dataset: Dataset) -> str | None:
         """Why the image is not a prior this input takes (or the reasons of :class:`AbstractInput`)."""

@@ -19,13 +19,13 @@ series level can still look at the study.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
 
 import attrs
 from pydicom import Dataset
 
-from dicomnode.net import Address, QueryLevel, find
+from dicomnode.net import QueryLevel
 
 __all__ = [
     "Action",
@@ -153,18 +153,22 @@ def _action(value: object) -> Action:
                         f"(or None to skip), got {value!r}") from None
 
 
-def walk(address: Address, trigger: Dataset, query: Dataset, level: QueryLevel, decide: Decision, *,
-         ae_title: str, timeout: float) -> list[Target]:
-    """Run the C-FINDs the decisions ask for; return what to retrieve, in the order found.
+#: ``search(identifier, level) -> responses``: one C-FIND (or QIDO-RS search)
+Search = Callable[[Dataset, QueryLevel], Iterable[Dataset]]
 
-    Raises :class:`~dicomnode.errors.DimseError` (or its AssociationError)
-    when a C-FIND fails; every C-FIND is bounded by ``timeout``.
+
+def walk(search: Search, trigger: Dataset, query: Dataset, level: QueryLevel, decide: Decision) -> list[Target]:
+    """Run the searches the decisions ask for; return what to retrieve, in the order found.
+
+    ``search`` is a :class:`~dicomnode_historic_input.source.PriorSource`'s;
+    whatever it raises (a ConnectionError saying why the PACS could not be
+    asked) ends the walk.
     """
     pending: list[tuple[Dataset, QueryLevel, Dataset]] = [(query, level, Dataset())]
     targets: list[Target] = []
     while pending:
         identifier, step, parent = pending.pop(0)
-        for response in find(address, identifier, level=step, ae_title=ae_title, timeout=timeout):
+        for response in search(identifier, step):
             merged = Dataset()
             merged.update(parent)
             merged.update(response)

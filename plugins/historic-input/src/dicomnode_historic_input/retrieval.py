@@ -6,9 +6,11 @@ association thread, which it never holds up), a :class:`PriorRetrieval`:
 1. waits until the node listens (after a restart the tree is rebuilt before
    the server opens, and a C-MOVE needs our SCP), then for its turn at the
    PACS (``max_concurrent_retrievals``);
-2. walks the PACS with C-FIND (:func:`~dicomnode_historic_input.query.walk`);
-3. retrieves each target with C-MOVE to the node's own AE title, or with
-   C-GET, whose instances it hands to the node's receive path itself;
+2. walks the PACS with its source's searches (C-FIND, or QIDO-RS;
+   :func:`~dicomnode_historic_input.query.walk`);
+3. retrieves each target through the source: C-MOVE to the node's own AE
+   title, or C-GET or WADO-RS, whose instances it hands to the node's
+   receive path itself (:mod:`~dicomnode_historic_input.source`);
 4. on a failure, tries again after ``retry_interval`` when ``on_failure`` is
    ``"retry"`` (up to ``max_attempts``), else gives up;
 5. records a :class:`~dicomnode_historic_input.ground.RetrievalReport`
@@ -23,35 +25,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 from pydicom import Dataset
 
-from dicomnode.errors import DimseError
-from dicomnode.extension.handles import Source
-from dicomnode.net import Address, MoveResult, get, move
 from dicomnode_historic_input.ground import RetrievalReport
-from dicomnode_historic_input.query import Target, walk
+from dicomnode_historic_input.query import walk
 
 if TYPE_CHECKING:
     from dicomnode.extension.handles import NodeHandle
     from dicomnode_historic_input.input import HistoricAbstractInput
+    from dicomnode_historic_input.source import PriorSource
 
 __all__ = ["PriorRetrieval"]
 
 logger = logging.getLogger("dicomnode.historic")
 
-_turns: dict[tuple[str, int, str, int], threading.BoundedSemaphore] = {}
+_turns: dict[tuple[Hashable, int], threading.BoundedSemaphore] = {}
 _turns_lock = threading.Lock()
 
 
-def _turns_at(address: Address, limit: int) -> threading.BoundedSemaphore:
+def _turns_at(pacs: Hashable, limit: int) -> threading.BoundedSemaphore:
     """The turns at one PACS shared by every retrieval with the same limit, in this process."""
-    key = (address.ip, address.port, address.ae_title, limit)
+    key = (pacs, limit)
     with _turns_lock:
         return _turns.setdefault(key, threading.BoundedSemaphore(limit))
 
@@ -65,12 +64,12 @@ class PriorRetrieval:
     """Finds and retrieves one patient's priors for ``owner`` on a daemon thread."""
 
     def __init__(self, owner: HistoricAbstractInput, trigger: Dataset, patient_key: str,
-                 node: NodeHandle, address: Address) -> None:
+                 node: NodeHandle, source: PriorSource) -> None:
         self.owner = owner
         self.trigger = trigger
         self.patient_key = patient_key
         self.node = node
-        self.address = address
+        self.source = source
         self.thread = threading.Thread(target=self.run, name=f"historic-{patient_key}", daemon=True)
 
     def start(self) -> None:
@@ -89,16 +88,16 @@ class PriorRetrieval:
             else:
                 report = self._attempts()
         except Exception as error:  # the thread must always end in a report
-            logger.exception("[patient %s] retrieving priors from %s failed", self.patient_key, self.address)
+            logger.exception("[patient %s] retrieving priors from %s failed", self.patient_key, self.source)
             report = attrs.evolve(report, error=f"{type(error).__name__}: {error}")
         report = attrs.evolve(report, finished=True)
         self.owner._finish(report)
         if report.ok:
             logger.info("[patient %s] priors retrieved from %s: %d instance(s) of %d target(s)",
-                        self.patient_key, self.address, report.completed, len(report.targets))
+                        self.patient_key, self.source, report.completed, len(report.targets))
         else:
             logger.error("[patient %s] priors from %s not (all) retrieved after %d attempt(s): %s; "
-                         "the job runs with what arrived", self.patient_key, self.address, report.attempts,
+                         "the job runs with what arrived", self.patient_key, self.source, report.attempts,
                          report.error or f"{report.failed} sub-operation(s) failed")
         self.node.check(self.patient_key)
 
@@ -118,7 +117,7 @@ class PriorRetrieval:
             if not retry:
                 return report
             logger.warning("[patient %s] attempt %d to retrieve priors from %s failed: %s; again in %g s",
-                           self.patient_key, attempt, self.address,
+                           self.patient_key, attempt, self.source,
                            report.error or f"{report.failed} sub-operation(s) failed", owner.retry_interval)
             if not self._sleep(owner.retry_interval):
                 return attrs.evolve(report, error=f"{report.error}; the node closed before the next attempt")
@@ -127,52 +126,28 @@ class PriorRetrieval:
                                                   "before the next attempt")
 
     def _attempt(self, attempt: int) -> RetrievalReport:
-        owner = self.owner
-        ae_title = self.node.ae_title
+        source = self.source
         try:
-            targets = walk(self.address, self.trigger, self.owner.query_dataset(self.trigger), self.owner.level,
-                           self.owner.check_query_dataset, ae_title=ae_title, timeout=owner.timeout)
-        except DimseError as find_error:
-            return RetrievalReport(error=f"C-FIND: {find_error}", attempts=attempt)
-        logger.info("[patient %s] %d prior target(s) at %s: %s", self.patient_key, len(targets), self.address,
+            targets = walk(source.search, self.trigger, self.owner.query_dataset(self.trigger), self.owner.level,
+                           self.owner.check_query_dataset)
+        except ConnectionError as find_error:  # DimseError is one; so are the other sources' errors
+            return RetrievalReport(error=f"{source.search_name}: {find_error}", attempts=attempt)
+        logger.info("[patient %s] %d prior target(s) at %s: %s", self.patient_key, len(targets), self.source,
                     ", ".join(map(str, targets)) or "none")
         completed = failed = warning = 0
         error: str | None = None
         for target in targets:
             self.owner._expect(target.identifier)
-            result = self._retrieve(target)
+            result = source.retrieve(target, self.node)
             completed += result.completed
             failed += result.failed
             warning += result.warning
             if result.error is not None:
                 error = result.error
-                if owner.retrieve_mode == "move" and result.completed == 0:
-                    error += (f" (the PACS must know the AE title {ae_title} as a C-MOVE destination "
-                              f"with this node's address and port; or use retrieve_mode = 'get')")
                 break
         self._settle(completed + warning)
         return RetrievalReport(error=error, attempts=attempt, targets=tuple(map(str, targets)),
                                completed=completed, failed=failed, warning=warning)
-
-    def _retrieve(self, target: Target) -> MoveResult:
-        owner = self.owner
-        ae_title = self.node.ae_title
-        if owner.retrieve_mode == "get":
-            source = Source(self.address.ae_title, str(self.address), "c-get", id(target))
-            stored: list[Path] = []
-            result = get(self.address, target.identifier, storage_handler=lambda ds: self._store(source, ds, stored),
-                         level=target.level, ae_title=ae_title, timeout=owner.timeout)
-            self.node.sync(stored)
-            return result
-        return move(self.address, target.identifier, ae_title, level=target.level, ae_title=ae_title,
-                    timeout=owner.timeout)
-
-    def _store(self, source: Source, dataset: Dataset, stored: list[Path]) -> int:
-        """A C-GET instance through the node's ingest (verified, filtered, stored, added as a C-STORE is)."""
-        result = self.node.ingest(dataset, source)
-        if result.path is not None:
-            stored.append(result.path)
-        return result.status
 
     # --- waiting, bounded ------------------------------------------------------------
 
@@ -183,10 +158,10 @@ class PriorRetrieval:
         if limit is None:
             yield True
             return
-        turns = _turns_at(self.address, limit)
+        turns = _turns_at(self.source.turn_key, limit)
         if not turns.acquire(blocking=False):
             logger.info("[patient %s] %d retrieval(s) from %s already running: waiting for a turn",
-                        self.patient_key, limit, self.address)
+                        self.patient_key, limit, self.source)
             while not turns.acquire(timeout=0.1):
                 if not self.node.is_open:
                     yield False

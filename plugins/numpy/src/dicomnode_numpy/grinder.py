@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -14,6 +15,9 @@ from dicomnode.extension.grinders import Grinder
 from .frames import frames_of
 from .geometry import StackLayout, arrange
 from .mosaic import split_mosaics
+
+if TYPE_CHECKING:
+    from .factory import NumpyFactory
 from .pixels import choose_dtype, fill, unloaded_datasets
 from .volume import Volume
 
@@ -85,6 +89,18 @@ class NumpyGrinder(Grinder):
             spacing_tolerance=self.spacing_tolerance,
             accept_gantry_tilt=self.accept_gantry_tilt,
         )
+
+    @staticmethod
+    def series_factory(**options: Any) -> NumpyFactory:
+        """The factory that turns what this grinder makes back into a DICOM series.
+
+        ``options`` are :class:`~dicomnode_numpy.factory.NumpyFactory`'s. For
+        code that finds the grinder by its registered name (``"numpy"``) and
+        must not import this plugin.
+        """
+        from .factory import NumpyFactory
+
+        return NumpyFactory(**options)
 
     def __call__(self, datasets: Iterable[Dataset]) -> Volume:
         """Grind ``datasets`` (one series) into a :class:`Volume`.

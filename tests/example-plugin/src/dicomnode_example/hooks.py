@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dicomnode.plugins import CommandSpec, ExecutorSpec, GrinderSpec, OutputSpec, hookimpl
+from dicomnode.plugins import (
+    CommandSpec,
+    ExecutorSpec,
+    GrinderSpec,
+    OutputSpec,
+    ServiceSpec,
+    hookimpl,
+)
 
 
 @hookimpl
@@ -27,3 +34,9 @@ def dicomnode_commands() -> Iterator[CommandSpec]:
 def dicomnode_executors() -> Iterator[ExecutorSpec]:
     yield ExecutorSpec("example-counting", "dicomnode_example.executors:CountingExecutor",
                        "runs jobs here and counts them")
+
+
+@hookimpl
+def dicomnode_services() -> Iterator[ServiceSpec]:
+    yield ServiceSpec("example-folder", "dicomnode_example.services:FolderService",
+                      "ingests DICOM files dropped into a folder")

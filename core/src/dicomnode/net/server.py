@@ -1,0 +1,553 @@
+"""The node's DICOM server: a listening socket and the edge that no peer can exhaust, block or stall.
+
+One thread (``dicomnode-edge``) owns the listening socket and every
+connection that has not associated yet. It accepts, finishes the TLS
+handshake and reads each connection's first PDU, the A-ASSOCIATE-RQ, with
+non-blocking reads into a buffer that grows with the bytes that came
+(:class:`~dicomnode.net.pdu.IncomingPdu`), all within
+``connection_timeout``. Such a connection holds no association slot; when
+more than ``maximum_pending_connections`` wait, the oldest is closed. So a
+flood of silent or stalled connections costs a socket each, and a scanner's
+association request, which arrives whole in a millisecond, is served.
+
+A complete request is admitted if fewer than ``maximum_associations``
+(and, for its IP address, ``maximum_associations_per_address``) are open,
+else rejected with an A-ASSOCIATE-RJ (transient, local limit exceeded).
+An admitted connection becomes a pynetdicom association on a thread of its
+own (:func:`~dicomnode.net.adapter.accept`): its reads are bounded (each
+PDU within ``pdu_timeout``, no longer than the node accepts), it is
+aborted after ``idle_timeout`` of silence, and however it ends, its end
+runs one path: the socket is closed, its slot freed, and the sink told
+(:meth:`~dicomnode.net.sink.InstanceSink.on_association_end`).
+
+:meth:`DicomServer.close` is bounded: it stops accepting, lets the
+instances being received finish for up to ``close_receive_timeout`` (a peer that
+makes no progress for a second is not waited for), then shuts the sockets
+of the rest down, so that their threads end at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydicom import Dataset
+
+from dicomnode.net import adapter
+from dicomnode.net.limits import DEFAULT_LIMITS, MAXIMUM_ASSOCIATE_REQUEST, Limits
+from dicomnode.net.pdata import answer_c_stores_directly
+from dicomnode.net.pdu import (
+    ABORT_INVALID_PARAMETER,
+    ABORT_UNEXPECTED_PDU,
+    IncomingPdu,
+    PduRefused,
+    a_abort,
+    a_associate_rj,
+    bound_waits,
+)
+from dicomnode.net.sink import InstanceSink, Peer, ReceivedInstance
+from dicomnode.net.tls import TlsSettings
+from dicomnode.net.transport import set_tcp_nodelay
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.events import Event
+
+__all__ = ["DicomServer"]
+
+logger = logging.getLogger("dicomnode.net")
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+#: C-STORE statuses the edge answers itself
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_CANNOT_DECODE = 0xC001
+
+#: a transferring association that received nothing for this long is stalled: close() does not wait
+_STALLED = 1.0
+#: how long close() waits for the threads of the associations it ended
+_END_GRACE = 2.0
+#: connections accepted in one go before the edge looks at the others again
+_ACCEPTS_PER_TURN = 64
+
+
+def _first_pdu_limit(pdu_type: int) -> int:
+    """The longest body of a connection's first PDU: an A-ASSOCIATE-RQ, or a short A-ABORT."""
+    return MAXIMUM_ASSOCIATE_REQUEST - 6 if pdu_type == 0x01 else 4
+
+
+class _Pending:
+    """A connection that has not sent its whole A-ASSOCIATE-RQ yet."""
+
+    def __init__(self, sock: socket.socket, address: tuple[str, int], tls: bool) -> None:
+        self.sock = sock
+        self.address = address
+        self.tls = tls
+        self.handshaking = tls
+        self.started = time.monotonic()
+        self.incoming = IncomingPdu(_first_pdu_limit)
+
+
+class _Live:
+    """An admitted association: its peer, and what close() needs to know of it."""
+
+    def __init__(self, assoc: Association, sock: socket.socket, peer: Peer) -> None:
+        self.assoc = assoc
+        self.sock = sock
+        self.peer = peer
+        self.delivered = 0
+        self.handling = False
+        self.ending = False
+        self.reader = adapter.reader_of(assoc)
+
+    def busy(self) -> bool:
+        """True while an instance is being received or handled."""
+        return (self.handling or (self.reader is not None and self.reader.in_pdu)
+                or adapter.message_in_progress(self.assoc))
+
+    def stalled(self, now: float) -> bool:
+        """True when it is receiving but nothing came for a while."""
+        return (not self.handling and self.reader is not None
+                and now - self.reader.last_received > _STALLED)
+
+
+class _Throttled:
+    """One log line for a kind of refusal, then at most one every ``every`` seconds with the count.
+
+    A flood of hostile connections must not fill the log either.
+    """
+
+    def __init__(self, level: int = logging.WARNING, every: float = 10.0) -> None:
+        self.level = level
+        self.every = every
+        self.last = -every
+        self.skipped = 0
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            self.skipped += 1
+            return
+        suffix = f" ({self.skipped} more like it since the last report)" if self.skipped else ""
+        logger.log(self.level, message + suffix, *args)
+        self.last, self.skipped = now, 0
+
+
+def _status(code: int, comment: str) -> Dataset:
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = comment[:64]
+    return status
+
+
+class DicomServer:
+    """A Storage and Verification SCP that hands every received instance to ``sink``.
+
+    ``sop_classes`` are the storage SOP classes accepted, in every transfer
+    syntax (empty: all of pynetdicom's storage classes); Verification is
+    always accepted. ``tls`` makes it speak only DICOM TLS. ``limits``
+    bound what any peer can cost (:class:`~dicomnode.net.limits.Limits`).
+
+    >>> server = DicomServer(ae_title="NODE", sink=my_sink, ip="127.0.0.1", port=0)  # doctest: +SKIP
+    >>> server.start(); server.port  # doctest: +SKIP
+    40123
+    >>> server.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, *, ae_title: str, sink: InstanceSink, ip: str = "0.0.0.0", port: int = 11112,
+                 sop_classes: Sequence[str] = (), require_called_aet: bool = False,
+                 require_calling_aet: Sequence[str] = (), tls: TlsSettings | ssl.SSLContext | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        self.ae_title = ae_title
+        self.sink = sink
+        self.ip = ip
+        self.port = port
+        self.sop_classes = tuple(sop_classes)
+        self.require_called_aet = require_called_aet
+        self.require_calling_aet = tuple(require_calling_aet)
+        self.tls = tls.server_context() if isinstance(tls, TlsSettings) else tls
+        self.limits = limits
+        self._listener: socket.socket | None = None
+        self._wake_reader: socket.socket | None = None
+        self._wake_writer: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._pending: dict[socket.socket, _Pending] = {}
+        #: admitted associations until their end path is done; ``_open`` counts those not ending
+        self._live: dict[int, _Live] = {}
+        self._open = 0
+        self._per_address: Counter[str] = Counter()
+        self._lock = threading.Condition()
+        self._next_id = 0
+        self._ae: Any = None
+        self._contexts: list[Any] = []
+        self._handlers: list[tuple[Any, Any]] = []
+        self._full = _Throttled()
+        self._evicted = _Throttled()
+        self._dropped = _Throttled(logging.INFO)
+        #: accepted sockets whose TCP_NODELAY was checked after setting it, and how many had it on
+        self.nodelay_checked = 0
+        self.nodelay_on = 0
+        #: connections closed because more were pending, and associations rejected for a limit
+        self.evictions = 0
+        self.rejections = 0
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind, listen and serve on a thread of its own; :attr:`port` is the real port after."""
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+        adapter.check()
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = self.limits.maximum_pdu_size
+        # the edge counts associations itself, before pynetdicom sees them; pynetdicom's own count
+        # also sees threads that are ending, so it must not refuse first
+        ae.maximum_associations = self.limits.maximum_associations + self.limits.maximum_pending_connections
+        ae.require_called_aet = self.require_called_aet
+        ae.require_calling_aet = list(self.require_calling_aet)
+        ae.network_timeout = self.limits.idle_timeout
+        ae.acse_timeout = self.limits.connection_timeout
+        uids = self.sop_classes or tuple(str(c.abstract_syntax) for c in AllStoragePresentationContexts)
+        for uid in uids:
+            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(VERIFICATION)
+        self._ae = ae
+        self._contexts = list(ae.supported_contexts)
+        self._handlers = [(evt.EVT_C_STORE, self._on_c_store)]
+        family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
+        listener = socket.create_server((self.ip, self.port), family=family, backlog=128)
+        listener.setblocking(False)
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._listener = listener
+        self.port = int(listener.getsockname()[1])
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._serve, name="dicomnode-edge", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop accepting; let the instances being received finish (``close_receive_timeout``), then end the rest.
+
+        Returns within about ``close_receive_timeout`` + 3 s whatever the peers do.
+        Safe to call more than once.
+        """
+        self._stopping.set()
+        self._wake()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(_END_GRACE)
+        deadline = time.monotonic() + self.limits.close_receive_timeout
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                live = [entry for entry in self._live.values() if not entry.ending]
+            if not live:
+                break
+            for entry in live:
+                if now >= deadline or not entry.busy() or entry.stalled(now):
+                    self._end(entry, "the node is closing")
+            with self._lock:
+                self._lock.wait(0.05)
+        grace = time.monotonic() + _END_GRACE
+        with self._lock:
+            while self._live and time.monotonic() < grace:
+                self._lock.wait(0.05)
+            left = len(self._live)
+        if left:
+            logger.warning("%d association thread(s) had not ended %g s after their sockets were shut down",
+                           left, _END_GRACE)
+
+    @property
+    def associations(self) -> int:
+        """Associations admitted and not ended."""
+        with self._lock:
+            return self._open
+
+    @property
+    def pending(self) -> int:
+        """Connections that have not sent their A-ASSOCIATE-RQ yet."""
+        return len(self._pending)
+
+    # --- the edge's thread ------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._wake_writer is None:
+            return
+        try:
+            self._wake_writer.send(b"\x00")
+        except OSError:
+            pass
+
+    def _serve(self) -> None:
+        listener, wake = self._listener, self._wake_reader
+        assert listener is not None and wake is not None and self._wake_writer is not None
+        selector = selectors.DefaultSelector()
+        selector.register(listener, selectors.EVENT_READ, "listen")
+        wake.setblocking(False)
+        selector.register(wake, selectors.EVENT_READ, "wake")
+        try:
+            while not self._stopping.is_set():
+                for key, events in selector.select(self._next_timeout()):
+                    if key.data == "listen":
+                        self._accept(selector, listener)
+                    elif key.data == "wake":
+                        try:
+                            wake.recv(4096)
+                        except OSError:
+                            pass
+                    else:
+                        self._advance(selector, key.data, events)
+                self._expire(selector)
+        except Exception:  # the edge must not die silently: say so, the node is deaf without it
+            logger.exception("the DICOM server's edge thread failed; no new association is accepted")
+        finally:
+            for pending in list(self._pending.values()):
+                self._drop(selector, pending)
+            selector.close()
+            listener.close()
+            wake.close()
+            self._wake_writer.close()
+
+    def _next_timeout(self) -> float:
+        if not self._pending:
+            return 1.0
+        oldest = min(p.started for p in self._pending.values())
+        return max(0.0, min(1.0, oldest + self.limits.connection_timeout - time.monotonic()))
+
+    def _expire(self, selector: selectors.BaseSelector) -> None:
+        limit = time.monotonic() - self.limits.connection_timeout
+        for pending in [p for p in self._pending.values() if p.started <= limit]:
+            self._dropped("closing the connection from %s:%d: no complete association request within "
+                        "connection_timeout (%g s)", *pending.address[:2], self.limits.connection_timeout)
+            self._drop(selector, pending)
+
+    def _accept(self, selector: selectors.BaseSelector, listener: socket.socket) -> None:
+        for _ in range(_ACCEPTS_PER_TURN):
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # out of file descriptors, most likely: let the others finish
+                logger.error("cannot accept a connection: %s", error)
+                return
+            sock.setblocking(False)
+            self._nodelay(sock)
+            tls = self.tls is not None
+            if self.tls is not None:
+                try:
+                    sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except (OSError, ssl.SSLError) as error:
+                    self._dropped("TLS refused the connection from %s:%d: %s", *address[:2], error)
+                    sock.close()
+                    continue
+            pending = _Pending(sock, address, tls)
+            self._pending[sock] = pending
+            selector.register(sock, selectors.EVENT_READ, pending)
+            if len(self._pending) > self.limits.maximum_pending_connections:
+                oldest = next(iter(self._pending.values()))
+                self.evictions += 1
+                self._evicted("more than maximum_pending_connections (%d) connections have not sent an "
+                                   "association request: closing the oldest, from %s",
+                                   self.limits.maximum_pending_connections, oldest.address[0])
+                self._drop(selector, oldest)
+
+    def _nodelay(self, sock: socket.socket) -> None:
+        set_tcp_nodelay(sock)
+        try:
+            on = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        except OSError:
+            return
+        self.nodelay_checked += 1
+        self.nodelay_on += int(on)
+
+    def _drop(self, selector: selectors.BaseSelector, pending: _Pending, reply: bytes = b"") -> None:
+        self._pending.pop(pending.sock, None)
+        try:
+            selector.unregister(pending.sock)
+        except (KeyError, ValueError):
+            pass
+        if reply:
+            try:
+                pending.sock.send(reply)
+            except (OSError, ValueError):
+                pass
+        try:
+            pending.sock.close()
+        except OSError:
+            pass
+
+    def _advance(self, selector: selectors.BaseSelector, pending: _Pending, events: int) -> None:
+        """Take what the connection has: more of the TLS handshake, more of its association request."""
+        try:
+            if pending.handshaking:
+                pending.sock.do_handshake()  # type: ignore[attr-defined]
+                pending.handshaking = False
+                selector.modify(pending.sock, selectors.EVENT_READ, pending)
+            incoming = pending.incoming
+            while not incoming.complete:
+                if not incoming.receive(pending.sock):
+                    self._drop(selector, pending)  # the peer went away
+                    return
+                if incoming.header_complete and incoming.pdu_type != 0x01:
+                    reply = b"" if incoming.pdu_type == 0x07 else a_abort(ABORT_UNEXPECTED_PDU)
+                    self._dropped("closing the connection from %s:%d: it sent %s before an association request",
+                                *pending.address[:2], f"a PDU of type 0x{incoming.pdu_type:02X}")
+                    self._drop(selector, pending, reply)
+                    return
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            return
+        except ssl.SSLWantWriteError:
+            selector.modify(pending.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, pending)
+            return
+        except PduRefused as refused:
+            self._dropped("aborting the connection from %s:%d: %s", *pending.address[:2], refused)
+            self._drop(selector, pending, a_abort(refused.reason))
+            return
+        except (OSError, ssl.SSLError) as error:
+            self._dropped("closing the connection from %s:%d: %s", *pending.address[:2], error)
+            self._drop(selector, pending)
+            return
+        self._pending.pop(pending.sock, None)
+        selector.unregister(pending.sock)
+        self._admit(pending)
+
+    def _admit(self, pending: _Pending) -> None:
+        """Hand a complete association request to pynetdicom, or reject it for a limit."""
+        body = pending.incoming.body
+        sock, address = pending.sock, pending.address
+        if len(body) < 68:  # protocol version, reserved, two AE titles, 32 reserved bytes
+            self._dropped("aborting the connection from %s:%d: an association request of %d bytes is too short",
+                        *address[:2], len(body))
+            self._close(sock, a_abort(ABORT_INVALID_PARAMETER))
+            return
+        called = bytes(body[4:20]).decode("ascii", "replace").strip()
+        calling = bytes(body[20:36]).decode("ascii", "replace").strip()
+        ip = address[0]
+        limits = self.limits
+        with self._lock:
+            if self._open >= limits.maximum_associations:
+                why = f"maximum_associations ({limits.maximum_associations}) are open"
+            elif self._per_address[ip] >= limits.maximum_associations_per_address:
+                why = f"maximum_associations_per_address ({limits.maximum_associations_per_address}) are open from {ip}"
+            else:
+                why = ""
+                self._next_id += 1
+                peer = Peer(self._next_id, calling, called, (ip, int(address[1])), pending.tls)
+        if why:
+            self.rejections += 1
+            self._full("rejected an association from %s (calling AE %r): %s", ip, calling, why)
+            # transient, by the service provider (presentation), local limit exceeded
+            self._close(sock, a_associate_rj(0x02, 0x03, 0x02))
+            return
+        try:
+            # blocking, without a Python timeout (which would poll before every recv and send); the
+            # kernel bounds a write to a peer that does not read, and the reader its PDU's deadline
+            sock.setblocking(True)
+            bound_waits(sock, send=limits.pdu_timeout)
+            assoc = adapter.accept(self._ae, sock, address, prefix=pending.incoming.pdu(),
+                                   contexts=self._contexts, limits=limits, handlers=self._handlers,
+                                   ended=self._ended)
+            adapter.limit_dataset_size(assoc, limits.maximum_dataset_size)
+            adapter.wake_on_data(assoc)
+            adapter.wake_on_message(assoc)
+            answer_c_stores_directly(assoc)
+        except Exception:  # pynetdicom failed to take it: nothing is open yet
+            logger.exception("cannot start the association from %s", peer)
+            self._close(sock)
+            return
+        with self._lock:
+            self._live[id(assoc)] = _Live(assoc, sock, peer)
+            self._open += 1
+            self._per_address[ip] += 1
+        assoc.start()
+
+    def _close(self, sock: socket.socket, reply: bytes = b"") -> None:
+        try:
+            if reply:
+                sock.send(reply)
+        except (OSError, ValueError):
+            pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    # --- the associations' threads ----------------------------------------------------------------
+
+    def _on_c_store(self, event: Event) -> int | Dataset:
+        with self._lock:
+            live = self._live.get(id(event.assoc))
+        request: Any = event.request  # a C_STORE primitive
+        encoded = getattr(request, "DataSet", None)
+        if live is None:  # the association is ending
+            return _status(STATUS_OUT_OF_RESOURCES, "the node is closing")
+        limit = self.limits.maximum_dataset_size
+        size = adapter.discarded_size(encoded)
+        if size is None and encoded is not None:
+            size = encoded.getbuffer().nbytes
+        if size is not None and size > limit:
+            logger.warning("refused a C-STORE from %s: its dataset of %d bytes is larger than "
+                           "maximum_dataset_size (%d)", live.peer, size, limit)
+            return _status(STATUS_OUT_OF_RESOURCES, f"dataset too large: {size} bytes, limit {limit}")
+        if encoded is None:
+            return _status(STATUS_CANNOT_DECODE, "the C-STORE request has no dataset")
+        instance = ReceivedInstance(encoded, str(event.context.transfer_syntax), str(request.AffectedSOPClassUID),
+                                    str(request.AffectedSOPInstanceUID), event.file_meta)
+        live.delivered += 1
+        live.handling = True
+        try:
+            result = self.sink.on_instance(instance, live.peer)
+        except Exception as error:  # the sink's bug must not take the association down
+            logger.exception("the node failed on a C-STORE from %s", live.peer)
+            return _status(STATUS_CANNOT_UNDERSTAND, f"the node failed: {type(error).__name__}")
+        finally:
+            live.handling = False
+        if isinstance(result, tuple):
+            return _status(int(result[0]), str(result[1]))
+        return int(result)
+
+    def _end(self, live: _Live, why: str) -> None:
+        """End an association now: an A-ABORT where it is safe to write one, then shut its socket down."""
+        live.ending = True
+        logger.warning("aborting the association from %s: %s", live.peer, why)
+        if not live.peer.tls:  # one TLS connection must not be written by two threads at once
+            adapter.send_abort(live.sock, 0x00)
+        try:
+            live.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _ended(self, assoc: Association) -> None:
+        """Every association's one end path, on its own thread: free its slot, close, tell the sink."""
+        adapter.stop_network_thread(assoc)
+        with self._lock:
+            live = self._live.get(id(assoc))
+            if live is None:
+                return
+            live.ending = True
+            self._open -= 1
+            ip = live.peer.address[0]
+            self._per_address[ip] -= 1
+            if not self._per_address[ip]:
+                del self._per_address[ip]
+        try:
+            live.sock.close()
+        except OSError:
+            pass
+        try:
+            if live.delivered:
+                self.sink.on_association_end(live.peer)
+        except Exception:
+            logger.exception("the node failed at the end of the association from %s", live.peer)
+        finally:
+            with self._lock:
+                del self._live[id(assoc)]
+                self._lock.notify_all()

@@ -1,0 +1,69 @@
+"""The boundary between the network edge and what receives: :class:`InstanceSink` and its values.
+
+The server (:class:`~dicomnode.net.server.DicomServer`) hands each
+received instance to a sink and tells it when an association ends; the
+node implements the protocol (its ``Receiver``). A sink runs on the
+association's own thread: a C-STORE's status goes back when
+:meth:`InstanceSink.on_instance` returns, so an instance acknowledged with
+success must be stored by then.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    from pydicom.dataset import FileMetaDataset
+
+__all__ = ["InstanceSink", "Peer", "ReceivedInstance"]
+
+
+@attrs.frozen
+class Peer:
+    """One association: its number in this server, the AE titles of the request, where from, TLS or not."""
+
+    id: int
+    calling_ae_title: str
+    called_ae_title: str
+    address: tuple[str, int]
+    tls: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.calling_ae_title}@{self.address[0]}:{self.address[1]} (association {self.id})"
+
+
+@attrs.frozen
+class ReceivedInstance:
+    """A C-STORE's dataset as it arrived, not decoded and not copied.
+
+    ``encoded`` holds the dataset's bytes in ``transfer_syntax`` (deflated
+    when the syntax says so); ``file_meta`` is the File Meta Information a
+    file of it needs.
+    """
+
+    encoded: BytesIO
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    file_meta: FileMetaDataset
+
+
+class InstanceSink(Protocol):
+    """What receives the instances of a :class:`~dicomnode.net.server.DicomServer`."""
+
+    def on_instance(self, instance: ReceivedInstance, peer: Peer) -> int | tuple[int, str]:
+        """Take one instance; return the C-STORE status, with an ErrorComment for a failure.
+
+        0x0000 means the instance is whole and stored as configured. The
+        comment is cut to 64 characters: put the reason first. An exception
+        answers 0xC000 and is logged.
+        """
+
+    def on_association_end(self, peer: Peer) -> None:
+        """The association ``peer`` ended, however it ended; called once, after its last ``on_instance``.
+
+        Called only for associations that delivered at least one instance.
+        """

@@ -1,0 +1,132 @@
+"""The contract with pynetdicom: what the adapter patches is still what pynetdicom calls.
+
+If pynetdicom stops calling what the speed patches replace (say, ``dul.py``
+imports ``sleep`` from ``time`` itself, or the association reactor polls
+every 0.5 ms instead of 1 ms), the patches silently stop working: ingest
+gets ~3x slower, or an idle association's CPU ~3x higher, while every
+other test still passes. These tests fail then: the start-up check must
+name the mismatch, and an association's threads must be seen waiting
+through the adapter, not sleeping on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from node import wait_until
+from pynetdicom import AE
+
+from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.net import adapter
+from dicomnode.net.server import DicomServer
+from dicomnode.net.sink import Peer, ReceivedInstance
+
+pytestmark = pytest.mark.timeout(60)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.received = 0
+
+    def on_instance(self, instance: ReceivedInstance, peer: Peer) -> int:
+        self.received += 1
+        return 0
+
+    def on_association_end(self, peer: Peer) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[DicomServer]:
+    server = DicomServer(ae_title="EDGE", sink=Sink(), ip="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.close()
+
+
+def _associate(port: int) -> object:
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context(CT_IMAGE_STORAGE)
+    assoc = ae.associate("127.0.0.1", port, ae_title="EDGE")
+    assert assoc.is_established
+    return assoc
+
+
+def test_the_start_up_check_finds_everything_the_patches_need() -> None:
+    assert adapter.check() == ()
+
+
+def test_an_accepted_association_waits_through_the_adapter_instead_of_polling(server: DicomServer) -> None:
+    import pynetdicom.association
+    import pynetdicom.dul
+
+    assoc = _associate(server.port)
+    try:
+        accepted = next(iter(server._live.values())).assoc
+        assert accepted in adapter._clock.reactors and accepted.dul in adapter._clock.duls
+        assert pynetdicom.dul.time is adapter._clock  # type: ignore[attr-defined]
+        assert pynetdicom.association.time is adapter._clock  # type: ignore[attr-defined]
+        duls, reactors = adapter._clock.dul_waits, adapter._clock.reactor_waits
+        time.sleep(0.3)  # idle: each thread waits in the adapter, up to LONGEST_WAIT at a time
+        # a DUL that sleeps on its own (sleep imported by name) never gets here, nor a reactor that
+        # sleeps another literal than the adapter expects: both counts then stay where they were
+        assert adapter._clock.dul_waits - duls >= 10
+        assert adapter._clock.reactor_waits - reactors >= 10
+        # ... and waiting costs no latency: a C-STORE is answered at once
+        started = time.monotonic()
+        for dataset in synthetic_series(slices=5, rows=16, columns=16):
+            assert int(assoc.send_c_store(dataset).Status) == 0  # type: ignore[attr-defined]
+        assert time.monotonic() - started < 1.0
+    finally:
+        assoc.release()  # type: ignore[attr-defined]
+
+
+def test_a_woken_dul_thread_is_woken_by_what_it_is_given_to_send(server: DicomServer) -> None:
+    # an idle DUL waits up to LONGEST_WAIT; a queued primitive (here, a C-ECHO request) must end that wait
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="EDGE")
+    try:
+        assert adapter.wake_on_data(assoc)
+        waker = adapter._clock.duls[assoc.dul]
+        woken = []
+        real_wake = waker.wake
+        waker.wake = lambda: (woken.append(True), real_wake())[1]  # type: ignore[method-assign]
+        assert int(assoc.send_c_echo().Status) == 0
+        assert woken
+    finally:
+        assoc.release()
+
+
+def test_other_threads_sleep_as_they_asked_through_the_stand_in_clock() -> None:
+    started = time.monotonic()
+    adapter._clock.sleep(0.001)
+    adapter._clock.sleep(0.02)
+    assert time.monotonic() - started >= 0.021
+    assert adapter._clock.monotonic() >= started  # everything else is the time module's
+
+
+def test_without_the_speed_patches_the_node_receives_as_plain_pynetdicom(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(adapter, "_checked", None)
+    monkeypatch.setattr(adapter, "_problems", lambda: ["Association._run_reactor polls with time.sleep(0.0005)"])
+    with caplog.at_level(logging.WARNING, logger="dicomnode.net"):
+        sink = Sink()
+        server = DicomServer(ae_title="EDGE", sink=sink, ip="127.0.0.1", port=0)
+        server.start()
+    try:
+        assert [r.message for r in caplog.records if "speed patches" in r.message]
+        assoc = _associate(server.port)
+        accepted = next(iter(server._live.values())).assoc
+        assert accepted.dul not in adapter._clock.duls and accepted not in adapter._clock.reactors
+        for dataset in synthetic_series(slices=3, rows=16, columns=16):
+            assert int(assoc.send_c_store(dataset).Status) == 0  # type: ignore[attr-defined]
+        assoc.release()  # type: ignore[attr-defined]
+        assert wait_until(lambda: sink.received == 3)
+    finally:
+        server.close()
