@@ -225,7 +225,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, tags=["ci", "typing"])
 def typing(session: nox.Session) -> None:
     """mypy, strict on the core and on every plugin (pyproject.toml)."""
-    session.install("mypy", CORE, *(_spec(name) for name in PLUGINS))
+    # pytest: dicomnode.testing is a pytest plugin, typed against pytest's own annotations
+    session.install("mypy", "pytest>=8", CORE, *(_spec(name) for name in PLUGINS))
     session.run("mypy", "core/src/dicomnode")
     session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from executor_pipelines import SetsUp
 
 from dicomnode.dicom.synthetic import synthetic_series
 from dicomnode.errors import ConfigurationError, ProcessingError
@@ -120,23 +121,6 @@ def test_process_returning_a_dataset_names_the_type_and_never_the_contents() -> 
     assert not result.ok
     assert result.reason == "process() must return PipelineOutput(s), got Dataset"
     assert "Doe^Jane" not in result.reason + result.traceback
-
-
-class SetsUp(Counting):
-    """Counts setup_worker calls in the process it runs in."""
-
-    set_up: list[int] = []
-
-    def setup_worker(self) -> None:
-        import os
-
-        SetsUp.set_up.append(os.getpid())
-
-    def process(self, input_container: InputContainer) -> PipelineOutput | Sequence[PipelineOutput]:
-        import os
-
-        assert os.getpid() in SetsUp.set_up, "process ran before setup_worker in this process"
-        return NoOutput()
 
 
 def test_the_threads_executor_sets_the_pipeline_up_once_before_its_jobs() -> None:
