@@ -10,7 +10,7 @@ import os
 import struct
 from pathlib import Path
 
-from chromium import dump_dom, screenshot
+from chromium import render
 from conftest import require_peer
 
 from dicomnode.dicom.synthetic import synthetic_series
@@ -23,7 +23,7 @@ from dicomnode.server.nodes import AbstractPipeline
 
 class CT(AbstractInput):
     required_values = {"Modality": "CT"}
-    minimum_images = 300
+    minimum_images = 30
 
 
 class Structures(AbstractInput):
@@ -49,21 +49,20 @@ class SegmentationNode(AbstractPipeline):
 def test_chromium_renders_the_status_page_with_the_patients_waiting(tmp_path: Path) -> None:
     chromium = require_peer("chromium")
     with SegmentationNode(data_directory=tmp_path / "data") as node:
-        for patient, slices in (("PAT-0017", 120), ("PAT-0023", 300)):
+        for patient, slices in (("PAT-0017", 12), ("PAT-0023", 30)):
             assert send_datasets(node.address, synthetic_series(patient_id=patient, slices=slices, rows=8,
                                                                 columns=8), ae_title="CT_SCANNER").ok
-        failing = synthetic_series(patient_id="PAT-0042", slices=300, rows=8, columns=8)
+        failing = synthetic_series(patient_id="PAT-0042", slices=30, rows=8, columns=8)
         failing += synthetic_series(patient_id="PAT-0042", slices=1, rows=8, columns=8, modality="MR")
         assert send_datasets(node.address, failing, ae_title="CT_SCANNER").ok
         assert node.wait_for_jobs(60)
         url = f"http://127.0.0.1:{node.operations.admin_port}/"
-        dom = dump_dom(chromium, tmp_path / "profile", url)
-        target = Path(os.environ.get("DICOMNODE_STATUS_SCREENSHOT") or tmp_path / "status.png")
-        picture = screenshot(chromium, tmp_path / "profile-shot", url, target.resolve())
+        picture = Path(os.environ.get("DICOMNODE_STATUS_SCREENSHOT") or tmp_path / "status.png").resolve()
+        dom = render(chromium, tmp_path / "profile", url, picture)
     assert "<title>SegmentationNode — dicomnode status</title>" in dom
     assert 'class="state ready"' in dom
     assert "PAT-0017" in dom and "PAT-0023" in dom
-    assert "CT: at least 300 images, has 120; MR: at least 1 image, has 0" in dom
+    assert "CT: at least 30 images, has 12; MR: at least 1 image, has 0" in dom
     assert "quarantined as" in dom and "the model ran out of GPU memory" in dom  # the latest events
     header = picture.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
