@@ -148,7 +148,7 @@ def _install_peers(session: nox.Session) -> None:
 WHOLE_SUITE = ("core", "all")
 
 
-def _tests(session: nox.Session, combination: str) -> None:
+def _tests(session: nox.Session, combination: str, scope: str | None = None) -> None:
     plugins = _with_dependencies(COMBINATIONS[combination])
     _install_peers(session)
     requirements = list(TEST_REQUIREMENTS)
@@ -162,6 +162,8 @@ def _tests(session: nox.Session, combination: str) -> None:
     }
     if combination not in WHOLE_SUITE:
         env["DICOMNODE_TEST_SCOPE"] = "plugins"
+    if scope:
+        env["DICOMNODE_TEST_SCOPE"] = scope
     session.run("pytest", *session.posargs, env=env)
 
 
@@ -172,10 +174,19 @@ def tests(session: nox.Session, combination: str) -> None:
     _tests(session, combination)
 
 
-@nox.session(python=[v for v in FOUND_PYTHONS if v != MAIN_PYTHON], tags=["ci", "pythons"])
+#: the other Pythons CI tests on: the oldest and the newest found (the ones between rarely break alone)
+OTHER_PYTHONS = sorted({v for v in FOUND_PYTHONS if v != MAIN_PYTHON} & {FOUND_PYTHONS[0], FOUND_PYTHONS[-1]})
+
+
+@nox.session(python=OTHER_PYTHONS, tags=["ci", "pythons"])
 def tests_all_plugins(session: nox.Session) -> None:
-    """The test suite with every plugin, on the other Pythons found on this machine."""
-    _tests(session, "all")
+    """The test suite with every plugin on the oldest and newest other Python found on this machine.
+
+    The long scenarios with real peers, whose outcome does not depend on the
+    Python version, run only on the main Python (DICOMNODE_TEST_SCOPE=pythons,
+    the list in tests/conftest.py); everything else runs here too.
+    """
+    _tests(session, "all", scope="pythons")
 
 
 @nox.session(python=MAIN_PYTHON, tags=["net"])
