@@ -155,6 +155,7 @@ MAIN_PYTHON_ONLY = (
     "tests/core/test_cli_quarantine_outbox.py",
     "tests/core/test_cli_demo.py",
     "tests/core/test_benchmarks_smoke.py",
+    "tests/core/test_status_page.py",
     "tests/nifti/test_compressed_series.py",
     "tests/dask/test_cluster_losses.py",
     "tests/integration/",
