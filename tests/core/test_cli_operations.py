@@ -84,7 +84,8 @@ def _run_node(tmp_path: Path, started: list[subprocess.Popen[str]], *args: str) 
     path = tmp_path / "ops_node.py"
     path.write_text(NODE_FILE, encoding="utf-8")
     process = subprocess.Popen([sys.executable, "-m", "dicomnode", *[a.replace("NODE", str(path)) for a in args]],
-                               cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     started.append(process)
     return process
 
@@ -98,7 +99,13 @@ def _stopped(process: subprocess.Popen[str], wait_for: str) -> str:
         if wait_for in line:
             break
     os.kill(process.pid, signal.SIGTERM)
-    rest = process.communicate(timeout=60)[1]
+    try:
+        rest = process.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        # the child runs with PYTHONFAULTHANDLER: SIGABRT makes it print every thread's stack
+        os.kill(process.pid, signal.SIGABRT)
+        rest = process.communicate(timeout=30)[1]
+        pytest.fail("the node did not stop within 60 s of SIGTERM; its threads:\n" + rest[-6000:])
     return "".join(seen) + rest
 
 
