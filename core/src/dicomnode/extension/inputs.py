@@ -68,6 +68,17 @@ def _text_of(dataset: Dataset, tag: BaseTag) -> str:
     return "" if element is None or element.value is None else str(element.value).strip()
 
 
+#: value representations whose values may appear in a log line: codes, UIDs and numbers, never names,
+#: dates, identifiers or free text (a rejection reason is logged and sent back as an ErrorComment)
+_SHOWABLE_VRS = frozenset({"CS", "UI", "IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "AT", "UV", "SV"})
+
+
+def _shown(vr: str | None, value: Any) -> str:
+    if vr in _SHOWABLE_VRS:
+        return repr(value)
+    return f"another {vr or 'unknown'} value (not shown: it may identify the patient)"
+
+
 def value_matches(actual: Any, expected: Any) -> bool:
     """Whether a dataset's value satisfies one ``required_values`` entry."""
     if isinstance(expected, re.Pattern):
@@ -244,9 +255,10 @@ class AbstractInput:
         for tag, expected in self._required_values:
             if tag not in dataset:
                 return f"{type(self).__name__} requires {_name(tag)}, which the image lacks"
-            actual = dataset[tag].value
-            if not value_matches(actual, expected):
-                return f"{type(self).__name__} requires {_name(tag)} {expected!r}, the image has {actual!r}"
+            element = dataset[tag]
+            if not value_matches(element.value, expected):
+                return (f"{type(self).__name__} requires {_name(tag)} {expected!r}, the image has "
+                        f"{_shown(element.VR, element.value)}")
         if self.enforce_single_series and self._series_uid is not None:
             series = _text_of(dataset, _SERIES_INSTANCE_UID)
             if series != self._series_uid:

@@ -75,10 +75,12 @@ from dicomnode.dicom.encoded import InflateLimitError, find_damage, inflate
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import StorageError
 from dicomnode.extension.handles import IngestResult, Source
+from dicomnode.server.logs import patient_label
 
 if TYPE_CHECKING:
     from dicomnode.server.config import PipelineConfig
-    from dicomnode.server.late import JobHistory
+    from dicomnode.server.events import NodeEvents
+    from dicomnode.server.late import RecentJobs
     from dicomnode.server.pipeline_tree import PipelineTree
     from dicomnode.server.storage import InstanceStore
 
@@ -197,7 +199,7 @@ class SeriesNotes:
             notes = self._notes.pop(source.association, {})
         for (patient_key, series_uid, what), (count, why, level, calling_aet) in notes.items():
             logger.log(level, "[patient %s from %s] %d instance%s of series %s %s in this association: %s",
-                       patient_key or "?", calling_aet or "?", count, "" if count == 1 else "s",
+                       patient_label(patient_key) or "?", calling_aet or "?", count, "" if count == 1 else "s",
                        series_uid or "?", what, why)
         return len(notes)
 
@@ -207,16 +209,20 @@ class Ingest:
 
     ``accept`` is the pipeline's ``filter``; ``tree`` the patients held;
     ``store`` the data directory's incoming store, or None to keep images in
-    memory only; ``history`` the jobs started lately (late images), or None.
+    memory only; ``late_jobs`` the jobs started lately (late images), or None.
     """
 
     def __init__(self, config: PipelineConfig, tree: PipelineTree, store: InstanceStore | None,
-                 accept: Callable[[Dataset], bool], history: JobHistory | None = None) -> None:
+                 accept: Callable[[Dataset], bool], late_jobs: RecentJobs | None = None, *,
+                 events: NodeEvents | None = None) -> None:
+        from dicomnode.server.events import NodeEvents
+
         self.config = config
         self.tree = tree
         self.store = store
         self.accept = accept
-        self.history = history
+        self.late_jobs = late_jobs
+        self.events = events if events is not None else NodeEvents()
         self.notes = SeriesNotes()
         #: called with (source, patient key, series UID, SOPInstanceUID) for every instance with a
         #: patient key, stored or not (the node counts a study's instances for ``completeness = "query"``)
@@ -232,7 +238,7 @@ class Ingest:
         if source.kind == "c-store":
             self.notes.note(source, patient_key, series, what, why, level)
         else:
-            logger.log(level, "[patient %s from %s] %s %s: %s", patient_key or "?", source.calling_aet or "?",
+            logger.log(level, "[patient %s from %s] %s %s: %s", patient_label(patient_key) or "?", source.calling_aet or "?",
                        sop_uid or "?", what, why)
 
     def encoded(self, encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: str,
@@ -240,8 +246,15 @@ class Ingest:
         """Ingest one instance given as its encoded dataset (no file meta) in ``transfer_syntax``.
 
         ``encoded`` is kept as it is in the data directory (a deflated dataset
-        stays deflated on disk).
+        stays deflated on disk). Every outcome is reported to the node's events.
         """
+        size = _size(encoded)
+        result = self._ingest(encoded, transfer_syntax, file_meta, source)
+        self.events.instance(source, result, size)
+        return result
+
+    def _ingest(self, encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: str,
+                file_meta: FileMetaDataset, source: Source) -> IngestResult:
         config = self.config
         if isinstance(encoded, BytesIO):
             received = encoded  # pynetdicom's own buffer: parsed where it is, never copied
@@ -280,7 +293,7 @@ class Ingest:
                                     "rejected by filter()")
         except Exception as error:  # user code: a bug must not take the association down
             raw.release()
-            logger.exception("[patient %s from %s] C-STORE %s: filter raised", patient_key,
+            logger.exception("[patient %s from %s] C-STORE %s: filter raised", patient_label(patient_key),
                              source.calling_aet or "?", sop_uid)
             return IngestResult(STATUS_FILTER_ERROR, _short(f"filter raised {type(error).__name__}"), patient_key,
                                 sop_uid)
@@ -314,8 +327,8 @@ class Ingest:
                          file_meta: FileMetaDataset, source: Source, lazy: bool) -> IngestResult:
         with self.tree.patient(patient_key) as container:
             late = None
-            if self.history is not None:
-                late = self.history.job_of(str(dataset.get("StudyInstanceUID", "") or ""), patient_key)
+            if self.late_jobs is not None:
+                late = self.late_jobs.job_of(str(dataset.get("StudyInstanceUID", "") or ""), patient_key)
             if late is not None and self.config.late_images == "ignore":
                 self._log(source, patient_key, dataset, sop_uid, "ignored (late_images 'ignore')",
                           f"their study went to {late.describe()}", logging.WARNING)
@@ -323,7 +336,7 @@ class Ingest:
             try:
                 names, why = container.choose(dataset)
             except Exception as error:  # an input's user code
-                logger.exception("[patient %s from %s] C-STORE %s: routing raised", patient_key,
+                logger.exception("[patient %s from %s] C-STORE %s: routing raised", patient_label(patient_key),
                                  source.calling_aet or "?", sop_uid)
                 return IngestResult(STATUS_FILTER_ERROR, _short(f"routing raised {type(error).__name__}"),
                                     patient_key, sop_uid)
@@ -337,7 +350,7 @@ class Ingest:
                 try:
                     path = self.store.write_encoded(patient_key, sop_uid, file_meta, raw)
                 except StorageError as error:
-                    logger.error("[patient %s from %s] C-STORE %s: %s", patient_key, source.calling_aet or "?",
+                    logger.error("[patient %s from %s] C-STORE %s: %s", patient_label(patient_key), source.calling_aet or "?",
                                  sop_uid, error)
                     return IngestResult(STATUS_OUT_OF_RESOURCES, "cannot store the instance", patient_key, sop_uid)
                 if lazy:
@@ -358,7 +371,9 @@ class Ingest:
                     what += ": a new job"
                 self._log(source, patient_key, dataset, sop_uid, what, f"their study went to {late.describe()}",
                           logging.WARNING)
-        return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=True, path=path)
+        return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=True, path=path,
+                            series_instance_uid=str(dataset.get("SeriesInstanceUID", "") or ""),
+                            modality=str(dataset.get("Modality", "") or ""))
 
     def _reject(self, source: Source, patient_key: str, dataset: Dataset | None, sop_uid: str, code: int,
                 why: str) -> IngestResult:
@@ -368,6 +383,13 @@ class Ingest:
             return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=False)
         self._log(source, patient_key, dataset, sop_uid, f"refused with status 0x{code:04X}", why, logging.WARNING)
         return IngestResult(code, _short(why), patient_key, sop_uid)
+
+
+def _size(encoded: bytes | bytearray | memoryview | BytesIO) -> int:
+    if isinstance(encoded, BytesIO):
+        with encoded.getbuffer() as view:
+            return view.nbytes
+    return memoryview(encoded).nbytes
 
 
 class _Refused(Exception):

@@ -45,7 +45,7 @@ from dicomnode.dicom.paths import safe_component
 if TYPE_CHECKING:
     from dicomnode.server.pipeline_tree import PatientContainer
 
-__all__ = ["JobHistory", "JobRecord"]
+__all__ = ["JobRecord", "RecentJobs"]
 
 logger = logging.getLogger("dicomnode.node")
 
@@ -76,7 +76,7 @@ class JobRecord:
         return f"{name} (finished {time.monotonic() - self.finished_at:.0f} s ago)"
 
 
-class JobHistory:
+class RecentJobs:
     """The studies the node's jobs took, for ``late_images_window`` seconds.
 
     ``retain_in``: the data directory's ``retained`` folder (``"rerun"``

@@ -31,6 +31,7 @@ from pydicom import Dataset
 
 from dicomnode.extension.completeness import Completion
 from dicomnode.net import Address, find
+from dicomnode.server.logs import patient_label
 
 if TYPE_CHECKING:
     from dicomnode.extension.handles import Source
@@ -189,11 +190,11 @@ class PacsCounts:
         try:
             counts = self._ask(address, study)
             answer = _Answer(asked, counts)
-            logger.info("[patient %s] %s holds %d instance(s) in %d series of study %s", patient_key,
+            logger.info("[patient %s] %s holds %d instance(s) in %d series of study %s", patient_label(patient_key),
                         address.ae_title, sum(counts.values()), len(counts), study)
         except Exception as error:  # DimseError, a refused association, a malformed answer: not a verdict
             answer = _Answer(asked, error=f"{address.ae_title} did not answer the C-FIND: {error}")
-            logger.warning("[patient %s] completeness 'query': %s", patient_key, answer.error)
+            logger.warning("[patient %s] completeness 'query': %s", patient_label(patient_key), answer.error)
         with self._lock:
             self.questions += 1
             self._pending.pop(key, None)

@@ -44,6 +44,7 @@ from dicomnode.extension.containers import InputContainer
 from dicomnode.extension.inputs import AbstractInput, ConfiguredInput
 from dicomnode.extension.series import describe_selection
 from dicomnode.net import Address
+from dicomnode.server.logs import patient_label
 
 if TYPE_CHECKING:
     from dicomnode.extension.handles import NodeHandle
@@ -159,7 +160,8 @@ class PatientContainer:
             try:
                 inp.patient_started(dataset, self.patient_key, self.node)
             except Exception:  # user code: the image is accepted whatever the callback does
-                logger.exception("[patient %s] input %r failed in patient_started", self.patient_key, name)
+                logger.exception("[patient %s] input %r failed in patient_started", patient_label(self.patient_key),
+                                 name)
 
     @property
     def has_images(self) -> bool:
@@ -169,6 +171,8 @@ class PatientContainer:
     @property
     def images(self) -> int:
         """Distinct images held (an image in two inputs counts once; every series, chosen or not)."""
+        if len(self.inputs) == 1:  # the status counts every patient's images: keep the common case cheap
+            return next(iter(self.inputs.values())).held_images
         return len({id(ds) for inp in self.inputs.values() for ds in inp.held_datasets})
 
     @property
@@ -210,7 +214,7 @@ class PatientContainer:
                 with contextlib.suppress(OSError):
                     path.parent.rmdir()
         self.last_update = last_update  # the earlier images are not news
-        logger.info("[patient %s] late_images 'rerun': %d image(s) of %s join %d late one(s)", self.patient_key,
+        logger.info("[patient %s] late_images 'rerun': %d image(s) of %s join %d late one(s)", patient_label(self.patient_key),
                     added, source.describe(), self._arrivals - added)
         source.retained = []
         self.rerun_of = None
@@ -280,7 +284,7 @@ class PatientContainer:
             rule = describe_selection(inp.setting("series_selection"))
             for summary in dropped:
                 logger.info("[patient %s] input %s: series %s dropped: series_selection %s chose %s",
-                            self.patient_key, name, summary.describe(), rule, chose)
+                            patient_label(self.patient_key), name, summary.describe(), rule, chose)
 
     def get_input_container(self) -> InputContainer:
         """Grind every input into the mapping ``process`` receives (runs the grinders)."""
@@ -434,6 +438,11 @@ class PipelineTree:
         """The patient keys held now."""
         with self._lock:
             return list(self._patients)
+
+    def containers(self) -> list[PatientContainer]:
+        """The patients held now (a snapshot: a job may take one out meanwhile)."""
+        with self._lock:
+            return list(self._patients.values())
 
     def __repr__(self) -> str:
         return f"<PipelineTree patients={self.keys()!r}>"

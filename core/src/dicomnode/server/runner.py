@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from dicomnode.extension.containers import InputContainer
     from dicomnode.plugins import PluginRegistry
     from dicomnode.server.config import PipelineConfig
-    from dicomnode.server.late import JobHistory
+    from dicomnode.server.events import NodeEvents
+    from dicomnode.server.late import RecentJobs
     from dicomnode.server.pipeline_tree import PatientContainer
     from dicomnode.server.stores import DataDirectory
 
@@ -103,9 +104,12 @@ class JobRunner:
 
     def __init__(self, *, config: PipelineConfig, data: DataDirectory | None, executor: Executor,
                  host: ExecutorHost, registry: PluginRegistry, workers: int,
-                 history: JobHistory | None = None) -> None:
+                 late_jobs: RecentJobs | None = None, events: NodeEvents | None = None) -> None:
+        from dicomnode.server.events import NodeEvents
+
+        self.events = events if events is not None else NodeEvents()
         self.config = config
-        self.history = history
+        self.late_jobs = late_jobs
         self.data = data
         self.executor = executor
         self.host = host
@@ -237,12 +241,13 @@ class JobRunner:
         or deferred (a quarantine retry): those outputs are not sent again.
         """
         job_id = job_id or new_job_id()
-        log = job_logger("dicomnode.job", container.patient_key, container.calling_aet)
-        if self.history is not None:
-            self.history.started(container, job_id)
+        log = job_logger("dicomnode.job", container.patient_key, container.calling_aet, job_id)
+        if self.late_jobs is not None:
+            self.late_jobs.started(container, job_id)
         started = time.monotonic()
         log.info("job %s started: %d image(s), %.3f s after the last", job_id, container.images,
                  started - container.last_update)
+        self.events.job_started(job_id, container)
         result = self.execute(container, job_id, log, skip=skip)
         with self._lock:
             if result.interrupted:
@@ -251,6 +256,7 @@ class JobRunner:
                 self.succeeded += 1
             else:
                 self.failed += 1
+        self.events.job_finished(container, result, time.monotonic() - started)
         if result.interrupted:
             log.warning("job %s interrupted: %s; its images stay for the next start", job_id, result.reason)
             return result
@@ -275,6 +281,8 @@ class JobRunner:
         # one line per job, so operators (and benchmarks/end_to_end.py) see where the time went
         log.info("stage times: grind %.3f s, process %.3f s, outputs %.3f s", ground - started,
                  processed - ground, time.monotonic() - processed)
+        self.events.job_stages(job_id, container.patient_key, ground - started, processed - ground,
+                               time.monotonic() - processed)
         return result
 
     def prepare(self, container: PatientContainer, job_id: str) -> tuple[InputContainer, list[PipelineOutput], float]:
@@ -337,11 +345,17 @@ class JobRunner:
                 return _failed(ProcessingError(f"output {name}.send() reported failure", stage="outputs"),
                                job_id, done, deferred)
             done.append(key)
+            self.events.output_done(job_id, input_container.patient_key, key, output, made)
             if made:
                 log.warning("output %s deferred its work to the outbox: %s", key, ", ".join(made))
             else:
                 log.info("output %s delivered", key)
         return JobResult(True, outputs_done=tuple(done), deferred=tuple(deferred), job_id=job_id)
+
+    def load(self) -> tuple[int, int]:
+        """The jobs queued and the jobs running, now."""
+        with self._lock:
+            return self._queued, self._running
 
     def _invalid(self, output: PipelineOutput) -> str | None:
         """Why the output's datasets must not leave the node (``validate_outputs``), or None.
@@ -398,16 +412,16 @@ class JobRunner:
         try:
             self._keep_or_quarantine(container, result, log, elapsed)
         finally:
-            if self.history is not None and not result.complete:
-                self.history.finished(container, False, _keep)
+            if self.late_jobs is not None and not result.complete:
+                self.late_jobs.finished(container, False, _keep)
 
     def _keep_or_quarantine(self, container: PatientContainer, result: JobResult, log: JobLogger,
                             elapsed: float) -> None:
         data = self.data
         if result.complete:
             remove = data.store.remove if data is not None else _keep
-            if self.history is not None:
-                self.history.finished(container, True, remove)  # it keeps them with late_images 'rerun'
+            if self.late_jobs is not None:
+                self.late_jobs.finished(container, True, remove)  # it keeps them with late_images 'rerun'
             else:
                 remove(container.paths)
             log.info("job %s done in %.2f s", result.job_id, elapsed)
