@@ -1,4 +1,4 @@
-"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks, the Dask soak.
+"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks, the Dask soak, the image.
 
     nox -l                 list every session
     nox                    the default: every test session, lint and typing
@@ -224,6 +224,19 @@ def soak_dask(session: nox.Session) -> None:
     for number in range(1, rounds + 1):
         session.log(f"round {number} of {rounds}")
         session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/dask", "-x")
+
+
+@nox.session(python=False, tags=["deploy"])
+def image(session: nox.Session) -> None:
+    """Build the deployment kit's image (deploy/Dockerfile) and check its plugins: needs Docker and its registry.
+
+    Not part of CI, whose machines reach only the package registries; the
+    unit, compose file and the kit's pipeline are tested in the suite
+    (tests/integration/test_deployment_kit.py).
+    """
+    session.run("docker", "build", "-f", "deploy/Dockerfile", "-t", "dicomnode-kit-test", ".", external=True)
+    session.run("docker", "run", "--rm", "--entrypoint", "dicomnode", "dicomnode-kit-test", "plugins", "check",
+                external=True)
 
 
 @nox.session(python=MAIN_PYTHON, tags=["ci", "lint"])
