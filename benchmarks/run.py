@@ -4,8 +4,8 @@ Generates its own data under ``benchmarks/.data/`` (synthetic 512x512 CT
 series, nothing downloaded) and runs each scenario's own script functions:
 start-up, ingest (one client and four), small images (many 64x64 instances
 over one association), restart with a backlog, end to end, conversion, building,
-send, memory, segmentation, scale-out (needs dicomnode-dask), DICOMweb (needs
-dicomnode-dicomweb and Orthanc's DICOMweb plugin). Within a scenario
+send, memory, segmentation, the admin endpoint, scale-out (needs dicomnode-dask),
+DICOMweb (needs dicomnode-dicomweb and Orthanc's DICOMweb plugin). Within a scenario
 the contenders run interleaved (A B A B …) after a warm-up round; the figures
 are medians with min–max, and ratios are taken round by round. The results
 replace the generated blocks of ``benchmarks/RESULTS.md`` (the notes around
@@ -406,6 +406,34 @@ def seg(mode: Mode) -> Section:
     )
 
 
+def admin(mode: Mode) -> Section:
+    """The admin endpoint scraped every second vs none (node in memory); /status of a node holding 10,000 instances."""
+    import admin as script
+
+    files = script.study(mode.slices)
+    megabytes = sum(path.stat().st_size for path in files) / 1e6
+    say("  admin endpoint scraped every second")
+    light = {"scrapes": 5, "calls": 2_000} if mode.name == "smoke" else {}
+    scrape = script.scraped(files, mode.runs, repeat=4, **light)
+    say("  /status of held instances")
+    status = script.held_status(40 if mode.name != "smoke" else 5, 10_000 if mode.name != "smoke" else 1_000)
+    ratio = statistics.median(scrape["ratios"])  # type: ignore[arg-type]
+    studies, singles = script.shapes(status)
+    p95, p95_singles = script.status_p95(status, studies), script.status_p95(status, singles)
+    held = f"{script._held(status):,}"
+    return Section(
+        "admin", "Admin endpoint", script.report(scrape, status, megabytes, len(files), 4),
+        [Target("admin endpoint scraped every second keeps >= 0.98x the ingest throughput", f"{ratio:.3f}x "
+                f"(its CPU accounted for: {script.accounted_share(scrape) * 100:.2f} % of the node's)", ratio >= 0.98),
+         Target(f"/status with {held} held instances ({studies}) < 100 ms (95th percentile)", f"{p95 * 1e3:.1f} ms",
+                p95 < 0.1),
+         Target(f"/status with {held} held instances ({singles}) < 100 ms (95th percentile)",
+                f"{p95_singles * 1e3:.1f} ms", p95_singles < 0.1)],
+        [Headline("admin endpoint scraped every second: ingest vs none", ratio, 0.98),
+         Headline(f"/status of {held} held ({studies}): 100 ms / p95", 0.1 / p95, 1.0)],
+    )
+
+
 def scale_out(mode: Mode) -> Section:
     """The executor dask (embedded clusters) against threads: 8 CPU-bound jobs, one CT job, a killed worker."""
     import scale_out as script
@@ -432,6 +460,7 @@ SCENARIOS: dict[str, Callable[[Mode], Section]] = {
     "send": send,
     "memory": memory,
     "seg": seg,
+    "admin": admin,
     "scale-out": scale_out,
     "dicomweb": dicomweb,
 }

@@ -33,7 +33,7 @@ THRESHOLD_HU = 200
 class CT(AbstractInput):
     required_values = {"Modality": "CT"}
     required_tags = ["SeriesInstanceUID", "ImagePositionPatient"]
-    enforce_single_series = True
+    series_selection = "largest"  # a study has many series: grind the largest
     image_grinder = NumpyGrinder()
     slices = 40
 

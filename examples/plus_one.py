@@ -30,7 +30,7 @@ BLUEPRINT = DEFAULT_BLUEPRINT + CT_IMAGE_BLUEPRINT + Blueprint([
 class CT(AbstractInput):
     required_values = {"Modality": "CT"}
     required_tags = ["SeriesInstanceUID", "ImagePositionPatient"]
-    enforce_single_series = True
+    series_selection = "largest"  # a study has many series: grind the largest
     image_grinder = NumpyGrinder()
     slices = 40
 

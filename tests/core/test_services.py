@@ -46,9 +46,14 @@ def test_an_instance_the_node_refuses_is_refused_through_the_service_too(tmp_pat
     drop = tmp_path / "drop"
     drop.mkdir()
     mr = write_patient(tmp_path / "mr", "MR1", slices=1, modality="MR")[0]
-    with RecordingNode(services={"example-folder": {"directory": str(drop), "interval": 0.05}}):
+    settings = {"example-folder": {"directory": str(drop), "interval": 0.05}}
+    with RecordingNode(services=settings, rejection_policy="failure"):
         shutil.copy(mr, drop / "mr.dcm")
         assert wait_until(lambda: (drop / "mr.dcm.refused").exists(), timeout=10)
+    with RecordingNode(services=settings):  # rejection_policy "discard", the default: acknowledged and dropped
+        shutil.copy(mr, drop / "mr2.dcm")
+        assert wait_until(lambda: not (drop / "mr2.dcm").exists(), timeout=10)
+    assert sorted(path.name for path in drop.iterdir()) == ["mr.dcm.refused"]
 
 
 def test_a_service_nobody_provides_is_a_configuration_error_naming_what_is_available() -> None:

@@ -45,7 +45,9 @@ def test_images_no_input_takes_are_listed_with_the_status_a_sender_would_get(tmp
     write_series(mr, tmp_path / "in" / "mr")
     result = replay(Works, tmp_path / "in")
     assert [job.patient_key for job in result.jobs] == ["P1"]
-    ((path, refused),) = result.not_taken
+    ((path, discarded),) = result.not_taken  # rejection_policy "discard", the default: acknowledged, not stored
+    assert path.parent.name == "mr" and discarded.status == 0x0000 and not discarded.stored
+    ((path, refused),) = replay(Works, tmp_path / "in", rejection_policy="failure").not_taken
     assert path.parent.name == "mr" and refused.status == 0xC004 and "Modality" in refused.comment
 
 

@@ -186,6 +186,42 @@ def test_an_unknown_keyword_in_required_values_is_refused(tmp_path: Path) -> Non
     assert "[inputs.CT]" in message and "Modallity" in message
 
 
+def test_series_selection_and_completeness_are_input_keys(tmp_path: Path) -> None:
+    inputs = ('series_selection = "largest"\ncompleteness = "query"\nquery_endpoint = "PACS"\n'
+              'query_interval = 2.5')
+    extra_node = '[node.known_endpoints.PACS]\nip = "127.0.0.1"\nport = 4242\nae_title = "ORTHANC"'
+    path = _write(tmp_path, _minimal(inputs=inputs, module="selection_jobs").replace(
+        "[inputs.CT]", extra_node + "\n[inputs.CT]"), "selection_jobs")
+    created = load_pipeline(path).config.inputs["CT"].create()
+    assert (created.series_selection, created.completeness, created.query_endpoint, created.query_interval) == (
+        "largest", "query", "PACS", 2.5)
+
+
+def test_a_series_selection_table_is_a_tag_rule(tmp_path: Path) -> None:
+    inputs = 'series_selection = { SeriesDescription = { regex = "AX.*" }, ImageType = { contains = "AXIAL" } }'
+    path = _write(tmp_path, _minimal(inputs=inputs, module="rule_jobs"), "rule_jobs")
+    rule = load_pipeline(path).config.inputs["CT"].create().series_selection
+    assert rule["SeriesDescription"].pattern == "AX.*"
+    assert rule["ImageType"](["ORIGINAL", "PRIMARY", "AXIAL"]) and not rule["ImageType"](["LOCALIZER"])
+
+
+def test_a_series_selection_may_name_a_function(tmp_path: Path) -> None:
+    path = _write(tmp_path, _minimal(inputs='series_selection = "os.path:basename"', module="select_jobs"),
+                  "select_jobs")
+    assert load_pipeline(path).config.inputs["CT"].create().series_selection is os.path.basename
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ('series_selection = "biggest"', "must be 'largest', 'thinnest', 'module:function' or a table"),
+    ('completeness = "quiet"', "completeness must be one of 'validate', 'announced', 'query'"),
+    ("query_interval = -1", "query_interval must be a positive number of seconds"),
+    ('query_endpoint = "NOWHERE"', "query_endpoint 'NOWHERE' is not a known endpoint"),
+])
+def test_bad_series_and_completeness_keys_say_what_is_allowed(tmp_path: Path, line: str, expected: str) -> None:
+    module = f"bad_{abs(hash(line))}"
+    assert expected in _error(tmp_path, _minimal(inputs=line, module=module), module)
+
+
 def test_a_dynamic_input_groups_by_its_key_tag(tmp_path: Path) -> None:
     inputs = 'type = "dynamic"\nkey_tag = "SeriesNumber"'
     path = _write(tmp_path, _minimal(inputs=inputs, module="dynamic_jobs"), "dynamic_jobs")

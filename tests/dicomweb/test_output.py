@@ -62,9 +62,9 @@ def test_files_are_sent_as_they_are(empty: OrthancServer, tmp_path: Path) -> Non
 def test_instances_the_server_refuses_are_read_from_the_response_and_only_they_go_to_the_outbox(
         tmp_path: Path) -> None:
     # the server is a node's own STOW-RS service: its input takes CT only, so the MR slice is
-    # refused (0xC004) while the CT slices are stored, in the same request (HTTP 202)
+    # refused (0xC004, rejection_policy "failure") while the CT slices are stored, in the same request (HTTP 202)
     good, bad = _series(2), synthetic_series(slices=1, rows=8, columns=8, modality="MR")
-    with RecordingNode(services={"stow": {"port": 0}}) as node:
+    with RecordingNode(services={"stow": {"port": 0}}, rejection_policy="failure") as node:
         output = DicomWebOutput(node.services["stow"].url, [*good, *bad], attempts=2, first_delay=0.01)
         output.bind(output_context(tmp_path, output_name="dicomweb"))
         assert output.send() is True  # safe: stored or in the outbox

@@ -54,7 +54,9 @@ def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def node(tmp_path: Path, record: Path) -> Iterator[RecordingNode]:
-    with RecordingNode(services={"stow": {"port": 0, "root": "/dicom-web/"}}, data_directory=tmp_path / "data") as n:
+    # rejection_policy "failure": an instance no input takes is refused (0xC004), not discarded as by default
+    with RecordingNode(services={"stow": {"port": 0, "root": "/dicom-web/"}}, data_directory=tmp_path / "data",
+                       rejection_policy="failure") as n:
         yield n
 
 

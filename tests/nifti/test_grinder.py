@@ -178,3 +178,24 @@ def test_asking_for_another_disk_type_converts_the_values(tmp_path: Path) -> Non
     back = nib.load(tmp_path / "float.nii")
     assert back.get_data_dtype() == np.float32
     assert np.array_equal(back.get_fdata(), image.get_fdata())
+
+
+def test_an_enhanced_philips_dwi_leaves_out_its_trace_volume_read_per_frame() -> None:
+    from pydicom import Dataset
+    from pydicom.sequence import Sequence
+
+    (dataset,) = build_series(CASES["enhanced-4d-mr"])  # 3 volumes: b=0, one direction, then the trace
+    dataset.Manufacturer = "Philips Medical Systems"
+    volumes = {1: (0.0, (0.0, 0.0, 0.0)), 2: (1000.0, (0.0, 1.0, 0.0)), 3: (1000.0, (0.0, 0.0, 0.0))}
+    for item in dataset.PerFrameFunctionalGroupsSequence:
+        b, direction = volumes[int(item.FrameContentSequence[0].TemporalPositionIndex)]
+        diffusion, gradient = Dataset(), Dataset()
+        diffusion.DiffusionBValue = b
+        gradient.DiffusionGradientOrientation = list(direction)
+        diffusion.DiffusionGradientDirectionSequence = Sequence([gradient])
+        item.MRDiffusionSequence = Sequence([diffusion])
+
+    image = NiftiGrinder()([dataset])
+    kept = NiftiGrinder(keep_derived_diffusion=True)([dataset])
+    assert (image.shape[3], kept.shape[3]) == (2, 3)
+    assert np.array_equal(image.get_fdata(), kept.get_fdata()[..., :2])

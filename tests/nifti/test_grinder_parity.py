@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 from conftest import require_peer
 from geometry_series import CASES, SAGITTAL, SeriesSpec, build_series, write_series
+from mosaic_series import mosaic_series
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode_nifti.grinder import NiftiGrinder
+from dicomnode_nifti.slices import SLICE_CODES
 
 pytestmark = pytest.mark.plugin("nifti")
 
@@ -74,6 +76,8 @@ def assert_same_nifti(mine: nib.Nifti1Image, reference: nib.Nifti1Image) -> None
     assert np.array_equal(mine.get_fdata(), reference.get_fdata())
     for header in (mine.header, reference.header):
         assert (int(header["sform_code"]), int(header["qform_code"])) == (1, 1)
+    assert (int(mine.header["dim_info"]), int(mine.header["slice_code"])) == (
+        int(reference.header["dim_info"]), int(reference.header["slice_code"]))
 
 
 @pytest.mark.parametrize("name", sorted(CASES) + sorted(THREE_D_CASES))
@@ -261,3 +265,122 @@ def test_sagittal_series_whose_normal_points_either_way_equal_dcm2niix(name: str
     mine = grind_and_save(datasets, tmp_path / "mine.nii")
 
     assert_same_nifti(mine, reference)
+
+
+# --- Siemens mosaics built here, with a CSA header: slice order, dim_info, slice_code ------------------------
+
+#: slice -> its place in the acquisition, for each order NIfTI names, and a multiband acquisition
+ACQUISITION_ORDERS = {
+    "seq_inc": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "seq_dec": [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    "alt_inc": [0, 5, 1, 6, 2, 7, 3, 8, 4, 9], "alt_dec": [9, 4, 8, 3, 7, 2, 6, 1, 5, 0],
+    "alt_inc2": [5, 0, 6, 1, 7, 2, 8, 3, 9, 4], "alt_dec2": [4, 9, 3, 8, 2, 7, 1, 6, 0, 5],
+    "multiband": [0, 1, 2, 3, 4, 0, 1, 2, 3, 4],
+}
+MOSAIC_PLANES = {
+    # sagittal, the slice normal against cross(row, column): dcm2niix's PSL, the tiles' own order
+    "sagittal-against": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0), -1.0),
+    "sagittal-along": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0), 1.0),
+    "axial": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), 1.0),
+    "coronal-against": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), -1.0),
+}
+
+
+@pytest.mark.parametrize("plane", sorted(MOSAIC_PLANES))
+def test_siemens_mosaics_whose_csa_normal_points_either_way_equal_dcm2niix(plane: str, tmp_path: Path) -> None:
+    row, column, sign = MOSAIC_PLANES[plane]
+    datasets, _ = mosaic_series(row=row, column=column, normal_sign=sign)
+    paths = write_series(datasets, tmp_path / "dicom")
+
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix")
+    mine = grind_and_save([LazyDataset(path) for path in paths], tmp_path / "mine.nii")
+
+    assert mine.shape == (12, 16, 10, 2)
+    assert_same_nifti(mine, reference)
+    slice_axis = mine.affine[:3, 2] / np.linalg.norm(mine.affine[:3, 2])
+    csa_normal_in_ras = np.array([-1.0, -1.0, 1.0]) * sign * np.cross(row, column)
+    assert np.allclose(slice_axis, csa_normal_in_ras)  # slice k is tile k, along the CSA normal
+
+
+@pytest.mark.parametrize("order", sorted(ACQUISITION_ORDERS))
+def test_the_slice_code_of_a_mosaic_is_dcm2niixs(order: str, tmp_path: Path) -> None:
+    times = [50.0 * rank for rank in ACQUISITION_ORDERS[order]]
+    datasets, _ = mosaic_series(row=(0.0, 1.0, 0.0), column=(0.0, 0.0, -1.0), normal_sign=-1.0, slice_times=times,
+                                phase="ROW")
+    write_series(datasets, tmp_path / "dicom")
+
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix")
+    mine = grind_and_save(datasets, tmp_path / "mine.nii")
+
+    expected = 0 if order == "multiband" else SLICE_CODES[order]
+    assert int(mine.header["slice_code"]) == int(reference.header["slice_code"]) == expected
+    assert int(mine.header["dim_info"]) == int(reference.header["dim_info"]) == (3 << 4) | (1 << 2) | 2
+
+
+@pytest.mark.parametrize("direction", ["ROW", "COL"])
+def test_dim_info_of_a_series_with_a_phase_encoding_direction_is_dcm2niixs(direction: str, tmp_path: Path) -> None:
+    datasets = build_series(CASES["coronal-mr"])
+    for dataset in datasets:
+        dataset.InPlanePhaseEncodingDirection = direction
+    write_series(datasets, tmp_path / "dicom")
+
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix")
+    mine = grind_and_save(datasets, tmp_path / "mine.nii")
+
+    assert_same_nifti(mine, reference)
+    assert int(mine.header["dim_info"]) == {"ROW": 54, "COL": 57}[direction]
+
+
+# --- Philips DWI with its derived isotropic (trace) volumes in the series ----------------------------------------
+
+#: volumes of a Philips DWI series: (b-value, gradient direction); (1000, (0, 0, 0)) is a derived trace
+DWI_CASES = {
+    "trace-last": [(0, (0, 0, 0)), (1000, (1, 0, 0)), (1000, (0, 1, 0)), (1000, (0, 0, 1)), (1000, (0, 0, 0))],
+    "trace-between": [(0, (0, 0, 0)), (1000, (1, 0, 0)), (1000, (0, 0, 0)), (1000, (0, 1, 0)), (1000, (0, 0, 1))],
+    "two-traces": [(0, (0, 0, 0)), (1000, (1, 0, 0)), (1000, (0, 1, 0)), (1000, (0, 0, 0)), (1000, (0, 0, 1)),
+                   (1000, (0, 0, 0))],
+    "b0-and-trace": [(0, (0, 0, 0)), (1000, (0, 0, 0))],  # a DWI that is nothing else: kept whole
+}
+
+
+def philips_dwi(name: str) -> list:
+    volumes = DWI_CASES[name]
+    datasets = build_series(CASES["4d-mr"].with_(volumes=len(volumes), name=f"dwi-{name}"))
+    for dataset in datasets:
+        b, direction = volumes[int(dataset.TemporalPositionIdentifier) - 1]
+        dataset.Manufacturer = "Philips Medical Systems"
+        dataset.ImageType = ["ORIGINAL", "PRIMARY", "M_SE", "M", "SE"]
+        dataset.DiffusionBValue = float(b)
+        dataset.DiffusionGradientOrientation = [float(x) for x in direction]
+        dataset.private_block(0x2001, "Philips Imaging DD 001", create=True).add_new(0x03, "FL", float(b))
+        block = dataset.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
+        for offset, value in zip((0xB0, 0xB1, 0xB2), direction, strict=True):
+            block.add_new(offset, "FL", float(value))
+    return datasets
+
+
+@pytest.mark.parametrize(("name", "kept"), [("trace-last", 4), ("trace-between", 4), ("two-traces", 4),
+                                            ("b0-and-trace", 2)])
+def test_derived_trace_volumes_of_a_philips_dwi_are_left_out_as_dcm2niix_leaves_them(
+        name: str, kept: int, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    datasets = philips_dwi(name)
+    paths = write_series(datasets, tmp_path / "dicom")
+
+    # dcm2niix writes the volumes it leaves out to a file of their own, "<name>_ADC.nii"
+    reference = dcm2niix(tmp_path / "dicom", tmp_path / "dcm2niix", files=1 if kept == len(DWI_CASES[name]) else 2)
+    with caplog.at_level("INFO", logger="dicomnode.nifti"):
+        mine = grind_and_save([LazyDataset(path) for path in paths], tmp_path / "mine.nii")
+
+    assert mine.shape[3] == kept
+    assert_same_nifti(mine, reference)
+    left_out = [r.getMessage() for r in caplog.records if "derived trace/ADC" in r.getMessage()]
+    if kept < len(DWI_CASES[name]):
+        assert left_out == [f"left out {len(DWI_CASES[name]) - kept} derived trace/ADC volume(s) of "
+                            f"{len(DWI_CASES[name])} in series {datasets[0].SeriesInstanceUID} (b > 0 without a "
+                            "gradient direction), as dcm2niix does"]
+    else:
+        assert left_out == []
+
+
+def test_the_derived_volumes_can_be_kept(tmp_path: Path) -> None:
+    image = NiftiGrinder(keep_derived_diffusion=True)(philips_dwi("trace-last"))
+    assert image.shape[3] == 5

@@ -40,6 +40,8 @@ __all__ = [
     "PluginNotFoundError",
     "ProcessingError",
     "StorageError",
+    "describe_value",
+    "type_name",
 ]
 
 
@@ -147,3 +149,43 @@ class DimseError(DicomnodeError, ConnectionError):
 
 class AssociationError(DimseError):
     """The peer refused or aborted the association, or never answered."""
+
+
+def describe_value(value: Any) -> str:
+    """What ``value`` is, for an error message, without what it holds.
+
+    An error message ends up in logs, quarantine entries and status
+    comments, so a dataset, an element or an array is named by its kind and
+    size, never printed; short plain values (numbers, a short text, a path)
+    are shown as they are::
+
+        describe_value(Dataset())             # 'a pydicom Dataset (0 elements)'
+        describe_value(numpy.zeros((2, 3)))   # 'a numpy ndarray of shape (2, 3), float64'
+    """
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    if module == "pydicom" or any(c.__module__.startswith("pydicom.") for c in kind.__mro__[1:]):
+        size = f" ({len(value)} element{'s' if len(value) != 1 else ''})" if hasattr(value, "__len__") else ""
+        return f"a pydicom {type_name(value)}{size}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"a {module} {type_name(value)} of shape {tuple(value.shape)}, {value.dtype}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        kinds = sorted({type_name(item) for item in value})
+        return f"a {kind.__name__} of {len(value)} item(s) ({', '.join(kinds) or 'empty'})"
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if (isinstance(value, (str, bytes)) and len(value) <= 40) or module == "pathlib":
+        return repr(value)
+    if isinstance(value, (str, bytes)):
+        return f"a {kind.__name__} of {len(value)} characters"
+    return f"a {type_name(value)}"
+
+
+def type_name(value: Any) -> str:
+    """The name of ``value``'s class as a user knows it: the first public class of its ancestry.
+
+    A dataset the node received is a private subclass of pydicom's
+    ``FileDataset``; a message says ``FileDataset``.
+    """
+    return next((klass.__name__ for klass in type(value).__mro__ if not klass.__name__.startswith("_")),
+                type(value).__name__)

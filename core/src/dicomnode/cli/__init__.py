@@ -2,6 +2,12 @@
 
 Every subcommand, the core's included, is contributed through the
 ``dicomnode_commands`` hook; only the command being run is imported.
+
+The global options (``--log-level``, ``--version``) may come before or after
+the command: ``dicomnode --log-level debug run node.py`` and
+``dicomnode run node.py --log-level debug`` are the same. For ``run``,
+``--log-level`` is the node's log level; for the other commands, the level
+of what the command itself logs (default: warning).
 """
 
 from __future__ import annotations
@@ -20,12 +26,55 @@ __all__ = ["build_parser", "main"]
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+#: global options that take a value: the word after them is that value, not the command
+_VALUED_GLOBALS = ("--log-level",)
+
+
 def _selected_command(argv: Sequence[str], names: set[str]) -> str | None:
+    skip = False
     for argument in argv:
+        if skip:
+            skip = False
+            continue
+        if argument in _VALUED_GLOBALS:
+            skip = True
+            continue
         if argument.startswith("-"):
             continue
         return argument if argument in names else None
     return None
+
+
+def _log_level(argv: Sequence[str]) -> str | None:
+    """The ``--log-level`` given anywhere on the command line (the last one wins), or None."""
+    level = None
+    for index, argument in enumerate(argv):
+        if argument == "--":
+            break
+        if argument == "--log-level" and index + 1 < len(argv):
+            level = argv[index + 1]
+        elif argument.startswith("--log-level="):
+            level = argument.split("=", 1)[1]
+    return level
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--version`` and ``--log-level``; on a command's parser they do not override what came before it."""
+    default: object = None if top else argparse.SUPPRESS
+    known = getattr(parser, "_option_string_actions", {})
+    if "--version" not in known:
+        parser.add_argument("--version", action="store_true", default=False if top else argparse.SUPPRESS,
+                            help="show the core's and every plugin's version")
+    if "--log-level" not in known:
+        parser.add_argument("--log-level", choices=_LOG_LEVELS, type=str.lower, default=default,
+                            help="how much to log: for 'run' the node's level (default: its log_level "
+                                 "setting), else the command's own (default: warning)")
+    if top:
+        return
+    for action in parser._actions:  # a command's own actions (quarantine list, …) take them too
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in set(action.choices.values()):
+                _add_global_options(nested, top=False)
 
 
 def _version_text(registry: PluginRegistry) -> str:
@@ -44,8 +93,7 @@ def build_parser(registry: PluginRegistry, argv: Sequence[str] = ()) -> argparse
         description="Turn an image-processing program into a DICOM node, and work with DICOM from the shell.",
         epilog="Run 'dicomnode COMMAND --help' for the options of a command.",
     )
-    parser.add_argument("--version", action="store_true", help="show the core's and every plugin's version")
-    parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="how much to log (default: warning)")
+    _add_global_options(parser, top=True)
     commands = registry.contributions("command")
     selected = _selected_command(argv, set(commands))
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
@@ -55,18 +103,14 @@ def build_parser(registry: PluginRegistry, argv: Sequence[str] = ()) -> argparse
         if name == selected:
             configure = registry.command(name)
             sub.set_defaults(_handler=configure(sub))
+            _add_global_options(sub, top=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    level = "warning"
-    for index, argument in enumerate(arguments):
-        if argument == "--log-level" and index + 1 < len(arguments):
-            level = arguments[index + 1]
-        elif argument.startswith("--log-level="):
-            level = argument.split("=", 1)[1]
+    level = _log_level(arguments) or "warning"
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

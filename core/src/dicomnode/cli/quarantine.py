@@ -1,10 +1,11 @@
-"""``dicomnode quarantine``: list the jobs that failed, and run one again.
+"""``dicomnode quarantine``: list the jobs that failed, show one with its traceback, run one again.
 
 A job whose grinder, ``process`` or output failed is kept under
 ``data_directory/quarantine/<id>`` with the reason and the traceback::
 
     dicomnode quarantine list --pipeline my_node.py
     dicomnode quarantine list --data-directory /srv/node/data --json
+    dicomnode quarantine show 3f2a... -d /srv/node/data          # the reason, the traceback, the history
     dicomnode quarantine retry 3f2a... --pipeline my_node.py     # runs the job now, here
     dicomnode quarantine retry 3f2a... --data-directory data --restore
                                   # puts the images back; the node processes them at its next start
@@ -63,6 +64,12 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
                                  description="List the quarantined jobs, oldest first.")
     add_location_arguments(listing)
     listing.add_argument("--json", action="store_true", help="print JSON, with the tracebacks")
+    show = actions.add_parser("show", help="show one quarantined job: why, its traceback, its history",
+                              description="Show one quarantined job: the reason, the traceback, its files, "
+                                          "the outputs done and waiting, and the patient's history.")
+    show.add_argument("id", metavar="ID", help="the entry's id, as 'list' shows it")
+    add_location_arguments(show)
+    show.add_argument("--json", action="store_true", help="print JSON")
     retry = actions.add_parser("retry", help="run a quarantined job again",
                                description="Run a quarantined job again with the pipeline, or with "
                                            "--restore give its images back to the node's data directory.")
@@ -87,11 +94,7 @@ def _list(directory: Path, args: argparse.Namespace) -> int:
 
     entries = DataDirectory.existing(directory).quarantine.list()
     if args.json:
-        print(json.dumps([{"id": e.id, "patient_key": e.patient_key, "calling_aet": e.calling_aet,
-                           "state": e.state, "job_id": e.job_id, "reason": e.reason, "traceback": e.traceback,
-                           "created": e.created, "outputs_done": list(e.outputs_done),
-                           "pending_outbox": list(e.pending_outbox), "files": len(e.paths)} for e in entries],
-                         indent=2))
+        print(json.dumps([_entry_json(entry) for entry in entries], indent=2))
         return 0
     if not entries:
         print(f"no quarantined jobs in {directory / 'quarantine'}")
@@ -103,6 +106,43 @@ def _list(directory: Path, args: argparse.Namespace) -> int:
         if entry.pending_outbox:
             print(f"    waiting for outbox entr{'y' if len(entry.pending_outbox) == 1 else 'ies'} "
                   f"{', '.join(entry.pending_outbox)}")
+    return 0
+
+
+def _entry_json(entry: Any) -> dict[str, Any]:
+    return {"id": entry.id, "patient_key": entry.patient_key, "calling_aet": entry.calling_aet,
+            "state": entry.state, "job_id": entry.job_id, "reason": entry.reason, "traceback": entry.traceback,
+            "created": entry.created, "outputs_done": list(entry.outputs_done),
+            "pending_outbox": list(entry.pending_outbox), "files": len(entry.paths)}
+
+
+def _show(directory: Path, args: argparse.Namespace) -> int:
+    from dicomnode.server.stores import DataDirectory
+
+    data = DataDirectory.existing(directory)
+    entry = data.quarantine.get(args.id)
+    events = [event for event in data.history.events(entry.patient_key)
+              if not entry.job_id or event.job_id in ("", entry.job_id)]
+    if args.json:
+        print(json.dumps({**_entry_json(entry), "history": [event.as_json() for event in events]}, indent=2))
+        return 0
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
+    print(f"quarantine entry {entry.id}: {entry.state}")
+    print(f"  patient      {entry.patient_key}, from {entry.calling_aet or '?'}")
+    print(f"  job          {entry.job_id or '?'}, quarantined {when} ({_age(entry.created)} ago)")
+    print(f"  files        {len(entry.paths)} in {entry.directory}")
+    print(f"  outputs done {', '.join(entry.outputs_done) or 'none'}")
+    if entry.pending_outbox:
+        print(f"  waiting for  outbox entr{'y' if len(entry.pending_outbox) == 1 else 'ies'} "
+              f"{', '.join(entry.pending_outbox)}")
+    print(f"  reason       {entry.reason}")
+    if entry.traceback:
+        print("\n" + entry.traceback.rstrip())
+    if events:
+        print("\nhistory of the patient:")
+        for event in events:
+            print(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(event.time))}  {event.kind:<16} "
+                  f"{event.summary}")
     return 0
 
 
@@ -135,6 +175,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             return _list(directory, args)
+        if args.action == "show":
+            return _show(directory, args)
         return _retry(directory, pipeline, args)
     except LookupError as error:
         raise ConfigurationError(str(error)) from None

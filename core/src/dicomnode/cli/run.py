@@ -7,15 +7,16 @@ TARGET is one of::
     my_package.nodes:MyNode    a class in an importable module
     pipeline.toml              a pipeline declared in TOML (docs/configuration.md)
 
-``--port``, ``--ae-title`` and ``--data-directory`` override the pipeline's
-own settings. SIGINT (Ctrl-C) and SIGTERM stop the node cleanly: it stops
-accepting associations, and finishes or safely stores the work in flight
-before the process exits.
+``--port``, ``--ae-title``, ``--ip``, ``--data-directory``, ``--admin-port``
+and ``--log-level`` override the pipeline's own settings. SIGINT (Ctrl-C)
+and SIGTERM stop the node cleanly: it stops accepting associations, and
+finishes or safely stores the work in flight before the process exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import logging
@@ -49,6 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace],
     parser.add_argument("--ae-title", help="answer to this AE title instead of the pipeline's")
     parser.add_argument("--ip", help="listen on this address instead of the pipeline's")
     parser.add_argument("--data-directory", type=Path, help="store received images in this folder")
+    parser.add_argument("--admin-port", type=int, metavar="PORT",
+                        help="serve the status page, /status, /metrics and /healthz on this port (0: any free one)")
     return _run
 
 
@@ -165,20 +168,40 @@ class _StopSignal:
             signal.signal(number, previous)
 
 
+def _listen_error(error: OSError, ip: str, port: int) -> Exception:
+    """Why the node cannot listen, with the address and what to do."""
+    if error.errno == errno.EADDRINUSE:
+        return ConfigurationError(f"cannot listen on {ip}:{port}: the address is already in use (another node or "
+                                  "program listens there); choose a free port with --port, or stop the other one")
+    if error.errno == errno.EACCES:
+        return ConfigurationError(f"cannot listen on {ip}:{port}: permission denied (ports below 1024 need "
+                                  "privileges); choose a port from 1024 up with --port")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return ConfigurationError(f"cannot listen on {ip}:{port}: this machine has no such address; choose one "
+                                  "of its addresses (or 0.0.0.0 for all) with --ip")
+    return error
+
+
 def _run(args: argparse.Namespace) -> int:
     # installed first: a stop asked for while the pipeline loads is honoured right after it opens
     with _StopSignal() as stop:
         cls = load_target(args.target)
         overrides = {"port": args.port, "ae_title": args.ae_title, "ip": args.ip,
-                     "data_directory": args.data_directory}
+                     "data_directory": args.data_directory, "admin_port": args.admin_port,
+                     "log_level": getattr(args, "log_level", None)}
         # validated like the pipeline's own settings: a bad --port names the setting and the allowed values
         node = cls(**{name: value for name, value in overrides.items() if value is not None})
         # the node's own log settings (level, format, stream or file) decide where its lines go;
         # without this the CLI's root handler would print every line a second time
         logging.getLogger("dicomnode").propagate = False
-        node.open(blocking=False)
+        try:
+            node.open(blocking=False)
+        except OSError as error:
+            raise _listen_error(error, node.config.ip, node.config.port) from error
+        admin = node.operations.admin_port
         print(f"dicomnode: {node.config.name} serving as {node.config.ae_title} on "
-              f"{node.config.ip}:{node.port}; Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
+              f"{node.config.ip}:{node.port}" + (f", admin endpoint on port {admin}" if admin is not None else "")
+              + "; Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
         try:
             # a timed wait lets the signal handler run promptly on every platform
             while not stop.event.wait(0.5):

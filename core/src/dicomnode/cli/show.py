@@ -1,4 +1,9 @@
-"""``dicomnode show FILE...``: a readable dump of DICOM files, pixel data summarised."""
+"""``dicomnode show PATH...``: a readable dump of DICOM files, pixel data summarised.
+
+A folder shows every DICOM file below it, in name order; files in it that are
+not DICOM are skipped with a note on stderr (a file named on the command
+line that is not DICOM is an error).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ _INDENT = "  "
 
 def configure(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
     """Add the arguments of ``dicomnode show`` and return its handler."""
-    parser.add_argument("files", nargs="+", metavar="FILE", help="DICOM files to show")
+    parser.add_argument("files", nargs="+", metavar="PATH", help="DICOM files, or folders searched recursively")
     parser.add_argument("--no-meta", action="store_true", help="leave out the file meta information")
     parser.add_argument(
         "--force", action="store_true",
@@ -136,17 +141,44 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
 
+def _expand(paths: list[str]) -> Iterator[tuple[str, bool]]:
+    """Each file to show, and whether it was found in a folder (rather than named)."""
+    for path in paths:
+        if not os.path.isdir(path):
+            yield path, False
+            continue
+        found = False
+        for root, folders, names in os.walk(path):
+            folders[:] = sorted(name for name in folders if not name.startswith("."))
+            for name in sorted(names):
+                if name.startswith(".") or name == "DICOMDIR":
+                    continue
+                found = True
+                yield os.path.join(root, name), True
+        if not found:
+            raise DicomnodeError(f"{path} is a folder with no files in it")
+
+
 def _show_all(args: argparse.Namespace) -> int:
     status = 0
-    for index, path in enumerate(args.files):
-        if index:
-            print()
+    shown = skipped = 0
+    files = list(_expand(args.files))
+    for path, in_folder in files:
         try:
+            if shown:
+                print()
             _show(path, args)
+            shown += 1
         except (DicomnodeError, OSError) as error:
-            if len(args.files) == 1:
+            if in_folder and isinstance(error, DicomnodeError):
+                skipped += 1  # a folder often holds other files (a README, a DICOMDIR, a viewer)
+                print(f"dicomnode show: skipped {path}: not a readable DICOM file", file=sys.stderr)
+                continue
+            if len(files) == 1:
                 raise
             # with several files, report this one and go on with the others
             print(f"dicomnode show: error: {error}", file=sys.stderr)
             status = 1
+    if not shown and skipped:
+        raise DicomnodeError(f"no DICOM file among the {skipped} file(s) found in {', '.join(args.files)}")
     return status

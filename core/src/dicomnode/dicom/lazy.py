@@ -20,7 +20,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Collection, MutableMapping
-from pathlib import Path
+from pathlib import Path, PosixPath, WindowsPath
 from typing import Any, TypeGuard, overload
 
 import attrs
@@ -360,20 +360,33 @@ def read_value_range(path: str | os.PathLike[str], element: RawDataElement, view
     """
     name = os.fspath(path)
     expected = _element_header(element)
-    with open(path, "rb", buffering=0) as file:
-        file.seek(element.value_tell - len(expected))
-        if file.read(len(expected)) != expected:
+    check = bytearray(len(expected))
+    target = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    descriptor = os.open(name, os.O_RDONLY)
+    try:
+        # one system call for the element's header and its value when they are adjacent (offset 0):
+        # a series of small files reads thousands of these
+        header_at = element.value_tell - len(expected)
+        if offset == 0:
+            done = os.preadv(descriptor, [check, target], header_at) - len(expected)
+            if done < 0:
+                raise _truncated(name, element.tag, element.length, 0)
+        else:
+            if os.preadv(descriptor, [check], header_at) != len(expected):
+                raise _truncated(name, element.tag, element.length, 0)
+            done = 0
+        if check != expected:
             raise InvalidDatasetError(
                 f"{name} changed on disk after its header was read: element {element.tag} is no "
                 "longer where it was; unload() the dataset to read the file again"
             )
-        file.seek(element.value_tell + offset)
-        done = 0
-        while done < view.nbytes:
-            count = file.readinto(view[done:])
+        while done < target.nbytes:
+            count = os.preadv(descriptor, [target[done:]], element.value_tell + offset + done)
             if not count:
                 raise _truncated(name, element.tag, element.length, offset + done)
             done += count
+    finally:
+        os.close(descriptor)
 
 
 def with_file_meta(dataset: Dataset) -> Dataset:
@@ -449,7 +462,8 @@ class LazyDataset(Dataset):
         # Dataset.__init__ is deliberately not called: every attribute it would
         # set comes from the file, on first use (see __getattr__)
         state = self.__dict__
-        state["_lazy_path"] = Path(path)
+        # Path(a_path) parses it again (~20 µs): a folder of 2,000 files makes 2,000 of these
+        state["_lazy_path"] = path if type(path) is PosixPath or type(path) is WindowsPath else Path(path)
         # reentrant: converting a value that was just read looks up other elements
         state["_lazy_lock"] = threading.RLock()
         state["_lazy_names"] = None

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
-from dicomnode.errors import ConfigurationError, ProcessingError
+from dicomnode.errors import ConfigurationError, ProcessingError, type_name
 
 if TYPE_CHECKING:
     import logging
@@ -237,7 +237,7 @@ def as_outputs(result: Any) -> list[PipelineOutput]:
         raise ProcessingError("process() returned None; return a PipelineOutput (NoOutput() to send nothing)",
                               stage="process")
     items = list(result) if isinstance(result, Sequence) and not isinstance(result, (str, bytes)) else [result]
-    wrong = sorted({type(item).__name__ for item in items if not isinstance(item, PipelineOutput)})
+    wrong = sorted({type_name(item) for item in items if not isinstance(item, PipelineOutput)})
     if wrong:
         raise ProcessingError(f"process() must return PipelineOutput(s), got {', '.join(wrong)}",
                               stage="process")

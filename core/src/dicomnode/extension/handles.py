@@ -48,7 +48,9 @@ class IngestResult:
     ``status`` 0x0000 means stored (or discarded by ``rejection_policy``:
     ``stored`` says which); a failure status (0xA700, 0xC001–0xC005) comes
     with ``comment``, the ErrorComment (reason first, at most 64
-    characters).
+    characters). ``series_instance_uid`` and ``modality`` say which series
+    a stored instance belongs to (for the history and the association's
+    log line).
     """
 
     status: int
@@ -57,6 +59,8 @@ class IngestResult:
     sop_instance_uid: str = ""
     stored: bool = False
     path: Path | None = None
+    series_instance_uid: str = ""
+    modality: str = ""
 
     @property
     def ok(self) -> bool:

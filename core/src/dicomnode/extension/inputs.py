@@ -31,8 +31,17 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.tag import BaseTag
 
 from dicomnode.errors import ConfigurationError, InvalidDatasetError
+from dicomnode.extension.completeness import COMPLETENESS, UNKNOWN, Completion, announced
 from dicomnode.extension.grinders import IdentityGrinder, resolve_tag
+from dicomnode.extension.series import (
+    InstanceFacts,
+    SeriesSummary,
+    check_series_selection,
+    select_series,
+    summarise,
+)
 from dicomnode.extension.settings import misspelt, near_setting
+from dicomnode.net.address import Address
 
 if TYPE_CHECKING:
     from dicomnode.extension.handles import NodeHandle
@@ -51,6 +60,23 @@ def _as_text(value: Any) -> str:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return "\\".join(str(v) for v in value)
     return str(value)
+
+
+def _text_of(dataset: Dataset, tag: BaseTag) -> str:
+    """The value of ``tag`` as text ('' when absent): ``get`` with a tag gives the element, not its value."""
+    element = dataset.get(tag)
+    return "" if element is None or element.value is None else str(element.value).strip()
+
+
+#: value representations whose values may appear in a log line: codes, UIDs and numbers, never names,
+#: dates, identifiers or free text (a rejection reason is logged and sent back as an ErrorComment)
+_SHOWABLE_VRS = frozenset({"CS", "UI", "IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "AT", "UV", "SV"})
+
+
+def _shown(vr: str | None, value: Any) -> str:
+    if vr in _SHOWABLE_VRS:
+        return repr(value)
+    return f"another {vr or 'unknown'} value (not shown: it may identify the patient)"
 
 
 def value_matches(actual: Any, expected: Any) -> bool:
@@ -87,6 +113,26 @@ class AbstractInput:
     ``validator``
         with the default :meth:`validate`: a function ``check(input) -> bool``
         that says when the input is complete;
+    ``series_selection``
+        accept every series (that passes the other settings) and grind only
+        the one chosen when the job starts: ``"largest"``, ``"thinnest"``, a
+        tag rule or a function over series summaries
+        (:mod:`dicomnode.extension.series`); the others are dropped, logged
+        once per series. None (the default): every accepted image is ground;
+    ``completeness``
+        how the node decides the input holds everything that will come:
+        ``"validate"`` (the default: :meth:`validate`, after ``stable_time``
+        when the node has one), ``"announced"`` (every series holds as many
+        instances as its headers announce) or ``"query"`` (a C-FIND to
+        ``query_endpoint`` says how many the PACS has); see
+        :mod:`dicomnode.extension.completeness`;
+    ``query_endpoint``
+        with ``completeness = "query"``: the known endpoint (its AE title) or
+        :class:`~dicomnode.net.Address` to ask; None (the default): the
+        sender, when it is a known endpoint;
+    ``query_interval``
+        with ``completeness = "query"``: the fewest seconds between two
+        questions about one study (default 5);
     ``toml_settings``
         the further settings of an input class a plugin contributes: key ->
         converter from a TOML value (raising ValueError or TypeError that
@@ -108,12 +154,16 @@ class AbstractInput:
     exclusive: ClassVar[bool] = False
     minimum_images: ClassVar[int | None] = None
     validator: ClassVar[Callable[[Any], bool] | None] = None
+    series_selection: ClassVar[Any] = None
+    completeness: ClassVar[str] = "validate"
+    query_endpoint: ClassVar[str | Address | None] = None
+    query_interval: ClassVar[float] = 5.0
     toml_settings: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
 
     #: the settings every input has (a plugin's input adds its own in ``toml_settings``)
     BASE_SETTINGS: ClassVar[tuple[str, ...]] = (
         "required_tags", "required_values", "image_grinder", "enforce_single_series", "exclusive",
-        "minimum_images", "validator",
+        "minimum_images", "validator", "series_selection", "completeness", "query_endpoint", "query_interval",
     )
 
     @classmethod
@@ -147,14 +197,45 @@ class AbstractInput:
         if validator is not None and not callable(validator):
             raise ConfigurationError(f"{cls.__name__}.validator must be a function check(input) -> bool, "
                                      f"got {validator!r}")
+        self._check_traffic_settings()
         self._required_tags = [resolve_tag(t, f"{cls.__name__}.required_tags") for t in self.required_tags]
         self._required_values = [
             (resolve_tag(t, f"{cls.__name__}.required_values"), v) for t, v in self.required_values.items()
         ]
+        selection = self.setting("series_selection")
+        self._selection_rule = [(resolve_tag(t, f"{cls.__name__}.series_selection"), v)
+                                for t, v in selection.items()] if isinstance(selection, Mapping) else []
         # keyed by SOPInstanceUID: an instance sent twice replaces itself instead of counting twice
         self._datasets: dict[str, Dataset] = {}
         self._paths: dict[str, Path] = {}
         self._series_uid: str | None = None
+        # what each image says about its series, kept only when a setting needs it
+        self._keeps_facts = selection is not None or self.completeness != "validate"
+        self._facts: dict[str, InstanceFacts] = {}
+        self._series_headers: dict[str, Dataset] = {}
+        self._selected: tuple[int, str | None] | None = None  # (images held when chosen, series chosen)
+
+    def _check_traffic_settings(self) -> None:
+        name = type(self).__name__
+        problem = check_series_selection(self.setting("series_selection"), name)
+        if problem is not None:
+            raise ConfigurationError(problem)
+        if self.setting("series_selection") is not None and self.enforce_single_series:
+            raise ConfigurationError(
+                f"{name} sets both enforce_single_series (keep the first series, refuse the others) and "
+                "series_selection (accept every series, grind the one chosen): give one")
+        if self.completeness not in COMPLETENESS:
+            raise ConfigurationError(f"{name}.completeness must be one of "
+                                     f"{', '.join(repr(c) for c in COMPLETENESS)}, got {self.completeness!r}")
+        endpoint = self.query_endpoint
+        if endpoint is not None and not isinstance(endpoint, Address) and (
+                not isinstance(endpoint, str) or not endpoint.strip()):
+            raise ConfigurationError(f"{name}.query_endpoint must be the AE title of a known endpoint, an "
+                                     f"Address, or None (the sender), got {endpoint!r}")
+        interval = self.query_interval
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
+            raise ConfigurationError(f"{name}.query_interval must be a positive number of seconds, "
+                                     f"got {interval!r}")
 
     # --- what the input accepts -------------------------------------------
 
@@ -174,11 +255,12 @@ class AbstractInput:
         for tag, expected in self._required_values:
             if tag not in dataset:
                 return f"{type(self).__name__} requires {_name(tag)}, which the image lacks"
-            actual = dataset[tag].value
-            if not value_matches(actual, expected):
-                return f"{type(self).__name__} requires {_name(tag)} {expected!r}, the image has {actual!r}"
+            element = dataset[tag]
+            if not value_matches(element.value, expected):
+                return (f"{type(self).__name__} requires {_name(tag)} {expected!r}, the image has "
+                        f"{_shown(element.VR, element.value)}")
         if self.enforce_single_series and self._series_uid is not None:
-            series = str(dataset.get(_SERIES_INSTANCE_UID, ""))
+            series = _text_of(dataset, _SERIES_INSTANCE_UID)
             if series != self._series_uid:
                 return f"{type(self).__name__} holds series {self._series_uid}, the image is of {series}"
         return None
@@ -202,12 +284,17 @@ class AbstractInput:
         reason = None if checked else self.rejection(routed)
         if reason is not None:
             raise InvalidDatasetError(reason)
-        uid = str(routed.get(_SOP_INSTANCE_UID, "")) or f"#{len(self._datasets)}"
+        uid = _text_of(routed, _SOP_INSTANCE_UID) or f"#{len(self._datasets)}"
         if self.enforce_single_series and self._series_uid is None:
-            self._series_uid = str(routed.get(_SERIES_INSTANCE_UID, ""))
+            self._series_uid = _text_of(routed, _SERIES_INSTANCE_UID)
         self._datasets[uid] = dataset
         if path is not None:
             self._paths[uid] = path
+        if self._keeps_facts:
+            facts = InstanceFacts.from_header(routed, uid)
+            self._facts[uid] = facts
+            self._series_headers.setdefault(facts.series_uid, routed)
+            self._selected = None
         return len(self._datasets)
 
     def patient_started(self, dataset: Dataset, patient_key: str, node: NodeHandle | None) -> None:
@@ -222,27 +309,110 @@ class AbstractInput:
         """
 
     # --- what the input holds ---------------------------------------------
+    #
+    # With a series_selection, ``images``, ``datasets``, ``paths`` and ``get_data``
+    # are of the chosen series; ``held_*`` are of everything the input holds.
+
+    def _chosen_keys(self) -> list[str]:
+        chosen = self.selected_series()
+        if chosen is None:
+            return []
+        facts = self._facts
+        return [uid for uid in self._datasets if facts[uid].series_uid == chosen]
 
     @property
     def images(self) -> int:
-        """How many images the input holds."""
-        return len(self._datasets)
+        """How many images the input holds (of the chosen series, with a ``series_selection``)."""
+        if self.setting("series_selection") is None:
+            return len(self._datasets)
+        return len(self._chosen_keys())
 
     def __len__(self) -> int:
-        return len(self._datasets)
+        return self.images
 
     def __iter__(self) -> Iterator[Dataset]:
-        return iter(list(self._datasets.values()))
+        return iter(self.datasets)
 
     @property
     def datasets(self) -> list[Dataset]:
-        """The images held, in arrival order."""
-        return list(self._datasets.values())
+        """The images held, in arrival order (of the chosen series, with a ``series_selection``)."""
+        if self.setting("series_selection") is None:
+            return list(self._datasets.values())
+        return [self._datasets[uid] for uid in self._chosen_keys()]
 
     @property
     def paths(self) -> list[Path]:
-        """The files the images are stored in (empty without a data directory)."""
-        return list(self._paths.values())
+        """The files of :attr:`datasets` (empty without a data directory)."""
+        if self.setting("series_selection") is None:
+            return list(self._paths.values())
+        return [self._paths[uid] for uid in self._chosen_keys() if uid in self._paths]
+
+    @property
+    def held_images(self) -> int:
+        """How many images the input holds, of every series."""
+        return len(self._datasets)
+
+    @property
+    def held_datasets(self) -> list[Dataset]:
+        """Every image the input holds, of every series, in arrival order."""
+        return list(self._datasets.values())
+
+    def held_items(self) -> list[tuple[str, Dataset, Path | None]]:
+        """(SOPInstanceUID, image, its file or None) for every image held, in arrival order."""
+        return [(uid, dataset, self._paths.get(uid)) for uid, dataset in self._datasets.items()]
+
+    # --- series: summaries, selection, completeness -------------------------
+
+    def series(self) -> list[SeriesSummary]:
+        """A summary of every series the input holds, in the order they arrived.
+
+        Kept only when the input has a ``series_selection`` or a
+        ``completeness`` other than ``"validate"`` (empty otherwise).
+        """
+        return summarise(self._facts.values(), self._series_headers)
+
+    def selected_series(self) -> str | None:
+        """The UID of the series ``series_selection`` chooses now (None: none, or no selection set)."""
+        selection = self.setting("series_selection")
+        if selection is None:
+            return None
+        held = len(self._datasets)
+        if self._selected is None or self._selected[0] != held:
+            self._selected = (held, select_series(self.series(), selection, self._selection_rule))
+        return self._selected[1]
+
+    def dropped_series(self) -> list[SeriesSummary]:
+        """The series held that ``series_selection`` does not choose (empty without one)."""
+        if self.setting("series_selection") is None:
+            return []
+        chosen = self.selected_series()
+        return [summary for summary in self.series() if summary.uid != chosen]
+
+    def studies(self) -> list[str]:
+        """The StudyInstanceUIDs of the images held (kept as for :meth:`series`)."""
+        return list(dict.fromkeys(fact.study_uid for fact in self._facts.values() if fact.study_uid))
+
+    def completion(self) -> Completion:
+        """Whether the images held are all that will come, as far as the input itself can tell.
+
+        ``completeness = "announced"``: what the headers announce
+        (:func:`~dicomnode.extension.completeness.announced`); otherwise
+        unknown (``"query"`` is answered by the node, which asks the PACS).
+        """
+        if self.completeness == "announced":
+            return announced(self._facts.values())
+        return UNKNOWN
+
+    def unmet(self) -> str:
+        """Why :meth:`validate` is False, in a few words for the log."""
+        selection = self.setting("series_selection")
+        if selection is not None and self.selected_series() is None and self._datasets:
+            return f"series_selection chooses none of the {len(self.series())} series held"
+        if self.setting("validator") is not None:
+            return f"the validator says no ({self.images} image(s))"
+        if type(self).validate is not AbstractInput.validate:
+            return f"validate() is False ({self.images} image(s))"
+        return f"{self.images} of at least {self.minimum_images or 1} image(s)"
 
     def validate(self) -> bool:
         """True when the input holds everything the job needs.
@@ -309,7 +479,7 @@ class DynamicInput(AbstractInput):
         """The images grouped by the value of the key tag, in arrival order."""
         key = resolve_tag(self.key_tag)
         result: dict[str, list[Dataset]] = {}
-        for dataset in self._datasets.values():
+        for dataset in self.datasets:
             result.setdefault(_as_text(dataset[key].value), []).append(dataset)
         return result
 

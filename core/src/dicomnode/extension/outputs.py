@@ -145,6 +145,14 @@ class PipelineOutput:
         """
         return ()
 
+    def describe_destination(self) -> str:
+        """Where this output delivers, in a few words for the history and the log: ``PACS@10.0.0.5:104``.
+
+        No value of a dataset belongs here. The default, for outputs that do
+        not say, is empty.
+        """
+        return ""
+
     @classmethod
     def retry_outbox_entry(cls, entry: OutboxEntry) -> bool | Sequence[Path]:
         """Try once more to deliver an outbox entry this output stored.

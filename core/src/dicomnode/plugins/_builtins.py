@@ -68,7 +68,11 @@ def dicomnode_commands() -> Iterator[CommandSpec]:
     yield CommandSpec("plugins", "dicomnode.cli.plugins:configure", "list the installed plugins, or check them")
     yield CommandSpec("run", "dicomnode.cli.run:configure", "start a pipeline (file.py, module:Class or .toml) as a node")
     yield CommandSpec("demo", "dicomnode.cli.demo:configure", "run a demo node end to end on a synthetic CT study")
-    yield CommandSpec("quarantine", "dicomnode.cli.quarantine:configure", "list failed jobs, or run one again")
+    yield CommandSpec("status", "dicomnode.cli.status:configure",
+                      "what a node holds and does, from its admin endpoint or its data directory")
+    yield CommandSpec("history", "dicomnode.cli.history:configure", "what the node did to a patient, as a timeline")
+    yield CommandSpec("quarantine", "dicomnode.cli.quarantine:configure",
+                      "list failed jobs, show one with its traceback, or run one again")
     yield CommandSpec("outbox", "dicomnode.cli.outbox:configure", "list undelivered results, or retry them")
     yield CommandSpec("store", "dicomnode.cli.store:configure", "send DICOM files and folders to a node (C-STORE)")
     yield CommandSpec("echo", "dicomnode.cli.echo:configure", "check that a DICOM node answers (C-ECHO)")

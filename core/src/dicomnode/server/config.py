@@ -11,7 +11,9 @@ error that names the setting, the value and what is allowed::
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,7 +34,9 @@ __all__ = ["SETTINGS", "PipelineConfig"]
 FSYNC = ("none", "association", "instance")
 VALIDATE_OUTPUTS = ("off", "auto", "structural", "dciodvfy")
 REJECTION = ("failure", "discard")
+LATE_IMAGES = ("new_job", "ignore", "rerun")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PATIENT_KEYS = ("plain", "pseudonym")
 DEFAULT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -55,6 +59,40 @@ def _port(_i: object, a: attrs.Attribute[Any], value: object) -> None:
 def _ip(_i: object, a: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str) or not value:
         raise _fail(a.name, value, "an IP address or host name such as '0.0.0.0' or '127.0.0.1'")
+
+
+def _optional_port(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _port(_i, a, value)
+
+
+def _token(value: object) -> str | None:
+    """``admin_token``: the text, or ``env:NAME`` (read when the endpoint starts, see :meth:`PipelineConfig.admin_secret`)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _fail("admin_token", "(not shown)", "text of at least 16 characters, or 'env:NAME'")
+    if value.startswith("env:"):
+        if not value[4:]:
+            raise _fail("admin_token", value, "'env:NAME' with the name of an environment variable")
+        return value
+    return _long_enough(value)
+
+
+def _long_enough(token: str) -> str:
+    if len(token) < 16:
+        raise ConfigurationError("setting 'admin_token' must be at least 16 characters (make one with: "
+                                 "python -c 'import secrets; print(secrets.token_urlsafe(24))')")
+    return token
+
+
+def _is_loopback(ip: str) -> bool:
+    if ip == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any], object], None]:
@@ -233,7 +271,9 @@ class PipelineConfig:
     study_expiration_days: float | None = attrs.field(default=14.0, validator=_optional_positive)
     stable_time: float | None = attrs.field(default=None, validator=_optional_positive)
     fsync: str = attrs.field(default="none", validator=_choice(FSYNC))
-    rejection_policy: str = attrs.field(default="failure", validator=_choice(REJECTION))
+    rejection_policy: str = attrs.field(default="discard", validator=_choice(REJECTION))
+    late_images: str = attrs.field(default="new_job", validator=_choice(LATE_IMAGES))
+    late_images_window: float = attrs.field(default=3600.0, validator=_positive)
     maximum_inflated_size: int = attrs.field(default=32 * 1024 * 1024, validator=_workers)
     validate_outputs: str = attrs.field(default="off", validator=_choice(VALIDATE_OUTPUTS))
     maximum_associations: int = attrs.field(default=32, validator=_workers)
@@ -248,8 +288,14 @@ class PipelineConfig:
     tls_certificate: Path | None = attrs.field(default=None, converter=_path)
     tls_key: Path | None = attrs.field(default=None, converter=_path)
     tls_ca: Path | None = attrs.field(default=None, converter=_path)
+    history_retention_days: float | None = attrs.field(default=90.0, validator=_optional_positive)
+    admin_port: int | None = attrs.field(default=None, validator=_optional_port)
+    admin_ip: str = attrs.field(default="127.0.0.1", validator=_ip)
+    admin_token: str | None = attrs.field(default=None, converter=_token, repr=False)
     log_level: str = attrs.field(default="INFO", converter=_log_level)
     log_format: str = DEFAULT_LOG_FORMAT
+    log_json: bool = attrs.field(default=False, converter=bool)
+    log_patient_keys: str = attrs.field(default="plain", validator=_choice(PATIENT_KEYS))
     log_output: Path | None = attrs.field(default=None, converter=_path)
     log_max_bytes: int = attrs.field(default=10_000_000, validator=_workers)
     log_backup_count: int = attrs.field(default=5, validator=_workers)
@@ -292,10 +338,36 @@ class PipelineConfig:
         if (self.tls_key is not None or self.tls_ca is not None) and self.tls_certificate is None:
             raise ConfigurationError("settings 'tls_key' and 'tls_ca' need 'tls_certificate' (the node's "
                                      "certificate, PEM)")
+        for name, spec in self.inputs.items():
+            endpoint = spec.create().query_endpoint
+            if isinstance(endpoint, str) and endpoint not in self.known_endpoints:
+                known = ", ".join(repr(title) for title in self.known_endpoints) or "none"
+                raise ConfigurationError(f"setting inputs[{name!r}]: query_endpoint {endpoint!r} is not a known "
+                                         f"endpoint (known_endpoints: {known})")
+        if self.admin_port is not None and self.admin_token is None and not _is_loopback(self.admin_ip):
+            raise ConfigurationError(
+                f"setting 'admin_ip' = {self.admin_ip!r} serves the admin endpoint beyond this machine, which "
+                "needs 'admin_token' (at least 16 characters, or 'env:NAME'); or keep admin_ip = '127.0.0.1'")
         for setting in ("tls_certificate", "tls_key", "tls_ca"):
             path = getattr(self, setting)
             if path is not None and not path.is_file():
                 raise ConfigurationError(f"setting {setting!r} must name a readable PEM file, got {str(path)!r}")
+
+    def admin_secret(self) -> str | None:
+        """The admin token itself: ``admin_token``, or the environment variable ``env:NAME`` names.
+
+        Read when the admin endpoint starts, so that a command that only reads
+        the pipeline's settings (``dicomnode history -p``) needs no secret.
+        """
+        token = self.admin_token
+        if token is None or not token.startswith("env:"):
+            return token
+        name = token[4:]
+        found = os.environ.get(name)
+        if not found:
+            raise ConfigurationError(f"setting 'admin_token' = 'env:{name}': the environment variable {name} is "
+                                     "not set or empty")
+        return _long_enough(found)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server-side TLS context, or None when ``tls_certificate`` is not set.

@@ -20,8 +20,18 @@ In order:
    image joins the inputs that took it.
 
 Only then is success returned: an instance acknowledged is whole and stored
-as configured. With ``rejection_policy = "discard"`` the 0xC002-0xC004
-cases answer success and the instance is dropped.
+as configured. With ``rejection_policy = "discard"`` (the default) the
+0xC002-0xC004 cases answer success and the instance is dropped: a sender
+that stops at the first failure status (DCMTK ``storescu`` without
+``--no-halt``, Orthanc's store jobs) still delivers the rest of the study.
+
+An instance of a study whose job already started is *late*; the
+``late_images`` setting says what it does (:mod:`dicomnode.server.late`).
+
+The log gets one line per series per association for what was not stored
+(discarded, refused, late and ignored) or was late, with the count, not one
+line per instance; instances that come otherwise than on an association
+(``node.ingest``, a C-GET) are logged one by one.
 
 C-STORE statuses
 ----------------
@@ -47,6 +57,7 @@ Every failure status carries an ErrorComment that starts with the reason
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
 from collections.abc import Callable
 from io import BytesIO
@@ -71,9 +82,12 @@ from dicomnode.dicom.encoded import (
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import StorageError
 from dicomnode.extension.handles import IngestResult, Source
+from dicomnode.server.logs import patient_label
 
 if TYPE_CHECKING:
     from dicomnode.server.config import PipelineConfig
+    from dicomnode.server.events import NodeEvents
+    from dicomnode.server.late import RecentJobs
     from dicomnode.server.pipeline_tree import PipelineTree
     from dicomnode.server.storage import InstanceStore
 
@@ -211,28 +225,91 @@ def _short(text: str) -> str:
     return text if len(text) <= 64 else text[:61] + "..."
 
 
+class SeriesNotes:
+    """What happened to instances that were not simply stored, counted per association and series.
+
+    One line per (patient, series, what happened) when the association
+    ends, instead of one per instance: a 300-slice series no input wants is
+    one log line.
+    """
+
+    def __init__(self) -> None:
+        self._notes: dict[int, dict[tuple[str, str, str], list[Any]]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, source: Source, patient_key: str, series_uid: str, what: str, why: str, level: int) -> None:
+        """Count one instance; the first instance's ``why`` stands for the series."""
+        key = (patient_key, series_uid, what)
+        with self._lock:
+            notes = self._notes.setdefault(source.association, {})
+            entry = notes.get(key)
+            if entry is None:
+                notes[key] = [1, why, level, source.calling_aet]
+            else:
+                entry[0] += 1
+
+    def flush(self, source: Source) -> int:
+        """Log the lines of one association (it ended); return how many."""
+        with self._lock:
+            notes = self._notes.pop(source.association, {})
+        for (patient_key, series_uid, what), (count, why, level, calling_aet) in notes.items():
+            logger.log(level, "[patient %s from %s] %d instance%s of series %s %s in this association: %s",
+                       patient_label(patient_key) or "?", calling_aet or "?", count, "" if count == 1 else "s",
+                       series_uid or "?", what, why)
+        return len(notes)
+
+
 class Ingest:
     """The node's one way in for instances: verify, route, store, add (see the module docstring).
 
     ``accept`` is the pipeline's ``filter``; ``tree`` the patients held;
     ``store`` the data directory's incoming store, or None to keep images in
-    memory only.
+    memory only; ``late_jobs`` the jobs started lately (late images), or None.
     """
 
     def __init__(self, config: PipelineConfig, tree: PipelineTree, store: InstanceStore | None,
-                 accept: Callable[[Dataset], bool]) -> None:
+                 accept: Callable[[Dataset], bool], late_jobs: RecentJobs | None = None, *,
+                 events: NodeEvents | None = None) -> None:
+        from dicomnode.server.events import NodeEvents
+
         self.config = config
         self.tree = tree
         self.store = store
         self.accept = accept
+        self.late_jobs = late_jobs
+        self.events = events if events is not None else NodeEvents()
+        self.notes = SeriesNotes()
+        #: called with (source, patient key, series UID, SOPInstanceUID) for every instance with a
+        #: patient key, stored or not (the node counts a study's instances for ``completeness = "query"``)
+        self.seen: Callable[[Source, Dataset, str], None] | None = None
+
+    def association_ended(self, source: Source) -> None:
+        """Log what the association's instances that were not simply stored did, one line per series."""
+        self.notes.flush(source)
+
+    def _log(self, source: Source, patient_key: str, dataset: Dataset | None, sop_uid: str, what: str,
+             why: str, level: int) -> None:
+        series = "" if dataset is None else str(dataset.get("SeriesInstanceUID", "") or "")
+        if source.kind == "c-store":
+            self.notes.note(source, patient_key, series, what, why, level)
+        else:
+            logger.log(level, "[patient %s from %s] %s %s: %s", patient_label(patient_key) or "?", source.calling_aet or "?",
+                       sop_uid or "?", what, why)
 
     def encoded(self, encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: str,
                 file_meta: FileMetaDataset, source: Source) -> IngestResult:
         """Ingest one instance given as its encoded dataset (no file meta) in ``transfer_syntax``.
 
         ``encoded`` is kept as it is in the data directory (a deflated dataset
-        stays deflated on disk).
+        stays deflated on disk). Every outcome is reported to the node's events.
         """
+        size = _size(encoded)
+        result = self._ingest(encoded, transfer_syntax, file_meta, source)
+        self.events.instance(source, result, size)
+        return result
+
+    def _ingest(self, encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: str,
+                file_meta: FileMetaDataset, source: Source) -> IngestResult:
         config = self.config
         if isinstance(encoded, BytesIO):
             received = encoded  # pynetdicom's own buffer: parsed where it is, never copied
@@ -261,15 +338,18 @@ class Ingest:
                                 sop_instance_uid=sop_uid)
         if not patient_key:
             raw.release()
-            return self._reject(source, "", sop_uid, STATUS_MISSING_PATIENT_ID,
+            return self._reject(source, "", dataset, sop_uid, STATUS_MISSING_PATIENT_ID,
                                 f"lacks the patient identifier {Tag(config.patient_identifier_tag)}")
+        if self.seen is not None:
+            self.seen(source, dataset, patient_key)
         try:
             if not self.accept(dataset):
                 raw.release()
-                return self._reject(source, patient_key, sop_uid, STATUS_REJECTED_BY_FILTER, "rejected by filter()")
+                return self._reject(source, patient_key, dataset, sop_uid, STATUS_REJECTED_BY_FILTER,
+                                    "rejected by filter()")
         except Exception as error:  # user code: a bug must not take the association down
             raw.release()
-            logger.exception("[patient %s from %s] C-STORE %s: filter raised", patient_key,
+            logger.exception("[patient %s from %s] C-STORE %s: filter raised", patient_label(patient_key),
                              source.calling_aet or "?", sop_uid)
             return IngestResult(STATUS_FILTER_ERROR, _short(f"filter raised {type(error).__name__}"), patient_key,
                                 sop_uid)
@@ -315,15 +395,23 @@ class Ingest:
     def _route_store_add(self, raw: memoryview, dataset: Dataset, patient_key: str, sop_uid: str,
                          file_meta: FileMetaDataset, source: Source, lazy: bool) -> IngestResult:
         with self.tree.patient(patient_key) as container:
+            late = None
+            if self.late_jobs is not None:
+                late = self.late_jobs.job_of(str(dataset.get("StudyInstanceUID", "") or ""), patient_key)
+            if late is not None and self.config.late_images == "ignore":
+                self._log(source, patient_key, dataset, sop_uid, "ignored (late_images 'ignore')",
+                          f"their study went to {late.describe()}", logging.WARNING)
+                return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=False)
             try:
                 names, why = container.choose(dataset)
             except Exception as error:  # an input's user code
-                logger.exception("[patient %s from %s] C-STORE %s: routing raised", patient_key,
+                logger.exception("[patient %s from %s] C-STORE %s: routing raised", patient_label(patient_key),
                                  source.calling_aet or "?", sop_uid)
                 return IngestResult(STATUS_FILTER_ERROR, _short(f"routing raised {type(error).__name__}"),
                                     patient_key, sop_uid)
             if not names:
-                return self._reject(source, patient_key, sop_uid, STATUS_NOT_ACCEPTED, f"no input accepts it: {why}")
+                return self._reject(source, patient_key, dataset, sop_uid, STATUS_NOT_ACCEPTED,
+                                    f"no input accepts it: {why}")
             path: Path | None = None
             header: Dataset | None = None
             kept: Dataset = dataset
@@ -331,7 +419,7 @@ class Ingest:
                 try:
                     path = self.store.write_encoded(patient_key, sop_uid, file_meta, raw)
                 except StorageError as error:
-                    logger.error("[patient %s from %s] C-STORE %s: %s", patient_key, source.calling_aet or "?",
+                    logger.error("[patient %s from %s] C-STORE %s: %s", patient_label(patient_key), source.calling_aet or "?",
                                  sop_uid, error)
                     return IngestResult(STATUS_OUT_OF_RESOURCES, "cannot store the instance", patient_key, sop_uid)
                 if lazy:
@@ -340,15 +428,37 @@ class Ingest:
                 dataset.file_meta = file_meta
             container.add_chosen(names, kept, path, header=header, calling_aet=source.calling_aet,
                                  known_endpoints=self.tree.known_endpoints)
-        return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=True, path=path)
+            if late is not None:
+                what = f"late (late_images {self.config.late_images!r})"
+                if self.config.late_images == "rerun":
+                    if not late.finished or late.retained:
+                        container.rerun_of = container.rerun_of or late
+                        what += ": the job runs again with them"
+                    elif not late.succeeded:
+                        what += ": a new job (the earlier job failed; its images are in the quarantine)"
+                else:
+                    what += ": a new job"
+                self._log(source, patient_key, dataset, sop_uid, what, f"their study went to {late.describe()}",
+                          logging.WARNING)
+        return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=True, path=path,
+                            series_instance_uid=str(dataset.get("SeriesInstanceUID", "") or ""),
+                            modality=str(dataset.get("Modality", "") or ""))
 
-    def _reject(self, source: Source, patient_key: str, sop_uid: str, code: int, why: str) -> IngestResult:
+    def _reject(self, source: Source, patient_key: str, dataset: Dataset | None, sop_uid: str, code: int,
+                why: str) -> IngestResult:
         discard = self.config.rejection_policy == "discard" and code in DISCARDABLE
-        logger.warning("[patient %s from %s] C-STORE %s %s: %s", patient_key or "?", source.calling_aet or "?",
-                       sop_uid, "discarded" if discard else f"refused with status 0x{code:04X}", why)
         if discard:
+            self._log(source, patient_key, dataset, sop_uid, "discarded", why, logging.INFO)
             return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=False)
+        self._log(source, patient_key, dataset, sop_uid, f"refused with status 0x{code:04X}", why, logging.WARNING)
         return IngestResult(code, _short(why), patient_key, sop_uid)
+
+
+def _size(encoded: bytes | bytearray | memoryview | BytesIO) -> int:
+    if isinstance(encoded, BytesIO):
+        with encoded.getbuffer() as view:
+            return view.nbytes
+    return memoryview(encoded).nbytes
 
 
 class _Refused(Exception):

@@ -8,7 +8,10 @@ Every ``maintenance_interval`` seconds it
 * retries the outbox entries that are due — an entry waits
   ``outbox_retry_delay`` seconds after it was stored, and twice as long after
   each failed attempt, at most ``outbox_max_delay``;
-* deletes quarantine entries older than ``quarantine_retention_days``;
+* deletes quarantine entries older than ``quarantine_retention_days`` and
+  history events older than ``history_retention_days``;
+* forgets the jobs that finished more than ``late_images_window`` ago
+  (with ``late_images = "rerun"``, deleting the images kept for a re-run);
 * with ``release_idle_memory``, when jobs ran since the last pass and none is
   running now, hands the memory the C allocator keeps free back to the
   system (:func:`~dicomnode.server.allocator.release_free_memory`), so an
@@ -26,6 +29,7 @@ import time
 from typing import TYPE_CHECKING
 
 from dicomnode.server.allocator import release_free_memory
+from dicomnode.server.logs import patient_label
 
 if TYPE_CHECKING:
     from dicomnode.extension.outputs import OutboxEntry
@@ -73,6 +77,9 @@ class MaintenanceThread(threading.Thread):
         self.expire_patients()
         self.retry_outbox()
         self.prune_quarantine()
+        self.pipeline.late_jobs.prune()
+        self.prune_history()
+        self.pipeline.events.flush()
         if self.pipeline.config.release_idle_memory:
             self.release_idle_memory()
 
@@ -85,7 +92,8 @@ class MaintenanceThread(threading.Thread):
         expired = pipeline.tree.take_expired(days * 86400)
         for container in expired:
             logger.warning("[patient %s from %s] expired after %g days incomplete: %d image(s) deleted",
-                           container.patient_key, container.calling_aet or "?", days, container.images)
+                           patient_label(container.patient_key), container.calling_aet or "?", days, container.images)
+            pipeline.events.expired(container, days)
             if pipeline.store is not None:
                 pipeline.store.remove(container.paths)
         return len(expired)
@@ -139,3 +147,11 @@ class MaintenanceThread(threading.Thread):
         if quarantine is None or days is None:
             return 0
         return len(quarantine.prune(days))
+
+    def prune_history(self) -> int:
+        """Delete history events older than the retention; return how many."""
+        data = self.pipeline.data
+        days = self.pipeline.config.history_retention_days
+        if data is None or days is None:
+            return 0
+        return data.history.prune(days)

@@ -47,8 +47,12 @@ from dicomnode.extension.outputs import PipelineOutput
 from dicomnode.net import Address
 from dicomnode.server.allocator import limit_arenas, release_free_memory
 from dicomnode.server.config import PipelineConfig
+from dicomnode.server.events import NodeEvents
 from dicomnode.server.ingest import STATUS_SUCCESS, Ingest
-from dicomnode.server.logs import configure_logging, job_logger
+from dicomnode.server.late import RecentJobs
+from dicomnode.server.logs import configure_node_logging, job_logger, patient_label
+from dicomnode.server.operations import Operations
+from dicomnode.server.pacs_counts import PacsCounts
 from dicomnode.server.pipeline_tree import PatientContainer, PipelineTree
 from dicomnode.server.receive import AssociationState, Receiver
 from dicomnode.server.runner import JobResult, JobRunner, new_job_id
@@ -65,6 +69,9 @@ if TYPE_CHECKING:
     from dicomnode.server.storage import InstanceStore
 
 __all__ = ["AbstractPipeline", "AbstractQueuedPipeline", "AbstractThreadedPipeline"]
+
+#: seconds between two "waiting" lines about one patient
+_WAITING_LOG_INTERVAL = 10.0
 
 
 class AbstractPipeline:
@@ -95,11 +102,26 @@ class AbstractPipeline:
             config = attrs.evolve(config, **overrides)
         self.config = config
         self.logger = logging.getLogger("dicomnode.node")
-        self.tree = PipelineTree(config.inputs, config.known_endpoints, node=_Handle(self))
-        self.data = DataDirectory(config.data_directory, config.fsync) if config.data_directory is not None else None  # type: ignore[arg-type]
-        self.ingestion = Ingest(config, self.tree, self.store, self.filter)
+        #: the node's PACS questions, when an input has ``completeness = "query"``
+        self.pacs_counts: PacsCounts | None = None
+        if any(spec.create().completeness == "query" for spec in config.inputs.values()):
+            self.pacs_counts = PacsCounts(config.ae_title, config.known_endpoints, notify=self._look_again)
+        self.tree = PipelineTree(config.inputs, config.known_endpoints, node=_Handle(self),
+                                 completion_of=self.pacs_counts.completion if self.pacs_counts else None)
+        #: what the node's parts report; the history, the metrics and the status listen (server.events)
+        self.events = NodeEvents()
+        self.data = DataDirectory(config.data_directory, config.fsync, events=self.events) if config.data_directory is not None else None  # type: ignore[arg-type]
+        #: the studies jobs took lately, for late images
+        self.late_jobs = RecentJobs(config.late_images, config.late_images_window,
+                                    self.data.path / "retained" if self.data is not None else None,
+                                    notify=self._look_again)
+        self.ingestion = Ingest(config, self.tree, self.store, self.filter, self.late_jobs, events=self.events)
+        self._waiting_logged: dict[str, float] = {}
+        if self.pacs_counts is not None:
+            self.ingestion.seen = self.pacs_counts.seen
         self.receiver = Receiver(self)
         self.runner = self._make_runner()
+        self.operations = Operations(self)
         #: the services of the ``services`` setting, by name, built (and their settings checked) here
         self.services: dict[str, Service] = self._make_services()
         self._services_started: list[Service] = []
@@ -170,7 +192,7 @@ class AbstractPipeline:
         executor.name = config.executor
         workers = self._executor_workers or config.processing_workers
         return JobRunner(config=config, data=self.data, executor=executor, host=self, registry=registry,
-                         workers=workers)
+                         workers=workers, late_jobs=self.late_jobs, events=self.events)
 
     def _make_services(self) -> dict[str, Service]:
         from dicomnode.plugins import get_registry
@@ -266,11 +288,13 @@ class AbstractPipeline:
 
     def _start(self) -> None:
         config = self.config
-        configure_logging(config.log_level, config.log_format, config.log_output,
-                          config.log_max_bytes, config.log_backup_count)
+        configure_node_logging(config)
+        self.operations.open()
         if config.malloc_arenas is not None:
             # before the executor and the server start threads: only arenas made later obey the limit
             limit_arenas(config.malloc_arenas)
+        if self.pacs_counts is not None:
+            self.pacs_counts.open()
         self.runner.start()
         self._start_workers()
         self._workers_started = True
@@ -294,6 +318,7 @@ class AbstractPipeline:
         if config.release_idle_memory:
             release_free_memory()  # what importing and post_init freed (~30 MB with numpy and pydicom)
         self.logger.info("%s listening as %s on %s:%d", config.name, config.ae_title, config.ip, self.port)
+        self.events.opened(f"{config.ip}:{self.port}")
 
     def close(self) -> None:
         """Stop accepting, let the instances being received finish, finish the jobs in flight, stop.
@@ -301,6 +326,7 @@ class AbstractPipeline:
         Safe to call more than once, and after a failed ``open``.
         """
         self._stopped.set()
+        self.events.closing()
         self._stop_services()
         server, self._server = self._server, None
         if server is not None:
@@ -309,19 +335,19 @@ class AbstractPipeline:
         if self._maintenance is not None:
             self._maintenance.stop()
             self._maintenance = None
+        if self.pacs_counts is not None:
+            self.pacs_counts.close()
         was_running = self._workers_started
         if was_running:
             self._workers_started = False
             self._stop_workers()
         self.runner.close(self.config.close_timeout)
+        self.operations.close()
         if not was_running:
             return
+        self.events.closed(self.tree, self.config.stable_time, kept=self.store is not None)
         if self.data is not None:
             self.data.close()
-        waiting = self.tree.keys()
-        if waiting:
-            where = "kept in the data directory" if self.store is not None else "dropped (no data_directory)"
-            self.logger.warning("closing with %d incomplete patient(s), %s", len(waiting), where)
         self.logger.info("%s closed", self.config.name)
 
     def __enter__(self) -> AbstractPipeline:
@@ -381,15 +407,41 @@ class AbstractPipeline:
     def _association_ended(self, state: AssociationState) -> None:
         if self.store is not None and self.config.fsync == "association":
             self.store.sync(state.paths)
+        self.ingestion.association_ended(state.source)
         if state.patients:
             self.check_ready(sorted(state.patients))
+        self.events.association_ended(state, self.tree, self.config.stable_time)
 
     def check_ready(self, keys: list[str] | None = None) -> int:
-        """Submit the patients (of ``keys``, or all) that validate and are stable; return how many."""
-        ready = self.tree.take_ready(keys, self.config.stable_time)
+        """Submit the patients (of ``keys``, or all) that are ready; return how many.
+
+        Ready: every input holds all that will come (its ``completeness``;
+        ``stable_time`` where that cannot tell) and validates. When ``keys``
+        are given (an association ended, an answer came), the log says what
+        holds each of them back.
+        """
+        waiting: dict[str, str] | None = {} if keys is not None else None
+        ready = self.tree.take_ready(keys, self.config.stable_time, waiting=waiting)
         for container in ready:
             self._submit(container)
+        now = time.monotonic()
+        if len(self._waiting_logged) > 10_000:  # patients that expired instead of becoming jobs
+            self._waiting_logged.clear()
+        for key, why in (waiting or {}).items():
+            # a sender that opens an association per image must not get a line per image
+            if now - self._waiting_logged.get(key, -_WAITING_LOG_INTERVAL) >= _WAITING_LOG_INTERVAL:
+                self._waiting_logged[key] = now
+                self.logger.info("[patient %s] waiting: %s", patient_label(key), why)
         return len(ready)
+
+    def waiting(self) -> dict[str, str]:
+        """What holds each patient in the node back, in words (patient key -> "CT: 212 of 300 ...")."""
+        return self.tree.waiting(self.config.stable_time)
+
+    def _look_again(self, patient_key: str) -> None:
+        """A job ended or a PACS answered: see whether the patient is ready now."""
+        if self.is_open:
+            self.check_ready([patient_key])
 
     def _rebuild(self) -> None:
         """Put the stored instances back into the tree (headers only) and start complete patients."""
@@ -401,13 +453,18 @@ class AbstractPipeline:
                 header = dcmread(path, stop_before_pixels=True)
                 key = str(header[tag].value).strip() if tag in header else ""
             except Exception as error:  # an unreadable file must not stop the start
-                self.logger.error("cannot read stored instance %s: %s", path, error)
+                # the message without the folder, which is named after the patient key
+                self.logger.error("cannot read stored instance %s: %s", path.name,
+                                  str(error).replace(str(path), path.name) or type(error).__name__)
                 continue
+            if self.pacs_counts is not None:  # received before the restart: the PACS need not send it again
+                self.pacs_counts.seen(Source("RESTORED", "", "restore"), header, key)
             # the pixels stay on disk until a job needs them, whatever lazy_storage says:
             # a backlog of restored patients must not fill the memory at start
             dataset = LazyDataset(path)
             if not key or not self.tree.add_image(key, dataset, path, "RESTORED", header=header):
-                self.logger.warning("stored instance %s is accepted by no input any more; left in place", path)
+                self.logger.warning("stored instance %s of patient %s is accepted by no input any more; left "
+                                    "in place", path.name, patient_label(key) or "?")
                 continue
             # the patient's age counts from its first stored image, not from this start
             container = self.tree[key]
@@ -416,6 +473,7 @@ class AbstractPipeline:
         if count:
             self.logger.info("restored %d stored instance(s) of %d patient(s)", count, len(self.tree))
         self.tree_restored = count
+        self.events.restored(self.tree)
         self.check_ready_after_restore()
 
     def check_ready_after_restore(self) -> None:
@@ -426,6 +484,11 @@ class AbstractPipeline:
     # --- jobs -----------------------------------------------------------------------
 
     def _submit(self, container: PatientContainer) -> None:
+        self._waiting_logged.pop(container.patient_key, None)
+        self.late_jobs.taken(container)
+        if self.pacs_counts is not None:
+            self.pacs_counts.forget(container.studies)
+        self.events.job_queued(container)
         self.runner.submit(container)
 
     def wait_for_jobs(self, timeout: float | None = None) -> bool:
@@ -475,6 +538,17 @@ class AbstractPipeline:
         result = self.runner.execute(container[0], new_job_id(), log, skip=skip)
         (log.info if result.ok else log.error)("retried job %s", "done" if result.ok else f"failed: {result.reason}")
         return result
+
+    # --- operations -------------------------------------------------------------------------
+
+    def status(self, *, limit: int = 100) -> dict[str, Any]:
+        """What the node holds and does now, as ``GET /status`` of the admin endpoint answers.
+
+        The patients held (per input the image count, and the completeness
+        rule that holds each back, since when), the jobs queued and running,
+        the outbox and quarantine counts; at most ``limit`` patients are listed.
+        """
+        return self.operations.status(limit=limit)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.config.ae_title} port={self.port} open={self.is_open}>"

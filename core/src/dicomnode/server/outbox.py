@@ -31,9 +31,11 @@ from pydicom import Dataset
 from dicomnode.dicom.lazy import with_file_meta
 from dicomnode.errors import StorageError
 from dicomnode.extension.outputs import OutboxEntry
+from dicomnode.server.logs import patient_label
 
 if TYPE_CHECKING:
     from dicomnode.plugins import PluginRegistry
+    from dicomnode.server.events import NodeEvents
 
 __all__ = ["Outbox", "OutboxEntry"]
 
@@ -47,10 +49,16 @@ _STALE_CLAIM = 3600.0
 
 
 class Outbox:
-    """A folder of :class:`OutboxEntry` s; safe to use from several threads of one process."""
+    """A folder of :class:`OutboxEntry` s; safe to use from several threads of one process.
 
-    def __init__(self, directory: Path | str) -> None:
+    What happens to its entries is reported to ``events``.
+    """
+
+    def __init__(self, directory: Path | str, *, events: NodeEvents | None = None) -> None:
+        from dicomnode.server.events import NodeEvents
+
         self.directory = Path(directory)
+        self.events = events if events is not None else NodeEvents()
 
     def put(self, output_name: str, settings: Mapping[str, JSON], datasets: Sequence[Dataset],
             reason: str, *, patient_key: str = "", job_id: str = "") -> OutboxEntry:
@@ -81,7 +89,8 @@ class Outbox:
             shutil.rmtree(staging, ignore_errors=True)
             raise StorageError(f"cannot write an outbox entry in {self.directory}: {error}") from error
         logger.warning("outbox: stored %d dataset(s) of patient %s for output %r as %s: %s",
-                       len(files), patient_key or "?", output_name, entry_id, reason)
+                       len(files), patient_label(patient_key) or "?", output_name, entry_id, reason)
+        self.events.outbox_stored(entry)
         return entry
 
     def entries(self) -> list[OutboxEntry]:
@@ -155,13 +164,15 @@ class Outbox:
             delivered, reason = False, f"{type(error).__name__}: {error}"
         if delivered:
             self.remove(entry)
-            logger.info("outbox: delivered %s (patient %s) with output %r", entry.id, entry.patient_key or "?",
-                        entry.output_name)
+            logger.info("outbox: delivered %s (patient %s) with output %r", entry.id,
+                        patient_label(entry.patient_key) or "?", entry.output_name)
+            self.events.outbox_attempt(entry, True)
             return True
         if remaining:
             entry = self._keep_only(entry, remaining)
         self.record_attempt(entry, reason)
         logger.warning("outbox: %s still undelivered after attempt %d: %s", entry.id, entry.attempts + 1, reason)
+        self.events.outbox_attempt(entry, False, reason)
         return False
 
     def _keep_only(self, entry: OutboxEntry, remaining: Sequence[Path]) -> OutboxEntry:

@@ -19,30 +19,53 @@ studies from a PACS) takes the images it accepts away from the other inputs.
 The first image a non-exclusive input accepts starts the patient: each
 input's ``patient_started`` is told, with the image and a
 :class:`~dicomnode.extension.handles.NodeHandle` of the node.
+
+A patient is ready when every input is (:meth:`PatientContainer.readiness`):
+its ``completeness`` says it holds everything that will come (or cannot
+tell, and then ``stable_time`` has passed), and its ``validate()`` is True.
+What holds a patient back is said in words for the log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydicom import Dataset
 
+from dicomnode.extension.completeness import UNKNOWN, Completion
 from dicomnode.extension.containers import InputContainer
 from dicomnode.extension.inputs import AbstractInput, ConfiguredInput
+from dicomnode.extension.series import describe_selection
 from dicomnode.net import Address
+from dicomnode.server.logs import patient_label
 
 if TYPE_CHECKING:
     from dicomnode.extension.handles import NodeHandle
 
-__all__ = ["PatientContainer", "PipelineTree"]
+__all__ = ["CompletionOf", "PatientContainer", "PipelineTree"]
 
 logger = logging.getLogger("dicomnode.inputs")
+
+#: how the node answers ``completeness = "query"``: (patient, input name, input) -> verdict
+CompletionOf = Callable[["PatientContainer", str, AbstractInput], Completion]
+
+
+class RerunSource(Protocol):
+    """The earlier job a ``late_images = "rerun"`` patient runs again with (a JobRecord)."""
+
+    retained: list[tuple[Dataset, Path | None]]
+
+    @property
+    def finished(self) -> bool: ...
+
+    def describe(self) -> str: ...
 
 
 class PatientContainer:
@@ -71,6 +94,10 @@ class PatientContainer:
         # id(dataset) -> when it arrived: the inputs each keep their own order only
         self._arrival: dict[int, int] = {}
         self._arrivals = 0
+        #: the StudyInstanceUIDs of the images added, in arrival order
+        self._studies: dict[str, None] = {}
+        #: with ``late_images = "rerun"``: the earlier job whose images this patient's job runs again with
+        self.rerun_of: RerunSource | None = None
 
     def choose(self, dataset: Dataset) -> tuple[list[str], str]:
         """The inputs that take ``dataset``, and, when none does, why (every input's reason).
@@ -105,6 +132,9 @@ class PatientContainer:
         """
         for name in names:
             self.inputs[name].add_image(dataset, path, header=header, checked=True)
+        study = (dataset if header is None else header).get("StudyInstanceUID")
+        if study:
+            self._studies[str(study)] = None
         self._arrivals += 1
         self._arrival[id(dataset)] = self._arrivals
         self.last_update = time.monotonic()
@@ -130,7 +160,8 @@ class PatientContainer:
             try:
                 inp.patient_started(dataset, self.patient_key, self.node)
             except Exception:  # user code: the image is accepted whatever the callback does
-                logger.exception("[patient %s] input %r failed in patient_started", self.patient_key, name)
+                logger.exception("[patient %s] input %r failed in patient_started", patient_label(self.patient_key),
+                                 name)
 
     @property
     def has_images(self) -> bool:
@@ -139,28 +170,125 @@ class PatientContainer:
 
     @property
     def images(self) -> int:
-        """Distinct images held (an image in two inputs counts once)."""
-        return len({id(ds) for inp in self.inputs.values() for ds in inp.datasets})
+        """Distinct images held (an image in two inputs counts once; every series, chosen or not)."""
+        if len(self.inputs) == 1:  # the status counts every patient's images: keep the common case cheap
+            return next(iter(self.inputs.values())).held_images
+        return len({id(ds) for inp in self.inputs.values() for ds in inp.held_datasets})
 
     @property
     def paths(self) -> list[Path]:
         """Every stored file of the patient."""
         return list(self._paths)
 
+    @property
+    def studies(self) -> list[str]:
+        """The StudyInstanceUIDs of the images added, in arrival order."""
+        return list(self._studies)
+
+    def held_with_paths(self) -> list[tuple[Dataset, Path | None]]:
+        """Every distinct image held (every series) with its file (None without a data directory)."""
+        seen: dict[int, tuple[Dataset, Path | None]] = {}
+        for inp in self.inputs.values():
+            for _uid, dataset, path in inp.held_items():
+                seen.setdefault(id(dataset), (dataset, path))
+        return sorted(seen.values(), key=lambda item: self._arrival.get(id(item[0]), 0))
+
+    def _rerun_waits(self) -> str:
+        """With a re-run pending: why it must wait (the earlier job runs), else '' after adding its images."""
+        source = self.rerun_of
+        if source is None:
+            return ""
+        if not source.finished:
+            return f"late images: waiting for {source.describe()} to finish (late_images 'rerun')"
+        held = {uid for inp in self.inputs.values() for uid, _, _ in inp.held_items()}
+        last_update, added = self.last_update, 0
+        for dataset, path in source.retained:
+            names: list[str] = []
+            if str(dataset.get("SOPInstanceUID", "")) not in held:  # else the late copy sent again wins
+                names, _ = self.choose(dataset)
+            if names:
+                self.add_chosen(names, dataset, path)
+                added += 1
+            elif path is not None:  # the job that kept it is over: nothing else will use the file
+                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
+        self.last_update = last_update  # the earlier images are not news
+        logger.info("[patient %s] late_images 'rerun': %d image(s) of %s join %d late one(s)", patient_label(self.patient_key),
+                    added, source.describe(), self._arrivals - added)
+        source.retained = []
+        self.rerun_of = None
+        return ""
+
     def validate(self) -> bool:
         """True when every input validates."""
         return all(inp.validate() for inp in self.inputs.values())
 
+    def readiness(self, stable_time: float | None = None, now: float | None = None,
+                  completion_of: CompletionOf | None = None) -> tuple[bool, str]:
+        """Whether the patient's job can start, and when not, what holds it back (for the log).
+
+        Each input must hold everything that will come — its ``completeness``
+        says so, or cannot tell and no image arrived for ``stable_time``
+        seconds — and validate. ``completion_of`` answers ``"query"`` inputs
+        (the node's PACS questions); without it they cannot tell.
+        """
+        now = time.monotonic() if now is None else now
+        rerun = self._rerun_waits()
+        if rerun:
+            return False, rerun
+        quiet = now - self.last_update
+        waiting: list[str] = []
+        for name, inp in self.inputs.items():
+            mode = inp.completeness
+            if mode == "announced":
+                completion = inp.completion()
+            elif mode == "query" and completion_of is not None:
+                completion = completion_of(self, name, inp)
+            else:
+                completion = UNKNOWN
+            if completion.state == "incomplete":
+                waiting.append(f"{name}: {completion.detail}")
+            elif not inp.validate():
+                waiting.append(f"{name}: {inp.unmet()}")
+            elif completion.state == "unknown" and stable_time is not None and quiet < stable_time:
+                why = f" ({completion.detail})" if completion.detail else ""
+                waiting.append(f"{name}: stable_time {stable_time:g} s not yet passed{why}")
+        if not waiting:
+            return True, ""
+        return False, f"{'; '.join(waiting)}, {quiet:.0f} s since the last"
+
     def datasets(self) -> list[Dataset]:
-        """Every distinct dataset of the patient, in arrival order (across inputs)."""
+        """Every distinct dataset of the patient (every series), in arrival order (across inputs)."""
+        return self._distinct(lambda inp: inp.held_datasets)
+
+    def job_datasets(self) -> list[Dataset]:
+        """The distinct datasets the job grinds (the chosen series of inputs with a ``series_selection``)."""
+        return self._distinct(lambda inp: inp.datasets)
+
+    def _distinct(self, of: Callable[[AbstractInput], list[Dataset]]) -> list[Dataset]:
         seen: dict[int, Dataset] = {}
         for inp in self.inputs.values():
-            for dataset in inp.datasets:
+            for dataset in of(inp):
                 seen.setdefault(id(dataset), dataset)
         return sorted(seen.values(), key=lambda dataset: self._arrival.get(id(dataset), 0))
 
+    def log_dropped_series(self) -> None:
+        """One log line per series an input's ``series_selection`` did not choose."""
+        for name, inp in self.inputs.items():
+            dropped = inp.dropped_series()
+            if not dropped:
+                continue
+            chosen = inp.selected_series()
+            chose = next((s.describe() for s in inp.series() if s.uid == chosen), "none")
+            rule = describe_selection(inp.setting("series_selection"))
+            for summary in dropped:
+                logger.info("[patient %s] input %s: series %s dropped: series_selection %s chose %s",
+                            patient_label(self.patient_key), name, summary.describe(), rule, chose)
+
     def get_input_container(self) -> InputContainer:
         """Grind every input into the mapping ``process`` receives (runs the grinders)."""
+        self.log_dropped_series()
         data = {name: inp.get_data() for name, inp in self.inputs.items()}
         datasets = {name: inp.datasets for name, inp in self.inputs.items()}
         paths = {name: inp.paths for name, inp in self.inputs.items()} if self._paths else None
@@ -179,10 +307,11 @@ class PipelineTree:
 
     def __init__(self, inputs: Mapping[str, ConfiguredInput | type[AbstractInput]],
                  known_endpoints: Mapping[str, Address] | None = None,
-                 node: NodeHandle | None = None) -> None:
+                 node: NodeHandle | None = None, completion_of: CompletionOf | None = None) -> None:
         self.input_classes = dict(inputs)
         self.known_endpoints = dict(known_endpoints or {})
         self.node = node
+        self.completion_of = completion_of
         self._patients: dict[str, PatientContainer] = {}
         self._lock = threading.Lock()
 
@@ -250,20 +379,38 @@ class PipelineTree:
         return taken
 
     def take_ready(self, keys: list[str] | None = None, stable_time: float | None = None,
-                   now: float | None = None) -> list[PatientContainer]:
-        """Remove and return the patients that validate (of ``keys``, or all).
+                   now: float | None = None, waiting: dict[str, str] | None = None) -> list[PatientContainer]:
+        """Remove and return the patients that are ready (of ``keys``, or all).
 
-        With ``stable_time``, only patients without a new image for that many
-        seconds count as ready.
+        Ready: see :meth:`PatientContainer.readiness`; ``stable_time`` applies
+        to inputs whose completeness cannot tell. ``waiting``, when given,
+        receives what holds each patient that is not ready back.
         """
         now = time.monotonic() if now is None else now
 
         def ready(container: PatientContainer) -> bool:
-            if stable_time is not None and now - container.last_update < stable_time:
-                return False
-            return container.validate()
+            is_ready, why = container.readiness(stable_time, now, self.completion_of)
+            if not is_ready and waiting is not None:
+                waiting[container.patient_key] = why
+            return is_ready
 
         return self._take(keys, ready)
+
+    def waiting(self, stable_time: float | None = None) -> dict[str, str]:
+        """What holds each patient back now (patient key -> words for the log); nothing is taken."""
+        result: dict[str, str] = {}
+        now = time.monotonic()
+        for key in self.keys():
+            with self._lock:
+                container = self._patients.get(key)
+            if container is None:
+                continue
+            with container.lock:
+                if container.taken:
+                    continue
+                is_ready, why = container.readiness(stable_time, now, self.completion_of)
+            result[key] = "ready" if is_ready else why
+        return result
 
     def take_expired(self, older_than_seconds: float) -> list[PatientContainer]:
         """Remove and return patients whose first image arrived more than that long ago."""
@@ -291,6 +438,11 @@ class PipelineTree:
         """The patient keys held now."""
         with self._lock:
             return list(self._patients)
+
+    def containers(self) -> list[PatientContainer]:
+        """The patients held now (a snapshot: a job may take one out meanwhile)."""
+        with self._lock:
+            return list(self._patients.values())
 
     def __repr__(self) -> str:
         return f"<PipelineTree patients={self.keys()!r}>"

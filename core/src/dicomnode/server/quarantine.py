@@ -41,9 +41,11 @@ from pydicom import Dataset, dcmread
 
 from dicomnode.dicom.paths import safe_component
 from dicomnode.errors import StorageError
+from dicomnode.server.logs import patient_label
 from dicomnode.server.storage import written_order
 
 if TYPE_CHECKING:
+    from dicomnode.server.events import NodeEvents
     from dicomnode.server.nodes import AbstractPipeline
 
 __all__ = ["Quarantine", "QuarantineEntry"]
@@ -106,10 +108,17 @@ def _write_record(entry: QuarantineEntry) -> None:
 
 
 class Quarantine:
-    """The quarantine folder of a data directory (safe for the threads of one process)."""
+    """The quarantine folder of a data directory (safe for the threads of one process).
 
-    def __init__(self, directory: Path | str) -> None:
+    What happens to its entries is reported to ``events`` (the node's, or the
+    data directory's own).
+    """
+
+    def __init__(self, directory: Path | str, *, events: NodeEvents | None = None) -> None:
+        from dicomnode.server.events import NodeEvents
+
         self.directory = Path(directory)
+        self.events = events if events is not None else NodeEvents()
         self._lock = threading.Lock()
 
     def put(self, patient_key: str, *, reason: str, traceback: str = "", calling_aet: str = "",
@@ -117,8 +126,8 @@ class Quarantine:
             outputs_done: Sequence[str] = (), pending_outbox: Sequence[str] = (),
             failed: bool = True) -> QuarantineEntry:
         """Move stored files (``paths``) and write in-memory ``datasets`` into a new entry."""
-        entry_id = (f"{time.strftime('%Y%m%dT%H%M%S')}-{safe_component(patient_key, max_length=32)}-"
-                    f"{uuid.uuid4().hex[:8]}")
+        label = patient_label(patient_key)  # the id is in log lines: with pseudonyms, the pseudonym
+        entry_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{safe_component(label, max_length=32)}-{uuid.uuid4().hex[:8]}"
         folder = self.directory / entry_id
         try:
             folder.mkdir(parents=True)
@@ -132,13 +141,15 @@ class Quarantine:
                                     job_id, tuple(outputs_done), tuple(pending_outbox), failed)
             _write_record(entry)
         except OSError as error:
-            raise StorageError(f"cannot quarantine the data of patient {patient_key} in {folder}: {error}") from error
+            raise StorageError(f"cannot quarantine the data of patient {label} in {folder}: "
+                               f"{error.strerror or error}") from error
         if failed:
-            logger.error("quarantined patient %s (from %s) as %s: %s", patient_key, calling_aet or "?",
+            logger.error("quarantined patient %s (from %s) as %s: %s", label, calling_aet or "?",
                          entry_id, reason)
         else:
-            logger.warning("patient %s (from %s) waits as %s until the outbox delivers %s", patient_key,
+            logger.warning("patient %s (from %s) waits as %s until the outbox delivers %s", label,
                            calling_aet or "?", entry_id, ", ".join(pending_outbox))
+        self.events.quarantined(entry)
         return entry
 
     def _read(self, folder: Path) -> QuarantineEntry:
@@ -197,7 +208,8 @@ class Quarantine:
                     self.remove(entry)
                     closed.append(entry.id)
                     logger.info("quarantine entry %s (patient %s) closed: the outbox delivered the rest",
-                                entry.id, entry.patient_key)
+                                entry.id, patient_label(entry.patient_key))
+                    self.events.quarantine_closed(entry)
                 else:
                     self.update(entry, pending_outbox=pending)
         return closed
@@ -226,15 +238,18 @@ class Quarantine:
             self.update(entry, reason=result.reason, traceback=result.traceback, outputs_done=done,
                         pending_outbox=pending)
             logger.error("quarantine entry %s failed again: %s", entry_id, result.reason)
+            self.events.quarantine_retried(entry, False, result.reason)
             return False
         if pending:
             self.update(entry, reason="waiting for the outbox", traceback="", outputs_done=done,
                         pending_outbox=pending, failed=False)
             logger.info("quarantine entry %s processed; it waits for the outbox to deliver %s", entry_id,
                         ", ".join(pending))
+            self.events.quarantine_retried(entry, True, "waiting for the outbox")
             return True
         self.remove(entry)
         logger.info("quarantine entry %s processed and removed", entry_id)
+        self.events.quarantine_retried(entry, True)
         return True
 
     def _retry_outbox(self, entry: QuarantineEntry, pipeline: AbstractPipeline) -> bool:
@@ -272,6 +287,7 @@ class Quarantine:
             os.replace(path, target)
             count += 1
         self.remove(entry)
+        self.events.quarantine_restored(entry, count)
         return count
 
     def prune(self, older_than_days: float) -> builtins.list[str]:
@@ -282,6 +298,7 @@ class Quarantine:
             if entry.created < limit:
                 self.remove(entry)
                 removed.append(entry.id)
+                self.events.quarantine_pruned(entry, older_than_days)
         if removed:
             logger.info("quarantine: pruned %d entr%s older than %g days", len(removed),
                         "y" if len(removed) == 1 else "ies", older_than_days)

@@ -50,6 +50,7 @@ class AssociationState:
 
     def __init__(self, calling_aet: str, address: str = "", kind: str = "c-store") -> None:
         self.calling_aet = calling_aet
+        self.called_aet = ""
         self.source = Source(calling_aet, address, kind, id(self))
         self.patients: set[str] = set()
         self.paths: list[Path] = []
@@ -79,6 +80,7 @@ class Receiver:
             state = self._states.get(peer.id)
             if state is None:
                 state = AssociationState(peer.calling_ae_title, f"{peer.address[0]}:{peer.address[1]}")
+                state.called_aet = peer.called_ae_title
                 self._states[peer.id] = state
             return state
 

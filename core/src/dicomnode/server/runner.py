@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from dicomnode.extension.containers import InputContainer
     from dicomnode.plugins import PluginRegistry
     from dicomnode.server.config import PipelineConfig
+    from dicomnode.server.events import NodeEvents
+    from dicomnode.server.late import RecentJobs
     from dicomnode.server.pipeline_tree import PatientContainer
     from dicomnode.server.stores import DataDirectory
 
@@ -101,8 +103,13 @@ class JobRunner:
     """
 
     def __init__(self, *, config: PipelineConfig, data: DataDirectory | None, executor: Executor,
-                 host: ExecutorHost, registry: PluginRegistry, workers: int) -> None:
+                 host: ExecutorHost, registry: PluginRegistry, workers: int,
+                 late_jobs: RecentJobs | None = None, events: NodeEvents | None = None) -> None:
+        from dicomnode.server.events import NodeEvents
+
+        self.events = events if events is not None else NodeEvents()
         self.config = config
+        self.late_jobs = late_jobs
         self.data = data
         self.executor = executor
         self.host = host
@@ -234,10 +241,13 @@ class JobRunner:
         or deferred (a quarantine retry): those outputs are not sent again.
         """
         job_id = job_id or new_job_id()
-        log = job_logger("dicomnode.job", container.patient_key, container.calling_aet)
+        log = job_logger("dicomnode.job", container.patient_key, container.calling_aet, job_id)
+        if self.late_jobs is not None:
+            self.late_jobs.started(container, job_id)
         started = time.monotonic()
         log.info("job %s started: %d image(s), %.3f s after the last", job_id, container.images,
                  started - container.last_update)
+        self.events.job_started(job_id, container)
         result = self.execute(container, job_id, log, skip=skip)
         with self._lock:
             if result.interrupted:
@@ -246,6 +256,7 @@ class JobRunner:
                 self.succeeded += 1
             else:
                 self.failed += 1
+        self.events.job_finished(container, result, time.monotonic() - started)
         if result.interrupted:
             log.warning("job %s interrupted: %s; its images stay for the next start", job_id, result.reason)
             return result
@@ -270,6 +281,8 @@ class JobRunner:
         # one line per job, so operators (and benchmarks/end_to_end.py) see where the time went
         log.info("stage times: grind %.3f s, process %.3f s, outputs %.3f s", ground - started,
                  processed - ground, time.monotonic() - processed)
+        self.events.job_stages(job_id, container.patient_key, ground - started, processed - ground,
+                               time.monotonic() - processed)
         return result
 
     def prepare(self, container: PatientContainer, job_id: str) -> tuple[InputContainer, list[PipelineOutput], float]:
@@ -279,7 +292,7 @@ class JobRunner:
             if not self.config.lazy_storage:
                 # images restored at start are read now, on the job thread: without lazy_storage a
                 # job's datasets are in memory, and stay usable after its files are removed
-                for dataset in container.datasets():
+                for dataset in container.job_datasets():
                     if isinstance(dataset, LazyDataset):
                         dataset.load()
             input_container = container.get_input_container()
@@ -332,11 +345,17 @@ class JobRunner:
                 return _failed(ProcessingError(f"output {name}.send() reported failure", stage="outputs"),
                                job_id, done, deferred)
             done.append(key)
+            self.events.output_done(job_id, input_container.patient_key, key, output, made)
             if made:
                 log.warning("output %s deferred its work to the outbox: %s", key, ", ".join(made))
             else:
                 log.info("output %s delivered", key)
         return JobResult(True, outputs_done=tuple(done), deferred=tuple(deferred), job_id=job_id)
+
+    def load(self) -> tuple[int, int]:
+        """The jobs queued and the jobs running, now."""
+        with self._lock:
+            return self._queued, self._running
 
     def _invalid(self, output: PipelineOutput) -> str | None:
         """Why the output's datasets must not leave the node (``validate_outputs``), or None.
@@ -390,10 +409,21 @@ class JobRunner:
         )
 
     def _clean_up(self, container: PatientContainer, result: JobResult, log: JobLogger, elapsed: float) -> None:
+        try:
+            self._keep_or_quarantine(container, result, log, elapsed)
+        finally:
+            if self.late_jobs is not None and not result.complete:
+                self.late_jobs.finished(container, False, _keep)
+
+    def _keep_or_quarantine(self, container: PatientContainer, result: JobResult, log: JobLogger,
+                            elapsed: float) -> None:
         data = self.data
         if result.complete:
-            if data is not None:
-                data.store.remove(container.paths)
+            remove = data.store.remove if data is not None else _keep
+            if self.late_jobs is not None:
+                self.late_jobs.finished(container, True, remove)  # it keeps them with late_images 'rerun'
+            else:
+                remove(container.paths)
             log.info("job %s done in %.2f s", result.job_id, elapsed)
             return
         if result.ok:
@@ -419,6 +449,10 @@ class JobRunner:
                 data.quarantine.put(container.patient_key, datasets=container.datasets(), **options)
         except Exception:  # the quarantine itself failing must not stop the job thread
             log.exception("cannot quarantine the patient's data")
+
+
+def _keep(_paths: list[Any]) -> None:
+    """No file to delete (no data directory, or the files went to the quarantine)."""
 
 
 def _failed(error: ProcessingError, job_id: str, done: Sequence[str] = (),

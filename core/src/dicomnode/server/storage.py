@@ -41,6 +41,7 @@ from pydicom.filewriter import write_file_meta_info
 
 from dicomnode.dicom.paths import safe_component
 from dicomnode.errors import StorageError
+from dicomnode.server.logs import patient_label
 
 __all__ = ["FsyncPolicy", "InstanceStore", "encode_file_meta", "written_order"]
 
@@ -252,7 +253,8 @@ class InstanceStore:
             if self.fsync == "instance":
                 _fsync_path(path.parent)
         except OSError as error:
-            raise StorageError(f"cannot store instance {sop_instance_uid} in {path.parent}: {error}") from error
+            raise StorageError(f"cannot store instance {sop_instance_uid} of patient {patient_label(patient_key)} "
+                               f"in {self.directory}: {error.strerror or type(error).__name__}") from error
         return path
 
     def _move_into_place(self, temporary: Path, path: Path) -> None:
@@ -276,7 +278,8 @@ class InstanceStore:
             dataset.save_as(temporary, enforce_file_format=True)
             os.replace(temporary, path)
         except OSError as error:
-            raise StorageError(f"cannot store {dataset.SOPInstanceUID} in {path.parent}: {error}") from error
+            raise StorageError(f"cannot store {dataset.SOPInstanceUID} of patient {patient_label(patient_key)} in "
+                               f"{self.directory}: {error.strerror or type(error).__name__}") from error
         return path
 
     def sync(self, paths: list[Path]) -> None:
@@ -309,7 +312,7 @@ class InstanceStore:
             # started a patient, the series enforce_single_series keeps) stays the same
             for path in sorted(folder.iterdir(), key=written_order):
                 if path.name.startswith(_TEMPORARY_PREFIX):
-                    logger.info("removing a partial file left by an interrupted write: %s", path)
+                    logger.info("removing a partial file left by an interrupted write: %s", path.name)
                     path.unlink(missing_ok=True)
                 elif path.suffix == ".dcm":
                     yield path

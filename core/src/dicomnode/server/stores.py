@@ -2,13 +2,16 @@
 
 ::
 
-    data_directory/incoming/     received instances, until their job succeeds   (storage.InstanceStore)
-                  /quarantine/   jobs that did not finish, with their images     (quarantine.Quarantine)
-                  /outbox/       results waiting for a destination to come back (outbox.Outbox)
+    data_directory/incoming/         received instances, until their job succeeds   (storage.InstanceStore)
+                  /quarantine/       jobs that did not finish, with their images     (quarantine.Quarantine)
+                  /outbox/           results waiting for a destination to come back (outbox.Outbox)
+                  /history.sqlite3   what happened to each patient                  (history.History)
 
-:class:`DataDirectory` holds the three together, so that what ties them is
-in one place: when the outbox delivers an entry, the quarantine entry that
-waits for it is updated (and closed when nothing else is pending).
+:class:`DataDirectory` holds them together, so that what ties them is in
+one place: when the outbox delivers an entry, the quarantine entry that
+waits for it is updated (and closed when nothing else is pending), and what
+the quarantine and the outbox do is reported to the node's events (which
+the history records).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from pydicom import Dataset
 
 from dicomnode.errors import ConfigurationError
+from dicomnode.server.events import NodeEvents
+from dicomnode.server.history import FILE_NAME, History, HistoryRecorder
 from dicomnode.server.outbox import Outbox
 from dicomnode.server.quarantine import Quarantine
 from dicomnode.server.storage import FsyncPolicy, InstanceStore
@@ -35,13 +40,22 @@ logger = logging.getLogger("dicomnode.storage")
 
 
 class DataDirectory:
-    """The incoming store, the quarantine and the outbox of one data directory."""
+    """The incoming store, the quarantine, the outbox and the history of one data directory.
 
-    def __init__(self, path: Path | str, fsync: FsyncPolicy = "none") -> None:
+    ``events`` are the node's (what the quarantine and the outbox do is
+    reported there); without them, a data directory used on its own (by the
+    command line) records that in its history itself.
+    """
+
+    def __init__(self, path: Path | str, fsync: FsyncPolicy = "none", *, events: NodeEvents | None = None) -> None:
         self.path = Path(path)
+        self.history = History(self.path / FILE_NAME)
+        if events is None:
+            events = NodeEvents([HistoryRecorder([self.history])])
+        self.events = events
         self.store = InstanceStore(self.path, fsync)
-        self.quarantine = Quarantine(self.path / "quarantine")
-        self.outbox = Outbox(self.path / "outbox")
+        self.quarantine = Quarantine(self.path / "quarantine", events=events)
+        self.outbox = Outbox(self.path / "outbox", events=events)
 
     @classmethod
     def existing(cls, path: Path | str) -> DataDirectory:
@@ -65,5 +79,6 @@ class DataDirectory:
         return delivered
 
     def close(self) -> None:
-        """Release what the store holds open (its spare files)."""
+        """Release what the store and the history hold open."""
         self.store.close()
+        self.history.close()

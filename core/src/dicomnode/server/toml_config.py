@@ -64,6 +64,7 @@ from pydicom import Dataset
 
 from dicomnode.errors import ConfigurationError, PluginError
 from dicomnode.extension.inputs import ConfiguredInput
+from dicomnode.extension.series import SELECTIONS, contains
 from dicomnode.net import Address
 
 if sys.version_info >= (3, 11):
@@ -82,7 +83,7 @@ __all__ = ["DeclaredPipeline", "load_pipeline", "load_pipeline_config", "parse_p
 _PIPELINE_TYPES = ("pipeline", "threaded", "queued")
 _TOP_LEVEL = ("name", "process", "type", "node", "inputs", "outputs")
 _INPUT_KEYS = ("type", "required_values", "required_tags", "grinder", "images", "validate",
-               "enforce_single_series")
+               "enforce_single_series", "series_selection", "completeness", "query_endpoint", "query_interval")
 _PATH_SETTINGS = ("data_directory", "log_output", "tls_certificate", "tls_key", "tls_ca")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _HEX_TAG = re.compile(r"^(0x)?[0-9A-Fa-f]{8}$")
@@ -134,10 +135,12 @@ def _required_values(value: object, setting: str) -> dict[str | int, Any]:
     table = _table(value, setting)
     result: dict[str | int, Any] = {}
     for key, expected in table.items():
-        if isinstance(expected, dict):
+        if isinstance(expected, dict) and set(expected) == {"contains"} and isinstance(expected["contains"], str):
+            result[_tag(key, setting)] = contains(expected["contains"])
+        elif isinstance(expected, dict):
             if set(expected) != {"regex"} or not isinstance(expected["regex"], str):
-                raise _error(f"{setting}.{key}", expected,
-                             "must be a value, a list of values, or { regex = \"...\" }")
+                raise _error(f"{setting}.{key}", expected, "must be a value, a list of values, "
+                             "{ regex = \"...\" } or { contains = \"...\" }")
             try:
                 result[_tag(key, setting)] = re.compile(expected["regex"])
             except re.error as error:
@@ -207,6 +210,15 @@ def _input(name: str, value: object, base: Path, registry: PluginRegistry) -> Co
         if not isinstance(table["enforce_single_series"], bool):
             raise _error(f"{where} enforce_single_series", table["enforce_single_series"], "must be true or false")
         settings["enforce_single_series"] = table["enforce_single_series"]
+    if "series_selection" in table:
+        settings["series_selection"] = _selection(table["series_selection"], f"{where} series_selection", base)
+    for key in ("completeness", "query_endpoint"):
+        if key in table:
+            if not isinstance(table[key], str):
+                raise _error(f"{where} {key}", table[key], "must be text")
+            settings[key] = table[key]
+    if "query_interval" in table:
+        settings["query_interval"] = table["query_interval"]
     if "images" in table and "validate" in table:
         raise ConfigurationError(f"{where}: give either images or validate, not both")
     if "images" in table:
@@ -223,6 +235,21 @@ def _input(name: str, value: object, base: Path, registry: PluginRegistry) -> Co
         return ConfiguredInput(parent, settings)
     except ValueError as error:  # ConfigurationError included: a bad keyword is reported at start
         raise ConfigurationError(f"{where}: {error}") from None
+
+
+def _selection(value: object, setting: str, base: Path) -> Any:
+    """``"largest"``, ``"thinnest"``, ``"module:function"`` or a tag rule table."""
+    if isinstance(value, str) and value in SELECTIONS:
+        return value
+    if isinstance(value, str) and _IMPORT_PATH.match(value):
+        select = _import(value, setting, base)
+        if not callable(select):
+            raise _error(setting, value, "must name a function select(summaries) -> summary or UID")
+        return select
+    if isinstance(value, dict) and value:
+        return _required_values(value, setting)
+    raise _error(setting, value, "must be 'largest', 'thinnest', 'module:function' or a table of tag rules "
+                                 "such as { SeriesDescription = { regex = \"AX.*\" } }")
 
 
 def _endpoint(value: object, setting: str) -> Address:

@@ -41,7 +41,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
 from dicomnode.dicom.lazy import LazyDataset, with_file_meta
-from dicomnode.errors import ConfigurationError, DimseError, StorageError
+from dicomnode.errors import ConfigurationError, DimseError, StorageError, describe_value
 from dicomnode.extension.outputs import OutboxEntry, PipelineOutput
 from dicomnode.extension.retry import Backoff
 from dicomnode.net import (
@@ -181,11 +181,11 @@ class DicomOutput(PipelineOutput):
                 address, datasets = pair
             except (TypeError, ValueError):
                 raise ConfigurationError(
-                    f"DicomOutput destination {number} must be an (Address, datasets) pair, got {pair!r}"
+                    f"DicomOutput destination {number} must be an (Address, datasets) pair, got {describe_value(pair)}"
                 ) from None
             if not isinstance(address, Address):
                 raise ConfigurationError(
-                    f"DicomOutput destination {number}: expected a dicomnode Address, got {address!r}"
+                    f"DicomOutput destination {number}: expected a dicomnode Address, got {describe_value(address)}"
                 )
             if isinstance(datasets, Dataset):
                 raise ConfigurationError(
@@ -264,6 +264,14 @@ class DicomOutput(PipelineOutput):
                     seen.add(id(item))
                     everything.append(item)
         return [*pairs, (sender, everything)]
+
+    def describe_destination(self) -> str:
+        """The destinations' AE titles and addresses (and "the sender" when ``to_sender``)."""
+        where = [str(address) for address, _ in self.destinations]
+        if self.to_sender:
+            sender = getattr(self.context, "responding_address", None)
+            where.append(f"the sender {sender}" if sender is not None else "the sender")
+        return ", ".join(where)
 
     def outgoing_datasets(self) -> list[Sendable]:
         """Every dataset or file this output sends, once (the node validates them before sending)."""

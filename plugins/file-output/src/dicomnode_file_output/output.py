@@ -67,7 +67,7 @@ from pydicom.filewriter import dcmwrite
 
 from dicomnode.dicom.lazy import LazyDataset, with_file_meta
 from dicomnode.dicom.paths import safe_component
-from dicomnode.errors import ConfigurationError, StorageError
+from dicomnode.errors import ConfigurationError, StorageError, describe_value
 from dicomnode.extension.outputs import OutboxEntry, PipelineOutput
 from dicomnode.extension.retry import Backoff
 
@@ -261,11 +261,11 @@ class FileOutput(PipelineOutput):
                 directory, datasets = pair
             except (TypeError, ValueError):
                 raise ConfigurationError(
-                    f"FileOutput destination {number} must be a (directory, datasets) pair, got {pair!r}"
+                    f"FileOutput destination {number} must be a (directory, datasets) pair, got {describe_value(pair)}"
                 ) from None
             if not isinstance(directory, (str, os.PathLike)) or not str(directory):
                 raise ConfigurationError(
-                    f"FileOutput destination {number}: the directory must be a path, got {directory!r}"
+                    f"FileOutput destination {number}: the directory must be a path, got {describe_value(directory)}"
                 )
             if isinstance(datasets, (Dataset, str, os.PathLike)):
                 raise ConfigurationError(
@@ -284,6 +284,10 @@ class FileOutput(PipelineOutput):
         context = getattr(self, "context", None)
         context_logger = getattr(context, "logger", None)
         return context_logger if context_logger is not None else logger
+
+    def describe_destination(self) -> str:
+        """The folders this output writes into."""
+        return ", ".join(str(directory) for directory, _ in self.destinations)
 
     def outgoing_datasets(self) -> list[Dataset | Path]:
         """Every dataset or file this output writes (the node validates them before writing)."""

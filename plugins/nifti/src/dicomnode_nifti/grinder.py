@@ -15,7 +15,11 @@ The conventions, checked against dcm2niix's own output by the parity tests:
 - the time step of a 4D image is RepetitionTime, plus GE's slice-group
   delay (0043,107C) where there is one; Philips MR is scaled to the private
   "precise" values (dcm2niix's defaults);
-- Siemens mosaics are split into slices using the CSA header.
+- Siemens mosaics are split into slices using the CSA header;
+- ``dim_info`` and ``slice_code`` are set where dcm2niix sets them
+  (:mod:`dicomnode_nifti.slices`);
+- the derived trace/ADC volumes of a Philips DWI series are left out, with a
+  log line (:mod:`dicomnode_nifti.diffusion`).
 """
 
 from __future__ import annotations
@@ -46,8 +50,10 @@ from dicomnode_numpy import (
     unloaded_datasets,
 )
 
+from .diffusion import leave_out_derived
 from .image import ScaledNifti1Image
 from .philips import precise_frames
+from .slices import dim_info, slice_code
 from .timing import time_step
 
 __all__ = ["NiftiGrinder", "nifti_affine"]
@@ -104,6 +110,10 @@ class NiftiGrinder(Grinder):
         for Philips MR with private scale slopes, scale to the "floating point"
         values instead of the displayed ones, as dcm2niix does by default
         (its ``-p y``); ``False`` keeps the displayed values (``-p n``).
+    keep_derived_diffusion:
+        keep the derived trace/ADC volumes of a Philips DWI series
+        (b > 0 without a gradient direction) instead of leaving them out as
+        dcm2niix does.
     spacing_tolerance, accept_gantry_tilt:
         as for :class:`~dicomnode_numpy.NumpyGrinder`.
 
@@ -115,6 +125,7 @@ class NiftiGrinder(Grinder):
 
     rotate_3d_to_ras: bool = True
     philips_precise_scaling: bool = True
+    keep_derived_diffusion: bool = False
     spacing_tolerance: float = attrs.field(default=0.05, validator=_check_fraction)
     accept_gantry_tilt: bool = False
 
@@ -127,6 +138,8 @@ class NiftiGrinder(Grinder):
         datasets = list(datasets)
         forget = unloaded_datasets(datasets)
         frames = split_mosaics(frames_of(datasets))
+        if not self.keep_derived_diffusion:
+            frames = leave_out_derived(frames)
         if self.philips_precise_scaling:
             frames = precise_frames(frames)
         layout = arrange(frames, spacing_tolerance=self.spacing_tolerance,
@@ -141,7 +154,9 @@ class NiftiGrinder(Grinder):
         if self.rotate_3d_to_ras and three_d and data.ndim == 3 and data.shape[2] > 1:
             data, affine = _nearest_ras(data, affine)
         seconds = repetition if data.ndim == 4 else None
-        return ScaledNifti1Image.from_stored(data, affine, slope=slope, inter=inter, repetition_time=seconds)
+        return ScaledNifti1Image.from_stored(data, affine, slope=slope, inter=inter, repetition_time=seconds,
+                                             dim_info=dim_info(first),
+                                             slice_code=slice_code(first, layout.frames[-1].header))
 
     def _values(self, layout: StackLayout, forget: set[int]) -> tuple[np.ndarray, float, float]:
         """Stored values (rows flipped) and one scaling, or float32 values when rescales differ."""

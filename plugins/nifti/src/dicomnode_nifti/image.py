@@ -97,11 +97,15 @@ class ScaledNifti1Image(nib.Nifti1Image):
         slope: float = 1.0,
         inter: float = 0.0,
         repetition_time: float | None = None,
+        dim_info: int = 0,
+        slice_code: int = 0,
     ) -> ScaledNifti1Image:
         """An image of ``stored * slope + inter`` with ``affine`` as sform and qform (code 1).
 
         ``stored`` is indexed ``(i, j, k[, t])``; ``repetition_time`` (seconds)
         becomes the time step of a 4D image. Units are mm and seconds.
+        ``dim_info`` and ``slice_code`` are written as they are
+        (:mod:`dicomnode_nifti.slices`).
         """
         image = cls(ScaledArray(stored, slope, inter), affine)
         header: Any = image.header  # nibabel's header methods are untyped
@@ -109,6 +113,8 @@ class ScaledNifti1Image(nib.Nifti1Image):
         header.set_sform(affine, code=1)
         header.set_qform(affine, code=1)
         header.set_xyzt_units("mm", "sec")
+        header["dim_info"] = dim_info
+        header["slice_code"] = slice_code
         if stored.ndim == 4:
             header["pixdim"][4] = repetition_time if repetition_time else 1.0
         return image

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import attrs
 from pydicom import Dataset
 
-from dicomnode_numpy import Frame
+from dicomnode_numpy import Frame, text_value
 
 __all__ = ["precise_frames", "private_scale_slope"]
 
@@ -39,7 +39,7 @@ def _scale_slope_in(item: Dataset) -> float | None:
 
 def private_scale_slope(dataset: Dataset, frame: int = 0) -> float | None:
     """The Philips private scale slope of ``frame`` of ``dataset``, or None when it has none."""
-    if "Philips" not in str(dataset.get("Manufacturer", "")):
+    if "Philips" not in str(text_value(dataset, "Manufacturer") or ""):  # read raw: once per image
         return None
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None and frame < len(per_frame):

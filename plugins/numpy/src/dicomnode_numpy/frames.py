@@ -8,6 +8,7 @@ rest of the grinder never needs to know which kind it was given.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -23,9 +24,10 @@ from pydicom.uid import UID
 from dicomnode.dicom.lazy import scan_file
 from dicomnode.errors import GrindingError
 
-from .header_values import has, int_value
+from .header_values import has, int_value, tag_object
 from .header_values import text_value as _text
 from .pixels import PixelFile, PixelFormat
+from .series_scan import ScannedHeader, scan_headers
 
 __all__ = ["Frame", "frames_of"]
 
@@ -215,6 +217,122 @@ def _frame(original: Dataset, dataset: Dataset, index: int, groups: Sequence[Dat
     )
 
 
+def _raw_text(raw: bytes) -> str | list[str] | None:
+    """What :func:`~dicomnode_numpy.header_values.text_value` gives for an element's raw bytes."""
+    text = raw.decode("ascii", "replace").strip(" \x00")
+    if not text:
+        return None
+    parts = [part.strip(" \x00") for part in text.split("\\")]
+    return parts if len(parts) > 1 else parts[0]
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_vector(raw: bytes, count: int) -> np.ndarray | None:
+    """``count`` numbers (a read-only array shared by every image with these bytes), None when not."""
+    value = _raw_text(raw)
+    values = value if isinstance(value, list) else [value]
+    try:
+        array = np.array([float(v) for v in values if v is not None], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if array.shape != (count,) or not np.isfinite(array).all():
+        return None
+    array.setflags(write=False)
+    return array
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_directions(raw: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    iop = _cached_vector(raw, 6)
+    if iop is None:
+        return None
+    directions = []
+    for vector in (iop[:3], iop[3:]):
+        norm = math.sqrt(float(vector @ vector))
+        if not 0.9 < norm < 1.1:
+            return None
+        unit = vector / norm
+        unit.setflags(write=False)
+        directions.append(unit)
+    return directions[0], directions[1]
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_number(raw: bytes) -> float | None:
+    value = _raw_text(raw)
+    if isinstance(value, list):
+        value = value[0]
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan  # not a number: the general path says so
+
+
+_FAST_KEYWORDS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+                  "RescaleSlope", "RescaleIntercept", "TemporalPositionIdentifier", "AcquisitionNumber",
+                  "TriggerTime", "AcquisitionTime", "InstanceNumber", "SOPInstanceUID", "SpacingBetweenSlices",
+                  "FrameOfReferenceUID")
+_FAST_TAGS = tuple(tag_object(tag_for_keyword(keyword) or 0) for keyword in _FAST_KEYWORDS)
+
+
+def _quick_frame(original: Dataset, dataset: Dataset, pixel_format: PixelFormat,
+                 pixel_file: PixelFile | None) -> Frame | None:
+    """The frame of a single-frame image whose header values are all still raw bytes; None otherwise.
+
+    The same frame :func:`_frame` makes, with the values parsed straight
+    from their bytes and the repeated ones (orientation, spacing, the
+    positions of a 4D series) parsed once per series: the ordinary path
+    costs more than reading the file. Anything unusual (a value missing,
+    converted or not a number) is None, and :func:`_frame` decides — and
+    gives the error.
+    """
+    raws: list[bytes | None] = []
+    get = dataset._dict.get
+    for tag in _FAST_TAGS:
+        element = get(tag)
+        if element is None:
+            raws.append(None)
+        elif type(element) is RawDataElement and type(element.value) is bytes:
+            raws.append(element.value)
+        else:
+            return None
+    (position_raw, orientation_raw, spacing_raw, thickness_raw, slope_raw, intercept_raw, temporal_raw,
+     acquisition_raw, trigger_raw, time_raw, number_raw, uid_raw, between_raw, reference_raw) = raws
+    if position_raw is None or orientation_raw is None or spacing_raw is None:
+        return None
+    position = _cached_vector(position_raw, 3)
+    directions = _cached_directions(orientation_raw)
+    spacing = _cached_vector(spacing_raw, 2)
+    if position is None or directions is None or spacing is None:
+        return None
+    numbers = [None if raw is None else _cached_number(raw)
+               for raw in (thickness_raw, slope_raw, intercept_raw, between_raw, number_raw)]
+    if any(number is not None and math.isnan(number) for number in numbers):
+        return None
+    thickness, slope, intercept, between, number = numbers
+    key: list[Any] = [0.0]
+    for raw in (temporal_raw, acquisition_raw, trigger_raw):
+        value = None if raw is None else _cached_number(raw)
+        key.append(0.0 if value is None or math.isnan(value) else value)
+    acquisition_time = None if time_raw is None else _raw_text(time_raw)
+    key.append(str(acquisition_time[0] if isinstance(acquisition_time, list) else acquisition_time or ""))
+    key.append(number or 0.0)
+    uid = None if uid_raw is None else _raw_text(uid_raw)
+    reference = None if reference_raw is None else _raw_text(reference_raw)
+    return Frame(
+        dataset=original, header=dataset, index=0, position=position, row_cosine=directions[0],
+        column_cosine=directions[1], pixel_spacing=(float(spacing[0]), float(spacing[1])),
+        slope=1.0 if slope is None else slope, intercept=0.0 if intercept is None else intercept,
+        temporal_key=tuple(key), sop_instance_uid=str(uid or ""), slice_thickness=thickness,
+        spacing_between_slices=between, rows=pixel_format.rows, columns=pixel_format.columns,
+        frame_count=pixel_format.frame_count, instance_number=None if number is None else int(number),
+        frame_of_reference_uid=str(reference) if reference else None, pixel_format=pixel_format,
+        pixel_file=pixel_file,
+    )
+
+
 #: the attributes a grinder reads (frames, geometry, pixels, NIfTI conventions, vendor rules)
 _WANTED_TAGS = frozenset(
     int(tag_for_keyword(keyword) or 0) for keyword in (
@@ -256,24 +374,55 @@ def _header_of(dataset: Dataset) -> tuple[Dataset, PixelFile | None, UID | None]
     return Dataset(scanned.elements), PixelFile(scanned.path, pixels), scanned.transfer_syntax
 
 
+_FORMAT_TAGS = tuple(tag_object(tag_for_keyword(keyword) or 0) for keyword in (
+    "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation", "Rows", "Columns", "NumberOfFrames"))
+
+
+def _format_of(dataset: Dataset, syntax: UID | None, uid: str, formats: dict[tuple[Any, ...], PixelFormat]
+               ) -> PixelFormat:
+    """The pixel format of a greyscale image; images whose format elements are the very same objects (the
+    headers of one scan share them) share it."""
+    get = dataset._dict.get
+    key = (syntax, *(id(get(tag)) for tag in _FORMAT_TAGS))
+    known = formats.get(key)
+    if known is not None:
+        return known
+    samples = int_value(dataset, "SamplesPerPixel", 1)
+    if samples != 1:
+        raise GrindingError(f"image {uid} has SamplesPerPixel {samples}; a volume needs greyscale images (1)")
+    made = PixelFormat.of(dataset, syntax)
+    if all(isinstance(get(tag), RawDataElement) or get(tag) is None for tag in _FORMAT_TAGS):
+        formats[key] = made  # raw elements are not changed in place: the same objects, the same format
+    return made
+
+
+def _scanned_together(datasets: list[Dataset]) -> dict[int, ScannedHeader]:
+    """The headers of the lazy datasets whose files were not read yet, scanned all at once (by ``id``)."""
+    unread = [dataset for dataset in datasets if getattr(dataset, "is_loaded", True) is False]
+    if len(unread) < 2:
+        return {}
+    headers = scan_headers([dataset.path for dataset in unread], _WANTED_TAGS, _WANTED_PRIVATE_GROUPS)
+    return {id(dataset): header for dataset, header in zip(unread, headers, strict=True) if header is not None}
+
+
 def frames_of(datasets: Iterable[Dataset]) -> list[Frame]:
     """Every 2D image of ``datasets``, with its geometry and rescale.
 
     Raises :class:`~dicomnode.errors.GrindingError` for an image without
     PixelData or geometry, or a colour image.
     """
+    datasets = list(datasets)
+    scanned = _scanned_together(datasets)
+    formats: dict[tuple[Any, ...], PixelFormat] = {}
     frames: list[Frame] = []
     for original in datasets:
-        dataset, pixel_file, syntax = _header_of(original)
+        found = scanned.get(id(original))
+        dataset, pixel_file, syntax = (found.header, found.pixel_file, found.syntax) if found is not None \
+            else _header_of(original)
         uid = str(_text(dataset, "SOPInstanceUID") or "<no SOPInstanceUID>")
         if not has(dataset, "PixelData"):
             raise GrindingError(f"image {uid} has no PixelData; only images can be ground into a volume")
-        samples = int_value(dataset, "SamplesPerPixel", 1)
-        if samples != 1:
-            raise GrindingError(
-                f"image {uid} has SamplesPerPixel {samples}; a volume needs greyscale images (1)"
-            )
-        pixel_format = PixelFormat.of(dataset, syntax)
+        pixel_format = _format_of(dataset, syntax, uid, formats)
         count = pixel_format.frame_count
         per_frame = (dataset.get("PerFrameFunctionalGroupsSequence")
                      if has(dataset, "PerFrameFunctionalGroupsSequence") else None)
@@ -286,7 +435,8 @@ def frames_of(datasets: Iterable[Dataset]) -> list[Frame]:
                     f"image {uid} has {count} frames but no functional groups, so the frames have "
                     "no positions; only enhanced multi-frame objects can be ground"
                 )
-            frames.append(_frame(original, dataset, 0, [None], f"image {uid}", pixel_format, pixel_file))
+            frames.append(_quick_frame(original, dataset, pixel_format, pixel_file)
+                          or _frame(original, dataset, 0, [None], f"image {uid}", pixel_format, pixel_file))
             continue
         if per_frame is not None and len(per_frame) != count:
             raise GrindingError(

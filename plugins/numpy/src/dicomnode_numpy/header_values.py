@@ -20,10 +20,24 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
-__all__ = ["has", "int_value", "text_value"]
+__all__ = ["has", "int_value", "tag_object", "text_value"]
 
 _TAGS: dict[str, BaseTag] = {}
+_BY_NUMBER: dict[int, BaseTag] = {}
 _BINARY_INTEGERS = {"US": (2, False), "SS": (2, True), "UL": (4, False), "SL": (4, True)}
+
+
+def tag_object(number: int) -> BaseTag:
+    """The one tag object this plugin uses for ``number``.
+
+    A dict of elements finds a key by identity before it compares; pydicom's
+    tag comparison is Python code, so headers this plugin builds and the
+    lookups it makes share one object per tag (thousands of lookups a series).
+    """
+    tag = _BY_NUMBER.get(number)
+    if tag is None:
+        tag = _BY_NUMBER[number] = BaseTag(number)
+    return tag
 
 
 def _tag(keyword: str) -> BaseTag:
@@ -32,7 +46,7 @@ def _tag(keyword: str) -> BaseTag:
         number = tag_for_keyword(keyword)
         if number is None:
             raise KeyError(f"{keyword!r} is not a DICOM keyword")
-        tag = _TAGS[keyword] = BaseTag(number)
+        tag = _TAGS[keyword] = tag_object(number)
     return tag
 
 
@@ -54,7 +68,7 @@ def has(dataset: Dataset, keyword: str) -> bool:
     An element whose value is still in the file (a lazy dataset's pixel data)
     is not read just to say it is there.
     """
-    return dataset.get_item(_tag(keyword), keep_deferred=True) is not None
+    return _tag(keyword) in dataset._dict  # the element, read or not: its value is not touched
 
 
 def text_value(dataset: Dataset, keyword: str) -> Any:
