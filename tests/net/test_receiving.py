@@ -159,7 +159,8 @@ def _node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, lane: bool
 
     with monkeypatch.context() as patch:
         patch.setattr(adapter, "take_c_stores", spy if lane else lambda *args, **options: None)
-        with RecordingNode(data_directory=tmp_path / f"data-{lane}") as running:
+        # refusals answered with a failure status (the default discards them with success)
+        with RecordingNode(data_directory=tmp_path / f"data-{lane}", rejection_policy="failure") as running:
             yield running, lanes
 
 
