@@ -196,14 +196,19 @@ def _orthanc_configuration(folder: Path, port: int) -> Path:
     return path
 
 
+def _storescu(port: int, files: list[Path]) -> list[str]:
+    """storescu's command line for a group: its files, or every file under its one folder (``+sd +r``)."""
+    command = [STORESCU, "-aet", "BENCH", "-aec", "ANY"]
+    if len(files) == 1 and files[0].is_dir():  # tens of thousands of paths would not fit on a command line
+        return [*command, "+sd", "+r", "127.0.0.1", str(port), str(files[0])]
+    return [*command, "127.0.0.1", str(port), *map(str, files)]
+
+
 def send(port: int, groups: list[list[Path]]) -> float:
-    """Send each group of files with its own storescu, all at once; the wall time until all are done."""
+    """Send each group (files, or one folder) with its own storescu, all at once; the wall time until all are done."""
     start = time.perf_counter()
-    processes = [
-        subprocess.Popen([STORESCU, "-aet", "BENCH", "-aec", "ANY", "127.0.0.1", str(port), *map(str, files)],
-                         env=dcmtk_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for files in groups
-    ]
+    processes = [subprocess.Popen(_storescu(port, files), env=dcmtk_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT) for files in groups]
     outputs = [process.communicate()[0] for process in processes]
     elapsed = time.perf_counter() - start
     for process, output in zip(processes, outputs):
@@ -225,6 +230,44 @@ def study(slices: int) -> list[Path]:
     return sorted(folder.glob("*.dcm"))
 
 
+#: the small-image study: 64x64 CT slices, this many per patient, the patients spread over 4 folders
+SMALL_SLICES = 100
+SMALL_PARTS = 4
+
+
+def small_study(count: int) -> Path:
+    """``count`` 64x64 CT instances (``count // 100`` patients of 100 slices), made once, then reused.
+
+    The patients are spread over ``part-0`` … ``part-3`` (a quarter each), so that
+    one storescu can send the folder and four can each send a part.
+    """
+    from dicomnode.dicom.synthetic import synthetic_series, write_series
+
+    folder = DATA / f"small-{count}x64"
+    if folder.is_dir() and sum(1 for _ in folder.rglob("*.dcm")) == count:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    patients = max(1, count // SMALL_SLICES)
+    for number in range(patients):
+        slices = count // patients + (1 if number < count % patients else 0)
+        write_series(synthetic_series(slices=slices, rows=64, columns=64, patient_id=f"SMALL{number:05d}",
+                                      patient_name=f"Small^{number}"),
+                     folder / f"part-{number % SMALL_PARTS}")
+    return folder
+
+
+def groups_of(study: list[Path] | Path, clients: int) -> list[list[Path]]:
+    """What each of ``clients`` storescu processes sends: a share of the files, or one part folder each."""
+    if isinstance(study, Path):
+        parts = sorted(study.glob("part-*"))
+        if clients == 1:
+            return [[study]]
+        if clients != len(parts):
+            raise ValueError(f"a small study is sent by 1 or {len(parts)} clients, not {clients}")
+        return [[part] for part in parts]
+    return [study[i::clients] for i in range(clients)]
+
+
 def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
     """User + system CPU time of a receiver process so far (less disturbed by other load than wall time)."""
     import psutil
@@ -237,10 +280,11 @@ def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
 CPU: dict[str, list[float]] = {}
 
 
-def measure(files: list[Path], runs: int, clients: int, kinds: list[str]) -> dict[str, list[float]]:
+def measure(files: list[Path] | Path, runs: int, clients: int, kinds: list[str]) -> dict[str, list[float]]:
+    """Wall seconds of each receiver per counted round; ``files`` is a list, or a small study's folder."""
     WORK.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ingest-", dir=WORK))
-    groups = [files[i::clients] for i in range(clients)]
+    groups = groups_of(files, clients)
     receivers = {}
     try:
         for kind in kinds:
@@ -291,6 +335,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="counted rounds after the warm-up (default 5)")
     parser.add_argument("--slices", type=int, default=300, help="slices of the CT (default 300)")
     parser.add_argument("--quick", action="store_true", help="40 slices, 3 rounds")
+    parser.add_argument("--small", type=int, metavar="COUNT",
+                        help="send COUNT 64x64 CT instances (COUNT/100 patients) instead of the CT")
+    parser.add_argument("--clients", default="1,4", help="client counts to run (default 1,4)")
     parser.add_argument("--receivers", default="abcd", help="which receivers (default abcd; e: Orthanc)")
     parser.add_argument("--baseline", metavar="SOURCES",
                         help="receivers B and C import dicomnode from these folders (os.pathsep-separated, "
@@ -306,15 +353,21 @@ def main() -> int:
         if not os.access(program, os.X_OK):
             raise SystemExit(f"{program} is missing: apt-get install dcmtk")
     slices, runs = (40, 3) if args.quick else (args.slices, args.runs)
-    files = study(slices)
-    megabytes = sum(path.stat().st_size for path in files) / 1e6
     kinds = list(args.receivers)
-    print(f"Ingest of a {slices}-slice 512x512 CT ({megabytes:.0f} MB), {runs} interleaved rounds after a "
+    if args.small:
+        sent: list[Path] | Path = small_study(args.small)
+        paths = list(sent.rglob("*.dcm"))
+        what = f"{len(paths)} 64x64 CT instances of {max(1, args.small // SMALL_SLICES)} patients"
+    else:
+        sent = paths = study(slices)
+        what = f"a {slices}-slice 512x512 CT"
+    megabytes = sum(path.stat().st_size for path in paths) / 1e6
+    print(f"Ingest of {what} ({megabytes:.0f} MB), {runs} interleaved rounds after a "
           f"warm-up, medians; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
-    for clients in (1, 4):
-        times = measure(files, runs, clients, kinds)
+    for clients in (int(text) for text in args.clients.split(",")):
+        times = measure(sent, runs, clients, kinds)
         title = "One storescu association" if clients == 1 else f"{clients} concurrent storescu clients"
-        print(report(title, times, megabytes, len(files), clients))
+        print(report(title, times, megabytes, len(paths), clients))
         print()
     return 0
 

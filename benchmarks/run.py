@@ -2,7 +2,8 @@
 
 Generates its own data under ``benchmarks/.data/`` (synthetic 512x512 CT
 series, nothing downloaded) and runs each scenario's own script functions:
-start-up, ingest (one client and four), end to end, conversion, building,
+start-up, ingest (one client and four), small images (many 64x64 instances
+over one association), restart with a backlog, end to end, conversion, building,
 send, memory, segmentation, the admin endpoint, scale-out (needs dicomnode-dask),
 DICOMweb (needs dicomnode-dicomweb and Orthanc's DICOMweb plugin). Within a scenario
 the contenders run interleaved (A B A B …) after a warm-up round; the figures
@@ -119,17 +120,66 @@ def ingest(mode: Mode) -> Section:
     memory = statistics.median(paired(one["a"], one["b"]))
     data = statistics.median(paired(one["a"], one["c"]))
     four = statistics.median(by_clients[1]["b"]) / statistics.median(by_clients[4]["b"])
+    four_data = statistics.median(by_clients[1]["c"]) / statistics.median(by_clients[4]["c"])
     targets += [
         Target("in memory >= 0.9x the bare pynetdicom SCP's throughput", f"{memory:.3f}x", memory >= 0.9),
         Target("data_directory >= 0.75x the bare pynetdicom SCP's throughput", f"{data:.3f}x", data >= 0.75),
         Target("4 clients at least as fast as one client per instance (node in memory)", f"{four:.2f}x",
                four >= 1.0),
+        Target("4 clients on 2 cores >= 1.5x one client's throughput (data_directory)", f"{four_data:.2f}x",
+               four_data >= 1.5),
     ]
     headlines += [Headline("ingest in memory vs bare pynetdicom SCP", memory, 0.9),
                   Headline("ingest with data_directory vs bare SCP", data, 0.75),
                   Headline("ingest 4 clients vs 1 client (node)", four, 1.0),
+                  Headline("ingest 4 clients vs 1 client (data_directory)", four_data, 1.5),
                   Headline("ingest in memory vs DCMTK storescp", statistics.median(paired(one["d"], one["b"])))]
     return Section("ingest", "Ingest", "\n".join(lines).strip(), targets, headlines)
+
+
+#: small 64x64 CT instances sent (small images) and held (restart), by mode
+SMALL_COUNT = {"full": 20000, "quick": 4000, "smoke": 100}
+
+
+def small_images(mode: Mode) -> Section:
+    """Many small instances over one association: our node in memory and with data_directory, storescp."""
+    import ingest as script
+
+    count, runs = SMALL_COUNT[mode.name], min(mode.runs, 3)
+    study = script.small_study(count)
+    say(f"  small images, {count} instances")
+    times = script.measure(study, runs, 1, list("bcd"))
+    lines = [f"One storescu association, {count} 64x64 CT instances ({count // script.SMALL_SLICES or 1} "
+             "patients):", "",
+             "| receiver | median (s) | min–max (s) | images/s | throughput vs storescp, round by round |",
+             "|---|---|---|---|---|"]
+    for kind, values in times.items():
+        lines.append(f"| ({kind}) {script.RECEIVERS[kind]} | {' | '.join(spread(values))} | "
+                     f"{count / statistics.median(values):.0f} | {ratio_cell(paired(times['d'], values))} |")
+    memory = statistics.median(paired(times["d"], times["b"]))
+    data = statistics.median(paired(times["d"], times["c"]))
+    return Section(
+        "small", "Small images", "\n".join(lines),
+        [Target("small images in memory >= 0.5x storescp's throughput", f"{memory:.2f}x", memory >= 0.5),
+         Target("small images with data_directory >= 0.5x storescp's throughput", f"{data:.2f}x", data >= 0.5)],
+        [Headline("small images in memory vs DCMTK storescp", memory, 0.5),
+         Headline("small images with data_directory vs DCMTK storescp", data, 0.5)],
+    )
+
+
+def restart(mode: Mode) -> Section:
+    """A node holding many incomplete instances restarted: seconds until it answers C-ECHO, against storescp."""
+    import restart as script
+
+    count, runs = SMALL_COUNT[mode.name], min(mode.runs, 3)
+    say(f"  restart with {count} held instances")
+    times, memory = script.measure(count, runs, ["c", "d"], warm_up=mode.name != "smoke")
+    answer = statistics.median(times["c"])
+    return Section(
+        "restart", "Restart with a backlog", script.report(count, times, memory),
+        [Target(f"the node answers C-ECHO within 1 s holding {count} instances", f"{answer:.2f} s", answer <= 1.0)],
+        [Headline("restart: 1 s budget / time to C-ECHO", 1.0 / answer, 1.0)],
+    )
 
 
 def end_to_end(mode: Mode) -> Section:
@@ -402,6 +452,8 @@ def scale_out(mode: Mode) -> Section:
 SCENARIOS: dict[str, Callable[[Mode], Section]] = {
     "startup": startup,
     "ingest": ingest,
+    "small": small_images,
+    "restart": restart,
     "end-to-end": end_to_end,
     "conversion": conversion,
     "building": building,

@@ -19,7 +19,7 @@ def test_help_lists_the_modes_and_scenarios() -> None:
     done = subprocess.run([sys.executable, str(RUN), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout and "--smoke" in done.stdout
-    for scenario in ("startup", "ingest", "conversion", "building", "send", "memory", "admin"):
+    for scenario in ("startup", "ingest", "small", "restart", "conversion", "building", "send", "memory", "admin"):
         assert scenario in done.stdout
 
 
@@ -44,6 +44,20 @@ def test_a_smoke_run_writes_results_and_checks_the_result_series(tmp_path: Path)
     # the benchmark checks every result series it receives; a wrong one would be reported here
     assert "| result exact (geometry, pixels) in every shuffled round | 0 round(s) wrong | yes |" in text
     assert "DCMTK storescu" in text
+
+
+@pytest.mark.timeout(120)
+def test_a_smoke_run_of_small_images_and_restart_writes_their_blocks(tmp_path: Path) -> None:
+    require_peer("dcmtk")
+    output = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, str(RUN), "--smoke", "--only", "small,restart", "--output",
+                           str(output)], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = output.read_text()
+    for key in ("small", "restart"):
+        assert f"<!-- begin generated: {key} -->" in text and f"<!-- end generated: {key} -->" in text
+    assert "100 64x64 CT instances" in text and "(d) DCMTK storescp" in text
+    assert "Restart with 100 held 64x64 CT instances" in text
 
 
 @pytest.mark.timeout(120)

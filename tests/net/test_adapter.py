@@ -61,6 +61,20 @@ def test_the_start_up_check_finds_everything_the_patches_need() -> None:
     assert adapter.check() == ()
 
 
+@pytest.mark.parametrize(("name", "words"), [
+    ("run_reactor", "does not read through self._is_transport_event()"),
+    ("_is_transport_event", "does not read with _read_pdu_data"),
+])
+def test_the_start_up_check_names_a_dul_the_c_store_lane_could_not_read_through(
+        monkeypatch: pytest.MonkeyPatch, name: str, words: str) -> None:
+    # the lane reads each PDU in place of DULServiceProvider._is_transport_event: a DUL that reads
+    # another way would bypass it (or read around it), so the lane must then stay off
+    import pynetdicom.dul
+
+    monkeypatch.setattr(pynetdicom.dul.DULServiceProvider, name, lambda self: False)
+    assert [problem for problem in adapter._problems() if words in problem]
+
+
 def test_an_accepted_association_waits_through_the_adapter_instead_of_polling(server: DicomServer) -> None:
     import pynetdicom.association
     import pynetdicom.dul

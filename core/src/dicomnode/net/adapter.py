@@ -14,11 +14,15 @@ The edge (always on; it only needs what a subclass or a wrapper needs):
   presentation contexts that costs no deep copy of every UID, the idle
   timeout, and a call once its thread ends, whatever ended it;
 - :func:`limit_dataset_size` throws away the bytes of a dataset beyond the
-  limit as they arrive.
+  limit as they arrive (for the messages pynetdicom reads).
 
 Speed (on when :func:`check` finds what it expects, else pynetdicom's own
 behaviour, with one warning):
 
+- :func:`take_c_stores`: an accepted association's DUL thread reads each
+  PDU once the association is established and answers C-STORE requests
+  itself (:mod:`dicomnode.net.receiving`), handing everything else to
+  pynetdicom as it arrived;
 - :func:`wake_on_data` / :func:`wake_on_message`: the DUL and association
   threads wait for data or a complete message instead of sleeping 1 ms
   and looking again (a stand-in for the ``time`` module in
@@ -48,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from pynetdicom.transport import AssociationSocket
 
-from dicomnode.net.pdu import PduReader, PduRefused, a_abort
+from dicomnode.net.pdu import ABORT_INVALID_PARAMETER, HEADER, PduReader, PduRefused, a_abort
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
     from pynetdicom.presentation import PresentationContext
 
     from dicomnode.net.limits import Limits
+    from dicomnode.net.receiving import CStoreLane, StoreRequest
 
 __all__ = [
     "LONGEST_WAIT",
@@ -75,6 +80,7 @@ __all__ = [
     "send_abort",
     "socket_of",
     "stop_network_thread",
+    "take_c_stores",
     "transport_lost",
     "wake_on_data",
     "wake_on_message",
@@ -119,8 +125,16 @@ def _problems() -> list[str]:
         problems.append("Association._run_reactor does not wait on _reactor_checkpoint and dimse.get_msg")
     if "send_msg" not in _code_names(association.Association._c_store_scp):
         problems.append("Association._c_store_scp does not answer with dimse.send_msg")
+    if not {"_is_transport_event", "_idle_timer", "restart"} <= _code_names(dul.DULServiceProvider.run_reactor):
+        problems.append("DULServiceProvider.run_reactor does not read through self._is_transport_event() and "
+                        "restart its _idle_timer")
+    if not {"_read_pdu_data", "ready"} <= _code_names(dul.DULServiceProvider._is_transport_event):
+        problems.append("DULServiceProvider._is_transport_event does not read with _read_pdu_data when the "
+                        "socket is ready")
     probe = association.Association(AE(), "acceptor")
     expected: list[tuple[object, str, type | tuple[type, ...]]] = [
+        (probe.dul.state_machine, "current_state", str),
+        (probe.requestor, "maximum_length", int),
         (probe, "_reactor_checkpoint", threading.Event),
         (probe, "_is_paused", bool),
         (probe.dul, "_run_loop_delay", float),
@@ -130,7 +144,8 @@ def _problems() -> list[str]:
     for owner, name, kind in expected:
         if not isinstance(getattr(owner, name, None), kind):
             problems.append(f"{type(owner).__name__}.{name} is missing or not a {kind}")
-    for owner, name in ((probe.dul, "send_pdu"), (probe.dimse, "send_msg"), (probe.dimse, "get_msg")):
+    for owner, name in ((probe.dul, "send_pdu"), (probe.dimse, "send_msg"), (probe.dimse, "get_msg"),
+                        (probe.dul, "_is_transport_event")):
         if not callable(getattr(owner, name, None)):
             problems.append(f"{type(owner).__name__}.{name} is missing")
     if not hasattr(getattr(probe.dimse, "msg_queue", None), "not_empty"):
@@ -321,6 +336,8 @@ class GuardedSocket(AssociationSocket):
     def __init__(self, assoc: Association, sock: socket.socket, limits: Limits, prefix: bytes) -> None:
         super().__init__(assoc, client_socket=sock)
         self.reader = PduReader(lambda: self.socket, limits.longest_pdu, limits.pdu_timeout, prefix=prefix)
+        #: the C-STORE lane reading this connection's P-DATA-TF PDUs, once :func:`take_c_stores` set it up
+        self.lane: CStoreLane | None = None
 
     @property
     def ready(self) -> bool:
@@ -495,6 +512,88 @@ def limit_dataset_size(assoc: Association, limit: int) -> None:
     dimse.receive_primitive = receive_primitive  # type: ignore[method-assign]
 
 
+def take_c_stores(assoc: Association, deliver: Callable[[StoreRequest], int | tuple[int, str]],
+                  limit: int) -> CStoreLane | None:
+    """Let an accepted association's DUL thread answer its C-STORE requests itself; return the lane that will.
+
+    Once the association is established (pynetdicom's state Sta6), each PDU
+    the DUL thread would read is read here instead, through the same
+    bounded reader, and a P-DATA-TF goes to a
+    :class:`~dicomnode.net.receiving.CStoreLane`: ``deliver(request)`` is
+    called on the DUL thread for each complete C-STORE request (a dataset
+    over ``limit`` bytes is counted, not kept) and its status written
+    back from there, between the DUL's own reads and writes, so TLS
+    connections take this path too. Whatever the lane does not take (other
+    messages, other PDUs) is put back in front of the reader, and the DUL
+    reads it as it always does. The idle timer restarts with each PDU, as
+    before; ``EVT_PDU_RECV`` and ``EVT_DIMSE_RECV`` are not fired for the
+    C-STOREs taken. None when the speed patches are off (:func:`check`) or
+    the association was not made by :func:`accept`; call it before the
+    association's thread starts.
+    """
+    from dicomnode.net.receiving import CStoreLane, LaneError
+
+    wrapper = assoc.dul.socket
+    if not fast() or not isinstance(wrapper, GuardedSocket):
+        return None
+    dul = assoc.dul
+    machine = dul.state_machine
+    reader = wrapper.reader
+    read_as_pynetdicom = dul._is_transport_event
+
+    def write(data: bytes) -> None:
+        sock = wrapper.socket
+        if sock is None:
+            raise OSError("the connection is closed")
+        sock.sendall(data)
+
+    lane = CStoreLane({}, deliver, write, limit=limit, peer_maximum_pdu=0)
+    ready = [False]
+
+    def is_transport_event() -> bool:
+        if machine.current_state != "Sta6" or reader.buffered:
+            return bool(read_as_pynetdicom())
+        if not wrapper.ready:
+            # nothing to read: pynetdicom's own reader would look again, and read a PDU that arrived
+            # in between itself, a dataset fragment the lane would then miss
+            return False
+        if not ready[0]:  # established: the accepted contexts and the peer's maximum PDU are known now
+            lane.contexts = {int(context.context_id or 0): (str(context.abstract_syntax),
+                                                            str(context.transfer_syntax[0]))
+                             for context in assoc.accepted_contexts}
+            lane.peer_maximum_pdu = int(assoc.requestor.maximum_length or 0)
+            ready[0] = True
+        header: bytes | bytearray = wrapper.recv(6)
+        if len(header) == 6:
+            pdu_type, _, length = HEADER.unpack(header)
+            body = wrapper.recv(length)
+            if pdu_type == 0x04 and len(body) == length:
+                try:
+                    handed = lane.feed(body)
+                except LaneError as error:
+                    requestor = assoc.requestor
+                    logger.warning("aborting the association from %s@%s:%s: %s", requestor.ae_title,
+                                   requestor.address, requestor.port, error)
+                    _refuse(wrapper.socket, PduRefused(str(error), ABORT_INVALID_PARAMETER))
+                    return bool(read_as_pynetdicom())  # reads the closed connection
+                except OSError as error:  # writing the response failed: the connection is gone
+                    logger.debug("writing a C-STORE response failed: %s", error)
+                    transport_lost(assoc)
+                    return True
+                if handed is None:
+                    return True
+                reader.unread(handed)
+                return bool(read_as_pynetdicom())
+            header = bytes(header) + bytes(body)
+        # not a P-DATA-TF, or cut short by a closed connection: pynetdicom reads it as it came
+        reader.unread(bytes(header))
+        return bool(read_as_pynetdicom())
+
+    dul._is_transport_event = is_transport_event  # type: ignore[method-assign]
+    wrapper.lane = lane
+    return lane
+
+
 def reader_of(assoc: Association) -> PduReader | None:
     """The bounded reader of an association :func:`accept` made, else None."""
     wrapper = assoc.dul.socket
@@ -503,7 +602,9 @@ def reader_of(assoc: Association) -> PduReader | None:
 
 def message_in_progress(assoc: Association) -> bool:
     """True while part of a DIMSE message has arrived and the rest has not."""
-    return getattr(assoc.dimse, "message", None) is not None
+    wrapper = assoc.dul.socket
+    lane = wrapper.lane if isinstance(wrapper, GuardedSocket) else None
+    return getattr(assoc.dimse, "message", None) is not None or (lane is not None and lane.busy)
 
 
 def stop_network_thread(assoc: Association) -> None:

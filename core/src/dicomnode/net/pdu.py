@@ -209,6 +209,12 @@ class PduReader:
         """True when bytes already read wait to be served (select cannot see them)."""
         return len(self._prefix) > 0
 
+    def unread(self, data: bytes) -> None:
+        """Serve ``data`` before anything else the connection sends (only when nothing is buffered)."""
+        if self._prefix:
+            raise RuntimeError("unread() while bytes already read wait to be served")
+        self._prefix = memoryview(data)
+
     @property
     def in_pdu(self) -> bool:
         """True between a PDU's first byte and its last."""

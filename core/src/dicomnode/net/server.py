@@ -35,10 +35,12 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
 
 from dicomnode.net import adapter
 from dicomnode.net.limits import DEFAULT_LIMITS, MAXIMUM_ASSOCIATE_REQUEST, Limits
@@ -52,6 +54,7 @@ from dicomnode.net.pdu import (
     a_associate_rj,
     bound_waits,
 )
+from dicomnode.net.receiving import StoreRequest, received_file_meta
 from dicomnode.net.sink import InstanceSink, Peer, ReceivedInstance
 from dicomnode.net.tls import TlsSettings
 from dicomnode.net.transport import set_tcp_nodelay
@@ -106,6 +109,9 @@ class _Live:
         self.delivered = 0
         self.handling = False
         self.ending = False
+        #: held while the sink takes an instance; the end path sets ``ended`` under it
+        self.lock = threading.Lock()
+        self.ended = False
         self.reader = adapter.reader_of(assoc)
 
     def busy(self) -> bool:
@@ -458,7 +464,11 @@ class DicomServer:
             adapter.limit_dataset_size(assoc, limits.maximum_dataset_size)
             adapter.wake_on_data(assoc)
             adapter.wake_on_message(assoc)
-            answer_c_stores_directly(assoc)
+            key = id(assoc)
+            lane = adapter.take_c_stores(assoc, lambda request: self._take_request(key, request),
+                                         limits.maximum_dataset_size)
+            if lane is None:
+                answer_c_stores_directly(assoc)
         except Exception:  # pynetdicom failed to take it: nothing is open yet
             logger.exception("cannot start the association from %s", peer)
             self._close(sock)
@@ -483,36 +493,54 @@ class DicomServer:
     # --- the associations' threads ----------------------------------------------------------------
 
     def _on_c_store(self, event: Event) -> int | Dataset:
+        """pynetdicom's ``EVT_C_STORE`` handler, for the C-STOREs the lane does not take (or without it)."""
         with self._lock:
             live = self._live.get(id(event.assoc))
         request: Any = event.request  # a C_STORE primitive
         encoded = getattr(request, "DataSet", None)
-        if live is None:  # the association is ending
-            return _status(STATUS_OUT_OF_RESOURCES, "the node is closing")
-        limit = self.limits.maximum_dataset_size
         size = adapter.discarded_size(encoded)
-        if size is None and encoded is not None:
-            size = encoded.getbuffer().nbytes
-        if size is not None and size > limit:
+        if size is None:
+            size = encoded.getbuffer().nbytes if encoded is not None else 0
+        kept = None if adapter.discarded_size(encoded) is not None else encoded
+        result = self._deliver(live, kept, size, str(event.context.transfer_syntax),
+                               str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID),
+                               lambda: event.file_meta)
+        return _status(*result) if isinstance(result, tuple) else result
+
+    def _take_request(self, key: int, request: StoreRequest) -> int | tuple[int, str]:
+        """A C-STORE request the association's lane read (:func:`~dicomnode.net.adapter.take_c_stores`)."""
+        return self._deliver(self._live.get(key), request.dataset, request.size, request.transfer_syntax,
+                             request.sop_class, request.sop_instance,
+                             lambda: received_file_meta(request.sop_class, request.sop_instance,
+                                                        request.transfer_syntax))
+
+    def _deliver(self, live: _Live | None, encoded: BytesIO | None, size: int, transfer_syntax: str,
+                 sop_class: str, sop_instance: str, file_meta: Callable[[], FileMetaDataset]
+                 ) -> int | tuple[int, str]:
+        """Hand one received C-STORE to the sink, once, and return its status; refuse what cannot be taken."""
+        if live is None:  # the association is ending
+            return STATUS_OUT_OF_RESOURCES, "the node is closing"
+        limit = self.limits.maximum_dataset_size
+        if size > limit:
             logger.warning("refused a C-STORE from %s: its dataset of %d bytes is larger than "
                            "maximum_dataset_size (%d)", live.peer, size, limit)
-            return _status(STATUS_OUT_OF_RESOURCES, f"dataset too large: {size} bytes, limit {limit}")
+            return STATUS_OUT_OF_RESOURCES, f"dataset too large: {size} bytes, limit {limit}"
         if encoded is None:
-            return _status(STATUS_CANNOT_DECODE, "the C-STORE request has no dataset")
-        instance = ReceivedInstance(encoded, str(event.context.transfer_syntax), str(request.AffectedSOPClassUID),
-                                    str(request.AffectedSOPInstanceUID), event.file_meta)
-        live.delivered += 1
-        live.handling = True
-        try:
-            result = self.sink.on_instance(instance, live.peer)
-        except Exception as error:  # the sink's bug must not take the association down
-            logger.exception("the node failed on a C-STORE from %s", live.peer)
-            return _status(STATUS_CANNOT_UNDERSTAND, f"the node failed: {type(error).__name__}")
-        finally:
-            live.handling = False
-        if isinstance(result, tuple):
-            return _status(int(result[0]), str(result[1]))
-        return int(result)
+            return STATUS_CANNOT_DECODE, "the C-STORE request has no dataset"
+        instance = ReceivedInstance(encoded, transfer_syntax, sop_class, sop_instance, file_meta())
+        # the end path waits for this lock: the sink hears of the end after the association's last instance
+        with live.lock:
+            if live.ended:
+                return STATUS_OUT_OF_RESOURCES, "the node is closing"
+            live.delivered += 1
+            live.handling = True
+            try:
+                return self.sink.on_instance(instance, live.peer)
+            except Exception as error:  # the sink's bug must not take the association down
+                logger.exception("the node failed on a C-STORE from %s", live.peer)
+                return STATUS_CANNOT_UNDERSTAND, f"the node failed: {type(error).__name__}"
+            finally:
+                live.handling = False
 
     def _end(self, live: _Live, why: str) -> None:
         """End an association now: an A-ABORT where it is safe to write one, then shut its socket down."""
@@ -538,6 +566,8 @@ class DicomServer:
             self._per_address[ip] -= 1
             if not self._per_address[ip]:
                 del self._per_address[ip]
+        with live.lock:  # an instance the DUL thread is handing to the sink finishes first
+            live.ended = True
         try:
             live.sock.close()
         except OSError:

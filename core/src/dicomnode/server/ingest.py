@@ -65,13 +65,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
-from dicomnode.dicom.encoded import InflateLimitError, find_damage, inflate
+from dicomnode.dicom.encoded import (
+    DatasetDamageError,
+    InflateLimitError,
+    find_damage,
+    inflate,
+    read_elements,
+)
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import StorageError
 from dicomnode.extension.handles import IngestResult, Source
@@ -130,10 +137,13 @@ class _ReceivedDataset(FileDataset):
     noted once, when the dataset is made, so other lookups cost one set test.
     """
 
-    def __init__(self, stream: BytesIO, dataset: Dataset, *, implicit: bool, little: bool) -> None:
-        super().__init__(stream, dataset, is_implicit_VR=implicit, is_little_endian=little)
+    def __init__(self, stream: BytesIO, dataset: Dataset | dict[BaseTag, DataElement | RawDataElement], *,
+                 implicit: bool, little: bool, file_meta: FileMetaDataset | None = None) -> None:
+        super().__init__(stream, dataset, file_meta=file_meta, is_implicit_VR=implicit, is_little_endian=little)
+        # only a value longer than _DEFER_SIZE is deferred: a smaller dataset has none
         self._deferred = {tag for tag, element in self._dict.items()
-                          if isinstance(element, RawDataElement) and element.value is None and element.length}
+                          if isinstance(element, RawDataElement) and element.value is None and element.length
+                          } if stream.getbuffer().nbytes > _DEFER_SIZE else set()
         if not self._deferred:
             self.buffer = None
 
@@ -147,7 +157,9 @@ class _ReceivedDataset(FileDataset):
         return element
 
 
-def decode_received(stream: BytesIO, transfer_syntax: str, *, header_only: bool) -> Dataset:
+def decode_received(stream: BytesIO, transfer_syntax: str, *, header_only: bool,
+                    elements: dict[BaseTag, DataElement | RawDataElement] | None = None,
+                    file_meta: FileMetaDataset | None = None) -> Dataset:
     """Parse a received (already inflated) dataset without converting its values.
 
     With ``header_only`` parsing stops before the pixel data. Otherwise the
@@ -156,14 +168,57 @@ def decode_received(stream: BytesIO, transfer_syntax: str, *, header_only: bool)
     that grinds, not on the association thread (pydicom's deferred reading,
     from the buffer instead of a file). Once they are, the dataset drops the
     received bytes, so the pixel data is held once.
+
+    ``elements`` are the stream's elements as
+    :func:`~dicomnode.dicom.encoded.read_elements` read them (with
+    ``defer_size=_DEFER_SIZE``, and stopping at the pixel data for
+    ``header_only``); without them pydicom's reader reads the stream.
+    ``file_meta`` becomes the dataset's (not for ``header_only``).
     """
-    syntax = UID(transfer_syntax)
-    stream.seek(0)
+    syntax = _syntax(transfer_syntax)
     implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    if elements is not None:
+        dataset = (Dataset(elements) if header_only else
+                   _ReceivedDataset(stream, elements, implicit=implicit, little=little, file_meta=file_meta))
+        charset = elements.get(_CHARACTER_SET)
+        encoding: str | list[str] = default_encoding
+        if charset is not None:
+            value = charset.value if isinstance(charset, DataElement) else convert_raw_data_element(charset).value
+            encoding = convert_encodings(value)
+        dataset.set_original_encoding(implicit, little, encoding)
+        return dataset
+    stream.seek(0)
     if header_only:
         return read_dataset(stream, implicit, little, stop_when=_before_pixels)
     dataset = read_dataset(stream, implicit, little, defer_size=_DEFER_SIZE)
     return _ReceivedDataset(stream, dataset, implicit=implicit, little=little)
+
+
+_CHARACTER_SET = BaseTag(0x00080005)
+_MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+#: the transfer syntaxes seen, as pydicom UIDs (making a UID validates it, each time)
+_SYNTAXES: dict[str, UID] = {}
+
+
+def _syntax(text: str) -> UID:
+    syntax = _SYNTAXES.get(text)
+    if syntax is None:
+        syntax = UID(text)
+        if len(_SYNTAXES) < 64:  # a peer sending made-up syntaxes must not grow it without end
+            _SYNTAXES[text] = syntax
+    return syntax
+
+
+def _sop_instance_of(file_meta: FileMetaDataset) -> str:
+    """MediaStorageSOPInstanceUID as text, without converting (and validating) the element."""
+    try:
+        element = file_meta.get_item(_MEDIA_STORAGE_SOP_INSTANCE_UID)
+    except KeyError:
+        return ""
+    value = element.value if element is not None else None
+    if isinstance(value, bytes):
+        return value.rstrip(b"\x00 ").decode("ascii", "replace")
+    return str(value or "")
 
 
 def _short(text: str) -> str:
@@ -261,16 +316,17 @@ class Ingest:
         else:
             received = BytesIO(encoded if isinstance(encoded, bytes) else bytes(encoded))
         raw = received.getbuffer()
-        sop_uid = str(file_meta.get("MediaStorageSOPInstanceUID", "") or "")
+        sop_uid = _sop_instance_of(file_meta)
+        lazy = config.lazy_storage and self.store is not None
         try:
-            syntax = UID(transfer_syntax)
-            stream = self._verified(raw, received, syntax, source, sop_uid)
+            syntax = _syntax(transfer_syntax)
+            stream, elements = self._verified(raw, received, syntax, source, sop_uid, lazy)
         except _Refused as refused:
             raw.release()
             return refused.result
-        lazy = config.lazy_storage and self.store is not None
         try:
-            dataset = decode_received(stream, syntax, header_only=lazy)
+            dataset = decode_received(stream, syntax, header_only=lazy, elements=elements,
+                                      file_meta=file_meta)
             sop_uid = str(dataset.get("SOPInstanceUID", "") or sop_uid)
             key_element = dataset.get(config.patient_identifier_tag)
             patient_key = "" if key_element is None else str(key_element.value).strip()
@@ -302,8 +358,13 @@ class Ingest:
         finally:
             raw.release()
 
-    def _verified(self, raw: memoryview, received: BytesIO, syntax: UID, source: Source, sop_uid: str) -> BytesIO:
-        """The stream to parse (inflated when deflated); raises _Refused when the dataset is not whole."""
+    def _verified(self, raw: memoryview, received: BytesIO, syntax: UID, source: Source, sop_uid: str, lazy: bool
+                  ) -> tuple[BytesIO, dict[BaseTag, DataElement | RawDataElement] | None]:
+        """The stream to parse (inflated when deflated) and its elements; raises _Refused when it is not whole.
+
+        The elements are None when pydicom's reader must read the stream
+        (:func:`~dicomnode.dicom.encoded.read_elements`).
+        """
         data: bytes | memoryview = raw
         if syntax.is_deflated:
             try:
@@ -316,12 +377,20 @@ class Ingest:
             except zlib.error as error:
                 raise _Refused(IngestResult(STATUS_CANNOT_DECODE, "not deflated data: cannot inflate",
                                             sop_instance_uid=sop_uid)) from error
-        damage = find_damage(data, implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
+        damage = None
+        elements = None
+        try:
+            elements = read_elements(data, implicit=syntax.is_implicit_VR, little=syntax.is_little_endian,
+                                     defer_size=_DEFER_SIZE, keep_before=_PIXEL_DATA if lazy else None)
+        except DatasetDamageError as error:
+            damage = error.damage
+        if damage is None and elements is None:  # a dataset read_elements leaves to pydicom's reader
+            damage = find_damage(data, implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
         if damage is not None:
             logger.warning("C-STORE %s from %s refused: the dataset is not whole: %s", sop_uid or "?",
                            source.calling_aet or "?", damage)
             raise _Refused(IngestResult(STATUS_CANNOT_DECODE, _short(damage.short), sop_instance_uid=sop_uid))
-        return BytesIO(data) if isinstance(data, bytes) else received
+        return (BytesIO(data) if isinstance(data, bytes) else received), elements
 
     def _route_store_add(self, raw: memoryview, dataset: Dataset, patient_key: str, sop_uid: str,
                          file_meta: FileMetaDataset, source: Source, lazy: bool) -> IngestResult:

@@ -1,0 +1,160 @@
+"""Restart with a backlog: how long a node holding many incomplete instances takes to answer C-ECHO again.
+
+A node with ``data_directory`` (the ingest benchmark's receiver (c), whose
+input never completes) is sent ``COUNT`` 64x64 CT instances (100 per
+patient) by DCMTK ``storescu`` and stopped; then, each round, the same node
+is started again on the same data directory and timed from the start of its
+process to its first successful DCMTK ``echoscu``, with its resident memory
+once it answers. DCMTK ``storescp`` started on a folder holding the same
+files is the reference (a process start and a listening socket: the floor).
+With ``--baseline SOURCES`` the node from those sources (another checkout's
+``core/src``) restarts on a copy of the same data directory, interleaved.
+
+    python benchmarks/restart.py --count 20000 --runs 3
+    python benchmarks/restart.py --count 200 --runs 1     # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import ingest  # noqa: E402
+
+ECHOSCU = "/usr/bin/echoscu"
+CONTENDERS = {
+    "c": "dicomnode, data_directory",
+    "C": "dicomnode from --baseline, data_directory",
+    "d": "DCMTK storescp",
+}
+
+
+def _echo(port: int) -> bool:
+    done = subprocess.run([ECHOSCU, "-to", "1", "-aec", "ANY", "127.0.0.1", str(port)], env=ingest.dcmtk_env(),
+                          capture_output=True, timeout=10)
+    return done.returncode == 0
+
+
+def _rss_mib(pid: int) -> float:
+    import psutil
+
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
+def _command(kind: str, port: int, folder: Path) -> tuple[list[str], dict[str, str]]:
+    env = ingest.dcmtk_env()
+    if kind == "d":
+        return [ingest.STORESCP, "--aetitle", "STORESCP", "--output-directory", str(folder), "--accept-all",
+                str(port)], env
+    if kind == "C":
+        env["PYTHONPATH"] = os.pathsep.join(ingest.BASELINE)
+    return [sys.executable, str(HERE / "ingest.py"), "--serve", kind, str(port), str(folder)], env
+
+
+def restart_once(kind: str, folder: Path, log: Path, timeout: float = 300.0) -> tuple[float, float]:
+    """Start ``kind`` on ``folder``; seconds until it answers C-ECHO, and its RSS (MiB) then. Stopped after."""
+    port = ingest.free_port()
+    command, env = _command(kind, port, folder)
+    with open(log, "ab") as output:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while not _echo(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"({kind}) never answered C-ECHO; see {log}")
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - start
+            return elapsed, _rss_mib(process.pid)
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    os.kill(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+def backlog(count: int, work: Path, kinds: list[str]) -> dict[str, Path]:
+    """A data directory per contender holding ``count`` received, incomplete instances."""
+    study = ingest.small_study(count)
+    first = work / "node"
+    receiver = ingest.Receiver("c", work)
+    try:
+        ingest.send(receiver.port, ingest.groups_of(study, 1))
+    finally:
+        receiver.stop()
+    shutil.move(str(receiver.folder), first)
+    folders = {}
+    for kind in kinds:
+        folder = work / f"data-{kind}"
+        if kind == "d":
+            shutil.copytree(study, folder)
+        else:
+            shutil.copytree(first, folder)
+        folders[kind] = folder
+    return folders
+
+
+def measure(count: int, runs: int, kinds: list[str], *, warm_up: bool = True
+            ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds to the first C-ECHO and RSS (MiB) of each contender per counted round (after a warm-up round)."""
+    ingest.WORK.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="restart-", dir=ingest.WORK))
+    try:
+        folders = backlog(count, work, kinds)
+        times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        memory: dict[str, list[float]] = {kind: [] for kind in kinds}
+        first = 0 if warm_up else 1
+        for round_number in range(first, runs + 1):
+            for kind in kinds:
+                elapsed, rss = restart_once(kind, folders[kind], work / f"{kind}.log")
+                if round_number > 0:
+                    times[kind].append(elapsed)
+                    memory[kind].append(rss)
+        return times, memory
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(count: int, times: dict[str, list[float]], memory: dict[str, list[float]]) -> str:
+    lines = [f"Restart with {count} held 64x64 CT instances: start to the first C-ECHO answered", "",
+             "| contender | median (s) | min–max (s) | RSS then (MiB), median |", "|---|---|---|---|"]
+    for kind, values in times.items():
+        lines.append(f"| ({kind}) {CONTENDERS[kind]} | {statistics.median(values):.3f} | "
+                     f"{min(values):.3f}–{max(values):.3f} | {statistics.median(memory[kind]):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20000, help="instances held (default 20000)")
+    parser.add_argument("--runs", type=int, default=3, help="counted rounds after the warm-up (default 3)")
+    parser.add_argument("--contenders", default="cd", help="which (default cd; C needs --baseline)")
+    parser.add_argument("--baseline", metavar="SOURCES", help="contender C imports dicomnode from these folders")
+    args = parser.parse_args()
+    if args.baseline:
+        ingest.BASELINE[:] = [str(Path(p).resolve()) for p in args.baseline.split(os.pathsep) if p]
+    for program in (ingest.STORESCU, ingest.STORESCP, ECHOSCU):
+        if not os.access(program, os.X_OK):
+            raise SystemExit(f"{program} is missing: apt-get install dcmtk")
+    times, memory = measure(args.count, args.runs, list(args.contenders))
+    print(report(args.count, times, memory))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
