@@ -116,6 +116,7 @@ def test_metrics_count_instances_refusals_associations_jobs_and_stage_times(tmp_
 
     class Complete(Admin):
         input = {"CT": CT}
+        rejection_policy = "failure"  # refused with a status, counted by it
 
     with Complete(data_directory=tmp_path) as node:
         assert send_datasets(node.address, synthetic_series(patient_id="M1", slices=4, rows=8, columns=8)).ok
@@ -135,6 +136,21 @@ def test_metrics_count_instances_refusals_associations_jobs_and_stage_times(tmp_
         assert expected in lines, expected
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
     assert all(name.startswith("dicomnode_") for name in names), sorted(names)
+
+
+def test_metrics_count_what_the_default_policy_discards() -> None:
+    pytest.importorskip("prometheus_client", reason="the metrics need the dicomnode[metrics] extra")
+
+    class Complete(Admin):
+        input = {"CT": CT}
+
+    with Complete() as node:
+        assert send_datasets(node.address, synthetic_series(patient_id="M2", slices=2, rows=8, columns=8,
+                                                            modality="MR")).ok  # acknowledged, dropped
+        code, _, body = _get(_url(node, "/metrics"))
+    lines = set(body.decode().splitlines())
+    assert code == 200 and 'dicomnode_instances_discarded_total{source="c-store"} 2.0' in lines, sorted(lines)
+    assert not any(line.startswith("dicomnode_instances_refused_total{") for line in lines)
 
 
 def test_metrics_say_what_to_install_without_prometheus_client(monkeypatch: pytest.MonkeyPatch) -> None:
