@@ -29,7 +29,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from dicomnode.dicom.synthetic import synthetic_series, write_series
 from dicomnode.net import adapter
 from dicomnode.net.pdata import c_store_command, pdu_buffers
-from dicomnode.net.receiving import CStoreLane, LaneError, StoreRequest
+from dicomnode.net.receiving import MAXIMUM_COMMAND, CStoreLane, LaneError, StoreRequest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -138,6 +138,15 @@ def test_a_protocol_break_inside_a_c_store_the_lane_holds_is_an_error() -> None:
         broken.lane.feed(_item(1, 0x03, c_store_command(CT, "1.2.3.4", message_id=1)))
         with pytest.raises(LaneError):
             broken.lane.feed(body)
+
+
+def test_command_fragments_without_end_are_an_error_not_a_growing_buffer() -> None:
+    lane = Lane()
+    fragment = _item(1, 0x01, b"\x00" * 16000)  # a command fragment that is never the last
+    with pytest.raises(LaneError, match=f"command set longer than {MAXIMUM_COMMAND} bytes"):
+        for _ in range(MAXIMUM_COMMAND // 16000 + 2):
+            lane.lane.feed(fragment)
+    assert lane.requests == [] and lane.written == []
 
 
 # --- the node: the lane's answers are pynetdicom's ---------------------------------------------------

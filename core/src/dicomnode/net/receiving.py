@@ -42,7 +42,7 @@ from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_
 
 from dicomnode.net.pdata import c_store_response_command, pdu_buffers
 
-__all__ = ["CStoreLane", "LaneError", "StoreRequest", "received_file_meta"]
+__all__ = ["MAXIMUM_COMMAND", "CStoreLane", "LaneError", "StoreRequest", "received_file_meta"]
 
 #: a presentation data value item: its length (context ID and control header included), context ID, control
 _ITEM = struct.Struct(">IBB")
@@ -61,6 +61,9 @@ _NO_DATASET = 0x0101
 _KNOWN = frozenset({_GROUP_LENGTH, _SOP_CLASS, _FIELD, _MESSAGE_ID, _PRIORITY, _DATASET_TYPE, _SOP_INSTANCE,
                     _MOVE_ORIGINATOR_AE, _MOVE_ORIGINATOR_ID})
 _US_ELEMENTS = frozenset({_FIELD, _MESSAGE_ID, _PRIORITY, _DATASET_TYPE, _MOVE_ORIGINATOR_ID})
+#: the longest command set taken (a C-STORE-RQ's is under 300 bytes): a peer sending command fragments
+#: without end must not grow the node's memory without end
+MAXIMUM_COMMAND = 1 << 16
 #: what the lane accepts as a UID; anything else is left to pynetdicom's own checks
 _UID = re.compile(r"[0-9.]{1,64}")
 
@@ -276,6 +279,8 @@ class CStoreLane:
         if self._command_items and context_id != self._command_items[0][4]:
             raise LaneError(f"a command fragment on presentation context {context_id} continues one begun on "
                             "another")
+        if len(self._command) + end - start - 6 > MAXIMUM_COMMAND:
+            raise LaneError(f"a command set longer than {MAXIMUM_COMMAND} bytes")
         self._command_items.append(bytes(view[start:end]))  # kept past this PDU: a copy
         self._command += view[start + 6:end]
         if not last:
