@@ -26,11 +26,37 @@ from typing import Any
 
 import attrs
 from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 
+from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import StorageError
 from dicomnode.net.address import Address
 
-__all__ = ["Defer", "NoOutput", "OutboxEntry", "OutputContext", "PipelineOutput"]
+__all__ = ["Defer", "NoOutput", "OutboxEntry", "OutputContext", "PipelineOutput", "Sendable", "as_sendable",
+           "sop_instance_uid_of"]
+
+#: what an output sends: a dataset, or a stored file
+Sendable = Dataset | Path
+
+
+def as_sendable(item: Sendable) -> Sendable:
+    """An unloaded LazyDataset goes as its file: streamed as stored, never read into memory."""
+    if isinstance(item, LazyDataset) and not item.is_loaded:
+        return item.path
+    return item
+
+
+def sop_instance_uid_of(item: Sendable) -> str | None:
+    """The SOPInstanceUID of a dataset or file (read from the file meta), None when it has none."""
+    if isinstance(item, Dataset):
+        uid = item.get("SOPInstanceUID")
+    else:
+        try:
+            uid = read_file_meta_info(item).get("MediaStorageSOPInstanceUID")
+        except (OSError, InvalidDicomError, ValueError, EOFError):
+            return None
+    return str(uid) if uid else None
 
 JSON = Any
 

@@ -37,12 +37,16 @@ from typing import Any
 
 import attrs
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_file_meta_info
 
-from dicomnode.dicom.lazy import LazyDataset, with_file_meta
+from dicomnode.dicom.lazy import with_file_meta
 from dicomnode.errors import ConfigurationError, DimseError, StorageError, describe_value
-from dicomnode.extension.outputs import OutboxEntry, PipelineOutput
+from dicomnode.extension.outputs import (
+    OutboxEntry,
+    PipelineOutput,
+    Sendable,
+    as_sendable,
+    sop_instance_uid_of,
+)
 from dicomnode.extension.retry import Backoff
 from dicomnode.net import (
     Address,
@@ -57,7 +61,6 @@ __all__ = ["DestinationReport", "DicomOutput"]
 
 logger = logging.getLogger("dicomnode.output.dicom")
 
-Sendable = Dataset | Path
 
 #: SSL contexts given as objects cannot be written to an outbox entry; within the
 #: process that stored the entry, the entry refers to them by a random token
@@ -99,25 +102,6 @@ class DestinationReport:
 
 def _describe_status(status: int | None) -> str:
     return "no status" if status is None else f"status 0x{status:04X}"
-
-
-def _as_sendable(item: Sendable) -> Sendable:
-    """An unloaded LazyDataset goes as its file: streamed as stored, never read into memory."""
-    if isinstance(item, LazyDataset) and not item.is_loaded:
-        return item.path
-    return item
-
-
-def _uid_of(item: Sendable) -> str | None:
-    """The SOPInstanceUID of a dataset or file (read from the file meta), None when it has none."""
-    if isinstance(item, Dataset):
-        uid = item.get("SOPInstanceUID")
-    else:
-        try:
-            uid = read_file_meta_info(item).get("MediaStorageSOPInstanceUID")
-        except (OSError, InvalidDicomError, ValueError, EOFError):
-            return None
-    return str(uid) if uid else None
 
 
 def tls_settings(cert: str | Path | None = None, key: str | Path | None = None,
@@ -303,8 +287,8 @@ class DicomOutput(PipelineOutput):
         pending: dict[str, Sendable] = {}
         unsendable: list[FailedInstance] = []
         for given in datasets:
-            item = _as_sendable(given)
-            uid = _uid_of(item)
+            item = as_sendable(given)
+            uid = sop_instance_uid_of(item)
             if uid is None:
                 what = f"{item}: not a readable DICOM file with" if isinstance(item, Path) else "a dataset without"
                 unsendable.append(FailedInstance("", None, f"{what} a SOPInstanceUID cannot be sent"))
@@ -390,7 +374,7 @@ class DicomOutput(PipelineOutput):
         address, ae_title, timeout, tls = _from_settings(entry)
         paths = entry.paths
         result = send_datasets(address, paths, ae_title=ae_title, timeout=timeout, tls=tls)
-        pending = {_uid_of(path) or str(path): path for path in paths}
+        pending = {sop_instance_uid_of(path) or str(path): path for path in paths}
         for uid in result.accepted:
             pending.pop(uid, None)
         if not pending:

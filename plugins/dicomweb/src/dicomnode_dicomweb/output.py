@@ -34,12 +34,16 @@ from typing import Any
 
 import attrs
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_file_meta_info
 
-from dicomnode.dicom.lazy import LazyDataset, with_file_meta
+from dicomnode.dicom.lazy import with_file_meta
 from dicomnode.errors import ConfigurationError, StorageError
-from dicomnode.extension.outputs import OutboxEntry, PipelineOutput
+from dicomnode.extension.outputs import (
+    OutboxEntry,
+    PipelineOutput,
+    Sendable,
+    as_sendable,
+    sop_instance_uid_of,
+)
 from dicomnode.extension.retry import Backoff
 from dicomnode_dicomweb.connection import Secret, WebConnection
 from dicomnode_dicomweb.stow import StowClient, StowResponse, describe_reason
@@ -48,7 +52,6 @@ __all__ = ["DicomWebOutput", "StowReport"]
 
 logger = logging.getLogger("dicomnode.output.dicomweb")
 
-Sendable = Dataset | Path
 
 
 @attrs.frozen
@@ -82,24 +85,6 @@ class StowReport:
     def safe(self) -> bool:
         """True when every instance was stored or waits in the outbox."""
         return self.ok or (self.outbox_entry is not None and self.unsendable == 0)
-
-
-def _as_sendable(item: Sendable) -> Sendable:
-    """An unloaded LazyDataset goes as its file: read only when its batch is sent."""
-    if isinstance(item, LazyDataset) and not item.is_loaded:
-        return item.path
-    return item
-
-
-def _uid_of(item: Sendable) -> str | None:
-    if isinstance(item, Dataset):
-        uid = item.get("SOPInstanceUID")
-    else:
-        try:
-            uid = read_file_meta_info(item).get("MediaStorageSOPInstanceUID")
-        except (OSError, InvalidDicomError, ValueError, EOFError):
-            return None
-    return str(uid) if uid else None
 
 
 def _loaded(item: Sendable) -> Dataset | bytes:
@@ -205,8 +190,8 @@ class DicomWebOutput(PipelineOutput):
         pending: dict[str, Sendable] = {}
         unsendable = 0
         for given in self.datasets:
-            item = _as_sendable(given)
-            uid = _uid_of(item)
+            item = as_sendable(given)
+            uid = sop_instance_uid_of(item)
             if uid is None:
                 unsendable += 1
                 what = f"{item}: not a readable DICOM file with" if isinstance(item, Path) else "a dataset without"
@@ -281,7 +266,7 @@ class DicomWebOutput(PipelineOutput):
         settings = entry.settings
         connection = WebConnection.from_settings(settings.get("connection") or {}, entry.id)
         batch_size = int(settings.get("batch_size", 50))
-        pending: dict[str, Sendable] = {_uid_of(path) or str(path): path for path in entry.paths}
+        pending: dict[str, Sendable] = {sop_instance_uid_of(path) or str(path): path for path in entry.paths}
         total = len(pending)
         requests = int(settings.get("requests", 1))
         failures, error = _Sender(connection, requests).one_pass(pending, batch_size, [], {})
