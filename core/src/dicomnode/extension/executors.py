@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import attrs
 
 from dicomnode.errors import ConfigurationError, ProcessingError, type_name
+from dicomnode.extension.settings import table_value
 
 if TYPE_CHECKING:
     import logging
@@ -148,20 +149,9 @@ class Executor:
     def take(self, settings: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...],
              default: T, *, check: Callable[[Any], bool] | None = None, allowed: str = "") -> T:
         """One setting of ``executor_settings``: its value, checked, or ``default`` when absent."""
-        if key not in settings:
-            return default
-        value = settings[key]
-        if isinstance(value, bool) and kind in (int, float, (int, float)):
-            ok = False
-        else:
-            ok = isinstance(value, kind)
-        if ok and check is not None:
-            ok = check(value)
-        if not ok:
-            expected = allowed or (kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind))
-            raise ConfigurationError(f"executor_settings {key!r} of the executor {type(self).__name__} must be "
-                                     f"{expected}, got {value!r}")
-        result: T = value
+        value = settings.get(key)
+        result: T = table_value(settings, key, kind, default, check, allowed, lambda expected: ConfigurationError(
+            f"executor_settings {key!r} of the executor {type(self).__name__} must be {expected}, got {value!r}"))
         return result
 
     def reject_unknown(self, settings: Mapping[str, Any], known: Sequence[str]) -> None:

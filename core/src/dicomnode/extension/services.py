@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dicomnode.errors import ConfigurationError
+from dicomnode.extension.settings import table_value
 
 if TYPE_CHECKING:
     from dicomnode.extension.handles import NodeHandle
@@ -63,17 +64,9 @@ class Service:
     def take(self, settings: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...],
              default: T, *, check: Callable[[Any], bool] | None = None, allowed: str = "") -> T:
         """One setting of the service's table: its value, checked, or ``default`` when absent."""
-        if key not in settings:
-            return default
-        value = settings[key]
-        ok = not (isinstance(value, bool) and kind in (int, float, (int, float))) and isinstance(value, kind)
-        if ok and check is not None:
-            ok = check(value)
-        if not ok:
-            expected = allowed or (kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind))
-            raise ConfigurationError(f"{type(self).__name__} setting {key!r} must be {expected}, got "
-                                     f"{_shown(key, value)}")
-        result: T = value
+        value = settings.get(key)
+        result: T = table_value(settings, key, kind, default, check, allowed, lambda expected: ConfigurationError(
+            f"{type(self).__name__} setting {key!r} must be {expected}, got {_shown(key, value)}"))
         return result
 
     def reject_unknown(self, settings: Mapping[str, Any], known: Sequence[str]) -> None:

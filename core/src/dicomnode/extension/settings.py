@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
-__all__ = ["class_attributes", "misspelt", "near_setting"]
+__all__ = ["class_attributes", "misspelt", "near_setting", "table_value"]
 
 #: how alike a name and a setting must be to count as a typo (difflib's ratio)
 _ALIKE = 0.8
@@ -72,3 +72,24 @@ def misspelt(cls: type, settings: Collection[str], is_framework: Callable[[type]
             return (f"{klass.__name__}.{name} is not a setting of {what}; did you mean {guess!r}? "
                     "(an attribute of your own with that name can start with an underscore)")
     return None
+
+
+def table_value(settings: Any, key: str, kind: type | tuple[type, ...], default: Any,
+                check: Callable[[Any], bool] | None, allowed: str,
+                error: Callable[[str], Exception]) -> Any:
+    """One value of a plugin's settings table (``executor_settings``, a service's table), checked.
+
+    ``default`` when ``key`` is absent; else the value when it is a ``kind``
+    (a bool is not a number here) and ``check`` accepts it; else
+    ``error(expected)`` is raised, ``expected`` being ``allowed`` or the
+    kind's name, so that each caller words its own message.
+    """
+    if key not in settings:
+        return default
+    value = settings[key]
+    ok = not (isinstance(value, bool) and kind in (int, float, (int, float))) and isinstance(value, kind)
+    if ok and check is not None:
+        ok = check(value)
+    if not ok:
+        raise error(allowed or (kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)))
+    return value
