@@ -421,3 +421,37 @@ def test_wait_for_jobs_right_after_a_send_returns_once_the_job_has_run(tmp_path:
             assert send_datasets(node.address, series).ok
             assert node.wait_for_jobs(20)
             assert node.jobs_succeeded == round_ + 1
+
+
+class KeepsNothing(AbstractThreadedPipeline):
+    """Remembers a weak reference to one image of each job."""
+
+    ae_title = "WEAKNODE"
+    ip = "127.0.0.1"
+    port = 0
+    input = {"CT": CT}
+    maintenance_thread = False
+    seen: list[object] = []
+
+    def process(self, input_container: InputContainer) -> PipelineOutput:
+        import weakref
+
+        KeepsNothing.seen.append(weakref.ref(input_container.datasets["CT"][0]))
+        return NoOutput()
+
+
+def test_a_finished_jobs_images_are_not_kept_alive_by_the_job_thread_waiting_for_the_next() -> None:
+    import gc
+
+    from dicomnode.dicom.synthetic import synthetic_series
+    from dicomnode.net import send_datasets
+
+    KeepsNothing.seen.clear()
+    with KeepsNothing() as node:
+        assert send_datasets(node.address, synthetic_series(patient_id="P1", slices=CT.expected, rows=8,
+                                                            columns=8)).ok
+        assert node.wait_for_jobs(30) and len(KeepsNothing.seen) == 1
+        gc.collect()
+        # in memory, a held image is the whole series' pixel data: it must go when its job ends, not when the
+        # thread takes the next job (the node's memory between jobs was 2x a series higher for that)
+        assert KeepsNothing.seen[0]() is None

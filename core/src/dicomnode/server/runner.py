@@ -207,6 +207,8 @@ class JobRunner:
             except BaseException:  # run() handles every job failure; this is a bug, logged, the thread lives on
                 logging.getLogger("dicomnode.node").exception("a job thread failed")
             finally:
+                # the thread waits for the next job here: it must not keep this one's images alive meanwhile
+                container = None
                 with self._lock:
                     self._running -= 1
                     self._lock.notify_all()
