@@ -199,6 +199,8 @@ def end_to_end(mode: Mode) -> Section:
             Headline(f"end to end ({label}): 2.5 s / latency", 2.5 / latency, 1.0),
             Headline(f"end to end ({label}): references / latency", 1 / statistics.median(result["ratio"]),
                      1 / 1.5),
+            Headline(f"end to end ({label}): 1.6x (storescp ingest + storescu send) / latency",
+                     1 / statistics.median(result["dcmtk ratio"]), 1 / 1.6),
             Headline(f"end to end ({label}): 4x series / peak RSS",
                      4 * result["series_bytes"] / statistics.median(result["peak rss"]), 1.0),
         ]
