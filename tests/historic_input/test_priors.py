@@ -22,7 +22,9 @@ from historic import NODE_AE, TODAY, follow_up_node, shape, study, wait_for_jobs
 from node import wait_until
 from orthanc import OrthancServer, orthanc
 
+from dicomnode.extension.labels import pseudonym
 from dicomnode.net import Address
+from dicomnode.server.logs import read_secret
 from dicomnode.server.nodes import AbstractThreadedPipeline
 from dicomnode_historic_input import HistoricAbstractInput
 
@@ -277,6 +279,20 @@ def test_a_pacs_that_is_down_is_a_logged_error_and_the_job_runs_without_history(
     assert "cannot connect" in str(priors.retrieval.error)
     assert any("PACS@127.0.0.1" in record.getMessage() and "cannot connect" in record.getMessage()
                for record in caplog.records)
+
+
+def test_with_pseudonyms_the_retrieval_lines_name_the_patient_by_its_pseudonym(node_port: int,
+                                                                            tmp_path: Path) -> None:
+    nobody = Address("127.0.0.1", free_port(), "PACS")
+    log, data = tmp_path / "node.log", tmp_path / "data"
+    run_follow_up(nobody, node_port, tmp_path, patient="SECRET9", log_output=log, log_level="INFO",
+                  data_directory=data, log_patient_keys="pseudonym")
+    secret = read_secret(data, create=False)
+    assert secret is not None
+    text = log.read_text(encoding="utf-8")
+    assert "SECRET9" not in text
+    label = pseudonym("SECRET9", secret)
+    assert f"[patient {label}] priors from PACS@127.0.0.1" in text, text
 
 
 def test_with_retry_a_pacs_that_stays_down_is_asked_max_attempts_times(node_port: int, tmp_path: Path) -> None:

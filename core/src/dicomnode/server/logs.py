@@ -21,34 +21,28 @@ directory can find them (``dicomnode history`` accepts the pseudonym).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import logging.handlers
 import os
 import secrets
-import threading
 import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dicomnode.extension.labels import PatientLabels, patient_label, pseudonym, set_patient_labels
+
 if TYPE_CHECKING:
     from dicomnode.server.config import PipelineConfig
 
 __all__ = ["JobLogger", "PatientLabels", "configure_logging", "configure_node_logging", "job_logger",
-           "patient_label", "pseudonym"]
+           "patient_label", "pseudonym", "set_patient_labels"]
 
 _HANDLER_MARK = "_dicomnode_handler"
 #: the fields every record of the node's handler has
 RECORD_FIELDS = ("patient_key", "calling_aet", "job_id")
 _SECRET_FILE = ".pseudonym-secret"
-
-
-def pseudonym(patient_key: str, secret: bytes) -> str:
-    """The pseudonym of a patient key under ``secret``: ``P-`` and 12 hex digits of an HMAC-SHA256."""
-    return "P-" + hmac.new(secret, patient_key.encode("utf-8"), hashlib.sha256).hexdigest()[:12]
 
 
 def read_secret(data_directory: Path | None, *, create: bool = True) -> bytes | None:
@@ -75,37 +69,6 @@ def read_secret(data_directory: Path | None, *, create: bool = True) -> bytes | 
     with os.fdopen(descriptor, "wb") as stream:
         stream.write(secret)
     return secret
-
-
-class PatientLabels:
-    """How log lines, errors and the status name a patient: the key, or its pseudonym."""
-
-    def __init__(self, secret: bytes | None = None) -> None:
-        self.secret = secret
-
-    def __call__(self, patient_key: str) -> str:
-        if self.secret is None or not patient_key:
-            return patient_key
-        return pseudonym(patient_key, self.secret)
-
-
-_labels = PatientLabels()
-_labels_lock = threading.Lock()
-
-
-def patient_label(patient_key: str) -> str:
-    """The patient key as log lines and error messages show it: itself, or its pseudonym.
-
-    Process-wide, like the logging configuration that sets it.
-    """
-    return _labels(patient_key)
-
-
-def set_patient_labels(labels: PatientLabels) -> None:
-    """Make :func:`patient_label` use ``labels`` (:func:`configure_logging` does this)."""
-    global _labels
-    with _labels_lock:
-        _labels = labels
 
 
 class JobLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

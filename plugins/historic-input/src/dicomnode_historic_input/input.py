@@ -32,6 +32,7 @@ from pydicom import Dataset
 
 from dicomnode.errors import ConfigurationError
 from dicomnode.extension.inputs import AbstractInput
+from dicomnode.extension.labels import patient_label
 from dicomnode.net import Address, QueryLevel
 from dicomnode_historic_input.ground import Priors, PriorsGrinder, RetrievalReport
 from dicomnode_historic_input.query import Action, default_decision, first_query
@@ -212,14 +213,14 @@ class HistoricAbstractInput(AbstractInput):
         self._trigger_date = str(dataset.get("StudyDate", "") or "").strip()
         if not self._trigger_date:
             logger.warning("[patient %s] the first image has no StudyDate: only studies chosen by "
-                           "check_query_dataset count as priors", patient_key)
+                           "check_query_dataset count as priors", patient_label(patient_key))
         if node is None:  # datasets replayed outside a node (a quarantine retry) bring their priors
             self._finish(RetrievalReport(finished=True))
             return
         try:
             source = self.prior_source(node)
         except ConfigurationError as error:
-            logger.error("[patient %s] %s", patient_key, error)
+            logger.error("[patient %s] %s", patient_label(patient_key), error)
             self._finish(RetrievalReport(finished=True, error=str(error)))
             return
         from dicomnode_historic_input.retrieval import PriorRetrieval

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import attrs
 from pydicom import Dataset
 
+from dicomnode.extension.labels import patient_label
 from dicomnode_historic_input.ground import RetrievalReport
 from dicomnode_historic_input.query import walk
 
@@ -68,9 +69,11 @@ class PriorRetrieval:
         self.owner = owner
         self.trigger = trigger
         self.patient_key = patient_key
+        #: how log lines name the patient (its key, or its pseudonym)
+        self.label = patient_label(patient_key)
         self.node = node
         self.source = source
-        self.thread = threading.Thread(target=self.run, name=f"historic-{patient_key}", daemon=True)
+        self.thread = threading.Thread(target=self.run, name=f"historic-{self.label}", daemon=True)
 
     def start(self) -> None:
         """Start the retrieval thread."""
@@ -88,16 +91,16 @@ class PriorRetrieval:
             else:
                 report = self._attempts()
         except Exception as error:  # the thread must always end in a report
-            logger.exception("[patient %s] retrieving priors from %s failed", self.patient_key, self.source)
+            logger.exception("[patient %s] retrieving priors from %s failed", self.label, self.source)
             report = attrs.evolve(report, error=f"{type(error).__name__}: {error}")
         report = attrs.evolve(report, finished=True)
         self.owner._finish(report)
         if report.ok:
             logger.info("[patient %s] priors retrieved from %s: %d instance(s) of %d target(s)",
-                        self.patient_key, self.source, report.completed, len(report.targets))
+                        self.label, self.source, report.completed, len(report.targets))
         else:
             logger.error("[patient %s] priors from %s not (all) retrieved after %d attempt(s): %s; "
-                         "the job runs with what arrived", self.patient_key, self.source, report.attempts,
+                         "the job runs with what arrived", self.label, self.source, report.attempts,
                          report.error or f"{report.failed} sub-operation(s) failed")
         self.node.check(self.patient_key)
 
@@ -117,7 +120,7 @@ class PriorRetrieval:
             if not retry:
                 return report
             logger.warning("[patient %s] attempt %d to retrieve priors from %s failed: %s; again in %g s",
-                           self.patient_key, attempt, self.source,
+                           self.label, attempt, self.source,
                            report.error or f"{report.failed} sub-operation(s) failed", owner.retry_interval)
             if not self._sleep(owner.retry_interval):
                 return attrs.evolve(report, error=f"{report.error}; the node closed before the next attempt")
@@ -132,7 +135,7 @@ class PriorRetrieval:
                            self.owner.check_query_dataset)
         except ConnectionError as find_error:  # DimseError is one; so are the other sources' errors
             return RetrievalReport(error=f"{source.search_name}: {find_error}", attempts=attempt)
-        logger.info("[patient %s] %d prior target(s) at %s: %s", self.patient_key, len(targets), self.source,
+        logger.info("[patient %s] %d prior target(s) at %s: %s", self.label, len(targets), self.source,
                     ", ".join(map(str, targets)) or "none")
         completed = failed = warning = 0
         error: str | None = None
@@ -161,7 +164,7 @@ class PriorRetrieval:
         turns = _turns_at(self.source.turn_key, limit)
         if not turns.acquire(blocking=False):
             logger.info("[patient %s] %d retrieval(s) from %s already running: waiting for a turn",
-                        self.patient_key, limit, self.source)
+                        self.label, limit, self.source)
             while not turns.acquire(timeout=0.1):
                 if not self.node.is_open:
                     yield False
