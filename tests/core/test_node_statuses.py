@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import require_peer
 from dcmtk import storescu
-from node import RecordingNode
+from node import RecordingNode, wait_until
 from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -120,3 +120,25 @@ def test_dcmtk_sees_a_refused_image_as_a_failure(tmp_path: Path, node: PickyNode
     result = storescu(node.port, paths, called_aet="TESTNODE", extra=["-v"])
     assert result.returncode != 0
     assert "Received Store Response (Error: CannotUnderstand)" in result.stdout + result.stderr
+
+
+def test_an_image_over_maximum_dataset_size_gets_0xA700_and_the_node_records_it(tmp_path: Path) -> None:
+    from dicomnode.server.events import AssociationSummary, NodeListener
+
+    class Summaries(NodeListener):
+        def __init__(self) -> None:
+            self.seen: list[AssociationSummary] = []
+
+        def association(self, summary: AssociationSummary) -> None:
+            self.seen.append(summary)
+
+    summaries = Summaries()
+    with PickyNode(maximum_dataset_size=2048) as running:
+        running.events.add(summaries)
+        big = synthetic_series(slices=1, rows=64, columns=64)[0]  # 8 KiB of pixels
+        status = _send(running.port, big)
+        assert status.Status == 0xA700 and str(status.ErrorComment).startswith("dataset too large")
+        assert wait_until(lambda: len(summaries.seen) == 1, timeout=5)
+    [summary] = summaries.seen
+    assert dict(summary.refused) == {0xA700: 1} and summary.stored == 0
+    assert summary.bytes > 8192

@@ -37,6 +37,9 @@ class Sink:
         self.received += 1
         return 0
 
+    def on_refused(self, peer: Peer, sop_instance_uid: str, size: int, status: int, comment: str) -> None:
+        pass
+
     def on_association_end(self, peer: Peer) -> None:
         pass
 

@@ -31,12 +31,17 @@ class Sink:
     def __init__(self) -> None:
         self.instances: list[tuple[int, str]] = []
         self.ends: list[Peer] = []
+        self.refused: list[tuple[int, str, int, int]] = []
         self.lock = threading.Lock()
 
     def on_instance(self, instance: ReceivedInstance, peer: Peer) -> int:
         with self.lock:
             self.instances.append((peer.id, instance.sop_instance_uid))
         return 0x0000
+
+    def on_refused(self, peer: Peer, sop_instance_uid: str, size: int, status: int, comment: str) -> None:
+        with self.lock:
+            self.refused.append((peer.id, sop_instance_uid, size, status))
 
     def on_association_end(self, peer: Peer) -> None:
         with self.lock:
@@ -124,6 +129,7 @@ def test_a_dataset_over_the_limit_is_refused_and_the_association_goes_on() -> No
         assert str(status.ErrorComment).startswith("dataset too large")
         assert _store(assoc, 1) == [0]
         assert len(sink.instances) == 1
+        assert [(status, size > 128 * 1024) for _, _, size, status in sink.refused] == [(0xA700, True)]
         assoc.release()  # type: ignore[attr-defined]
 
 

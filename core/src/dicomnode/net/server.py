@@ -107,6 +107,8 @@ class _Live:
         self.sock = sock
         self.peer = peer
         self.delivered = 0
+        #: C-STOREs the server refused itself (the sink heard of them through ``on_refused``)
+        self.refused = 0
         self.handling = False
         self.ending = False
         #: held while the sink takes an instance; the end path sets ``ended`` under it
@@ -524,9 +526,10 @@ class DicomServer:
         if size > limit:
             logger.warning("refused a C-STORE from %s: its dataset of %d bytes is larger than "
                            "maximum_dataset_size (%d)", live.peer, size, limit)
-            return STATUS_OUT_OF_RESOURCES, f"dataset too large: {size} bytes, limit {limit}"
+            return self._refuse(live, sop_instance, size, STATUS_OUT_OF_RESOURCES,
+                                f"dataset too large: {size} bytes, limit {limit}")
         if encoded is None:
-            return STATUS_CANNOT_DECODE, "the C-STORE request has no dataset"
+            return self._refuse(live, sop_instance, size, STATUS_CANNOT_DECODE, "the C-STORE request has no dataset")
         instance = ReceivedInstance(encoded, transfer_syntax, sop_class, sop_instance, file_meta())
         # the end path waits for this lock: the sink hears of the end after the association's last instance
         with live.lock:
@@ -541,6 +544,18 @@ class DicomServer:
                 return STATUS_CANNOT_UNDERSTAND, f"the node failed: {type(error).__name__}"
             finally:
                 live.handling = False
+
+    def _refuse(self, live: _Live, sop_instance: str, size: int, status: int, comment: str) -> tuple[int, str]:
+        """Answer ``status`` without the sink taking the instance, and tell the sink for its records."""
+        with live.lock:
+            if live.ended:  # the sink already heard of the end: nothing more may follow it
+                return status, comment
+            live.refused += 1
+            try:
+                self.sink.on_refused(live.peer, sop_instance, size, status, comment)
+            except Exception:  # the sink's bug must not change the answer
+                logger.exception("the node failed recording a refused C-STORE from %s", live.peer)
+        return status, comment
 
     def _end(self, live: _Live, why: str) -> None:
         """End an association now: an A-ABORT where it is safe to write one, then shut its socket down."""
@@ -573,7 +588,7 @@ class DicomServer:
         except OSError:
             pass
         try:
-            if live.delivered:
+            if live.delivered or live.refused:
                 self.sink.on_association_end(live.peer)
         except Exception:
             logger.exception("the node failed at the end of the association from %s", live.peer)

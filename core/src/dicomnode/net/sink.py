@@ -62,8 +62,17 @@ class InstanceSink(Protocol):
         answers 0xC000 and is logged.
         """
 
+    def on_refused(self, peer: Peer, sop_instance_uid: str, size: int, status: int, comment: str) -> None:
+        """The server refused a C-STORE of ``peer`` itself, before :meth:`on_instance` (too large, no dataset).
+
+        ``status`` and ``comment`` are what the peer was answered; ``size``
+        is the dataset's length in bytes. For the node's records only:
+        nothing was stored. Called on the association's thread, before its
+        :meth:`on_association_end`.
+        """
+
     def on_association_end(self, peer: Peer) -> None:
         """The association ``peer`` ended, however it ended; called once, after its last ``on_instance``.
 
-        Called only for associations that delivered at least one instance.
+        Called only for associations that delivered or were refused at least one instance.
         """

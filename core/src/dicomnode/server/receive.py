@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pydicom import Dataset
 
-from dicomnode.extension.handles import Source
+from dicomnode.extension.handles import IngestResult, Source
 from dicomnode.net.sink import Peer, ReceivedInstance
 from dicomnode.server.ingest import STATUS_SUCCESS
 
@@ -92,6 +92,13 @@ class Receiver:
         if isinstance(status, Dataset):
             return int(status.Status), str(status.get("ErrorComment", ""))
         return status
+
+    def on_refused(self, peer: Peer, sop_instance_uid: str, size: int, status: int, comment: str) -> None:
+        """The server refused a C-STORE itself: the association's summary, the metrics and the history count it."""
+        state = self.state(peer)
+        state.received += 1
+        self.pipeline.events.instance(state.source, IngestResult(status, comment, sop_instance_uid=sop_instance_uid),
+                                      size)
 
     def on_association_end(self, peer: Peer) -> None:
         """The association ended (release, abort, timeout, lost connection…): sync, check the patients."""
