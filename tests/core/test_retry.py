@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from dicomnode.errors import ConfigurationError
@@ -41,3 +43,32 @@ def test_a_zero_first_delay_retries_at_once() -> None:
 def test_bad_settings_say_what_is_allowed(settings: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Backoff(**settings)  # type: ignore[arg-type]
+
+
+def test_run_tries_until_nothing_is_left_and_logs_each_failure(caplog: pytest.LogCaptureFixture) -> None:
+    left = ["a", "b"]
+
+    def attempt() -> str | None:
+        left.pop()
+        return f"{len(left)} left" if left else None
+
+    log = logging.getLogger("dicomnode.test.retry")
+    with caplog.at_level(logging.INFO, logger="dicomnode.test.retry"):
+        assert Backoff(attempts=3, first_delay=0.0, max_delay=0.0).run(attempt, log, "C-STORE to X") == 2
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("WARNING", "C-STORE to X: attempt 1 of 3 failed: 1 left; retrying in 0 s")]
+
+
+def test_run_gives_up_after_the_last_attempt_with_an_error_line(caplog: pytest.LogCaptureFixture) -> None:
+    calls = []
+
+    def attempt() -> str | None:
+        calls.append(1)
+        return "refused"
+
+    log = logging.getLogger("dicomnode.test.retry")
+    with caplog.at_level(logging.INFO, logger="dicomnode.test.retry"):
+        assert Backoff(attempts=2, first_delay=0.0, max_delay=0.0).run(attempt, log, "STOW-RS to Y") == 2
+    assert len(calls) == 2
+    assert caplog.records[-1].levelname == "ERROR"
+    assert caplog.records[-1].getMessage() == "STOW-RS to Y: attempt 2 of 2 failed, giving up: refused"

@@ -20,7 +20,7 @@ deferred entry of a job is delivered, its quarantine entry is closed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from dicomnode.errors import StorageError
 from dicomnode.net.address import Address
 
 __all__ = ["Defer", "NoOutput", "OutboxEntry", "OutputContext", "PipelineOutput", "Sendable", "as_sendable",
-           "sop_instance_uid_of"]
+           "by_instance_uid", "sop_instance_uid_of"]
 
 #: what an output sends: a dataset, or a stored file
 Sendable = Dataset | Path
@@ -57,6 +57,27 @@ def sop_instance_uid_of(item: Sendable) -> str | None:
         except (OSError, InvalidDicomError, ValueError, EOFError):
             return None
     return str(uid) if uid else None
+
+
+def by_instance_uid(datasets: Iterable[Sendable]) -> tuple[dict[str, Sendable], list[str]]:
+    """What to send, by SOPInstanceUID (each once, files streamed as stored), and why the others cannot go.
+
+    A dataset without a SOPInstanceUID, or a path that is not a readable
+    DICOM file, cannot be sent: its reason (without a value of the dataset)
+    is in the second list.
+    """
+    pending: dict[str, Sendable] = {}
+    unsendable: list[str] = []
+    for given in datasets:
+        item = as_sendable(given)
+        uid = sop_instance_uid_of(item)
+        if uid is None:
+            what = f"{item}: not a readable DICOM file with" if isinstance(item, Path) else "a dataset without"
+            unsendable.append(f"{what} a SOPInstanceUID cannot be sent")
+        else:
+            pending.setdefault(uid, item)
+    return pending, unsendable
+
 
 JSON = Any
 

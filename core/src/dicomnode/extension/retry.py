@@ -1,8 +1,10 @@
-"""Exponential backoff: how many times to try a destination, and how long to wait in between."""
+"""Exponential backoff: how many times to try a destination, how long to wait in between, and the trying."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -50,3 +52,27 @@ class Backoff:
     def delays(self) -> Iterator[float]:
         """The waits between attempts: ``attempts - 1`` values."""
         return (self.delay(n) for n in range(1, self.attempts))
+
+    def run(self, attempt: Callable[[], str | None], log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+            what: str) -> int:
+        """Call ``attempt`` until it says nothing is left to do, or the attempts are spent; how many ran.
+
+        ``attempt`` returns None when everything is delivered, else what is
+        still wrong, in words for the log. Each failed attempt is a warning
+        line naming ``what`` (``"C-STORE to PACS@10.0.0.9:104"``) and the
+        wait that follows; the last one an error line. The waits sleep.
+        """
+        attempts = 0
+        delays = self.delays()
+        while True:
+            attempts += 1
+            problem = attempt()
+            if problem is None:
+                return attempts
+            delay = next(delays, None)
+            if delay is None:
+                log.error("%s: attempt %d of %d failed, giving up: %s", what, attempts, self.attempts, problem)
+                return attempts
+            log.warning("%s: attempt %d of %d failed: %s; retrying in %g s", what, attempts, self.attempts,
+                        problem, delay)
+            time.sleep(delay)

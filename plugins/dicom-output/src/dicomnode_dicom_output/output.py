@@ -29,7 +29,6 @@ import logging
 import secrets
 import ssl
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,7 +43,7 @@ from dicomnode.extension.outputs import (
     OutboxEntry,
     PipelineOutput,
     Sendable,
-    as_sendable,
+    by_instance_uid,
     sop_instance_uid_of,
 )
 from dicomnode.extension.retry import Backoff
@@ -284,48 +283,32 @@ class DicomOutput(PipelineOutput):
         return all(report.safe for report in self.report)
 
     def _deliver(self, address: Address, datasets: Sequence[Sendable]) -> DestinationReport:
-        pending: dict[str, Sendable] = {}
-        unsendable: list[FailedInstance] = []
-        for given in datasets:
-            item = as_sendable(given)
-            uid = sop_instance_uid_of(item)
-            if uid is None:
-                what = f"{item}: not a readable DICOM file with" if isinstance(item, Path) else "a dataset without"
-                unsendable.append(FailedInstance("", None, f"{what} a SOPInstanceUID cannot be sent"))
-                self._log.error("C-STORE to %s: %s", address, unsendable[-1].reason)
-            else:
-                pending.setdefault(uid, item)
+        pending, reasons = by_instance_uid(datasets)
+        unsendable = [FailedInstance("", None, reason) for reason in reasons]
+        for reason in reasons:
+            self._log.error("C-STORE to %s: %s", address, reason)
         accepted: list[str] = []
         result: SendResult | None = None
-        attempt = 0
-        delays = self.backoff.delays()
-        while pending:
-            attempt += 1
+
+        def one_attempt() -> str | None:
+            nonlocal result
             result = send_datasets(address, list(pending.values()), ae_title=self.calling_ae_title,
                                    timeout=self.timeout, tls=self.tls)
             for uid in result.accepted:
                 if pending.pop(uid, None) is not None:
                     accepted.append(uid)
-            if not pending:
-                break
-            problem = _summarise(result, len(pending))
-            delay = next(delays, None)
-            if delay is None:
-                self._log.error("C-STORE to %s: attempt %d of %d failed, giving up: %s",
-                                address, attempt, self.backoff.attempts, problem)
-                break
-            self._log.warning("C-STORE to %s: attempt %d of %d failed: %s; retrying in %g s",
-                              address, attempt, self.backoff.attempts, problem, delay)
-            time.sleep(delay)
+            return _summarise(result, len(pending)) if pending else None
+
+        attempts = self.backoff.run(one_attempt, self._log, f"C-STORE to {address}") if pending else 0
         if not pending:
-            if attempt > 1:
+            if attempts > 1:
                 self._log.info("C-STORE to %s: all %d instance(s) delivered after %d attempts",
-                               address, len(accepted), attempt)
-            return DestinationReport(address, tuple(accepted), tuple(unsendable), attempt, None, None)
+                               address, len(accepted), attempts)
+            return DestinationReport(address, tuple(accepted), tuple(unsendable), attempts, None, None)
         assert result is not None  # at least one attempt ran, since pending was not empty
         failed = (*unsendable, *_undelivered(result, pending))
         entry = self._to_outbox(address, pending, _summarise(result, len(pending)))
-        return DestinationReport(address, tuple(accepted), failed, attempt, result.error, entry, len(unsendable))
+        return DestinationReport(address, tuple(accepted), failed, attempts, result.error, entry, len(unsendable))
 
     # -- the outbox ---------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,7 +40,7 @@ from dicomnode.extension.outputs import (
     OutboxEntry,
     PipelineOutput,
     Sendable,
-    as_sendable,
+    by_instance_uid,
     sop_instance_uid_of,
 )
 from dicomnode.extension.retry import Backoff
@@ -187,38 +186,21 @@ class DicomWebOutput(PipelineOutput):
     def send(self) -> bool:
         """Deliver every instance; True when each was stored or is in the outbox. See :attr:`report`."""
         server = str(self.connection)
-        pending: dict[str, Sendable] = {}
-        unsendable = 0
-        for given in self.datasets:
-            item = as_sendable(given)
-            uid = sop_instance_uid_of(item)
-            if uid is None:
-                unsendable += 1
-                what = f"{item}: not a readable DICOM file with" if isinstance(item, Path) else "a dataset without"
-                self._log.error("STOW-RS to %s: %s a SOPInstanceUID cannot be sent", server, what)
-            else:
-                pending.setdefault(uid, item)
+        pending, reasons = by_instance_uid(self.datasets)
+        for reason in reasons:
+            self._log.error("STOW-RS to %s: %s", server, reason)
         accepted: list[str] = []
         warnings: dict[str, int | None] = {}
         failures: dict[str, str] = {}
         error: str | None = None
-        attempt = 0
-        delays = self.backoff.delays()
         sender = _Sender(self.connection, self.requests)
-        while pending:
-            attempt += 1
+
+        def one_attempt() -> str | None:
+            nonlocal failures, error
             failures, error = sender.one_pass(pending, self.batch_size, accepted, warnings)
-            if not pending:
-                break
-            problem = _summarise(failures, error, len(pending))
-            delay = next(delays, None)
-            if delay is None:
-                self._log.error("STOW-RS to %s: attempt %d of %d failed, giving up: %s",
-                                server, attempt, self.backoff.attempts, problem)
-                break
-            self._log.warning("STOW-RS to %s: attempt %d of %d failed: %s; retrying in %g s",
-                              server, attempt, self.backoff.attempts, problem, delay)
-            time.sleep(delay)
+            return _summarise(failures, error, len(pending)) if pending else None
+
+        attempt = self.backoff.run(one_attempt, self._log, f"STOW-RS to {server}") if pending else 0
         if warnings:
             self._log.warning("STOW-RS to %s: %d instance(s) stored with a warning: %s", server, len(warnings),
                               "; ".join(sorted({describe_reason(code) for code in warnings.values()})))
@@ -230,7 +212,7 @@ class DicomWebOutput(PipelineOutput):
                            attempt)
         still = {uid: failures.get(uid, error or "not acknowledged") for uid in pending}
         self.report = StowReport(self.connection.url, tuple(accepted), warnings, still, attempt, error, entry,
-                                 unsendable)
+                                 len(reasons))
         return self.report.safe
 
     # -- the outbox ---------------------------------------------------------------------------
