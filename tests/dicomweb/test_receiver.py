@@ -107,6 +107,22 @@ def test_every_instance_stored_is_200_with_the_referenced_sop_sequence(node: Rec
     assert len(list((tmp_path / "data").rglob("*.dcm"))) == 2  # stored before the answer
 
 
+def test_with_pseudonyms_the_request_line_names_the_patient_by_its_pseudonym(tmp_path: Path, record: Path) -> None:
+    from dicomnode.extension.labels import pseudonym
+    from dicomnode.server.logs import read_secret
+
+    log, data = tmp_path / "node.log", tmp_path / "data"
+    with RecordingNode(services={"stow": {"port": 0, "root": "/dicom-web/"}}, data_directory=data,
+                       log_output=log, log_level="INFO", log_patient_keys="pseudonym") as running:
+        assert _post(running.services["stow"].url + "/studies",
+                     [_file(ds) for ds in _ct("SECRET5", slices=1)]).status_code == 200
+    secret = read_secret(data, create=False)
+    assert secret is not None
+    text = log.read_text(encoding="utf-8")
+    assert "SECRET5" not in text
+    assert f"1 instance(s) of patient(s) {pseudonym('SECRET5', secret)} stored" in text, text
+
+
 def test_a_refused_instance_is_in_the_failed_sop_sequence_with_the_c_store_status(node: RecordingNode) -> None:
     ct = _ct(slices=1)[0]
     mr = synthetic_series(patient_id="P1", slices=1, rows=8, columns=8, modality="MR")[0]

@@ -60,6 +60,7 @@ from pydicom.errors import InvalidDicomError
 from dicomnode.dicom.encoded import split_file
 from dicomnode.errors import ConfigurationError
 from dicomnode.extension.handles import IngestResult, NodeHandle, Source
+from dicomnode.extension.labels import patient_label
 from dicomnode.extension.services import Service
 from dicomnode_dicomweb.connection import Secret, resolve_secret
 
@@ -423,7 +424,7 @@ class StowService(Service):
             logger.warning("STOW-RS request %d from %s: %d of %d instance(s) refused: %s", source.association,
                            source.address, len(refused), len(outcomes), "; ".join(reasons)[:500])
         logger.info("STOW-RS request %d from %s: %d instance(s) of patient(s) %s stored", source.association,
-                    source.address, len(outcomes) - len(refused), ", ".join(patients) or "none")
+                    source.address, len(outcomes) - len(refused), ", ".join(map(patient_label, patients)) or "none")
 
 
 def _of_study(encoded: bytes, study: str) -> bool:
