@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from holding import holding_node  # noqa: E402
 from ingest import STORESCU, WORK, dcmtk_env, free_port, study, wait_for_port  # noqa: E402
 
 NODES = {"off": "node in memory, no admin endpoint", "on": "the same node, admin endpoint scraped every second"}
@@ -54,23 +55,7 @@ NODES = {"off": "node in memory, no admin endpoint", "on": "the same node, admin
 
 
 def _serve(kind: str, port: int, admin_port: int) -> None:
-    from dicomnode import AbstractInput, AbstractPipeline, NoOutput
-
-    class Everything(AbstractInput):
-        def validate(self) -> bool:
-            return False  # never complete: the benchmark measures receiving only
-
-    class AdminBenchNode(AbstractPipeline):
-        ae_title = "ADMINBENCH"
-        ip = "127.0.0.1"
-        input = {"images": Everything}
-        maintenance_thread = False
-        log_level = "WARNING"
-
-        def process(self, input_container: object) -> NoOutput:
-            return NoOutput()
-
-    node = AdminBenchNode(port=port, admin_port=admin_port if kind == "on" else None)
+    node = holding_node("ADMINBENCH", port=port, admin_port=admin_port if kind == "on" else None)
     node.open(blocking=False)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -147,28 +132,11 @@ def scrape_cpu(node: Node, scrapes: int = 100) -> float:
 
 def metrics_per_instance(calls: int = 50_000) -> float:
     """Seconds the metrics add to the events of one stored instance (measured in this process)."""
-    from dicomnode import AbstractInput, AbstractPipeline, NoOutput
     from dicomnode.extension.handles import IngestResult, Source
-
-    class Everything(AbstractInput):
-        def validate(self) -> bool:
-            return False
-
-    class Counting(AbstractPipeline):
-        ae_title = "COUNTING"
-        ip = "127.0.0.1"
-        port = 0
-        admin_port = 0
-        input = {"images": Everything}
-        maintenance_thread = False
-        log_level = "WARNING"
-
-        def process(self, input_container: object) -> NoOutput:
-            return NoOutput()
 
     source = Source("BENCH", "127.0.0.1:1", "c-store", 1)
     result = IngestResult(0, "", "P1", "2.25.1", stored=True, series_instance_uid="2.25.2", modality="CT")
-    with Counting() as node:
+    with holding_node("COUNTING", admin_port=0) as node:
         metrics = node.operations.metrics
         if metrics is None:
             raise RuntimeError("the metrics need prometheus-client")
@@ -249,28 +217,16 @@ def accounted_share(scrape: dict[str, object]) -> float:
 
 def held_status(requests: int, instances: int = 10_000) -> dict[str, dict[str, list[float]]]:
     """GET times of /status, /metrics and / of a node holding ``instances`` instances, in two shapes."""
-    from dicomnode import AbstractInput, AbstractPipeline, NoOutput
+    from dicomnode import AbstractInput
     from dicomnode.dicom.synthetic import synthetic_series
 
     class Many(AbstractInput):
         minimum_images = 100_000  # never complete
 
-    class HoldingNode(AbstractPipeline):
-        ae_title = "HOLDING"
-        ip = "127.0.0.1"
-        port = 0
-        admin_port = 0
-        input = {"CT": Many}
-        maintenance_thread = False
-        log_level = "WARNING"
-
-        def process(self, input_container: object) -> NoOutput:
-            return NoOutput()
-
     results: dict[str, dict[str, list[float]]] = {}
     for patients, per_patient in ((instances // 100, 100), (instances, 1)):
         shape = f"{patients} patients x {per_patient}"
-        with HoldingNode() as node:
+        with holding_node("HOLDING", input_class=Many, admin_port=0) as node:
             template = synthetic_series(slices=per_patient, rows=8, columns=8)
             for number in range(patients):
                 for dataset in template:

@@ -45,22 +45,9 @@ def serve(port: int, delay: float) -> None:
 
 
 def _serve_node(port: int) -> None:
-    from dicomnode import AbstractInput, AbstractPipeline, NoOutput
+    from holding import holding_node
 
-    class Anything(AbstractInput):
-        pass
-
-    class IdleNode(AbstractPipeline):
-        ae_title = "IDLE"
-        ip = "127.0.0.1"
-        input = {"images": Anything}
-        maintenance_thread = False
-        log_level = "WARNING"
-
-        def process(self, input_container: object) -> NoOutput:
-            return NoOutput()
-
-    IdleNode(port=port).open()
+    holding_node("IDLE", port=port).open()
 
 
 def _cpu(process: object) -> float:

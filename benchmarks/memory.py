@@ -50,24 +50,10 @@ CONTENDERS = {
 
 def serve(kind: str, port: int, folder: Path) -> None:
     """Run contender ``kind`` on ``port`` until SIGTERM."""
-    from dicomnode import AbstractInput, AbstractPipeline, NoOutput
-
-    class Everything(AbstractInput):
-        def validate(self) -> bool:
-            return False  # never complete: the node holds every image it receives
-
-    class HoldingNode(AbstractPipeline):
-        ae_title = "HOLDING"
-        ip = "127.0.0.1"
-        input = {"images": Everything}
-        maintenance_thread = False
-        log_level = "WARNING"
-
-        def process(self, input_container: object) -> NoOutput:
-            return NoOutput()
+    from holding import holding_node
 
     data = None if kind == "a" else folder
-    node = HoldingNode(port=port, data_directory=data, lazy_storage=kind == "c")
+    node = holding_node("HOLDING", port=port, data_directory=data, lazy_storage=kind == "c")
     node.open(blocking=True)  # until SIGTERM
 
 
