@@ -12,6 +12,10 @@ itself, so the patient key chooses how ``process`` behaves:
 anything else
     returns at once.
 
+:class:`VolumeNode` does the same on a numpy volume (the ``Stack`` grinder),
+adds 1 to it in place and sends it back with the datasets in an ``Echo``
+output, which the node keeps in :data:`ECHOED`.
+
 Every step is one JSON line in ``<record_dir>/<key>.jsonl``: ``started`` and
 ``finished`` (on the worker, with its PID), ``delivered`` (the output's
 ``send`` on the node). ``setup_worker`` writes a line to
@@ -27,15 +31,19 @@ Run as a script, it serves :class:`ClusterNode` until killed::
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset
 
 from dicomnode.extension.containers import InputContainer
-from dicomnode.extension.grinders import ListGrinder
+from dicomnode.extension.grinders import Grinder, ListGrinder
 from dicomnode.extension.inputs import AbstractInput
 from dicomnode.extension.outputs import PipelineOutput
 from dicomnode.server.nodes import AbstractPipeline
@@ -109,17 +117,86 @@ class ClusterNode(AbstractPipeline):
         key = input_container.patient_key
         first = not events(key, "started")
         record(key, "started", images=len(input_container["CT"]))
-        if key.startswith("FAIL"):
-            raise RuntimeError(f"model exploded on {key}")
-        if key.startswith("HOLD"):
-            deadline = time.monotonic() + 60
-            while not (record_dir() / f"{key}.release").exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-        slow = re.match(r"FIRSTSLOW(\d+)", key)
-        if slow and first:
-            time.sleep(float(slow.group(1)))
+        _behave(key, first)
         record(key, "finished")
         return Delivered(key, os.getpid())
+
+
+def _behave(key: str, first: bool) -> None:
+    """Raise, wait or sleep as the patient key says (see the module docstring)."""
+    if key.startswith("FAIL"):
+        raise RuntimeError(f"model exploded on {key}")
+    if key.startswith("HOLD"):
+        deadline = time.monotonic() + 60
+        while not (record_dir() / f"{key}.release").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    slow = re.match(r"FIRSTSLOW(\d+)", key)
+    if slow and first:
+        time.sleep(float(slow.group(1)))
+
+
+class Stack(Grinder):
+    """The pixel arrays of the images, in order of InstanceNumber, stacked into one volume."""
+
+    def __call__(self, datasets: Iterable[Dataset]) -> Any:
+        import numpy
+
+        ordered = sorted(datasets, key=lambda dataset: int(dataset.InstanceNumber))
+        return numpy.stack([dataset.pixel_array for dataset in ordered])
+
+
+class Volume(AbstractInput):
+    """A CT series as a numpy volume (and its datasets); complete with two images."""
+
+    required_values = {"Modality": "CT"}
+    image_grinder = Stack()
+
+    def validate(self) -> bool:
+        return self.images >= 2
+
+
+#: the outputs of VolumeNode as the node received them, by patient key (the node is the test process)
+ECHOED: dict[str, Echo] = {}
+
+
+class Echo(PipelineOutput):
+    """Made on the worker from its inputs; on the node, kept in ECHOED for the test to compare."""
+
+    def __init__(self, patient_key: str, volume: Any, datasets: list[Dataset]) -> None:
+        self.patient_key = patient_key
+        self.volume = volume
+        self.datasets = datasets
+
+    def send(self) -> bool:
+        ECHOED[self.patient_key] = self
+        record(self.patient_key, "delivered")
+        return True
+
+
+def in_shared_memory(array: Any) -> bool:
+    """Whether a numpy array views a memory mapping (the node's shared memory) rather than memory of its own."""
+    base = array
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return isinstance(base, mmap.mmap)
+
+
+class VolumeNode(ClusterNode):
+    """Like ClusterNode, on a numpy volume: ``process`` adds 1 to it in place and echoes it with the datasets."""
+
+    ae_title = "VOLUMENODE"
+    input = {"CT": Volume}
+
+    def process(self, input_container: InputContainer) -> PipelineOutput | Sequence[PipelineOutput]:
+        key = input_container.patient_key
+        volume = input_container["CT"]
+        record(key, "started", images=len(volume), shared=in_shared_memory(volume))
+        _behave(key, first=len(events(key, "started")) == 1)
+        volume += 1  # in place, as a model's preprocessing may do
+        record(key, "finished")
+        return Echo(key, volume, list(input_container.datasets["CT"]))
 
 
 def main(argv: Sequence[str]) -> None:

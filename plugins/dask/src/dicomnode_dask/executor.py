@@ -44,6 +44,14 @@ Settings (``executor_settings``):
     false: ``input_container.datasets`` travel without their pixel data
     (``process`` takes the pixels from the ground values, a numpy volume):
     a 300-slice CT crosses in half the time. Default true.
+``shared_memory``
+    ``"auto"`` (the default), true or false: the large buffers of a job's
+    inputs (numpy volumes, the datasets' pixel data) reach the worker
+    through POSIX shared memory instead of a socket (see
+    :mod:`dicomnode_dask.shared`). ``"auto"`` uses it for the embedded
+    cluster's worker processes; true also for workers at an ``address``,
+    which must then all run on the node's machine. The outputs come back
+    through Dask.
 ``tls_ca``, ``tls_certificate``, ``tls_key``
     for a ``tls://`` address: the CA that signed the cluster's certificates,
     and the node's own certificate and key (Dask's TLS, which the scheduler
@@ -67,7 +75,9 @@ from distributed.client import FutureCancelledError
 
 from dicomnode.errors import ConfigurationError, JobInterruptedError, ProcessingError
 from dicomnode.extension.executors import Executor, ExecutorHost, Job, PipelineIdentity, failure_of
+from dicomnode_dask import shared
 from dicomnode_dask.connection import Connection
+from dicomnode_dask.shared import Parcel
 from dicomnode_dask.travel import travelling
 from dicomnode_dask.worker import run_job
 
@@ -82,8 +92,8 @@ __all__ = ["DaskExecutor"]
 logger = logging.getLogger("dicomnode.dask")
 
 SETTINGS = ("address", "n_workers", "threads_per_worker", "processes", "resources", "retries", "connect_timeout",
-            "resource_timeout", "submit_timeout", "direct_to_workers", "pixel_data", "tls_ca", "tls_certificate",
-            "tls_key")
+            "resource_timeout", "submit_timeout", "direct_to_workers", "pixel_data", "shared_memory", "tls_ca",
+            "tls_certificate", "tls_key")
 #: seconds between two looks at a job that waits on the cluster (closing, resources)
 POLL = 0.25
 #: seconds between two looks at the cluster's workers for a job that asks for resources
@@ -138,6 +148,16 @@ class DaskExecutor(Executor):
                                               allowed="a number of seconds > 0"))
         self.direct_to_workers = self.take(settings, "direct_to_workers", bool, True)
         self.pixel_data = self.take(settings, "pixel_data", bool, True)
+        shared_memory: object = self.take(settings, "shared_memory", (bool, str), "auto",
+                                  check=lambda value: isinstance(value, bool) or value == "auto",
+                                  allowed='true, false or "auto"')
+        #: whether the inputs' large buffers travel through shared memory (see dicomnode_dask.shared)
+        self.shared_memory: bool = shared_memory is True or (
+            shared_memory == "auto" and self.address is None and self.processes and shared.AVAILABLE)
+        if self.shared_memory and not shared.AVAILABLE:
+            raise ConfigurationError("executor_settings 'shared_memory' of the executor dask: this system has no "
+                                     "POSIX shared memory; allowed here: false or \"auto\"")
+        self._segments = shared.Segments()
         self.tls = {key: self.take(settings, key, (str, Path), "", allowed="a file path")
                     for key in ("tls_ca", "tls_certificate", "tls_key")}
         self._check_placement(settings)
@@ -173,6 +193,8 @@ class DaskExecutor(Executor):
         """Check the pipeline can be built elsewhere; start the embedded cluster or reach the scheduler."""
         super().start(host)
         self._fingerprint = _fingerprint(_worker_identity(host.identity()))
+        if self.shared_memory:
+            shared.remove_stale()
         if self.address is None:
             from distributed import LocalCluster
 
@@ -206,6 +228,7 @@ class DaskExecutor(Executor):
         deadline = time.monotonic() + timeout
         if self._connection is not None:
             self._connection.close(timeout)
+        self._segments.unlink_all()
         if self._cluster is not None:
             cluster, self._cluster = self._cluster, None
             try:
@@ -249,9 +272,31 @@ class DaskExecutor(Executor):
     def _attempt(self, client: Client, job: Job, identity: PipelineIdentity, container: InputContainer,
                  attempt: int) -> list[PipelineOutput]:
         key = f"dicomnode-job-{job.id}-{attempt}"
+        parcel = self._parcel(job, container)
+        try:
+            return self._hand_over(client, job, identity, parcel or container, key)
+        finally:
+            if parcel is not None:  # the attempt is over, however it ended: nobody reads the segment again
+                self._segments.unlink(parcel.segment)
+
+    def _parcel(self, job: Job, container: InputContainer) -> Parcel | None:
+        """The container's large buffers in a new shared memory segment (None: it crosses through Dask)."""
+        if not self.shared_memory:
+            return None
+        try:
+            return self._segments.pack(container)
+        except OSError as error:  # /dev/shm full or not writable: the socket still works
+            logger.warning("job %s of patient %s: its inputs cannot be put in shared memory (%s); they cross "
+                           "through Dask", job.id, job.patient_key, _one_line(error))
+            return None
+        except Exception as error:
+            raise failure_of("handing the job to the Dask cluster", error) from error
+
+    def _hand_over(self, client: Client, job: Job, identity: PipelineIdentity, inputs: InputContainer | Parcel,
+                   key: str) -> list[PipelineOutput]:
         try:
             workers = self._workers_with_resources(client)
-            data = client.scatter(container, direct=self.direct_to_workers, workers=workers or None,  # type: ignore[no-untyped-call]
+            data = client.scatter(inputs, direct=self.direct_to_workers, workers=workers or None,  # type: ignore[no-untyped-call]
                                   hash=False, timeout=self.submit_timeout)
             future = client.submit(run_job, identity, self._fingerprint, data, key=key,
                                    resources=self.resources or None, pure=False)

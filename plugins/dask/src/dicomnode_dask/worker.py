@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from dicomnode.errors import ProcessingError
 from dicomnode.extension.executors import PipelineIdentity, Processor, as_outputs, failure_of
+from dicomnode_dask.shared import Parcel, opened
 
 if TYPE_CHECKING:
     from dicomnode.extension.containers import InputContainer
@@ -55,13 +56,25 @@ def _on_worker(error: ProcessingError, address: str) -> ProcessingError:
                            traceback=error.traceback)
 
 
-def run_job(identity: PipelineIdentity, fingerprint: str, input_container: InputContainer) -> list[PipelineOutput]:
-    """The task a job becomes: ``process`` of this worker's pipeline; its outputs go back to the node."""
+def run_job(identity: PipelineIdentity, fingerprint: str,
+            input_container: InputContainer | Parcel) -> list[PipelineOutput]:
+    """The task a job becomes: ``process`` of this worker's pipeline; its outputs go back to the node.
+
+    A :class:`~dicomnode_dask.shared.Parcel` is opened from the node's shared
+    memory first, and its mapping closed before the task returns.
+    """
     address = _worker_address()
     try:
         pipeline = pipeline_for(identity, fingerprint)
     except Exception as error:  # an import error, post_init or setup_worker failing: the job fails, the worker lives
         raise _on_worker(failure_of("setting the pipeline up on a worker", error), address) from None
+    if not isinstance(input_container, Parcel):
+        return _process(pipeline, input_container, address)
+    with opened(input_container, address) as container:
+        return _process(pipeline, container, address)
+
+
+def _process(pipeline: Processor, input_container: InputContainer, address: str) -> list[PipelineOutput]:
     try:
         return as_outputs(pipeline.process(input_container))
     except ProcessingError as error:

@@ -1,0 +1,244 @@
+"""Inputs through shared memory: the same outputs as through Dask's socket, and no segment outlives its job.
+
+The cluster is the shared one (a scheduler and two ``dask worker`` processes
+on loopback, on this machine), given by address with ``shared_memory =
+true``. The node runs in the test process, so its segments are
+``/dev/shm/dicomnode-<this pid>-*``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from dask_cluster import DaskCluster
+from dask_pipelines import ECHOED, VolumeNode, events, release
+from node import wait_until
+
+from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.errors import ConfigurationError
+from dicomnode_dask import shared
+
+# numpy: the test pipeline grinds a volume (imported in the tests: a session without it does not collect them)
+pytestmark = [pytest.mark.plugin("dask", "numpy"), pytest.mark.timeout(180),
+              pytest.mark.skipif(not shared.LISTING.is_dir(), reason="POSIX shared memory is listed in /dev/shm "
+                                                                     "on Linux only")]
+
+
+def _patient(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8].upper()}"
+
+
+def _segments() -> list[str]:
+    """This process's (the node's) shared memory segments."""
+    return sorted(path.name for path in shared.LISTING.glob(f"{shared.PREFIX}{os.getpid()}-*"))
+
+
+def _node(cluster: DaskCluster, tmp_path: Path, **settings: object) -> VolumeNode:
+    executor_settings = {"address": cluster.address, "connect_timeout": 5, "shared_memory": True, **settings}
+    node = VolumeNode(data_directory=tmp_path / "data", executor_settings=executor_settings)
+    node.open(blocking=False)
+    return node
+
+
+def _submit(node: VolumeNode, patient: str) -> list[object]:
+    """A series of 256x256 images (each buffer large enough for shared memory), stored as received."""
+    assert node.store is not None
+    series = synthetic_series(patient_id=patient, slices=3, rows=256, columns=256)
+    for image in series:
+        node.tree.add_image(patient, image, node.store.write_dataset(patient, image), "SCANNER")
+    assert node.check_ready([patient]) == 1
+    return series  # type: ignore[return-value]
+
+
+def test_outputs_are_the_same_with_and_without_shared_memory(cluster: DaskCluster, tmp_path: Path) -> None:
+    import numpy
+
+    results = {}
+    for shared_memory in (True, False):
+        patient = _patient("SAME")
+        node = _node(cluster, tmp_path / str(shared_memory), shared_memory=shared_memory)
+        try:
+            series = _submit(node, patient)
+            assert node.wait_for_jobs(60)
+        finally:
+            node.close()
+        [run] = events(patient, "started")
+        assert run["shared"] is shared_memory  # the volume was a view of the mapping, or the worker's own
+        results[shared_memory] = ECHOED.pop(patient), series
+    for echo, series in results.values():
+        expected = numpy.stack([image.pixel_array for image in series]) + 1  # type: ignore[attr-defined]
+        assert echo.volume.dtype == expected.dtype and numpy.array_equal(echo.volume, expected)
+        assert [dataset.PixelData for dataset in echo.datasets] == [image.PixelData for image in series]  # type: ignore[attr-defined]
+        assert echo.datasets == series
+    on, off = results[True][0], results[False][0]
+    assert on.volume.tobytes() == off.volume.tobytes()  # the two patients' synthetic images have the same pixels
+    assert _segments() == []
+
+
+def test_a_segment_lives_while_its_job_runs_and_is_gone_when_it_succeeds(cluster: DaskCluster,
+                                                                        tmp_path: Path) -> None:
+    patient = _patient("HOLD")
+    node = _node(cluster, tmp_path)
+    try:
+        _submit(node, patient)
+        assert wait_until(lambda: events(patient, "started"), timeout=60)
+        [segment] = _segments()
+        assert (shared.LISTING / segment).stat().st_mode & 0o777 == 0o600  # the node's user only
+        release(patient)
+        assert node.wait_for_jobs(60)
+        assert node.jobs_succeeded == 1
+        assert _segments() == []
+    finally:
+        node.close()
+
+
+def test_no_segment_is_left_when_process_raises(cluster: DaskCluster, tmp_path: Path) -> None:
+    patient = _patient("FAIL")
+    node = _node(cluster, tmp_path)
+    try:
+        _submit(node, patient)
+        assert node.wait_for_jobs(60)
+        assert node.jobs_failed == 1
+        assert _segments() == []
+    finally:
+        node.close()
+    assert events(patient, "started")[0]["shared"] is True
+
+
+def test_a_worker_killed_mid_job_reruns_it_from_a_new_segment_and_none_is_left(cluster: DaskCluster,
+                                                                               tmp_path: Path) -> None:
+    patient = _patient("HOLD")
+    node = _node(cluster, tmp_path)
+    try:
+        _submit(node, patient)
+        assert wait_until(lambda: events(patient, "started"), timeout=60)
+        [first] = _segments()
+        os.kill(int(events(patient, "started")[0]["pid"]), signal.SIGKILL)  # type: ignore[arg-type]
+        assert wait_until(lambda: len(events(patient, "started")) == 2, timeout=60)
+        [second] = _segments()  # the lost attempt's segment was removed when it was handed over again
+        assert second != first
+        release(patient)
+        assert node.wait_for_jobs(90)
+        assert node.jobs_succeeded == 1 and _segments() == []
+    finally:
+        node.close()
+    assert all(run["shared"] is True for run in events(patient, "started"))
+
+
+def test_closing_the_node_during_a_job_removes_its_segment(cluster: DaskCluster, tmp_path: Path) -> None:
+    patient = _patient("HOLD")
+    node = _node(cluster, tmp_path)
+    try:
+        _submit(node, patient)
+        assert wait_until(lambda: events(patient, "started"), timeout=60)
+        assert len(_segments()) == 1
+    finally:
+        node.close()
+        release(patient)
+    assert _segments() == []
+
+
+def test_a_worker_that_cannot_open_the_segment_fails_the_job_and_says_to_turn_shared_memory_off(
+        cluster: DaskCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pack = shared.Segments.pack
+
+    def unlinked_at_once(segments: shared.Segments, value: object) -> shared.Parcel | None:
+        parcel = pack(segments, value)  # as a worker on another machine sees it: no such segment
+        assert parcel is not None
+        segments.unlink(parcel.segment)
+        return parcel
+
+    monkeypatch.setattr(shared.Segments, "pack", unlinked_at_once)
+    patient = _patient("GONE")
+    node = _node(cluster, tmp_path)
+    try:
+        _submit(node, patient)
+        assert node.wait_for_jobs(60)
+    finally:
+        node.close()
+    assert events(patient, "started") == []  # process() never saw wrong data
+    assert node.quarantine is not None
+    [entry] = node.quarantine.list()
+    assert "cannot open the job's shared memory segment dicomnode-" in entry.reason
+    assert "No such file or directory" in entry.reason
+    assert "set executor_settings shared_memory = false" in entry.reason
+
+
+def _make_segment(pid: int) -> str:
+    import _posixshmem
+
+    name = f"{shared.PREFIX}{pid}-{uuid.uuid4().hex[:16]}"
+    os.close(_posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600))
+    return name
+
+
+def test_at_start_the_segments_of_a_dead_node_are_removed_and_those_of_a_live_one_kept(
+        cluster: DaskCluster, tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(30)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead_segment, live_segment = _make_segment(gone.pid), _make_segment(alive.pid)
+        try:
+            node = _node(cluster, tmp_path)
+            node.close()
+            assert not (shared.LISTING / dead_segment).exists()
+            assert (shared.LISTING / live_segment).exists()
+        finally:
+            shared._unlink(dead_segment)
+            shared._unlink(live_segment)
+    finally:
+        alive.kill()
+        alive.wait(10)
+
+
+def test_a_process_that_maps_a_segment_neither_removes_it_nor_warns_when_it_exits(tmp_path: Path) -> None:
+    import numpy
+
+    segments = shared.Segments()
+    parcel = segments.pack({"volume": numpy.arange(100_000, dtype=numpy.int32)})
+    assert parcel is not None
+    try:
+        script = ("import pickle, sys\n"
+                  "from dicomnode_dask.shared import opened\n"
+                  "parcel = pickle.loads(sys.stdin.buffer.read())\n"
+                  "with opened(parcel, 'here') as value:\n"
+                  "    assert int(value['volume'][-1]) == 99_999\n"
+                  "    value['volume'][:] = 0\n")  # copy-on-write: the segment keeps what the node wrote
+        import pickle
+
+        done = subprocess.run([sys.executable, "-W", "always", "-c", script], input=pickle.dumps(parcel),
+                              capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stderr == b""  # no resource_tracker warning about leaked shared memory
+        assert (shared.LISTING / parcel.segment).exists()
+        with shared.opened(parcel, "here") as value:
+            assert numpy.array_equal(value["volume"], numpy.arange(100_000, dtype=numpy.int32))
+    finally:
+        segments.unlink_all()
+    assert segments.names() == set()
+    assert not (shared.LISTING / parcel.segment).exists()
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({}, True),                                        # the embedded cluster's worker processes
+    ({"processes": False}, False),                     # workers in the node's process: nothing crosses
+    ({"shared_memory": False}, False),
+    ({"address": "tcp://127.0.0.1:8786"}, False),      # workers elsewhere, unless the user says otherwise
+    ({"address": "tcp://127.0.0.1:8786", "shared_memory": True}, True),
+])
+def test_shared_memory_is_on_where_the_workers_are_on_the_nodes_machine(settings: dict[str, object],
+                                                                       expected: bool) -> None:
+    node = VolumeNode(executor_settings=settings)
+    assert node.runner.executor.shared_memory is expected  # type: ignore[attr-defined]
+
+
+def test_a_bad_shared_memory_setting_says_what_is_allowed() -> None:
+    with pytest.raises(ConfigurationError, match=r"'shared_memory' .* must be true, false or \"auto\", got 'yes'"):
+        VolumeNode(executor_settings={"shared_memory": "yes"})
