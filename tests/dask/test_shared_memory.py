@@ -8,6 +8,8 @@ true``. The node runs in the test process, so its segments are
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import signal
 import subprocess
@@ -168,6 +170,28 @@ def test_a_worker_that_cannot_open_the_segment_fails_the_job_and_says_to_turn_sh
     assert "cannot open the job's shared memory segment dicomnode-" in entry.reason
     assert "No such file or directory" in entry.reason
     assert "set executor_settings shared_memory = false" in entry.reason
+
+
+def test_a_dev_shm_without_room_sends_the_inputs_through_dask_with_a_warning(
+        cluster: DaskCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def full(descriptor: int, buffer: memoryview, offset: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shared, "_write_all", full)
+    caplog.set_level(logging.WARNING, "dicomnode.dask")
+    patient = _patient("FULL")
+    node = _node(cluster, tmp_path)
+    try:
+        _submit(node, patient)
+        assert node.wait_for_jobs(60)
+        assert _segments() == []
+    finally:
+        node.close()
+    assert node.jobs_succeeded == 1
+    assert events(patient, "started")[0]["shared"] is False
+    assert any(f"of patient {patient}: its inputs cannot be put in shared memory ([Errno 28] No space left on "
+               "device); they cross through Dask" in record.getMessage() for record in caplog.records)
 
 
 def _make_segment(pid: int) -> str:
