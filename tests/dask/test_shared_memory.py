@@ -230,11 +230,13 @@ def test_a_process_that_maps_a_segment_neither_removes_it_nor_warns_when_it_exit
     assert parcel is not None
     try:
         script = ("import pickle, sys\n"
-                  "from dicomnode_dask.shared import opened\n"
+                  "from dicomnode_dask.shared import lingering, run_on\n"
                   "parcel = pickle.loads(sys.stdin.buffer.read())\n"
-                  "with opened(parcel, 'here') as value:\n"
+                  "def use(value):\n"
                   "    assert int(value['volume'][-1]) == 99_999\n"
-                  "    value['volume'][:] = 0\n")  # copy-on-write: the segment keeps what the node wrote
+                  "    value['volume'][:] = 0\n"  # copy-on-write: the segment keeps what the node wrote
+                  "run_on(parcel, 'here', use)\n"
+                  "assert lingering() == 0\n")  # the mapping is closed
         import pickle
 
         done = subprocess.run([sys.executable, "-W", "always", "-c", script], input=pickle.dumps(parcel),
@@ -242,8 +244,14 @@ def test_a_process_that_maps_a_segment_neither_removes_it_nor_warns_when_it_exit
         assert done.returncode == 0, done.stderr.decode()
         assert done.stderr == b""  # no resource_tracker warning about leaked shared memory
         assert (shared.LISTING / parcel.segment).exists()
-        with shared.opened(parcel, "here") as value:
-            assert numpy.array_equal(value["volume"], numpy.arange(100_000, dtype=numpy.int32))
+        assert shared.run_on(parcel, "here", lambda value: numpy.array_equal(
+            value["volume"], numpy.arange(100_000, dtype=numpy.int32)))
+        assert shared.lingering() == 0
+        kept = shared.run_on(parcel, "here", lambda value: value["volume"])  # a result that views the mapping
+        assert shared.lingering() == 1 and int(kept[-1]) == 99_999
+        del kept
+        shared.run_on(parcel, "here", lambda value: None)  # the next job closes it, its last view gone
+        assert shared.lingering() == 0
     finally:
         segments.unlink_all()
     assert segments.names() == set()

@@ -39,17 +39,16 @@ Neither side here ever involves the tracker.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import mmap
 import os
 import pickle
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import cloudpickle
@@ -62,7 +61,9 @@ try:
 except ImportError:  # Windows: no POSIX shared memory
     _posixshmem = None
 
-__all__ = ["AVAILABLE", "PREFIX", "Parcel", "Segments", "opened", "remove_stale"]
+__all__ = ["AVAILABLE", "PREFIX", "Parcel", "Segments", "lingering", "remove_stale", "run_on"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("dicomnode.dask")
 
@@ -226,32 +227,43 @@ _lingering: list[mmap.mmap] = []
 _lingering_lock = threading.Lock()
 
 
-@contextlib.contextmanager
-def opened(parcel: Parcel, worker: str) -> Iterator[Any]:
-    """The value a parcel carries, its buffers mapped from the node's segment; the mapping closed after.
+def run_on(parcel: Parcel, worker: str, call: Callable[[Any], T]) -> T:
+    """``call(value)`` on the value a parcel carries, its buffers mapped from the node's segment.
 
-    Raises :class:`~dicomnode.errors.ProcessingError` when the segment cannot
-    be opened (the worker is on another machine, or sees another
-    ``/dev/shm``), or is not what the parcel says.
+    The mapping is closed when ``call`` returns, unless what it returns (or
+    keeps) still views it: then at the next call once that is gone. Raises
+    :class:`~dicomnode.errors.ProcessingError` when the segment cannot be
+    opened (the worker is on another machine, or sees another ``/dev/shm``),
+    or is not what the parcel says.
     """
     _close_lingering()
     mapping = _map(parcel, worker)
     try:
         view = memoryview(mapping)
         buffers = [view[offset:offset + length] for offset, length in parcel.buffers]
+        failure: ProcessingError | None = None
         try:
             value = pickle.loads(parcel.pickled, buffers=buffers)
         except Exception as error:  # a class of the inputs that this worker cannot import, …
-            raise _on(worker, failure_of("unpacking the job's inputs on a worker", error)) from None
+            failure = _on(worker, failure_of("unpacking the job's inputs on a worker", error))
         del buffers, view
-        yield value
+        if failure is not None:
+            raise failure  # outside the except: the failed unpickling's frames (and buffers) are gone
+        # ``value`` is referenced from here alone: once ``call`` returns, nothing of it is left but its result
+        return call(value)
     finally:
         value = None
         try:
             mapping.close()
-        except BufferError:  # an output (or the pipeline) still views an input array: closed when it is gone
+        except BufferError:  # the result (or the pipeline) still views an input array
             with _lingering_lock:
                 _lingering.append(mapping)
+
+
+def lingering() -> int:
+    """How many mappings of this process wait for their last view to go."""
+    with _lingering_lock:
+        return len(_lingering)
 
 
 def _map(parcel: Parcel, worker: str) -> mmap.mmap:

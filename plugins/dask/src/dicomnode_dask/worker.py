@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from dicomnode.errors import ProcessingError
 from dicomnode.extension.executors import PipelineIdentity, Processor, as_outputs, failure_of
-from dicomnode_dask.shared import Parcel, opened
+from dicomnode_dask.shared import Parcel, run_on
 
 if TYPE_CHECKING:
     from dicomnode.extension.containers import InputContainer
@@ -70,14 +70,16 @@ def run_job(identity: PipelineIdentity, fingerprint: str,
         raise _on_worker(failure_of("setting the pipeline up on a worker", error), address) from None
     if not isinstance(input_container, Parcel):
         return _process(pipeline, input_container, address)
-    with opened(input_container, address) as container:
-        return _process(pipeline, container, address)
+    return run_on(input_container, address, lambda container: _process(pipeline, container, address))
 
 
 def _process(pipeline: Processor, input_container: InputContainer, address: str) -> list[PipelineOutput]:
     try:
         return as_outputs(pipeline.process(input_container))
     except ProcessingError as error:
-        raise _on_worker(error, address) from None
+        failure = _on_worker(error, address)
     except Exception as error:
-        raise _on_worker(failure_of("process", error), address) from None
+        failure = _on_worker(failure_of("process", error), address)
+    # raised outside the except: the traceback of process() (whose frames hold the inputs, which may view
+    # the node's shared memory) is text in the failure, not frames kept alive with it
+    raise failure
