@@ -129,7 +129,7 @@ class Segments:
             _unlink(name)
 
     def names(self) -> set[str]:
-        """The segments that exist now."""
+        """The segments this node holds now (made, not yet unlinked)."""
         with self._lock:
             return set(self._names)
 
