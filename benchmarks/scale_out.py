@@ -13,8 +13,8 @@ the pipeline there):
 - overhead: one job on a 300-slice 512x512 CT ground by NumpyGrinder (the
   volume and the 300 datasets as read from their files), the executor's
   ``run`` timed alone for ``threads`` and ``dask`` (1 worker, loopback), the
-  inputs through shared memory (the default) and through Dask's socket
-  (``shared_memory = false``), each with and without the datasets' pixel
+  inputs through Dask's socket (the default) and through shared memory
+  (``shared_memory = true``), each with and without the datasets' pixel
   data. Target: ``dask`` (the defaults) - ``threads`` <= 0.15 s;
 - a killed worker: the 8 patients on 2 workers, once as they are and once
   with the worker of the first job SIGKILLed half-way through it. Target:
@@ -246,9 +246,9 @@ def overhead(runs: int, slices: int, log: Callable[[str], None]) -> dict[str, li
     [patient] = tree.take_ready(None, None)
     container = patient.get_input_container()
     nodes = {"threads": Touch()}
-    for shared_memory in (True, False):
+    for shared_memory in (False, True):
         for pixel_data in (True, False):
-            name = "dask, 1 worker" + ("" if shared_memory else ", shared_memory = false") + \
+            name = "dask, 1 worker" + (", shared_memory = true" if shared_memory else "") + \
                 ("" if pixel_data else ", pixel_data = false")
             nodes[name] = Touch(executor="dask", executor_settings={
                 "n_workers": 1, "shared_memory": shared_memory, "pixel_data": pixel_data})
@@ -340,8 +340,11 @@ def figures(result: dict[str, Any]) -> dict[str, float]:
         "overhead": _median([d - t for d, t in zip(over["dask, 1 worker"], over["threads"], strict=True)]),
         "overhead_headers": _median([d - t for d, t in zip(over["dask, 1 worker, pixel_data = false"],
                                                           over["threads"], strict=True)]),
-        "overhead_socket": _median([d - t for d, t in zip(over["dask, 1 worker, shared_memory = false"],
+        "overhead_shared": _median([d - t for d, t in zip(over["dask, 1 worker, shared_memory = true"],
                                                          over["threads"], strict=True)]),
+        "overhead_shared_headers": _median([
+            d - t for d, t in zip(over["dask, 1 worker, shared_memory = true, pixel_data = false"], over["threads"],
+                                  strict=True)]),
     }
 
 
@@ -359,8 +362,8 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
         ]
     if "overhead" in numbers:
         found.append((f"dask - threads <= 0.15 s for one job on a {result['slices']}-slice 512x512 CT",
-         f"{numbers['overhead']:.3f} s ({numbers['overhead_headers']:.3f} s with pixel_data = false; "
-         f"{numbers['overhead_socket']:.3f} s with shared_memory = false)",
+         f"{numbers['overhead']:.3f} s ({numbers['overhead_headers']:.3f} s with pixel_data = false; with "
+         f"shared_memory = true {numbers['overhead_shared']:.3f} s and {numbers['overhead_shared_headers']:.3f} s)",
          numbers["overhead"] <= 0.15))
     return found
 

@@ -259,11 +259,12 @@ def test_a_process_that_maps_a_segment_neither_removes_it_nor_warns_when_it_exit
 
 
 @pytest.mark.parametrize(("settings", "expected"), [
-    ({}, True),                                        # the embedded cluster's worker processes
-    ({"processes": False}, False),                     # workers in the node's process: nothing crosses
-    ({"shared_memory": False}, False),
-    ({"address": "tcp://127.0.0.1:8786"}, False),      # workers elsewhere, unless the user says otherwise
-    ({"address": "tcp://127.0.0.1:8786", "shared_memory": True}, True),
+    ({}, False),                                       # off unless asked for
+    ({"shared_memory": "auto"}, True),                 # the embedded cluster's worker processes
+    ({"shared_memory": "auto", "processes": False}, False),  # workers in the node's process: nothing crosses
+    ({"shared_memory": True}, True),
+    ({"address": "tcp://127.0.0.1:8786", "shared_memory": "auto"}, False),  # workers elsewhere
+    ({"address": "tcp://127.0.0.1:8786", "shared_memory": True}, True),     # the user says they are here
 ])
 def test_shared_memory_is_on_where_the_workers_are_on_the_nodes_machine(settings: dict[str, object],
                                                                        expected: bool) -> None:

@@ -45,13 +45,14 @@ Settings (``executor_settings``):
     (``process`` takes the pixels from the ground values, a numpy volume):
     a 300-slice CT crosses in half the time. Default true.
 ``shared_memory``
-    ``"auto"`` (the default), true or false: the large buffers of a job's
+    false (the default), ``"auto"`` or true: the large buffers of a job's
     inputs (numpy volumes, the datasets' pixel data) reach the worker
     through POSIX shared memory instead of a socket (see
     :mod:`dicomnode_dask.shared`). ``"auto"`` uses it for the embedded
     cluster's worker processes; true also for workers at an ``address``,
     which must then all run on the node's machine. The outputs come back
-    through Dask.
+    through Dask. Off by default: measured, it is not faster than Dask's
+    loopback socket on the machines tried (``benchmarks/RESULTS.md``).
 ``tls_ca``, ``tls_certificate``, ``tls_key``
     for a ``tls://`` address: the CA that signed the cluster's certificates,
     and the node's own certificate and key (Dask's TLS, which the scheduler
@@ -148,7 +149,7 @@ class DaskExecutor(Executor):
                                               allowed="a number of seconds > 0"))
         self.direct_to_workers = self.take(settings, "direct_to_workers", bool, True)
         self.pixel_data = self.take(settings, "pixel_data", bool, True)
-        shared_memory: object = self.take(settings, "shared_memory", (bool, str), "auto",
+        shared_memory: object = self.take(settings, "shared_memory", (bool, str), False,
                                   check=lambda value: isinstance(value, bool) or value == "auto",
                                   allowed='true, false or "auto"')
         #: whether the inputs' large buffers travel through shared memory (see dicomnode_dask.shared)
