@@ -20,6 +20,8 @@ from dask_pipelines import ClusterNode, events, release
 from node import wait_until
 
 from dicomnode.dicom.synthetic import synthetic_series
+from dicomnode.extension.labels import pseudonym
+from dicomnode.server.logs import read_secret
 
 pytestmark = [pytest.mark.plugin("dask"), pytest.mark.timeout(180)]
 
@@ -28,9 +30,10 @@ def _patient(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8].upper()}"
 
 
-def _node(cluster: DaskCluster, tmp_path: Path, **settings: object) -> ClusterNode:
+def _node(cluster: DaskCluster, tmp_path: Path, node_settings: dict[str, object] | None = None,
+          **settings: object) -> ClusterNode:
     executor_settings = {"address": cluster.address, "connect_timeout": 5, **settings}
-    node = ClusterNode(data_directory=tmp_path / "data", executor_settings=executor_settings)
+    node = ClusterNode(data_directory=tmp_path / "data", executor_settings=executor_settings, **(node_settings or {}))
     node.open(blocking=False)
     return node
 
@@ -116,7 +119,8 @@ def test_a_job_no_worker_has_the_resources_for_waits_then_goes_to_the_quarantine
         cluster: DaskCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     patient = _patient("GPU")
     caplog.set_level(logging.WARNING, "dicomnode.dask")
-    node = _node(cluster, tmp_path, resources={"GPU": 1}, resource_timeout=1.5)
+    # the waiting line names the patient as every line does: here by its pseudonym
+    node = _node(cluster, tmp_path, {"log_patient_keys": "pseudonym"}, resources={"GPU": 1}, resource_timeout=1.5)
     started = time.monotonic()
     try:
         _submit(node, patient)
@@ -127,6 +131,9 @@ def test_a_job_no_worker_has_the_resources_for_waits_then_goes_to_the_quarantine
     assert events(patient) == []  # never ran
     waiting = [r.getMessage() for r in caplog.records if "waits: no worker" in r.getMessage()]
     assert waiting and "{GPU = 1}" in waiting[0] and "1.5 s (resource_timeout)" in waiting[0]
+    secret = read_secret(tmp_path / "data", create=False)
+    assert secret is not None and f"of patient {pseudonym(patient, secret)} waits" in waiting[0]
+    assert patient not in waiting[0]
     assert node.quarantine is not None
     [entry] = node.quarantine.list()
     assert "no worker of the Dask cluster has the resources the job asks for ({GPU = 1})" in entry.reason

@@ -76,6 +76,7 @@ from distributed.client import FutureCancelledError
 
 from dicomnode.errors import ConfigurationError, JobInterruptedError, ProcessingError
 from dicomnode.extension.executors import Executor, ExecutorHost, Job, PipelineIdentity, failure_of
+from dicomnode.extension.labels import patient_label
 from dicomnode_dask import shared
 from dicomnode_dask.connection import Connection
 from dicomnode_dask.shared import Parcel
@@ -268,7 +269,7 @@ class DaskExecutor(Executor):
                     raise ProcessingError(f"the job was lost with its Dask worker {losses} time(s) ({lost.why}); "
                                           f"executor_settings retries = {self.retries}", stage="executor") from None
                 logger.warning("job %s of patient %s: %s; submitted again (%d of %d retries)", job.id,
-                               job.patient_key, lost.why, losses, self.retries)
+                               patient_label(job.patient_key), lost.why, losses, self.retries)
 
     def _attempt(self, client: Client, job: Job, identity: PipelineIdentity, container: InputContainer,
                  attempt: int) -> list[PipelineOutput]:
@@ -288,7 +289,7 @@ class DaskExecutor(Executor):
             return self._segments.pack(container)
         except OSError as error:  # /dev/shm full or not writable: the socket still works
             logger.warning("job %s of patient %s: its inputs cannot be put in shared memory (%s); they cross "
-                           "through Dask", job.id, job.patient_key, _one_line(error))
+                           "through Dask", job.id, patient_label(job.patient_key), _one_line(error))
             return None
         except Exception as error:
             raise failure_of("handing the job to the Dask cluster", error) from error
@@ -369,8 +370,8 @@ class _Waiting:
         if why != self.reason or now - self.last >= REPEAT_LOG:
             self.last, self.reason = now, why
             logger.warning("job %s of patient %s waits for the Dask cluster at %s: %s; the node keeps receiving, "
-                           "and the job is handed over when the cluster answers", self.job.id, self.job.patient_key,
-                           self.address, why)
+                           "and the job is handed over when the cluster answers", self.job.id,
+                           patient_label(self.job.patient_key), self.address, why)
 
 
 class _ResourceWait:
@@ -396,7 +397,7 @@ class _ResourceWait:
         if available:
             if self.since is not None:
                 logger.info("job %s of patient %s: a worker with %s joined the cluster", self.job.id,
-                            self.job.patient_key, _table(executor.resources))
+                            patient_label(self.job.patient_key), _table(executor.resources))
             self.since = None
             return
         now = time.monotonic()
@@ -412,7 +413,8 @@ class _ResourceWait:
             self.logged = now
             logger.warning("job %s of patient %s waits: no worker of the Dask cluster has the resources it asks "
                            "for (%s); it goes to the quarantine after %g s (resource_timeout) unless one joins",
-                           self.job.id, self.job.patient_key, _table(executor.resources), executor.resource_timeout)
+                           self.job.id, patient_label(self.job.patient_key), _table(executor.resources),
+                           executor.resource_timeout)
 
 
 def _has(offered: Mapping[str, float], needed: Mapping[str, float]) -> bool:
