@@ -139,8 +139,8 @@ def test_an_expired_patient_and_one_left_at_close_are_recorded(tmp_path: Path) -
     assert history.events("OLD")[-1].summary == "expired after 1 days incomplete: 1 image deleted"
     assert _kinds(history, "LEFT") == ["received", "held", "held"]
     assert history.events("LEFT")[-1].summary.startswith("incomplete at close, kept in the data directory")
-    with Journaled(data_directory=tmp_path):
-        pass
+    with Journaled(data_directory=tmp_path) as node:
+        assert node.wait_for_restore(10)
     assert _kinds(history, "LEFT")[-2] == "restored"
 
 

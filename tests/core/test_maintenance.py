@@ -112,6 +112,7 @@ def test_a_patient_restored_at_start_ages_from_its_stored_files(tmp_path: Path) 
         os.utime(path, (two_days_ago, two_days_ago))
     store.close()
     with Idle(data_directory=tmp_path, ip="127.0.0.1", port=0, maintenance_interval=0.05) as node:
+        assert node.wait_for_restore(10)
         deadline = time.monotonic() + 5
         while "STALE" in node.tree and time.monotonic() < deadline:
             time.sleep(0.02)

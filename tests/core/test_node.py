@@ -174,6 +174,7 @@ def test_a_restart_rebuilds_the_tree_from_the_data_directory(tmp_path: Path, rec
         _send(node.port, files[:4])
     assert read_jobs(record) == []
     with RecordingNode(data_directory=tmp_path / "data") as node:
+        assert node.wait_for_restore(10)
         assert node.tree_restored == 4
         _send(node.port, files[4:])
         assert wait_until(lambda: read_jobs(record))
@@ -368,6 +369,7 @@ def test_a_restart_reads_only_headers_and_keeps_pixels_on_disk(tmp_path: Path, r
     with RecordingNode(data_directory=tmp_path / "data") as node:
         _send(node.port, tmp_path / "P1")
     with RecordingNode(data_directory=tmp_path / "data") as node:
+        assert node.wait_for_restore(10)
         held = node.tree["P1"].datasets()
         assert len(held) == 4
         assert all(isinstance(ds, LazyDataset) and not ds.is_loaded for ds in held)

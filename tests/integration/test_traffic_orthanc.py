@@ -134,6 +134,7 @@ def test_images_received_before_a_restart_count_for_the_pacs_question(pacs: Orth
         assert send_datasets(node.address, every[:10]).ok
         assert wait_until(lambda: "at ORTHANC" in node.waiting().get("RESTART", ""), timeout=10)
     with Recorder(**options) as node:
+        assert node.wait_for_restore(10)
         assert node.tree_restored == 10
         assert send_datasets(node.address, every[10:]).ok
         assert wait_until(lambda: len(Recorder.jobs) == 1, timeout=10) and node.wait_for_jobs(20)

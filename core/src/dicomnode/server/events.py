@@ -265,9 +265,8 @@ class NodeEvents:
         """The node listens and has restored its data."""
         self._emit("opened", address)
 
-    def restored(self, tree: PipelineTree) -> None:
-        """The stored instances are back in the tree (at start)."""
-        images = {container.patient_key: container.images for container in tree.containers()}
+    def restored(self, images: Mapping[str, int]) -> None:
+        """The stored instances are back in the tree (at start): patient key -> images restored."""
         if images:
             self._emit("restored", images)
 

@@ -428,6 +428,10 @@ class Ingest:
                 dataset.file_meta = file_meta
             container.add_chosen(names, kept, path, header=header, calling_aet=source.calling_aet,
                                  known_endpoints=self.tree.known_endpoints)
+            restoring = self.tree.restoring
+            if restoring is not None and restoring(patient_key):
+                # newer than a stored copy the restore has yet to read (server.restore)
+                container.received_while_restoring.add(sop_uid)
             if late is not None:
                 what = f"late (late_images {self.config.late_images!r})"
                 if self.config.late_images == "rerun":

@@ -162,8 +162,12 @@ class _StateCollector:
         config = node.config
         yield InfoMetricFamily("dicomnode_node", "The node: pipeline name, AE title, dicomnode version",
                                value={"pipeline": config.name, "ae_title": config.ae_title, "version": __version__})
+        restoring = node.restoring
         yield GaugeMetricFamily("dicomnode_ready", "1 when the node listens and has restored its data",
-                                value=1.0 if board.ready and node.is_open else 0.0)
+                                value=1.0 if board.ready and node.is_open and restoring is None else 0.0)
+        yield GaugeMetricFamily("dicomnode_restore_pending_instances",
+                                "Stored instances the node has yet to read back after its start (0: none)",
+                                value=0.0 if restoring is None else float(restoring[1] - restoring[0]))
         yield GaugeMetricFamily("dicomnode_start_time_seconds", "When the node started (Unix time)",
                                 value=board.started)
         patients = images = 0

@@ -35,10 +35,9 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 
 from dicomnode.dicom.encoded import encoded_instance
-from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.errors import ConfigurationError
 from dicomnode.extension.containers import InputContainer
 from dicomnode.extension.executors import PipelineIdentity
@@ -66,6 +65,7 @@ if TYPE_CHECKING:
     from dicomnode.server.maintenance import MaintenanceThread
     from dicomnode.server.outbox import Outbox
     from dicomnode.server.quarantine import Quarantine
+    from dicomnode.server.restore import Restore
     from dicomnode.server.storage import InstanceStore
 
 __all__ = ["AbstractPipeline", "AbstractQueuedPipeline", "AbstractThreadedPipeline"]
@@ -126,7 +126,8 @@ class AbstractPipeline:
         self.services: dict[str, Service] = self._make_services()
         self._services_started: list[Service] = []
         self.port = config.port
-        self.tree_restored = 0
+        #: the restore of the data directory behind the listening node (None: nothing to restore)
+        self._restore: Restore | None = None
         self._server: DicomServer | None = None
         self._maintenance: MaintenanceThread | None = None
         self._stopped = threading.Event()
@@ -298,8 +299,8 @@ class AbstractPipeline:
         self.runner.start()
         self._start_workers()
         self._workers_started = True
-        if self.store is not None:
-            self._rebuild()
+        # listed before the node listens: what arrives afterwards is not restored a second time
+        restore = self._restore = self._listed_restore()
         from dicomnode.net.server import DicomServer
 
         server = DicomServer(ae_title=config.ae_title, sink=self.receiver, ip=config.ip, port=config.port,
@@ -319,6 +320,8 @@ class AbstractPipeline:
             release_free_memory()  # what importing and post_init freed (~30 MB with numpy and pydicom)
         self.logger.info("%s listening as %s on %s:%d", config.name, config.ae_title, config.ip, self.port)
         self.events.opened(f"{config.ip}:{self.port}")
+        if restore is not None:
+            restore.start()
 
     def close(self) -> None:
         """Stop accepting, let the instances being received finish, finish the jobs in flight, stop.
@@ -327,6 +330,8 @@ class AbstractPipeline:
         """
         self._stopped.set()
         self.events.closing()
+        if self._restore is not None:
+            self._restore.stop()  # between two files; its patients stay held, every file stays
         self._stop_services()
         server, self._server = self._server, None
         if server is not None:
@@ -443,42 +448,42 @@ class AbstractPipeline:
         if self.is_open:
             self.check_ready([patient_key])
 
-    def _rebuild(self) -> None:
-        """Put the stored instances back into the tree (headers only) and start complete patients."""
-        assert self.store is not None
-        count = 0
-        tag = self.config.patient_identifier_tag
-        for path in self.store.files():
-            try:
-                header = dcmread(path, stop_before_pixels=True)
-                key = str(header[tag].value).strip() if tag in header else ""
-            except Exception as error:  # an unreadable file must not stop the start
-                # the message without the folder, which is named after the patient key
-                self.logger.error("cannot read stored instance %s: %s", path.name,
-                                  str(error).replace(str(path), path.name) or type(error).__name__)
-                continue
-            if self.pacs_counts is not None:  # received before the restart: the PACS need not send it again
-                self.pacs_counts.seen(Source("RESTORED", "", "restore"), header, key)
-            # the pixels stay on disk until a job needs them, whatever lazy_storage says:
-            # a backlog of restored patients must not fill the memory at start
-            dataset = LazyDataset(path)
-            if not key or not self.tree.add_image(key, dataset, path, "RESTORED", header=header):
-                self.logger.warning("stored instance %s of patient %s is accepted by no input any more; left "
-                                    "in place", path.name, patient_label(key) or "?")
-                continue
-            # the patient's age counts from its first stored image, not from this start
-            container = self.tree[key]
-            container.created = min(container.created, path.stat().st_mtime)
-            count += 1
-        if count:
-            self.logger.info("restored %d stored instance(s) of %d patient(s)", count, len(self.tree))
-        self.tree_restored = count
-        self.events.restored(self.tree)
-        self.check_ready_after_restore()
+    def _listed_restore(self) -> Restore | None:
+        """The restore of the stored instances, listed now, its patients held from now (None: none stored)."""
+        if self.store is None:
+            return None
+        from dicomnode.server.restore import Restore
 
-    def check_ready_after_restore(self) -> None:
-        """Submit restored patients that validate (the stable time does not apply: it has passed)."""
-        for container in self.tree.take_ready(None, None):
+        restore = Restore(self, self.store.files())
+        if not restore.total:
+            return None
+        self.tree.restoring = restore.holds
+        return restore
+
+    @property
+    def restoring(self) -> tuple[int, int] | None:
+        """While the node restores its data directory: (files read, files to read); else None."""
+        restore = self._restore
+        if restore is None or restore.complete:
+            return None
+        return restore.done, restore.total
+
+    @property
+    def tree_restored(self) -> int:
+        """The stored instances put back into the tree at start (so far, while the restore runs)."""
+        return self._restore.restored if self._restore is not None else 0
+
+    def wait_for_restore(self, timeout: float | None = None) -> bool:
+        """Block until the stored instances are back in the tree (at once without any); False on timeout.
+
+        The node listens while it restores (:mod:`dicomnode.server.restore`).
+        """
+        restore = self._restore
+        return restore is None or restore.wait(timeout)
+
+    def check_ready_after_restore(self, keys: list[str] | None = None) -> None:
+        """Submit restored patients (of ``keys``, or all) that validate; the stable time has passed for them."""
+        for container in self.tree.take_ready(keys, None):
             self._submit(container)
 
     # --- jobs -----------------------------------------------------------------------

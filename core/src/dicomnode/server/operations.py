@@ -87,11 +87,18 @@ class Operations:
         return node_status(self.node, self.board, self.counts, limit=limit)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Whether the node listens and has restored its data, with a word on why not."""
-        if self.board.ready and self.node.is_open:
+        """Whether the node listens and has restored its data, with a word on why not.
+
+        While it restores: ``{"status": "restoring", "restored": n, "of": N}`` (stored instances read).
+        """
+        restoring = self.node.restoring
+        if self.board.ready and self.node.is_open and restoring is None:
             return True, {"status": "ok", "address": self.board.address}
-        state = "closing" if self.board.shutting_down else "starting"
-        return False, {"status": state}
+        if self.board.shutting_down:
+            return False, {"status": "closing"}
+        if restoring is not None and self.node.is_open:
+            return False, {"status": "restoring", "restored": restoring[0], "of": restoring[1]}
+        return False, {"status": "starting"}
 
     def metrics_text(self) -> tuple[bytes, str] | None:
         """The Prometheus exposition and its content type; None without prometheus-client."""

@@ -98,6 +98,9 @@ class PatientContainer:
         self._studies: dict[str, None] = {}
         #: with ``late_images = "rerun"``: the earlier job whose images this patient's job runs again with
         self.rerun_of: RerunSource | None = None
+        #: SOPInstanceUIDs received while the node restored this patient's stored images: a stored
+        #: copy of one of them is older and is not added (:mod:`dicomnode.server.restore`)
+        self.received_while_restoring: set[str] = set()
 
     def choose(self, dataset: Dataset) -> tuple[list[str], str]:
         """The inputs that take ``dataset``, and, when none does, why (every input's reason).
@@ -154,6 +157,13 @@ class PatientContainer:
         if names:
             self.add_chosen(names, dataset, path, header=header)
         return names
+
+    def keep_file(self, path: Path) -> None:
+        """Count a stored file among the patient's files without adding its image (a newer copy is held).
+
+        The job's end removes it (or quarantines it) with the others.
+        """
+        self._paths[path] = None
 
     def _start(self, dataset: Dataset) -> None:
         for name, inp in self.inputs.items():
@@ -314,6 +324,9 @@ class PipelineTree:
         self.completion_of = completion_of
         self._patients: dict[str, PatientContainer] = {}
         self._lock = threading.Lock()
+        #: while the node restores its data directory: whether a patient still has stored images to be
+        #: read back; such a patient is neither taken as ready nor as expired (None: nothing is restored)
+        self.restoring: Callable[[str], bool] | None = None
 
     @contextmanager
     def patient(self, patient_key: str) -> Iterator[PatientContainer]:
@@ -388,7 +401,13 @@ class PipelineTree:
         """
         now = time.monotonic() if now is None else now
 
+        restoring = self.restoring
+
         def ready(container: PatientContainer) -> bool:
+            if restoring is not None and restoring(container.patient_key):
+                if waiting is not None:
+                    waiting[container.patient_key] = "its stored images are being restored"
+                return False
             is_ready, why = container.readiness(stable_time, now, self.completion_of)
             if not is_ready and waiting is not None:
                 waiting[container.patient_key] = why
@@ -400,10 +419,14 @@ class PipelineTree:
         """What holds each patient back now (patient key -> words for the log); nothing is taken."""
         result: dict[str, str] = {}
         now = time.monotonic()
+        restoring = self.restoring
         for key in self.keys():
             with self._lock:
                 container = self._patients.get(key)
             if container is None:
+                continue
+            if restoring is not None and restoring(key):
+                result[key] = "its stored images are being restored"
                 continue
             with container.lock:
                 if container.taken:
@@ -415,7 +438,13 @@ class PipelineTree:
     def take_expired(self, older_than_seconds: float) -> list[PatientContainer]:
         """Remove and return patients whose first image arrived more than that long ago."""
         limit = time.time() - older_than_seconds
-        return self._take(None, lambda container: container.created < limit)
+        restoring = self.restoring
+
+        def expired(container: PatientContainer) -> bool:
+            held = restoring is not None and restoring(container.patient_key)
+            return container.created < limit and not held
+
+        return self._take(None, expired)
 
     def pop(self, patient_key: str) -> PatientContainer | None:
         """Remove a patient and return it (None when absent)."""

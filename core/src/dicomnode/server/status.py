@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from dicomnode.server.runner import JobResult
     from dicomnode.server.stores import DataDirectory
 
-__all__ = ["DirectoryCounts", "StatusBoard", "format_status", "iso", "node_status", "offline_status"]
+__all__ = ["DirectoryCounts", "StatusBoard", "format_status", "iso", "node_state", "node_status", "offline_status"]
 
 #: patients listed in a status at most, those waiting longest (the counts always cover all of them);
 #: ``?limit=N`` lists more
@@ -209,12 +209,15 @@ def node_status(node: AbstractPipeline, board: StatusBoard, counts: DirectoryCou
     listed = heapq.nsmallest(limit, containers, key=attrgetter("created"))
     holds = [hold_of(container, config.stable_time) for container in listed]
     queued, running = node.runner.load()
+    restoring = node.restoring
     now = time.time()
     status: dict[str, Any] = {
         "time": iso(now),
         "node": {
             "name": config.name, "ae_title": config.ae_title, "address": board.address or None,
-            "listening": node.is_open, "ready": board.ready and node.is_open, "closing": board.shutting_down,
+            "listening": node.is_open, "ready": board.ready and node.is_open and restoring is None,
+            "closing": board.shutting_down,
+            "restoring": None if restoring is None else {"restored": restoring[0], "of": restoring[1]},
             "version": __version__, "started": iso(board.started), "uptime_seconds": round(now - board.started, 1),
             "data_directory": str(config.data_directory) if config.data_directory is not None else None,
             "last_instance_received": iso(board.last_received), "associations": board.associations,
@@ -303,6 +306,18 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+def node_state(node: Mapping[str, Any]) -> str:
+    """A running node's state in words: ready, closing, restoring (n of N instances) or starting."""
+    if node["ready"]:
+        return "ready"
+    if node["closing"]:
+        return "closing"
+    restoring = node.get("restoring")
+    if restoring:
+        return f"restoring ({restoring['restored']} of {restoring['of']} instances)"
+    return "starting"
+
+
 def format_status(status: Mapping[str, Any]) -> str:
     """A status as text for a terminal."""
     node: Mapping[str, Any] = status["node"]
@@ -311,8 +326,7 @@ def format_status(status: Mapping[str, Any]) -> str:
         lines.append(f"data directory {node['data_directory']} (read from its files; last event "
                      f"{node.get('last_event') or 'never'})")
     else:
-        state = "ready" if node["ready"] else "closing" if node["closing"] else "starting"
-        lines.append(f"{node['name']} ({node['ae_title']}) on {node['address'] or '?'}: {state}, up "
+        lines.append(f"{node['name']} ({node['ae_title']}) on {node['address'] or '?'}: {node_state(node)}, up "
                      f"{_age(node['uptime_seconds'])}, dicomnode {node['version']}")
     patients = status["patients"]
     lines.append(f"patients held: {patients['count']} ({patients['images']} image(s))")

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dicomnode.server.logs import patient_label
+from dicomnode.server.status import node_state
 
 if TYPE_CHECKING:
     from dicomnode.server.history import HistoryEvent
@@ -27,7 +28,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em 2em; color: #1d2329; 
 h1 { font-size: 1.4em; margin: 0 0 .2em; } h2 { font-size: 1.1em; margin: 1.6em 0 .5em; }
 .sub { color: #5b6570; margin-bottom: 1em; }
 .state { display: inline-block; padding: .1em .6em; border-radius: 1em; font-weight: 600; color: #fff; }
-.ready { background: #2e7d32; } .starting { background: #b26a00; } .closing { background: #8e2431; }
+.ready { background: #2e7d32; } .starting, .restoring { background: #b26a00; } .closing { background: #8e2431; }
 .cards { display: flex; flex-wrap: wrap; gap: .8em; }
 .card { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: .6em 1em; min-width: 9em; }
 .card b { display: block; font-size: 1.6em; } .card.warn b { color: #8e2431; }
@@ -101,7 +102,8 @@ def render_page(status: Mapping[str, Any], events: Sequence[HistoryEvent]) -> st
     """The status page for ``status`` (:func:`~dicomnode.server.status.node_status`) and the latest events."""
     node, patients, jobs = status["node"], status["patients"], status["jobs"]
     outbox, quarantine = status.get("outbox"), status.get("quarantine")
-    state = "ready" if node["ready"] else "closing" if node["closing"] else "starting"
+    words = node_state(node)
+    state = words.split(" ", 1)[0]  # the CSS class: ready, closing, restoring or starting
     cards = [_card("patients waiting", patients["count"]), _card("images held", patients["images"]),
              _card("jobs queued", jobs["queued"]), _card("jobs running", jobs["running"]),
              _card("jobs done", jobs["succeeded"]), _card("jobs failed", jobs["failed"], jobs["failed"] > 0)]
@@ -115,7 +117,7 @@ def render_page(status: Mapping[str, Any], events: Sequence[HistoryEvent]) -> st
 <title>{_e(node["name"])} — dicomnode status</title>
 <style>{_STYLE}</style></head>
 <body>
-<h1>{_e(node["name"])} <span class="state {state}">{state}</span></h1>
+<h1>{_e(node["name"])} <span class="state {state}">{_e(words)}</span></h1>
 <div class="sub">{_e(node["ae_title"])} on {_e(node["address"] or "?")} · up {_e(_age(node["uptime_seconds"]))}
  · last image {_e(_when(node["last_instance_received"]) or "none yet")} · dicomnode {_e(node["version"])}
  · {_e(_when(status["time"]))} (refreshes every {REFRESH_SECONDS} s)</div>
