@@ -136,8 +136,9 @@ def test_an_instance_sent_again_during_the_restore_is_held_once_the_new_copy(
     node = _opened(gate, data_directory=tmp_path / "data")
     try:
         _send(node.port, files[2:] + more)  # the two not yet restored come again, and the rest
-        assert node.wait_for_jobs(10)
-        assert read_jobs(record) == []  # six distinct images are held, but two stored copies are unread
+        assert wait_until(lambda: "P1" in node.tree and node.tree["P1"].images == 6, timeout=10)
+        # six distinct images are held, but two stored copies are unread: no job yet
+        assert node.check_ready(["P1"]) == 0 and read_jobs(record) == []
         assert node.waiting()["P1"] == "its stored images are being restored"
         live = {path.name for path in node.tree["P1"].paths}
         gate.open()

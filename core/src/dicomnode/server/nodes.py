@@ -501,9 +501,13 @@ class AbstractPipeline:
 
         False on timeout. Waiting for the associations too matters: a sender's
         release returns before the node has handled it and started the job.
-        (A patient held back by ``stable_time`` is not a job yet.)
+        The restore of the data directory is waited for first: it starts the
+        restored patients that are ready when it ends. (A patient held back by
+        ``stable_time`` is not a job yet.)
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.wait_for_restore(timeout):
+            return False
         while self._receiving():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
