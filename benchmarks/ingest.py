@@ -29,8 +29,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -91,8 +93,18 @@ def _serve_node(port: int, folder: Path | None) -> None:
     IngestNode.port = port
     node = IngestNode()
     node.open(blocking=False)
+    if folder is not None and hasattr(node, "wait_for_restore"):  # a node that restores behind the listen
+        threading.Thread(target=_report_restore, args=(node,), daemon=True).start()
     _wait_for_signal()
     node.close()
+
+
+def _report_restore(node: Any) -> None:
+    """Print when the restore behind the listen ended: ``RESTORED <seconds> <instances>`` (benchmarks/restart.py)."""
+    node.wait_for_restore()
+    restore = node._restore
+    seconds, count = (restore.seconds, restore.restored) if restore is not None else (0.0, 0)
+    print(f"RESTORED {seconds:.3f} {count}", flush=True)
 
 
 def _wait_for_signal() -> None:

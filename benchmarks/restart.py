@@ -5,7 +5,8 @@ input never completes) is sent ``COUNT`` 64x64 CT instances (100 per
 patient) by DCMTK ``storescu`` and stopped; then, each round, the same node
 is started again on the same data directory and timed from the start of its
 process to its first successful DCMTK ``echoscu``, with its resident memory
-once it answers. DCMTK ``storescp`` started on a folder holding the same
+once it answers (and, for a node that restores behind the listen, how long
+its restore took and its memory after). DCMTK ``storescp`` started on a folder holding the same
 files is the reference (a process start and a listening socket: the floor).
 With ``--baseline SOURCES`` the node from those sources (another checkout's
 ``core/src``) restarts on a copy of the same data directory, interleaved.
@@ -63,10 +64,13 @@ def _command(kind: str, port: int, folder: Path) -> tuple[list[str], dict[str, s
     return [sys.executable, str(HERE / "ingest.py"), "--serve", kind, str(port), str(folder)], env
 
 
-def restart_once(kind: str, folder: Path, log: Path, timeout: float = 300.0) -> tuple[float, float]:
-    """Start ``kind`` on ``folder``; seconds until it answers C-ECHO, and its RSS (MiB) then. Stopped after."""
+def restart_once(kind: str, folder: Path, log: Path, timeout: float = 300.0
+                 ) -> tuple[float, float, tuple[float, float] | None]:
+    """Start ``kind`` on ``folder``; seconds until it answers C-ECHO, its RSS (MiB) then, and for a node
+    that restores behind the listen the seconds its restore took and its RSS after. Stopped after."""
     port = ingest.free_port()
     command, env = _command(kind, port, folder)
+    offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as output:
         start = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -77,7 +81,8 @@ def restart_once(kind: str, folder: Path, log: Path, timeout: float = 300.0) -> 
                     raise RuntimeError(f"({kind}) never answered C-ECHO; see {log}")
                 time.sleep(0.02)
             elapsed = time.perf_counter() - start
-            return elapsed, _rss_mib(process.pid)
+            rss = _rss_mib(process.pid)
+            return elapsed, rss, (_restored(log, offset, process, deadline) if kind == "c" else None)
         finally:
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGTERM)
@@ -86,6 +91,18 @@ def restart_once(kind: str, folder: Path, log: Path, timeout: float = 300.0) -> 
                 except subprocess.TimeoutExpired:
                     os.kill(process.pid, signal.SIGKILL)
                     process.wait()
+
+
+def _restored(log: Path, offset: int, process: subprocess.Popen[bytes], deadline: float) -> tuple[float, float]:
+    """Wait for the node's ``RESTORED <seconds> <instances>`` line; its restore's seconds and its RSS then."""
+    while time.monotonic() < deadline and process.poll() is None:
+        with open(log, "rb") as stream:
+            stream.seek(offset)
+            for line in stream.read().decode(errors="replace").splitlines():
+                if line.startswith("RESTORED "):
+                    return float(line.split()[1]), _rss_mib(process.pid)
+        time.sleep(0.05)
+    raise RuntimeError(f"the node never reported the end of its restore; see {log}")
 
 
 def backlog(count: int, work: Path, kinds: list[str]) -> dict[str, Path]:
@@ -110,32 +127,42 @@ def backlog(count: int, work: Path, kinds: list[str]) -> dict[str, Path]:
 
 
 def measure(count: int, runs: int, kinds: list[str], *, warm_up: bool = True
-            ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Seconds to the first C-ECHO and RSS (MiB) of each contender per counted round (after a warm-up round)."""
+            ) -> tuple[dict[str, list[float]], dict[str, list[float]], list[tuple[float, float]]]:
+    """Seconds to the first C-ECHO and RSS (MiB) of each contender per counted round (after a warm-up round),
+    and the seconds and RSS after of each counted restore behind the listen (contender c)."""
     ingest.WORK.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="restart-", dir=ingest.WORK))
     try:
         folders = backlog(count, work, kinds)
         times: dict[str, list[float]] = {kind: [] for kind in kinds}
         memory: dict[str, list[float]] = {kind: [] for kind in kinds}
+        behind: list[tuple[float, float]] = []
         first = 0 if warm_up else 1
         for round_number in range(first, runs + 1):
             for kind in kinds:
-                elapsed, rss = restart_once(kind, folders[kind], work / f"{kind}.log")
+                elapsed, rss, restored = restart_once(kind, folders[kind], work / f"{kind}.log")
                 if round_number > 0:
                     times[kind].append(elapsed)
                     memory[kind].append(rss)
-        return times, memory
+                    if restored is not None:
+                        behind.append(restored)
+        return times, memory, behind
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(count: int, times: dict[str, list[float]], memory: dict[str, list[float]]) -> str:
+def report(count: int, times: dict[str, list[float]], memory: dict[str, list[float]],
+           behind: list[tuple[float, float]] | None = None) -> str:
     lines = [f"Restart with {count} held 64x64 CT instances: start to the first C-ECHO answered", "",
              "| contender | median (s) | min–max (s) | RSS then (MiB), median |", "|---|---|---|---|"]
     for kind, values in times.items():
         lines.append(f"| ({kind}) {CONTENDERS[kind]} | {statistics.median(values):.3f} | "
                      f"{min(values):.3f}–{max(values):.3f} | {statistics.median(memory[kind]):.0f} |")
+    if behind:
+        seconds = [item[0] for item in behind]
+        lines += ["", f"(c) restores behind the listen in {statistics.median(seconds):.2f} s (median; "
+                      f"{min(seconds):.2f}–{max(seconds):.2f}), RSS then "
+                      f"{statistics.median(item[1] for item in behind):.0f} MiB"]
     return "\n".join(lines)
 
 
@@ -151,8 +178,8 @@ def main() -> int:
     for program in (ingest.STORESCU, ingest.STORESCP, ECHOSCU):
         if not os.access(program, os.X_OK):
             raise SystemExit(f"{program} is missing: apt-get install dcmtk")
-    times, memory = measure(args.count, args.runs, list(args.contenders))
-    print(report(args.count, times, memory))
+    times, memory, behind = measure(args.count, args.runs, list(args.contenders))
+    print(report(args.count, times, memory, behind))
     return 0
 
 

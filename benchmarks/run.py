@@ -173,10 +173,10 @@ def restart(mode: Mode) -> Section:
 
     count, runs = SMALL_COUNT[mode.name], min(mode.runs, 3)
     say(f"  restart with {count} held instances")
-    times, memory = script.measure(count, runs, ["c", "d"], warm_up=mode.name != "smoke")
+    times, memory, behind = script.measure(count, runs, ["c", "d"], warm_up=mode.name != "smoke")
     answer = statistics.median(times["c"])
     return Section(
-        "restart", "Restart with a backlog", script.report(count, times, memory),
+        "restart", "Restart with a backlog", script.report(count, times, memory, behind),
         [Target(f"the node answers C-ECHO within 1 s holding {count} instances", f"{answer:.2f} s", answer <= 1.0)],
         [Headline("restart: 1 s budget / time to C-ECHO", 1.0 / answer, 1.0)],
     )

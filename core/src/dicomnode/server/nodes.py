@@ -450,6 +450,7 @@ class AbstractPipeline:
 
     def _listed_restore(self) -> Restore | None:
         """The restore of the stored instances, listed now, its patients held from now (None: none stored)."""
+        self.tree.restoring = None  # a node opened again: the last restore's hold is over
         if self.store is None:
             return None
         from dicomnode.server.restore import Restore
