@@ -225,3 +225,25 @@ def test_health_status_and_metrics_say_restoring_until_the_restore_ends(
         assert node.status()["node"]["ready"] and node.status()["node"]["restoring"] is None
     finally:
         node.close()
+
+
+def test_the_metrics_and_the_page_say_restoring(tmp_path: Path, record: Path, expected: type[CT]) -> None:
+    pytest.importorskip("prometheus_client", reason="the metrics need the dicomnode[metrics] extra")
+    expected.expected = 100
+    _seed(tmp_path / "data", tmp_path, "P1", 3)
+    gate = Gate(at=1)
+    node = _opened(gate, data_directory=tmp_path / "data", admin_port=0)
+    try:
+        exposition = node.operations.metrics_text()
+        assert exposition is not None
+        text = exposition[0].decode()
+        assert "dicomnode_ready 0.0" in text and "dicomnode_restore_pending_instances 2.0" in text
+        assert "restoring (1 of 3 instances)" in node.operations.page()
+        gate.open()
+        assert node.wait_for_restore(10)
+        exposition = node.operations.metrics_text()
+        assert exposition is not None
+        text = exposition[0].decode()
+        assert "dicomnode_ready 1.0" in text and "dicomnode_restore_pending_instances 0.0" in text
+    finally:
+        node.close()
