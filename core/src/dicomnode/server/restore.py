@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.dicom.paths import safe_component
@@ -132,6 +132,7 @@ class Restore:
     def _run(self) -> None:
         started = time.monotonic()
         last_line = started
+        failed = False
         try:
             for path in self.files:
                 if self._stop.is_set():
@@ -146,19 +147,25 @@ class Restore:
                 if now - last_line >= PROGRESS_INTERVAL:
                     last_line = now
                     logger.info("restoring: %d of %d stored instance(s) read", self.done, self.total)
-        except Exception:  # the node must go on serving whatever one file does
-            logger.exception("restoring the data directory failed after %d of %d file(s)", self.done, self.total)
+        except Exception:  # the node must go on serving; the patients stay held (their images are not back)
+            failed = True
+            logger.exception("restoring the data directory failed after %d of %d file(s); its patients wait "
+                             "for the next start", self.done, self.total)
         finally:
             self.seconds = time.monotonic() - started
-            self._finish()
+            try:
+                self._finish(failed)
+            finally:
+                self._finished.set()
 
-    def _finish(self) -> None:
+    def _finish(self, failed: bool) -> None:
         node = self.node
+        if failed:
+            return
         if self._stop.is_set():
             # its patients stay held: the node closes, and their images are not all back
             logger.info("restore stopped after %d of %d stored instance(s) (%.1f s); every file stays in the "
                         "data directory for the next start", self.done, self.total, self.seconds)
-            self._finished.set()
             return
         logger.info("restored %d stored instance(s) of %d patient(s) in %.1f s%s", self.restored,
                     len(self.images), self.seconds,
@@ -169,7 +176,6 @@ class Restore:
         keys = node.tree.keys()  # a snapshot (the tree is not iterable)
         held = [key for key in keys if key in self._keys or safe_component(key) in self._folders]
         node.events.restored(dict(self.images))
-        self._finished.set()
         # restored patients that got nothing since the start: their stable time has passed (as before)
         quiet = [key for key in held if key in self.images and not _received_since_start(node, key)]
         node.check_ready_after_restore(quiet)
@@ -197,9 +203,16 @@ class Restore:
             self._not_accepted(path, key)
             return
         self._keys.add(key)  # held from now, whatever its folder is called
-        if node.pacs_counts is not None:  # received before the restart: the PACS need not send it again
-            node.pacs_counts.seen(Source(RESTORED_AET, "", "restore"), header, key)
-        tree = node.tree
+        try:
+            if node.pacs_counts is not None:  # received before the restart: the PACS need not send it again
+                node.pacs_counts.seen(Source(RESTORED_AET, "", "restore"), header, key)
+            self._add(path, header, key, uid, modified)
+        except Exception:  # an input's user code (its rules) must not stop the restore
+            logger.exception("stored instance %s of patient %s could not be restored; left in place", path.name,
+                             patient_label(key))
+
+    def _add(self, path: Path, header: Dataset, key: str, uid: str, modified: float) -> None:
+        tree = self.node.tree
         with tree.patient(key) as container:
             if uid and uid in container.received_while_restoring:
                 # the sender sent it again since the start: that copy is newer; this file goes with the patient
