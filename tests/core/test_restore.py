@@ -247,3 +247,17 @@ def test_the_metrics_and_the_page_say_restoring(tmp_path: Path, record: Path, ex
         assert "dicomnode_ready 1.0" in text and "dicomnode_restore_pending_instances 0.0" in text
     finally:
         node.close()
+
+
+def test_an_unreadable_stored_file_is_logged_and_left_and_the_rest_is_restored(
+        tmp_path: Path, record: Path, expected: type[CT], caplog: pytest.LogCaptureFixture) -> None:
+    expected.expected = 100
+    _seed(tmp_path / "data", tmp_path, "P1", 3)
+    broken = tmp_path / "data" / "incoming" / "P1" / "broken.dcm"
+    broken.write_bytes(b"not DICOM at all")
+    with RecordingNode(data_directory=tmp_path / "data") as node:
+        assert node.wait_for_restore(10)
+        assert node.tree_restored == 3 and node.tree["P1"].images == 3
+        assert node.restoring is None
+    assert "cannot read stored instance broken.dcm" in caplog.text
+    assert broken.exists()
