@@ -455,7 +455,7 @@ class AbstractPipeline:
             return None
         from dicomnode.server.restore import Restore
 
-        restore = Restore(self, self.store.files())
+        restore = Restore(self, self.store.listing())
         if not restore.total:
             return None
         self.tree.restoring = restore.holds

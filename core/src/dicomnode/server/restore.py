@@ -38,7 +38,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.dicom.paths import safe_component
 from dicomnode.extension.handles import Source
 from dicomnode.server.logs import patient_label
+from dicomnode.server.storage import written_order
 
 if TYPE_CHECKING:
     from dicomnode.server.nodes import AbstractPipeline
@@ -70,10 +71,11 @@ class Restore:
     ``restored`` the instances added, ``images`` per patient key.
     """
 
-    def __init__(self, node: AbstractPipeline, files: Iterable[Path]) -> None:
+    def __init__(self, node: AbstractPipeline, listing: Mapping[Path, Sequence[Path]]) -> None:
         self.node = node
-        self.files = list(files)
-        self.total = len(self.files)
+        #: the stored files by patient folder (:meth:`~dicomnode.server.storage.InstanceStore.listing`)
+        self.listing = {folder: list(files) for folder, files in listing.items()}
+        self.total = sum(len(files) for files in self.listing.values())
         #: files read so far (restored, skipped or unreadable)
         self.done = 0
         #: instances added to the tree
@@ -83,7 +85,7 @@ class Restore:
         #: instances added, per patient key
         self.images: Counter[str] = Counter()
         self.seconds = 0.0
-        self._folders = frozenset(path.parent.name for path in self.files)
+        self._folders = frozenset(folder.name for folder in self.listing)
         self._keys: set[str] = set()
         self._stop = threading.Event()
         self._finished = threading.Event()
@@ -134,7 +136,7 @@ class Restore:
         last_line = started
         failed = False
         try:
-            for path in self.files:
+            for path in self._in_written_order():
                 if self._stop.is_set():
                     break
                 if self.before_file is not None:
@@ -183,6 +185,15 @@ class Restore:
         others = [key for key in held if key not in quiet]
         if others:
             node.check_ready(others)
+
+    def _in_written_order(self) -> Iterator[Path]:
+        """Folder by folder, each in the order its files were written (sorted here, not before the listen).
+
+        The order keeps an input's "first image" (the one that started the
+        patient, the series ``enforce_single_series`` keeps) the same.
+        """
+        for files in self.listing.values():
+            yield from sorted(files, key=written_order)
 
     # --- one file -------------------------------------------------------------------------------------
 
