@@ -66,15 +66,15 @@ PROGRESS_INTERVAL = 5.0
 class Restore:
     """The stored instances of one start, read back into the node's tree on a thread (module docstring).
 
-    ``files`` is the listing taken before the node listened. :meth:`holds`
+    ``listing`` is the stored files' names by folder, taken before the node listened. :meth:`holds`
     says whether a patient must wait; ``done``/``total`` the progress;
     ``restored`` the instances added, ``images`` per patient key.
     """
 
-    def __init__(self, node: AbstractPipeline, listing: Mapping[Path, Sequence[Path]]) -> None:
+    def __init__(self, node: AbstractPipeline, listing: Mapping[Path, Sequence[str]]) -> None:
         self.node = node
-        #: the stored files by patient folder (:meth:`~dicomnode.server.storage.InstanceStore.listing`)
-        self.listing = {folder: list(files) for folder, files in listing.items()}
+        #: the stored files' names by patient folder (:meth:`~dicomnode.server.storage.InstanceStore.listing`)
+        self.listing = dict(listing)
         self.total = sum(len(files) for files in self.listing.values())
         #: files read so far (restored, skipped or unreadable)
         self.done = 0
@@ -192,8 +192,8 @@ class Restore:
         The order keeps an input's "first image" (the one that started the
         patient, the series ``enforce_single_series`` keeps) the same.
         """
-        for files in self.listing.values():
-            yield from sorted(files, key=written_order)
+        for folder, names in self.listing.items():
+            yield from sorted((folder / name for name in names), key=written_order)
 
     # --- one file -------------------------------------------------------------------------------------
 
