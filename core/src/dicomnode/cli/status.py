@@ -74,7 +74,10 @@ def _online(args: argparse.Namespace) -> int:
     if args.health:
         code, body = fetch(args.url, "/healthz", token, args.timeout)
         try:
-            state = json.loads(body).get("status", "?")
+            answer = json.loads(body)
+            state = answer.get("status", "?")
+            if state == "restoring":
+                state += f" ({answer.get('restored', '?')} of {answer.get('of', '?')} stored instances read)"
         except ValueError:
             state = body.decode("utf-8", "replace")[:80]
         print(state)
