@@ -110,10 +110,10 @@ class NodeListener:
         """An association that sent C-STOREs ended."""
 
     def opened(self, address: str) -> None:
-        """The node listens at ``address`` and has restored its data directory."""
+        """The node listens at ``address`` (it may still restore its data directory behind: ``restored`` follows)."""
 
     def restored(self, images: Mapping[str, int]) -> None:
-        """At start, stored instances went back into the tree: patient key -> images."""
+        """After the start, the restore of the stored instances ended: patient key -> images restored."""
 
     def closing(self) -> None:
         """The node began to close."""
@@ -262,7 +262,7 @@ class NodeEvents:
     # --- the node's life -------------------------------------------------------------------------
 
     def opened(self, address: str) -> None:
-        """The node listens and has restored its data."""
+        """The node listens (a restore of its data directory may still run behind it)."""
         self._emit("opened", address)
 
     def restored(self, images: Mapping[str, int]) -> None:

@@ -81,7 +81,7 @@ class StatusBoard(NodeListener):
             self._running: dict[str, RunningJob] = {}
 
     def opened(self, address: str) -> None:
-        """The node listens and restored its data: it is healthy from now on."""
+        """The node listens: it is healthy from now on, once its restore (if any) ended (``node.restoring``)."""
         self.address = address
         self.shutting_down = False
         self.ready = True
