@@ -261,3 +261,19 @@ def test_an_unreadable_stored_file_is_logged_and_left_and_the_rest_is_restored(
         assert node.restoring is None
     assert "cannot read stored instance broken.dcm" in caplog.text
     assert broken.exists()
+
+
+def test_a_node_that_fails_to_open_does_not_wait_for_a_restore_that_never_started(
+        tmp_path: Path, record: Path, expected: type[CT]) -> None:
+    import socket
+
+    expected.expected = 100
+    _seed(tmp_path / "data", tmp_path, "P1", 2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        node = RecordingNode(data_directory=tmp_path / "data", port=taken.getsockname()[1])
+        with pytest.raises(OSError):
+            node.open(blocking=False)
+    assert node.wait_for_restore(0) and node.wait_for_jobs(5)
+    assert len(list(InstanceStore(tmp_path / "data").files())) == 2

@@ -128,7 +128,9 @@ class Restore:
         """End the restore between two files and wait for its thread (the node closes)."""
         self._stop.set()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is None:  # never started (the node failed to open): nothing to wait for
+            self._finished.set()
+        elif thread is not threading.current_thread():
             thread.join(timeout)
 
     def _run(self) -> None:
