@@ -27,18 +27,21 @@ transport.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
+from pydicom.tag import BaseTag
 
 from dicomnode.dicom.lazy import LazyDataset
 from dicomnode.extension.containers import InputContainer
 
-__all__ = ["PIXEL_DATA_TAGS", "travelling"]
+__all__ = ["PIXEL_DATA_TAGS", "collector_paused", "travelling"]
 
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
@@ -90,18 +93,20 @@ def _pack(dataset: Dataset, held: set[int], pixel_data: bool, shared: dict[tuple
     if id(dataset) in held:
         return dataset
     elements: list[Any] = []
-    for tag in list(dataset.keys()):
-        element = dataset.get_item(tag)
-        if isinstance(element, RawDataElement) and element.value is None and element.length:
+    # the dataset's own dict (pydicom's private ``_dict``) rather than ``get_item`` for each tag: its elements as
+    # they are, raw ones unconverted, at a fifth of the cost (packing is on every job's path)
+    for tag, element in list(dataset._dict.items()):
+        if element.__class__ is RawDataElement and element.value is None and element.length:
             element = dataset[tag]  # a deferred value (still in the received bytes or a file): read it now
         if tag in PIXEL_DATA_TAGS:
             if pixel_data:
                 elements.append(_pixel_entry(element))
             continue
-        if isinstance(element, RawDataElement):
+        if element.__class__ is RawDataElement:
             # the slices of a series share most of their elements: where they were read from (value_tell)
-            # aside, one tuple for all of them, which the pickle sends once
-            raw = tuple(element._replace(value_tell=0))
+            # aside, one tuple for all of them, which the pickle sends once. The tag as a plain int: a
+            # pydicom tag compares in Python, and finding the shared tuple compares every tag
+            raw = (int(tag), *element[1:4], 0, *element[5:])
             elements.append(shared.setdefault(raw, raw))
         else:
             elements.append(element)
@@ -121,7 +126,26 @@ def _pixel_entry(element: Any) -> Any:
 
 def _unpacked(packed: list[Any]) -> list[Dataset]:
     made: dict[int, RawDataElement] = {}  # a raw element shared by the slices is made once (it is immutable)
-    return [_unpack(item, made) if isinstance(item, tuple) else item for item in packed]
+    with collector_paused():
+        return [_unpack(item, made) if isinstance(item, tuple) else item for item in packed]
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for a moment (on every thread of the process).
+
+    Unpacking a 300-slice series makes tens of thousands of small objects,
+    and the collections they set off walk every object of the worker: with
+    the collector on it took 0.04-0.09 s, paused 0.025 s (measured). What is
+    made there holds no reference cycles; the collector runs again after.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _unpack(item: tuple[Any, ...], made: dict[int, RawDataElement]) -> Dataset:
@@ -134,7 +158,7 @@ def _unpack(item: tuple[Any, ...], made: dict[int, RawDataElement]) -> Dataset:
             if kind.__class__ is not str:  # a raw element's tag (an int; comparing it to a str parses the str)
                 element: Any = made.get(id(entry))
                 if element is None:
-                    element = made[id(entry)] = RawDataElement(*entry)
+                    element = made[id(entry)] = RawDataElement(BaseTag(kind), *entry[1:])
             elif kind == "raw":
                 element = RawDataElement(*entry[1])._replace(value=bytes(entry[2]))
             else:
