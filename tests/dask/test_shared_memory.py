@@ -23,7 +23,7 @@ from dask_pipelines import ECHOED, VolumeNode, events, release
 from node import wait_until
 
 from dicomnode.dicom.synthetic import synthetic_series
-from dicomnode.errors import ConfigurationError
+from dicomnode.errors import ConfigurationError, ProcessingError
 from dicomnode_dask import shared
 
 # numpy: the test pipeline grinds a volume (imported in the tests: a session without it does not collect them)
@@ -42,7 +42,9 @@ def _segments() -> list[str]:
 
 
 def _node(cluster: DaskCluster, tmp_path: Path, **settings: object) -> VolumeNode:
-    executor_settings = {"address": cluster.address, "connect_timeout": 5, "shared_memory": True, **settings}
+    """A node whose segments are unlinked when their hand-over ends, unless ``shared_memory_keep`` says otherwise."""
+    executor_settings = {"address": cluster.address, "connect_timeout": 5, "shared_memory": True,
+                         "shared_memory_keep": 0, **settings}
     node = VolumeNode(data_directory=tmp_path / "data", executor_settings=executor_settings)
     node.open(blocking=False)
     return node
@@ -98,6 +100,31 @@ def test_a_segment_lives_while_its_job_runs_and_is_gone_when_it_succeeds(cluster
         assert _segments() == []
     finally:
         node.close()
+
+
+def test_a_segment_is_kept_for_the_next_job_and_unlinked_when_unused_for_keep_seconds(cluster: DaskCluster,
+                                                                                        tmp_path: Path) -> None:
+    node = _node(cluster, tmp_path, shared_memory_keep=1.5)
+    try:
+        first, second = _patient("KEEP"), _patient("KEEP")
+        _submit(node, first)
+        assert node.wait_for_jobs(60)
+        [kept] = _segments()  # the job is done; its segment waits for the next
+        _submit(node, second)
+        assert node.wait_for_jobs(60)
+        assert _segments() == [kept]  # the second job's inputs went into the same segment
+        assert node.jobs_succeeded == 2
+        assert [run["shared"] for run in events(first, "started") + events(second, "started")] == [True, True]
+        assert numpy_equal(ECHOED.pop(first).volume, ECHOED.pop(second).volume)  # same synthetic pixels, + 1
+        assert wait_until(lambda: _segments() == [], timeout=10)  # unused for 1.5 s: unlinked
+    finally:
+        node.close()
+
+
+def numpy_equal(left: object, right: object) -> bool:
+    import numpy
+
+    return bool(numpy.array_equal(left, right))  # type: ignore[arg-type]
 
 
 def test_no_segment_is_left_when_process_raises(cluster: DaskCluster, tmp_path: Path) -> None:
@@ -172,26 +199,37 @@ def test_a_worker_that_cannot_open_the_segment_fails_the_job_and_says_to_turn_sh
     assert "set executor_settings shared_memory = false" in entry.reason
 
 
-def test_a_dev_shm_without_room_sends_the_inputs_through_dask_with_a_warning(
+def test_a_dev_shm_without_room_sends_the_inputs_through_dask_with_a_warning_until_it_has_more(
         cluster: DaskCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
+    write_all = shared._write_all
+
     def full(descriptor: int, buffer: memoryview, offset: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(shared, "_write_all", full)
     caplog.set_level(logging.WARNING, "dicomnode.dask")
-    patient = _patient("FULL")
+    patients = [_patient("FULL") for _ in range(3)]
     node = _node(cluster, tmp_path)
     try:
-        _submit(node, patient)
+        for patient in patients[:2]:  # the first finds /dev/shm full; the second does not try while it is
+            _submit(node, patient)
+            assert node.wait_for_jobs(60)
+            assert _segments() == []
+        monkeypatch.setattr(shared, "_write_all", write_all)
+        room = shared.Segments._room
+        monkeypatch.setattr(shared.Segments, "_room", lambda segments: room(segments) + 2**30)  # room was freed
+        _submit(node, patients[2])
         assert node.wait_for_jobs(60)
-        assert _segments() == []
     finally:
         node.close()
-    assert node.jobs_succeeded == 1
-    assert events(patient, "started")[0]["shared"] is False
-    assert any(f"of patient {patient}: its inputs cannot be put in shared memory ([Errno 28] No space left on "
-               "device); they cross through Dask" in record.getMessage() for record in caplog.records)
+    assert node.jobs_succeeded == 3
+    assert [events(patient, "started")[0]["shared"] for patient in patients] == [False, False, True]
+    warnings = [record.getMessage() for record in caplog.records if "cannot be put in shared memory" in
+                record.getMessage()]
+    assert len(warnings) == 1
+    assert f"of patient {patients[0]}: its inputs cannot be put in shared memory ([Errno 28] No space left on " \
+           "device); they cross through Dask, and so do the next jobs' until /dev/shm has more room" in warnings[0]
 
 
 def _make_segment(pid: int) -> str:
@@ -258,8 +296,72 @@ def test_a_process_that_maps_a_segment_neither_removes_it_nor_warns_when_it_exit
     assert not (shared.LISTING / parcel.segment).exists()
 
 
+def test_a_task_whose_segment_was_given_to_another_hand_over_fails_instead_of_reading_it() -> None:
+    import numpy
+
+    segments = shared.Segments(keep=60)
+    try:
+        old = segments.pack({"volume": numpy.zeros(100_000, dtype=numpy.int32)})
+        assert old is not None
+        segments.release(old.segment)
+        new = segments.pack({"volume": numpy.ones(100_000, dtype=numpy.int32)})
+        assert new is not None and new.segment == old.segment and new.stamp != old.stamp
+        # a task of the ended hand-over that starts only now (cancelled, or its worker given up on)
+        with pytest.raises(ProcessingError, match=r"was given to another hand-over of the node before this task ran"):
+            shared.run_on(old, "here", lambda value: pytest.fail("process() saw another hand-over's inputs"))
+
+        def rewritten_meanwhile(value: dict[str, object]) -> object:
+            # the hand-over ends while its task still runs, and the node fills the segment for the next
+            segments.release(new.segment)
+            assert segments.pack({"volume": numpy.full(100_000, 2, dtype=numpy.int32)}) is not None
+            return value["volume"]
+
+        with pytest.raises(ProcessingError, match=r"was given to another hand-over of the node while this task ran"):
+            shared.run_on(new, "here", rewritten_meanwhile)
+        assert shared.lingering() == 0
+    finally:
+        segments.unlink_all()
+    assert segments.names() == set()
+
+
+def test_a_kept_segment_much_longer_than_its_hand_over_needed_is_unlinked_not_shrunk() -> None:
+    import numpy
+
+    segments = shared.Segments(keep=60)
+    try:
+        large = segments.pack({"volume": numpy.zeros(1_000_000, dtype=numpy.int32)})
+        assert large is not None
+        segments.release(large.segment)
+        small = segments.pack({"volume": numpy.zeros(100_000, dtype=numpy.int32)})
+        assert small is not None and small.segment == large.segment  # reused: it was long enough
+        assert (shared.LISTING / small.segment).stat().st_size >= large.size  # never shrunk under a mapper
+        segments.release(small.segment)
+        assert segments.names() == set() and not (shared.LISTING / small.segment).exists()
+    finally:
+        segments.unlink_all()
+
+
+def test_segments_are_kept_only_for_keep_seconds_and_not_after_close() -> None:
+    import numpy
+
+    segments = shared.Segments(keep=0.3)
+    volume = {"volume": numpy.zeros(100_000, dtype=numpy.int32)}
+    parcels = [segments.pack(volume), segments.pack(volume)]  # two hand-overs at once: two segments
+    assert all(parcels) and len(segments.names()) == 2
+    for parcel in parcels:
+        segments.release(parcel.segment)  # type: ignore[union-attr]
+    assert segments.idle() == segments.names()
+    assert wait_until(lambda: segments.names() == set(), timeout=5)
+    parcel = segments.pack(volume)
+    assert parcel is not None
+    segments.unlink_all()
+    segments.release(parcel.segment)  # a hand-over that ends after close keeps nothing
+    assert segments.names() == set() and not (shared.LISTING / parcel.segment).exists()
+
+
 @pytest.mark.parametrize(("settings", "expected"), [
-    ({}, False),                                       # off unless asked for
+    ({}, True),                                        # the embedded cluster's worker processes
+    ({"shared_memory": False}, False),
     ({"shared_memory": "auto"}, True),                 # the embedded cluster's worker processes
     ({"shared_memory": "auto", "processes": False}, False),  # workers in the node's process: nothing crosses
     ({"shared_memory": True}, True),
@@ -275,3 +377,5 @@ def test_shared_memory_is_on_where_the_workers_are_on_the_nodes_machine(settings
 def test_a_bad_shared_memory_setting_says_what_is_allowed() -> None:
     with pytest.raises(ConfigurationError, match=r"'shared_memory' .* must be true, false or \"auto\", got 'yes'"):
         VolumeNode(executor_settings={"shared_memory": "yes"})
+    with pytest.raises(ConfigurationError, match=r"'shared_memory_keep' .* must be a number of seconds >= 0, got -1"):
+        VolumeNode(executor_settings={"shared_memory": True, "shared_memory_keep": -1})

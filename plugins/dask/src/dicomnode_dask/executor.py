@@ -94,8 +94,8 @@ __all__ = ["DaskExecutor"]
 logger = logging.getLogger("dicomnode.dask")
 
 SETTINGS = ("address", "n_workers", "threads_per_worker", "processes", "resources", "retries", "connect_timeout",
-            "resource_timeout", "submit_timeout", "direct_to_workers", "pixel_data", "shared_memory", "tls_ca",
-            "tls_certificate", "tls_key")
+            "resource_timeout", "submit_timeout", "direct_to_workers", "pixel_data", "shared_memory",
+            "shared_memory_keep", "tls_ca", "tls_certificate", "tls_key")
 #: seconds between two looks at a job that waits on the cluster (closing, resources)
 POLL = 0.25
 #: seconds between two looks at the cluster's workers for a job that asks for resources
@@ -150,7 +150,7 @@ class DaskExecutor(Executor):
                                               allowed="a number of seconds > 0"))
         self.direct_to_workers = self.take(settings, "direct_to_workers", bool, True)
         self.pixel_data = self.take(settings, "pixel_data", bool, True)
-        shared_memory: object = self.take(settings, "shared_memory", (bool, str), False,
+        shared_memory: object = self.take(settings, "shared_memory", (bool, str), "auto",
                                   check=lambda value: isinstance(value, bool) or value == "auto",
                                   allowed='true, false or "auto"')
         #: whether the inputs' large buffers travel through shared memory (see dicomnode_dask.shared)
@@ -159,7 +159,9 @@ class DaskExecutor(Executor):
         if self.shared_memory and not shared.AVAILABLE:
             raise ConfigurationError("executor_settings 'shared_memory' of the executor dask: this system has no "
                                      "POSIX shared memory; allowed here: false or \"auto\"")
-        self._segments = shared.Segments()
+        keep = float(self.take(settings, "shared_memory_keep", (int, float), shared.KEEP,
+                               check=lambda value: value >= 0, allowed="a number of seconds >= 0"))
+        self._segments = shared.Segments(keep)
         self.tls = {key: self.take(settings, key, (str, Path), "", allowed="a file path")
                     for key in ("tls_ca", "tls_certificate", "tls_key")}
         self._check_placement(settings)
@@ -278,18 +280,24 @@ class DaskExecutor(Executor):
         try:
             return self._hand_over(client, job, identity, parcel or container, key)
         finally:
-            if parcel is not None:  # the attempt is over, however it ended: nobody reads the segment again
-                self._segments.unlink(parcel.segment)
+            if parcel is not None:  # the attempt is over, however it ended: the segment is the node's again
+                self._segments.release(parcel.segment)
 
     def _parcel(self, job: Job, container: InputContainer) -> Parcel | None:
         """The container's large buffers in a new shared memory segment (None: it crosses through Dask)."""
         if not self.shared_memory:
             return None
+        if not self._segments.has_room():
+            logger.debug("job %s: /dev/shm has no more room than when it was last full; the inputs cross through "
+                         "Dask", job.id)
+            return None
         try:
             return self._segments.pack(container)
         except OSError as error:  # /dev/shm full or not writable: the socket still works
             logger.warning("job %s of patient %s: its inputs cannot be put in shared memory (%s); they cross "
-                           "through Dask", job.id, patient_label(job.patient_key), _one_line(error))
+                           "through Dask, and so do the next jobs' until /dev/shm has more room (a container's "
+                           "is 64 MiB unless it is given more, e.g. docker run --shm-size=2g)", job.id,
+                           patient_label(job.patient_key), _one_line(error))
             return None
         except Exception as error:
             raise failure_of("handing the job to the Dask cluster", error) from error
