@@ -45,14 +45,18 @@ Settings (``executor_settings``):
     (``process`` takes the pixels from the ground values, a numpy volume):
     a 300-slice CT crosses in half the time. Default true.
 ``shared_memory``
-    false (the default), ``"auto"`` or true: the large buffers of a job's
+    ``"auto"`` (the default), true or false: the large buffers of a job's
     inputs (numpy volumes, the datasets' pixel data) reach the worker
     through POSIX shared memory instead of a socket (see
     :mod:`dicomnode_dask.shared`). ``"auto"`` uses it for the embedded
     cluster's worker processes; true also for workers at an ``address``,
     which must then all run on the node's machine. The outputs come back
-    through Dask. Off by default: measured, it is not faster than Dask's
-    loopback socket on the machines tried (``benchmarks/RESULTS.md``).
+    through Dask.
+``shared_memory_keep``
+    seconds a shared memory segment is kept for the next job once its own
+    has ended (default 30; 0: removed at once). Writing into a kept
+    segment is a plain copy; a new one makes the kernel allocate its pages
+    first (0.16 s against 0.10 s for a 300-slice CT, ``benchmarks/RESULTS.md``).
 ``tls_ca``, ``tls_certificate``, ``tls_key``
     for a ``tls://`` address: the CA that signed the cluster's certificates,
     and the node's own certificate and key (Dask's TLS, which the scheduler
