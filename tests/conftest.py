@@ -109,6 +109,26 @@ def port() -> int:
     return free_port()
 
 
+@pytest.fixture
+def jobs_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file in which the test nodes of ``tests/support/node.py`` record each job they run."""
+    from node import RECORD
+
+    path = tmp_path / "jobs.jsonl"
+    monkeypatch.setenv(RECORD, str(path))
+    return path
+
+
+@pytest.fixture
+def ct_expected() -> Iterator[type[Any]]:
+    """The test input ``CT`` of ``tests/support/node.py``, whose ``expected`` image count is restored after the test."""
+    from node import CT
+
+    before = CT.expected
+    yield CT
+    CT.expected = before
+
+
 #: test folder -> the plugin every test in it needs; such a folder is not even collected
 #: without its plugin (its modules import numpy, nibabel, the plugin itself, …)
 PLUGIN_TEST_FOLDERS = {

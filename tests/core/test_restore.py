@@ -14,13 +14,12 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import require_peer
 from dcmtk import dcmtk_env, storescu
-from node import CT, RECORD, RecordingNode, read_jobs, wait_until, write_patient
+from node import CT, RecordingNode, read_jobs, wait_until, write_patient
 from pydicom import dcmread
 
 from dicomnode.server.restore import Restore
@@ -32,20 +31,6 @@ ECHOSCU = "/usr/bin/echoscu"
 @pytest.fixture(autouse=True)
 def _dcmtk() -> None:
     require_peer("dcmtk")
-
-
-@pytest.fixture
-def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "jobs.jsonl"
-    monkeypatch.setenv(RECORD, str(path))
-    return path
-
-
-@pytest.fixture
-def expected() -> Iterator[type[CT]]:
-    before = CT.expected
-    yield CT
-    CT.expected = before
 
 
 class Gate:
@@ -111,8 +96,8 @@ def _opened(gate: Gate, **settings: object) -> GatedNode:
     return node
 
 
-def test_the_node_answers_c_echo_while_its_restore_runs(tmp_path: Path, record: Path, expected: type[CT]) -> None:
-    expected.expected = 100
+def test_the_node_answers_c_echo_while_its_restore_runs(tmp_path: Path, jobs_record: Path, ct_expected: type[CT]) -> None:
+    ct_expected.expected = 100
     _seed(tmp_path / "data", tmp_path, "P1", 4)
     gate = Gate(at=0)
     node = _opened(gate, data_directory=tmp_path / "data")
@@ -128,8 +113,8 @@ def test_the_node_answers_c_echo_while_its_restore_runs(tmp_path: Path, record: 
 
 
 def test_an_instance_sent_again_during_the_restore_is_held_once_the_new_copy(
-        tmp_path: Path, record: Path, expected: type[CT]) -> None:
-    expected.expected = 6
+        tmp_path: Path, jobs_record: Path, ct_expected: type[CT]) -> None:
+    ct_expected.expected = 6
     files = _seed(tmp_path / "data", tmp_path, "P1", 4)
     more = write_patient(tmp_path / "more", "P1", slices=6)[4:]  # the same series, slices 5 and 6
     gate = Gate(at=2)  # two stored images restored, two still to read
@@ -138,17 +123,17 @@ def test_an_instance_sent_again_during_the_restore_is_held_once_the_new_copy(
         _send(node.port, files[2:] + more)  # the two not yet restored come again, and the rest
         assert wait_until(lambda: "P1" in node.tree and node.tree["P1"].images == 6, timeout=10)
         # six distinct images are held, but two stored copies are unread: no job yet
-        assert node.check_ready(["P1"]) == 0 and read_jobs(record) == []
+        assert node.check_ready(["P1"]) == 0 and read_jobs(jobs_record) == []
         assert node.waiting()["P1"] == "its stored images are being restored"
         live = {path.name for path in node.tree["P1"].paths}
         gate.open()
         assert node.wait_for_restore(10)
-        assert wait_until(lambda: read_jobs(record), timeout=10) and node.wait_for_jobs(10)
+        assert wait_until(lambda: read_jobs(jobs_record), timeout=10) and node.wait_for_jobs(10)
         restore = node._restore
         assert restore is not None and (restore.restored, restore.superseded) == (2, 2)
     finally:
         node.close()
-    jobs = read_jobs(record)
+    jobs = read_jobs(jobs_record)
     assert len(jobs) == 1 and len(jobs[0]["uids"]) == 6  # type: ignore[arg-type]
     assert len(live) == 6  # the two first restored and the four received
     # every file of the patient went with its job, the superseded stored copies too
@@ -156,8 +141,8 @@ def test_an_instance_sent_again_during_the_restore_is_held_once_the_new_copy(
 
 
 def test_a_patient_being_restored_starts_no_job_until_every_image_is_back(
-        tmp_path: Path, record: Path, expected: type[CT]) -> None:
-    expected.expected = 3  # valid from three images: a job started early would get four of the six
+        tmp_path: Path, jobs_record: Path, ct_expected: type[CT]) -> None:
+    ct_expected.expected = 3  # valid from three images: a job started early would get four of the six
     _seed(tmp_path / "data", tmp_path, "DISK", 6)
     fresh = write_patient(tmp_path / "fresh", "FRESH", slices=3)
     gate = Gate(at=4)
@@ -165,34 +150,34 @@ def test_a_patient_being_restored_starts_no_job_until_every_image_is_back(
     try:
         assert node.check_ready(["DISK"]) == 0
         _send(node.port, fresh)  # a new patient does not wait for the restore
-        assert wait_until(lambda: [job["patient"] for job in read_jobs(record)] == ["FRESH"], timeout=10)
+        assert wait_until(lambda: [job["patient"] for job in read_jobs(jobs_record)] == ["FRESH"], timeout=10)
         assert node.check_ready() == 0 and "DISK" in node.tree
         gate.open()
         assert node.wait_for_restore(10)
-        assert wait_until(lambda: len(read_jobs(record)) == 2, timeout=10) and node.wait_for_jobs(10)
+        assert wait_until(lambda: len(read_jobs(jobs_record)) == 2, timeout=10) and node.wait_for_jobs(10)
     finally:
         node.close()
-    jobs = read_jobs(record)
+    jobs = read_jobs(jobs_record)
     assert [job["patient"] for job in jobs] == ["FRESH", "DISK"]
     assert len(jobs[1]["uids"]) == 6  # type: ignore[arg-type]
     assert jobs[1]["calling_aet"] == "RESTORED"
 
 
 def test_a_close_during_the_restore_stops_it_and_the_next_start_restores_everything(
-        tmp_path: Path, record: Path, expected: type[CT]) -> None:
-    expected.expected = 8
+        tmp_path: Path, jobs_record: Path, ct_expected: type[CT]) -> None:
+    ct_expected.expected = 8
     _seed(tmp_path / "data", tmp_path, "P1", 8)
     gate = Gate(at=3)
     node = _opened(gate, data_directory=tmp_path / "data")
     node.close()
     restore = node._restore
     assert restore is not None and restore.wait(0) and not restore.complete
-    assert restore.restored <= 4 and read_jobs(record) == []
+    assert restore.restored <= 4 and read_jobs(jobs_record) == []
     assert len(list(InstanceStore(tmp_path / "data").files())) == 8  # a restore only reads
     with RecordingNode(data_directory=tmp_path / "data") as again:
         assert again.wait_for_restore(10) and again.tree_restored == 8
-        assert wait_until(lambda: read_jobs(record), timeout=10) and again.wait_for_jobs(10)
-    assert len(read_jobs(record)[0]["uids"]) == 8  # type: ignore[arg-type]
+        assert wait_until(lambda: read_jobs(jobs_record), timeout=10) and again.wait_for_jobs(10)
+    assert len(read_jobs(jobs_record)[0]["uids"]) == 8  # type: ignore[arg-type]
 
 
 def _health(node: RecordingNode) -> tuple[int, dict[str, object]]:
@@ -205,8 +190,8 @@ def _health(node: RecordingNode) -> tuple[int, dict[str, object]]:
 
 
 def test_health_status_and_metrics_say_restoring_until_the_restore_ends(
-        tmp_path: Path, record: Path, expected: type[CT]) -> None:
-    expected.expected = 100
+        tmp_path: Path, jobs_record: Path, ct_expected: type[CT]) -> None:
+    ct_expected.expected = 100
     _seed(tmp_path / "data", tmp_path, "P1", 3)
     gate = Gate(at=1)
     node = _opened(gate, data_directory=tmp_path / "data", admin_port=0)
@@ -227,9 +212,9 @@ def test_health_status_and_metrics_say_restoring_until_the_restore_ends(
         node.close()
 
 
-def test_the_metrics_and_the_page_say_restoring(tmp_path: Path, record: Path, expected: type[CT]) -> None:
+def test_the_metrics_and_the_page_say_restoring(tmp_path: Path, jobs_record: Path, ct_expected: type[CT]) -> None:
     pytest.importorskip("prometheus_client", reason="the metrics need the dicomnode[metrics] extra")
-    expected.expected = 100
+    ct_expected.expected = 100
     _seed(tmp_path / "data", tmp_path, "P1", 3)
     gate = Gate(at=1)
     node = _opened(gate, data_directory=tmp_path / "data", admin_port=0)
@@ -250,8 +235,8 @@ def test_the_metrics_and_the_page_say_restoring(tmp_path: Path, record: Path, ex
 
 
 def test_an_unreadable_stored_file_is_logged_and_left_and_the_rest_is_restored(
-        tmp_path: Path, record: Path, expected: type[CT], caplog: pytest.LogCaptureFixture) -> None:
-    expected.expected = 100
+        tmp_path: Path, jobs_record: Path, ct_expected: type[CT], caplog: pytest.LogCaptureFixture) -> None:
+    ct_expected.expected = 100
     _seed(tmp_path / "data", tmp_path, "P1", 3)
     broken = tmp_path / "data" / "incoming" / "P1" / "broken.dcm"
     broken.write_bytes(b"not DICOM at all")
@@ -264,10 +249,10 @@ def test_an_unreadable_stored_file_is_logged_and_left_and_the_rest_is_restored(
 
 
 def test_a_node_that_fails_to_open_does_not_wait_for_a_restore_that_never_started(
-        tmp_path: Path, record: Path, expected: type[CT]) -> None:
+        tmp_path: Path, jobs_record: Path, ct_expected: type[CT]) -> None:
     import socket
 
-    expected.expected = 100
+    ct_expected.expected = 100
     _seed(tmp_path / "data", tmp_path, "P1", 2)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

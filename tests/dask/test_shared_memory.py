@@ -296,16 +296,22 @@ def test_a_process_that_maps_a_segment_neither_removes_it_nor_warns_when_it_exit
     assert not (shared.LISTING / parcel.segment).exists()
 
 
-def test_a_task_whose_segment_was_given_to_another_hand_over_fails_instead_of_reading_it() -> None:
+def _pack(segments: shared.Segments, length: int, fill: int = 0) -> shared.Parcel:
+    """A parcel of a volume of ``length`` voxels of ``fill``, in one of ``segments``."""
     import numpy
 
+    parcel = segments.pack({"volume": numpy.full(length, fill, dtype=numpy.int32)})
+    assert parcel is not None
+    return parcel
+
+
+def test_a_task_whose_segment_was_given_to_another_hand_over_fails_instead_of_reading_it() -> None:
     segments = shared.Segments(keep=60)
     try:
-        old = segments.pack({"volume": numpy.zeros(100_000, dtype=numpy.int32)})
-        assert old is not None
+        old = _pack(segments, 100_000)
         segments.release(old.segment)
-        new = segments.pack({"volume": numpy.ones(100_000, dtype=numpy.int32)})
-        assert new is not None and new.segment == old.segment and new.stamp != old.stamp
+        new = _pack(segments, 100_000, 1)
+        assert new.segment == old.segment and new.stamp != old.stamp
         # a task of the ended hand-over that starts only now (cancelled, or its worker given up on)
         with pytest.raises(ProcessingError, match=r"was given to another hand-over of the node before this task ran"):
             shared.run_on(old, "here", lambda value: pytest.fail("process() saw another hand-over's inputs"))
@@ -313,7 +319,7 @@ def test_a_task_whose_segment_was_given_to_another_hand_over_fails_instead_of_re
         def rewritten_meanwhile(value: dict[str, object]) -> object:
             # the hand-over ends while its task still runs, and the node fills the segment for the next
             segments.release(new.segment)
-            assert segments.pack({"volume": numpy.full(100_000, 2, dtype=numpy.int32)}) is not None
+            _pack(segments, 100_000, 2)
             return value["volume"]
 
         with pytest.raises(ProcessingError, match=r"was given to another hand-over of the node while this task ran"):
@@ -325,15 +331,12 @@ def test_a_task_whose_segment_was_given_to_another_hand_over_fails_instead_of_re
 
 
 def test_a_kept_segment_much_longer_than_its_hand_over_needed_is_unlinked_not_shrunk() -> None:
-    import numpy
-
     segments = shared.Segments(keep=60)
     try:
-        large = segments.pack({"volume": numpy.zeros(1_000_000, dtype=numpy.int32)})
-        assert large is not None
+        large = _pack(segments, 1_000_000)
         segments.release(large.segment)
-        small = segments.pack({"volume": numpy.zeros(100_000, dtype=numpy.int32)})
-        assert small is not None and small.segment == large.segment  # reused: it was long enough
+        small = _pack(segments, 100_000)
+        assert small.segment == large.segment  # reused: it was long enough
         assert (shared.LISTING / small.segment).stat().st_size >= large.size  # never shrunk under a mapper
         segments.release(small.segment)
         assert segments.names() == set() and not (shared.LISTING / small.segment).exists()
@@ -342,18 +345,14 @@ def test_a_kept_segment_much_longer_than_its_hand_over_needed_is_unlinked_not_sh
 
 
 def test_segments_are_kept_only_for_keep_seconds_and_not_after_close() -> None:
-    import numpy
-
     segments = shared.Segments(keep=0.3)
-    volume = {"volume": numpy.zeros(100_000, dtype=numpy.int32)}
-    parcels = [segments.pack(volume), segments.pack(volume)]  # two hand-overs at once: two segments
-    assert all(parcels) and len(segments.names()) == 2
+    parcels = [_pack(segments, 100_000), _pack(segments, 100_000)]  # two hand-overs at once: two segments
+    assert len(segments.names()) == 2
     for parcel in parcels:
-        segments.release(parcel.segment)  # type: ignore[union-attr]
+        segments.release(parcel.segment)
     assert segments.idle() == segments.names()
     assert wait_until(lambda: segments.names() == set(), timeout=5)
-    parcel = segments.pack(volume)
-    assert parcel is not None
+    parcel = _pack(segments, 100_000)
     segments.unlink_all()
     segments.release(parcel.segment)  # a hand-over that ends after close keeps nothing
     assert segments.names() == set() and not (shared.LISTING / parcel.segment).exists()
