@@ -33,6 +33,7 @@ NOT_AT_START = (
     "dicomnode.server.status_page",
     "dicomnode.dicom.anonymization",
     "dicomnode.dicom.blueprints",
+    "dicomnode.dicom.factory",
     "dicomnode.dicom.pdf",
     "dicomnode.dicom.synthetic",
     "dicomnode.testing",
