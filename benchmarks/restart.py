@@ -10,8 +10,19 @@ its restore took and its memory after). DCMTK ``storescp`` started on a folder h
 files is the reference (a process start and a listening socket: the floor).
 With ``--baseline SOURCES`` the node from those sources (another checkout's
 ``core/src``) restarts on a copy of the same data directory, interleaved.
+``--python PATH`` runs the nodes with another interpreter (a virtual
+environment with only the core installed, say); the backlog is still
+written by this one.
+
+Most of a restart is importing: whether the modules have bytecode caches
+(``__pycache__``) changes it more than anything else. ``pip install``
+writes them for what it installs, ``uv pip install`` does not unless told
+(``--compile-bytecode``), and with ``PYTHONDONTWRITEBYTECODE`` set nothing
+writes them on import. The report says which of the node's packages have
+them.
 
     python benchmarks/restart.py --count 20000 --runs 3
+    python benchmarks/restart.py --count 20000 --runs 3 --python /path/to/core-only-venv/bin/python
     python benchmarks/restart.py --count 200 --runs 1     # a smoke run
 """
 
@@ -35,6 +46,8 @@ if str(HERE) not in sys.path:
 import ingest  # noqa: E402
 
 ECHOSCU = "/usr/bin/echoscu"
+#: the interpreter the nodes run with (--python)
+NODE_PYTHON: list[str] = [sys.executable]
 CONTENDERS = {
     "c": "dicomnode, data_directory",
     "C": "dicomnode from --baseline, data_directory",
@@ -61,7 +74,7 @@ def _command(kind: str, port: int, folder: Path) -> tuple[list[str], dict[str, s
                 str(port)], env
     if kind == "C":
         env["PYTHONPATH"] = os.pathsep.join(ingest.BASELINE)
-    return [sys.executable, str(HERE / "ingest.py"), "--serve", kind, str(port), str(folder)], env
+    return [NODE_PYTHON[0], str(HERE / "ingest.py"), "--serve", kind, str(port), str(folder)], env
 
 
 def restart_once(kind: str, folder: Path, log: Path, timeout: float = 300.0
@@ -151,8 +164,40 @@ def measure(count: int, runs: int, kinds: list[str], *, warm_up: bool = True
         shutil.rmtree(work, ignore_errors=True)
 
 
+_CACHED = """
+import importlib.util, os, sys
+for name in sys.argv[1:]:
+    spec = importlib.util.find_spec(name)
+    folder = os.path.dirname(spec.origin) if spec is not None and spec.origin else None
+    sources = cached = 0
+    for root, _dirs, files in os.walk(folder) if folder else ():
+        for file in files:
+            if file.endswith(".py"):
+                path = os.path.join(root, file)
+                sources += 1
+                cache = importlib.util.cache_from_source(path)
+                cached += os.path.exists(cache) and os.stat(cache).st_mtime >= os.stat(path).st_mtime
+    print(name, cached, sources)
+"""
+
+
+def bytecode(kind: str) -> str:
+    """Which of the packages a node of ``kind`` imports have bytecode caches, as one line."""
+    command, env = _command(kind, 0, Path())
+    done = subprocess.run([command[0], "-c", _CACHED, "dicomnode", "pydicom", "pynetdicom", "numpy"], env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    parts = []
+    for line in done.stdout.splitlines():
+        name, cached, sources = line.split()
+        if int(sources):
+            parts.append(f"{name} {int(cached)}/{int(sources)}")
+    writes = "no" if env.get("PYTHONDONTWRITEBYTECODE") or sys.flags.dont_write_bytecode else "yes"
+    return f"({kind}) {command[0]}: modules with a current bytecode cache: {', '.join(parts)}; " \
+           f"imports write caches: {writes}"
+
+
 def report(count: int, times: dict[str, list[float]], memory: dict[str, list[float]],
-           behind: list[tuple[float, float]] | None = None) -> str:
+           behind: list[tuple[float, float]] | None = None, caches: list[str] | None = None) -> str:
     lines = [f"Restart with {count} held 64x64 CT instances: start to the first C-ECHO answered", "",
              "| contender | median (s) | min–max (s) | RSS then (MiB), median |", "|---|---|---|---|"]
     for kind, values in times.items():
@@ -163,6 +208,8 @@ def report(count: int, times: dict[str, list[float]], memory: dict[str, list[flo
         lines += ["", f"(c) restores behind the listen in {statistics.median(seconds):.2f} s (median; "
                       f"{min(seconds):.2f}–{max(seconds):.2f}), RSS then "
                       f"{statistics.median(item[1] for item in behind):.0f} MiB"]
+    if caches:
+        lines += ["", *caches]
     return "\n".join(lines)
 
 
@@ -172,14 +219,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="counted rounds after the warm-up (default 3)")
     parser.add_argument("--contenders", default="cd", help="which (default cd; C needs --baseline)")
     parser.add_argument("--baseline", metavar="SOURCES", help="contender C imports dicomnode from these folders")
+    parser.add_argument("--python", metavar="PATH", help="the interpreter the nodes run with (default: this one)")
     args = parser.parse_args()
+    if args.python:
+        NODE_PYTHON[:] = [args.python]
     if args.baseline:
         ingest.BASELINE[:] = [str(Path(p).resolve()) for p in args.baseline.split(os.pathsep) if p]
     for program in (ingest.STORESCU, ingest.STORESCP, ECHOSCU):
         if not os.access(program, os.X_OK):
             raise SystemExit(f"{program} is missing: apt-get install dcmtk")
+    caches = [bytecode(kind) for kind in args.contenders if kind != "d"]
     times, memory, behind = measure(args.count, args.runs, list(args.contenders))
-    print(report(args.count, times, memory, behind))
+    print(report(args.count, times, memory, behind, caches))
     return 0
 
 

@@ -128,6 +128,59 @@ def test_other_threads_sleep_as_they_asked_through_the_stand_in_clock() -> None:
     assert adapter._clock.monotonic() >= started  # everything else is the time module's
 
 
+def _described(ae: AE) -> list[tuple[object, ...]]:
+    return [(cx.abstract_syntax, cx.transfer_syntax, cx.context_id, cx.scu_role, cx.scp_role)
+            for cx in ae.supported_contexts]
+
+
+def _storage_contexts_built_both_ways() -> tuple[AE, AE]:
+    from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+
+    # every storage SOP class, one of them twice (pynetdicom then extends the context it has)
+    uids = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts] + [CT_IMAGE_STORAGE]
+    theirs, ours = AE(), AE()
+    for uid in uids:
+        theirs.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+    adapter.add_supported_contexts(ours, uids, ALL_TRANSFER_SYNTAXES)
+    return theirs, ours
+
+
+def test_the_contexts_a_node_supports_are_the_ones_pynetdicom_builds() -> None:
+    from pydicom.uid import UID
+
+    assert adapter.fast()
+    theirs, ours = _storage_contexts_built_both_ways()
+    assert _described(ours) == _described(theirs)
+    assert len(ours.supported_contexts) > 100
+    lists = [cx.transfer_syntax for cx in ours.supported_contexts]
+    assert len({id(syntaxes) for syntaxes in lists}) == len(lists)  # each context its own list
+    assert all(type(uid) is UID for syntaxes in lists for uid in syntaxes)
+
+
+def test_without_the_speed_patches_the_contexts_are_built_by_pynetdicom_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(adapter, "_checked", ["AE._supported_contexts is not a dict"])
+    theirs, ours = _storage_contexts_built_both_ways()
+    assert _described(ours) == _described(theirs)
+
+
+def test_the_edge_accepts_a_storage_context_in_any_transfer_syntax_pynetdicom_knows(server: DicomServer) -> None:
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+
+    ae = AE(ae_title="SCANNER")
+    mr_image_storage = "1.2.840.10008.5.1.4.1.1.4"
+    last = ALL_TRANSFER_SYNTAXES[-1]
+    ae.add_requested_context(CT_IMAGE_STORAGE, [last])
+    ae.add_requested_context(mr_image_storage, [ALL_TRANSFER_SYNTAXES[1]])
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="EDGE")
+    try:
+        assert assoc.is_established
+        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
+        assert accepted == {(CT_IMAGE_STORAGE, last), (mr_image_storage, ALL_TRANSFER_SYNTAXES[1])}
+    finally:
+        assoc.release()
+
+
 def test_without_the_speed_patches_the_node_receives_as_plain_pynetdicom(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(adapter, "_checked", None)

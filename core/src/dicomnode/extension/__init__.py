@@ -9,24 +9,60 @@ and the network helpers (:mod:`dicomnode.net`) — never :mod:`dicomnode.server`
 
 This package sits below the plugin machinery and the server in the import
 graph: nothing here imports either (docs/architecture.md).
+
+Every name is imported on first use, so that a node's start builds only
+what it uses (not, say, the toolkit's element classes).
 """
 
-from dicomnode.dicom.factory import VirtualElement
-from dicomnode.extension.containers import InputContainer
-from dicomnode.extension.executors import Executor, Job, PipelineIdentity
-from dicomnode.extension.grinders import (
-    DicomTreeGrinder,
-    Grinder,
-    IdentityGrinder,
-    ListGrinder,
-    ManyGrinder,
-    TagGrinder,
-    resolve_tag,
-)
-from dicomnode.extension.handles import IngestResult, NodeHandle, Source
-from dicomnode.extension.inputs import AbstractInput, ConfiguredInput, DynamicInput
-from dicomnode.extension.outputs import NoOutput, OutboxEntry, OutputContext, PipelineOutput
-from dicomnode.extension.retry import Backoff
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dicomnode.dicom.factory import VirtualElement
+    from dicomnode.extension.containers import InputContainer
+    from dicomnode.extension.executors import Executor, Job, PipelineIdentity
+    from dicomnode.extension.grinders import (
+        DicomTreeGrinder,
+        Grinder,
+        IdentityGrinder,
+        ListGrinder,
+        ManyGrinder,
+        TagGrinder,
+        resolve_tag,
+    )
+    from dicomnode.extension.handles import IngestResult, NodeHandle, Source
+    from dicomnode.extension.inputs import AbstractInput, ConfiguredInput, DynamicInput
+    from dicomnode.extension.outputs import NoOutput, OutboxEntry, OutputContext, PipelineOutput
+    from dicomnode.extension.retry import Backoff
+
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AbstractInput": "dicomnode.extension.inputs",
+    "Backoff": "dicomnode.extension.retry",
+    "ConfiguredInput": "dicomnode.extension.inputs",
+    "DicomTreeGrinder": "dicomnode.extension.grinders",
+    "DynamicInput": "dicomnode.extension.inputs",
+    "Executor": "dicomnode.extension.executors",
+    "Grinder": "dicomnode.extension.grinders",
+    "IdentityGrinder": "dicomnode.extension.grinders",
+    "IngestResult": "dicomnode.extension.handles",
+    "InputContainer": "dicomnode.extension.containers",
+    "Job": "dicomnode.extension.executors",
+    "ListGrinder": "dicomnode.extension.grinders",
+    "ManyGrinder": "dicomnode.extension.grinders",
+    "NoOutput": "dicomnode.extension.outputs",
+    "NodeHandle": "dicomnode.extension.handles",
+    "OutboxEntry": "dicomnode.extension.outputs",
+    "OutputContext": "dicomnode.extension.outputs",
+    "PipelineIdentity": "dicomnode.extension.executors",
+    "PipelineOutput": "dicomnode.extension.outputs",
+    "Source": "dicomnode.extension.handles",
+    "TagGrinder": "dicomnode.extension.grinders",
+    "VirtualElement": "dicomnode.dicom.factory",
+    "resolve_tag": "dicomnode.extension.grinders",
+}
 
 __all__ = [
     "AbstractInput",
@@ -53,3 +89,16 @@ __all__ = [
     "VirtualElement",
     "resolve_tag",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dicomnode.extension' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

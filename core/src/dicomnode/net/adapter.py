@@ -32,7 +32,9 @@ behaviour, with one warning):
 - :func:`read_pdus`: an association we requested reads each PDU in as few
   calls as it arrives in, bounded like the edge's;
 - :func:`parked_reactor`: an association we requested keeps its reactor
-  parked while we exchange requests and responses.
+  parked while we exchange requests and responses;
+- :func:`add_supported_contexts`: a node's supported contexts are built
+  with each transfer syntax validated once, not once per context.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ __all__ = [
     "LONGEST_WAIT",
     "GuardedSocket",
     "accept",
+    "add_supported_contexts",
     "check",
     "discarded_size",
     "fast",
@@ -154,6 +157,8 @@ def _problems() -> list[str]:
         problems.append("pynetdicom.dimse.DIMSEMessage is missing")
     if not isinstance(getattr(PresentationContext(), "_transfer_syntax", None), list):
         problems.append("PresentationContext._transfer_syntax is not a list")
+    if not isinstance(getattr(AE(), "_supported_contexts", None), dict):
+        problems.append("AE._supported_contexts is not a dict")
     return problems
 
 
@@ -400,6 +405,38 @@ def read_pdus(assoc: Association, timeout: float | None) -> None:
             return _refuse(wrapper.socket, refused)
 
     wrapper.recv = recv  # type: ignore[method-assign,assignment]
+
+
+# --- the contexts a node supports -------------------------------------------------------------------
+
+
+def add_supported_contexts(ae: AE, abstract_syntaxes: Sequence[str], transfer_syntaxes: Sequence[str]) -> None:
+    """``ae.add_supported_context(uid, transfer_syntaxes)`` for each of ``abstract_syntaxes``, in less time.
+
+    pynetdicom turns every transfer syntax of every context into a
+    ``UID`` and validates it again: with every storage SOP class in every
+    transfer syntax that is ~7,700 validations, ~0.1 s of a node's start.
+    Here each context is added through pynetdicom with the first transfer
+    syntax only, and then given its own copy of the list pynetdicom made,
+    and validated, for the first context: the same contexts (the contract
+    test compares them), each UID validated once. Without the speed
+    patches (:func:`fast`), pynetdicom's own loop.
+    """
+    syntaxes = list(transfer_syntaxes)
+    if not fast() or not abstract_syntaxes or not syntaxes:
+        for uid in abstract_syntaxes:
+            ae.add_supported_context(uid, syntaxes)
+        return
+    from pydicom.uid import UID
+
+    first = UID(abstract_syntaxes[0])
+    ae.add_supported_context(first, syntaxes)
+    validated = ae._supported_contexts[first].transfer_syntax
+    for uid in abstract_syntaxes[1:]:
+        key = UID(uid)
+        ae.add_supported_context(key, syntaxes[:1])
+        # an abstract syntax given twice ends with every transfer syntax once, as with pynetdicom
+        ae._supported_contexts[key]._transfer_syntax = list(validated)
 
 
 # --- accepting an association -----------------------------------------------------------------------

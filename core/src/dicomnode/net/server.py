@@ -225,8 +225,7 @@ class DicomServer:
         ae.network_timeout = self.limits.idle_timeout
         ae.acse_timeout = self.limits.connection_timeout
         uids = self.sop_classes or tuple(str(c.abstract_syntax) for c in AllStoragePresentationContexts)
-        for uid in uids:
-            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        adapter.add_supported_contexts(ae, uids, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(VERIFICATION)
         self._ae = ae
         self._contexts = list(ae.supported_contexts)
