@@ -56,7 +56,7 @@ Settings (``executor_settings``):
     seconds a shared memory segment is kept for the next job once its own
     has ended (default 30; 0: removed at once). Writing into a kept
     segment is a plain copy; a new one makes the kernel allocate its pages
-    first (0.16 s against 0.10 s for a 300-slice CT, ``benchmarks/RESULTS.md``).
+    first (0.15-0.22 s against 0.09-0.13 s for a 300-slice CT's job, ``benchmarks/RESULTS.md``).
 ``tls_ca``, ``tls_certificate``, ``tls_key``
     for a ``tls://`` address: the CA that signed the cluster's certificates,
     and the node's own certificate and key (Dask's TLS, which the scheduler
