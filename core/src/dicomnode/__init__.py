@@ -8,10 +8,10 @@ dicomnode`` stays cheap (no numpy, no network stack) until a name is used::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dicomnode.__about__ import __version__
+from dicomnode._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from dicomnode.dicom.anonymization import anonymize
@@ -145,14 +145,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dicomnode' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
