@@ -258,13 +258,16 @@ def bare(processes: int, iterations: int) -> float:
 #: the Dask contenders of the overhead measurement: the defaults (shared memory, each segment kept for the next
 #: job), with pixel_data = false (a volume pipeline), with every segment new (the first job after a quiet
 #: half-minute), and through Dask's socket
-OVERHEAD_CONTENDERS: dict[str, dict[str, object]] = {
-    "dask, 1 worker": {},
-    "dask, 1 worker, pixel_data = false": {"pixel_data": False},
-    "dask, 1 worker, pixel_data = false, shared_memory_keep = 0": {"pixel_data": False, "shared_memory_keep": 0},
-    "dask, 1 worker, shared_memory = false": {"shared_memory": False},
-    "dask, 1 worker, shared_memory = false, pixel_data = false": {"shared_memory": False, "pixel_data": False},
-}
+#: (name, the key of its figure, its executor settings)
+OVERHEAD_CONTENDERS: list[tuple[str, str, dict[str, object]]] = [
+    ("dask, 1 worker", "overhead", {}),
+    ("dask, 1 worker, pixel_data = false", "overhead_volume", {"pixel_data": False}),
+    ("dask, 1 worker, pixel_data = false, shared_memory_keep = 0", "overhead_volume_new_segment",
+     {"pixel_data": False, "shared_memory_keep": 0}),
+    ("dask, 1 worker, shared_memory = false", "overhead_socket", {"shared_memory": False}),
+    ("dask, 1 worker, shared_memory = false, pixel_data = false", "overhead_socket_volume",
+     {"shared_memory": False, "pixel_data": False}),
+]
 
 
 def overhead(runs: int, slices: int, log: Callable[[str], None]) -> dict[str, list[float]]:
@@ -283,7 +286,7 @@ def overhead(runs: int, slices: int, log: Callable[[str], None]) -> dict[str, li
     [patient] = tree.take_ready(None, None)
     container = patient.get_input_container()
     nodes = {"threads": Touch()}
-    for name, settings in OVERHEAD_CONTENDERS.items():
+    for name, _, settings in OVERHEAD_CONTENDERS:
         nodes[name] = Touch(executor="dask", executor_settings={"n_workers": 1, **settings})
     times: dict[str, list[float]] = {name: [] for name in nodes}
     try:
@@ -371,12 +374,8 @@ def figures(result: dict[str, Any]) -> dict[str, float]:
     if "overhead" not in result:
         return numbers
     over = result["overhead"]
-    short = {"dask, 1 worker": "overhead", "dask, 1 worker, pixel_data = false": "overhead_volume",
-             "dask, 1 worker, pixel_data = false, shared_memory_keep = 0": "overhead_volume_new_segment",
-             "dask, 1 worker, shared_memory = false": "overhead_socket",
-             "dask, 1 worker, shared_memory = false, pixel_data = false": "overhead_socket_volume"}
     return numbers | {key: _median([d - t for d, t in zip(over[name], over["threads"], strict=True)])
-                      for name, key in short.items() if name in over}
+                      for name, key, _ in OVERHEAD_CONTENDERS if name in over}
 
 
 def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:

@@ -148,7 +148,6 @@ class Segments:
         Raises OSError when /dev/shm has no room for them (then send it as it
         is); :meth:`has_room` says whether trying again is worth it.
         """
-        room = self._room()
         segment = self._take()
         stamp = secrets.token_bytes(STAMP)
         try:
@@ -158,7 +157,7 @@ class Segments:
         except BaseException as error:
             self.unlink(segment.name)
             if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-                self._short = room
+                self._short = self._room()  # with the segment gone, the room this hand-over had
             raise
         self._short = None
         if parcel is None:
@@ -376,7 +375,8 @@ def run_on(parcel: Parcel, worker: str, call: Callable[[Any], T]) -> T:
     _close_lingering()
     mapping = _map(parcel, worker)
     try:
-        _check_stamp(mapping, parcel, worker, "before")
+        if not _stamped(mapping, parcel):
+            raise _given_away(parcel, worker, "before")
         view = memoryview(mapping)
         buffers = [view[offset:offset + length] for offset, length in parcel.buffers]
         failure: ProcessingError | None = None
@@ -390,9 +390,9 @@ def run_on(parcel: Parcel, worker: str, call: Callable[[Any], T]) -> T:
             raise failure  # outside the except: the failed unpickling's frames (and buffers) are gone
         # ``value`` is referenced from here alone: once ``call`` returns, nothing of it is left but its result
         result = call(value)
-        if mapping[:STAMP] != parcel.stamp:
+        if not _stamped(mapping, parcel):
             del result  # it may view the mapping: let the mapping close
-            _check_stamp(mapping, parcel, worker, "while")
+            raise _given_away(parcel, worker, "while")
         return result
     finally:
         value = None
@@ -429,12 +429,16 @@ def _map(parcel: Parcel, worker: str) -> mmap.mmap:
         os.close(descriptor)
 
 
-def _check_stamp(mapping: mmap.mmap, parcel: Parcel, worker: str, when: str) -> None:
-    if mapping[:STAMP] != parcel.stamp:
-        raise ProcessingError(
-            f"the shared memory segment {parcel.segment} was given to another hand-over of the node {when} this task "
-            f"ran on the Dask worker {worker}: the node had ended this one (it handed the job over again, or it "
-            "was cancelled); its outputs are not used", stage="executor")
+def _stamped(mapping: mmap.mmap, parcel: Parcel) -> bool:
+    """Whether the segment still belongs to the parcel's hand-over (its stamp is still the parcel's)."""
+    return mapping[:STAMP] == parcel.stamp
+
+
+def _given_away(parcel: Parcel, worker: str, when: str) -> ProcessingError:
+    return ProcessingError(
+        f"the shared memory segment {parcel.segment} was given to another hand-over of the node {when} this task "
+        f"ran on the Dask worker {worker}: the node had ended this one (it handed the job over again, or it "
+        "was cancelled); its outputs are not used", stage="executor")
 
 
 def _unreachable(parcel: Parcel, worker: str, why: str) -> ProcessingError:
