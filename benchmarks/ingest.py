@@ -45,6 +45,8 @@ RECEIVERS = {
     "c": "dicomnode, data_directory",
     "d": "DCMTK storescp",
     "e": "Orthanc",
+    "l": "dicomnode, data_directory, lazy_storage",
+    "p": "dicomnode, data_directory, lazy_storage, 2 receiving processes",
     # with --baseline SOURCES: the same nodes from other sources (another checkout's core/src), side by side
     "B": "dicomnode from --baseline, in memory",
     "C": "dicomnode from --baseline, data_directory",
@@ -72,7 +74,7 @@ def _serve_pynetdicom(port: int) -> None:
     server.shutdown()
 
 
-def _serve_node(port: int, folder: Path | None) -> None:
+def _serve_node(port: int, folder: Path | None, *, lazy: bool = False, processes: int = 0) -> None:
     from dicomnode import AbstractInput, AbstractPipeline, NoOutput
 
     class Everything(AbstractInput):
@@ -84,6 +86,8 @@ def _serve_node(port: int, folder: Path | None) -> None:
         ip = "127.0.0.1"
         input = {"images": Everything}
         data_directory = str(folder) if folder is not None else None
+        lazy_storage = lazy
+        receiving_processes = processes
         maintenance_thread = False
         log_level = "WARNING"
 
@@ -127,6 +131,10 @@ def serve(kind: str, port: int, folder: Path) -> None:
         _serve_node(port, None)
     elif kind in "cC":
         _serve_node(port, folder)
+    elif kind == "l":
+        _serve_node(port, folder, lazy=True)
+    elif kind == "p":
+        _serve_node(port, folder, lazy=True, processes=2)
     else:
         raise SystemExit(f"unknown receiver {kind!r}")
 
@@ -284,8 +292,15 @@ def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
     """User + system CPU time of a receiver process so far (less disturbed by other load than wall time)."""
     import psutil
 
-    times = psutil.Process(process.pid).cpu_times()
-    return float(times.user + times.system)
+    parent = psutil.Process(process.pid)
+    total = 0.0
+    for each in (parent, *parent.children(recursive=True)):  # a node's receiving processes too
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 #: receiver -> CPU seconds of its process per counted send (filled by measure)

@@ -55,7 +55,7 @@ from dicomnode.net.pdu import (
     bound_waits,
 )
 from dicomnode.net.receiving import StoreRequest, received_file_meta
-from dicomnode.net.sink import InstanceSink, Peer, ReceivedInstance
+from dicomnode.net.sink import Handoff, InstanceSink, Peer, ReceivedInstance
 from dicomnode.net.tls import TlsSettings
 from dicomnode.net.transport import set_tcp_nodelay
 
@@ -173,7 +173,8 @@ class DicomServer:
     def __init__(self, *, ae_title: str, sink: InstanceSink, ip: str = "0.0.0.0", port: int = 11112,
                  sop_classes: Sequence[str] = (), require_called_aet: bool = False,
                  require_calling_aet: Sequence[str] = (), tls: TlsSettings | ssl.SSLContext | None = None,
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, handoff: Handoff | None = None,
+                 on_closed: Callable[[Peer], None] | None = None) -> None:
         self.ae_title = ae_title
         self.sink = sink
         self.ip = ip
@@ -183,6 +184,10 @@ class DicomServer:
         self.require_calling_aet = tuple(require_calling_aet)
         self.tls = tls.server_context() if isinstance(tls, TlsSettings) else tls
         self.limits = limits
+        self.handoff = handoff
+        self.on_closed = on_closed
+        #: associations handed to another process (``handoff``) until it says they closed
+        self._remote: dict[int, Peer] = {}
         self._listener: socket.socket | None = None
         self._wake_reader: socket.socket | None = None
         self._wake_writer: socket.socket | None = None
@@ -212,6 +217,23 @@ class DicomServer:
 
     def start(self) -> None:
         """Bind, listen and serve on a thread of its own; :attr:`port` is the real port after."""
+        self.prepare()
+        family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
+        listener = socket.create_server((self.ip, self.port), family=family, backlog=128)
+        listener.setblocking(False)
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._listener = listener
+        self.port = int(listener.getsockname()[1])
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._serve, name="dicomnode-edge", daemon=True)
+        self._thread.start()
+
+    def prepare(self) -> None:
+        """Make the application entity that serves associations, without listening.
+
+        :meth:`start` calls it; a receiving process that is handed
+        connections (:meth:`serve_connection`) calls it alone.
+        """
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
         adapter.check()
@@ -230,15 +252,6 @@ class DicomServer:
         self._ae = ae
         self._contexts = list(ae.supported_contexts)
         self._handlers = [(evt.EVT_C_STORE, self._on_c_store)]
-        family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
-        listener = socket.create_server((self.ip, self.port), family=family, backlog=128)
-        listener.setblocking(False)
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._listener = listener
-        self.port = int(listener.getsockname()[1])
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._serve, name="dicomnode-edge", daemon=True)
-        self._thread.start()
 
     def close(self) -> None:
         """Stop accepting; let the instances being received finish (``close_receive_timeout``), then end the rest.
@@ -251,6 +264,10 @@ class DicomServer:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(_END_GRACE)
+        handing: threading.Thread | None = None
+        if self.handoff is not None:  # the other processes close their associations alongside these
+            handing = threading.Thread(target=self._close_handoff, name="dicomnode-handoff-close", daemon=True)
+            handing.start()
         deadline = time.monotonic() + self.limits.close_receive_timeout
         while True:
             now = time.monotonic()
@@ -271,6 +288,18 @@ class DicomServer:
         if left:
             logger.warning("%d association thread(s) had not ended %g s after their sockets were shut down",
                            left, _END_GRACE)
+        if handing is not None:
+            handing.join()
+
+    def _close_handoff(self) -> None:
+        assert self.handoff is not None
+        try:
+            self.handoff.close(self.limits.close_receive_timeout)
+        except Exception:  # the rest of the close must go on
+            logger.exception("closing the receiving processes failed")
+        with self._lock:
+            for peer_id in list(self._remote):
+                self._release_remote(peer_id)
 
     @property
     def associations(self) -> int:
@@ -454,12 +483,68 @@ class DicomServer:
             # transient, by the service provider (presentation), local limit exceeded
             self._close(sock, a_associate_rj(0x02, 0x03, 0x02))
             return
+        if self.handoff is not None and not pending.tls and self._hand_off(sock, address, pending.incoming.pdu(), peer):
+            return
+        self.serve_connection(sock, address, pending.incoming.pdu(), peer)
+
+    def _hand_off(self, sock: socket.socket, address: tuple[str, int], prefix: bytes, peer: Peer) -> bool:
+        """Give an admitted connection to another process; False when none takes it (it is served here).
+
+        The slot is held from here until the process says the association closed
+        (:meth:`remote_closed`). A TLS connection is never handed over: its
+        session lives in this process.
+        """
+        assert self.handoff is not None
+        ip = peer.address[0]
+        with self._lock:
+            self._remote[peer.id] = peer
+            self._open += 1
+            self._per_address[ip] += 1
+        try:
+            taken = self.handoff.take(sock, address, prefix, peer)
+        except Exception:
+            logger.exception("cannot hand the association from %s to a receiving process", peer)
+            taken = False
+        if not taken:
+            with self._lock:
+                self._release_remote(peer.id)
+            return False
+        try:
+            sock.close()  # the other process holds its own descriptor of the connection
+        except OSError:
+            pass
+        return True
+
+    def remote_closed(self, peer_id: int) -> None:
+        """An association handed to another process ended: free its slot."""
+        with self._lock:
+            self._release_remote(peer_id)
+            self._lock.notify_all()
+
+    def _release_remote(self, peer_id: int) -> None:
+        peer = self._remote.pop(peer_id, None)
+        if peer is None:
+            return
+        self._open -= 1
+        ip = peer.address[0]
+        self._per_address[ip] -= 1
+        if not self._per_address[ip]:
+            del self._per_address[ip]
+
+    def serve_connection(self, sock: socket.socket, address: tuple[str, int], prefix: bytes, peer: Peer) -> bool:
+        """Serve an admitted connection, whose association request ``prefix`` was read, on a thread of its own.
+
+        Returns False when pynetdicom could not take it (the socket is then
+        closed, and ``on_closed`` told).
+        """
+        limits = self.limits
+        ip = address[0]
         try:
             # blocking, without a Python timeout (which would poll before every recv and send); the
             # kernel bounds a write to a peer that does not read, and the reader its PDU's deadline
             sock.setblocking(True)
             bound_waits(sock, send=limits.pdu_timeout)
-            assoc = adapter.accept(self._ae, sock, address, prefix=pending.incoming.pdu(),
+            assoc = adapter.accept(self._ae, sock, address, prefix=prefix,
                                    contexts=self._contexts, limits=limits, handlers=self._handlers,
                                    ended=self._ended)
             adapter.limit_dataset_size(assoc, limits.maximum_dataset_size)
@@ -473,12 +558,15 @@ class DicomServer:
         except Exception:  # pynetdicom failed to take it: nothing is open yet
             logger.exception("cannot start the association from %s", peer)
             self._close(sock)
-            return
+            if self.on_closed is not None:
+                self.on_closed(peer)
+            return False
         with self._lock:
             self._live[id(assoc)] = _Live(assoc, sock, peer)
             self._open += 1
             self._per_address[ip] += 1
         assoc.start()
+        return True
 
     def _close(self, sock: socket.socket, reply: bytes = b"") -> None:
         try:
@@ -595,3 +683,8 @@ class DicomServer:
             with self._lock:
                 del self._live[id(assoc)]
                 self._lock.notify_all()
+            if self.on_closed is not None:
+                try:
+                    self.on_closed(live.peer)
+                except Exception:
+                    logger.exception("the node failed at the close of the association from %s", live.peer)

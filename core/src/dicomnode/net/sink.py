@@ -10,6 +10,7 @@ success must be stored by then.
 
 from __future__ import annotations
 
+import socket
 from io import BytesIO
 from typing import TYPE_CHECKING, Protocol
 
@@ -18,7 +19,7 @@ import attrs
 if TYPE_CHECKING:
     from pydicom.dataset import FileMetaDataset
 
-__all__ = ["InstanceSink", "Peer", "ReceivedInstance"]
+__all__ = ["Handoff", "InstanceSink", "Peer", "ReceivedInstance"]
 
 
 @attrs.frozen
@@ -76,3 +77,21 @@ class InstanceSink(Protocol):
 
         Called only for associations that delivered or were refused at least one instance.
         """
+
+
+class Handoff(Protocol):
+    """What takes admitted connections off a :class:`~dicomnode.net.server.DicomServer` to serve them elsewhere.
+
+    The node's receiving processes (:mod:`dicomnode.server.processes`)
+    implement it; the server keeps the connection's slot until it hears
+    :meth:`~dicomnode.net.server.DicomServer.remote_closed`.
+    """
+
+    def take(self, sock: socket.socket, address: tuple[str, int], prefix: bytes, peer: Peer) -> bool:
+        """Serve this connection, whose association request ``prefix`` was read; False to leave it to the server.
+
+        The server closes its own descriptor of ``sock`` after True.
+        """
+
+    def close(self, timeout: float) -> None:
+        """Stop taking connections; let the instances being received finish for up to ``timeout`` s, end the rest."""

@@ -130,6 +130,16 @@ def _optional_count(_i: object, a: attrs.Attribute[Any], value: object) -> None:
         raise _fail(a.name, value, "an integer of at least 1, or None (0 in TOML): the C library's default")
 
 
+#: more receiving processes than this is a typo, not a machine
+MAXIMUM_RECEIVING_PROCESSES = 64
+
+
+def _receiving_processes(_i: object, a: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAXIMUM_RECEIVING_PROCESSES:
+        raise ConfigurationError(f"setting {a.name!r} must be a whole number from 0 to {MAXIMUM_RECEIVING_PROCESSES} "
+                                 f"(0: receive in the node's own process), got {value!r}")
+
+
 def _limit(_i: object, a: attrs.Attribute[Any], value: object) -> None:
     """A limit of the network edge: what :class:`~dicomnode.net.limits.Limits` allows for it."""
     try:
@@ -277,6 +287,7 @@ class PipelineConfig:
     maximum_inflated_size: int = attrs.field(default=32 * 1024 * 1024, validator=_workers)
     validate_outputs: str = attrs.field(default="off", validator=_choice(VALIDATE_OUTPUTS))
     maximum_associations: int = attrs.field(default=32, validator=_workers)
+    receiving_processes: int = attrs.field(default=0, validator=_receiving_processes)
     services: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_services)
     malloc_arenas: int | None = attrs.field(default=2, converter=_arenas, validator=_optional_count)
     release_idle_memory: bool = attrs.field(default=True, converter=bool)
@@ -332,6 +343,12 @@ class PipelineConfig:
             raise ConfigurationError(
                 "setting 'lazy_storage' needs 'data_directory': lazy datasets are read back from "
                 "the stored files"
+            )
+        if self.receiving_processes and (self.data_directory is None or not self.lazy_storage):
+            raise ConfigurationError(
+                f"setting 'receiving_processes' = {self.receiving_processes} needs 'data_directory' and "
+                "'lazy_storage' = true: the receiving processes write each instance to the data directory and "
+                "the node holds its header"
             )
         if self.fsync != "none" and self.data_directory is None:
             raise ConfigurationError(f"setting 'fsync' = {self.fsync!r} needs 'data_directory'")

@@ -64,6 +64,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from pydicom import Dataset
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
@@ -101,8 +102,10 @@ __all__ = [
     "STATUS_REJECTED_BY_FILTER",
     "STATUS_SUCCESS",
     "STATUS_TOO_LARGE",
+    "Examined",
     "Ingest",
     "decode_received",
+    "examine",
 ]
 
 logger = logging.getLogger("dicomnode.receive")
@@ -311,89 +314,60 @@ class Ingest:
     def _ingest(self, encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: str,
                 file_meta: FileMetaDataset, source: Source) -> IngestResult:
         config = self.config
-        if isinstance(encoded, BytesIO):
-            received = encoded  # pynetdicom's own buffer: parsed where it is, never copied
-        else:
-            received = BytesIO(encoded if isinstance(encoded, bytes) else bytes(encoded))
-        raw = received.getbuffer()
-        sop_uid = _sop_instance_of(file_meta)
         lazy = config.lazy_storage and self.store is not None
+        examined = examine(encoded, transfer_syntax, file_meta, source, lazy=lazy,
+                           maximum_inflated_size=config.maximum_inflated_size,
+                           patient_identifier_tag=config.patient_identifier_tag)
+        if isinstance(examined, IngestResult):
+            return examined
         try:
-            syntax = _syntax(transfer_syntax)
-            stream, elements = self._verified(raw, received, syntax, source, sop_uid, lazy)
-        except _Refused as refused:
-            raw.release()
-            return refused.result
+            return self._decide(examined.dataset, examined.patient_key, examined.sop_uid, source, lazy,
+                                raw=examined.raw, file_meta=file_meta)
+        finally:
+            examined.raw.release()
+
+    def adopt(self, header: Dataset, patient_key: str, sop_uid: str, path: Path | None, size: int,
+              source: Source) -> IngestResult:
+        """Decide on an instance a receiving process examined and wrote to ``path`` (lazy storage).
+
+        The same decisions as :meth:`encoded` after its checks (filter,
+        routing, late images, rejection policy), on the instance's header;
+        ``path`` is its file in the data directory (None when it has no
+        patient key). A file that is not kept is removed. Reported to the
+        node's events like :meth:`encoded`.
+        """
+        result = IngestResult(STATUS_OUT_OF_RESOURCES, "the node failed", patient_key, sop_uid)
         try:
-            dataset = decode_received(stream, syntax, header_only=lazy, elements=elements,
-                                      file_meta=file_meta)
-            sop_uid = str(dataset.get("SOPInstanceUID", "") or sop_uid)
-            key_element = dataset.get(config.patient_identifier_tag)
-            patient_key = "" if key_element is None else str(key_element.value).strip()
-        except Exception as error:  # a malformed value may fail to parse in many ways
-            raw.release()
-            logger.warning("C-STORE %s from %s: cannot decode the dataset: %s: %s", sop_uid or "?",
-                           source.calling_aet or "?", type(error).__name__, _first_line(error))
-            return IngestResult(STATUS_CANNOT_DECODE, _short(f"cannot decode: {type(error).__name__}"),
-                                sop_instance_uid=sop_uid)
+            result = self._decide(header, patient_key, sop_uid, source, True, written=path)
+        finally:
+            if path is not None and not result.stored:
+                path.unlink(missing_ok=True)
+            self.events.instance(source, result, size)
+        return result
+
+    def _decide(self, dataset: Dataset, patient_key: str, sop_uid: str, source: Source, lazy: bool, *,
+                raw: memoryview | None = None, file_meta: FileMetaDataset | None = None,
+                written: Path | None = None) -> IngestResult:
+        """Patient key, filter, then route, store and add: what follows the checks of a whole instance."""
         if not patient_key:
-            raw.release()
             return self._reject(source, "", dataset, sop_uid, STATUS_MISSING_PATIENT_ID,
-                                f"lacks the patient identifier {Tag(config.patient_identifier_tag)}")
+                                f"lacks the patient identifier {Tag(self.config.patient_identifier_tag)}")
         if self.seen is not None:
             self.seen(source, dataset, patient_key)
         try:
             if not self.accept(dataset):
-                raw.release()
                 return self._reject(source, patient_key, dataset, sop_uid, STATUS_REJECTED_BY_FILTER,
                                     "rejected by filter()")
         except Exception as error:  # user code: a bug must not take the association down
-            raw.release()
             logger.exception("[patient %s from %s] C-STORE %s: filter raised", patient_label(patient_key),
                              source.calling_aet or "?", sop_uid)
             return IngestResult(STATUS_FILTER_ERROR, _short(f"filter raised {type(error).__name__}"), patient_key,
                                 sop_uid)
-        try:
-            return self._route_store_add(raw, dataset, patient_key, sop_uid, file_meta, source, lazy)
-        finally:
-            raw.release()
+        return self._route_store_add(raw, dataset, patient_key, sop_uid, file_meta, source, lazy, written)
 
-    def _verified(self, raw: memoryview, received: BytesIO, syntax: UID, source: Source, sop_uid: str, lazy: bool
-                  ) -> tuple[BytesIO, dict[BaseTag, DataElement | RawDataElement] | None]:
-        """The stream to parse (inflated when deflated) and its elements; raises _Refused when it is not whole.
-
-        The elements are None when pydicom's reader must read the stream
-        (:func:`~dicomnode.dicom.encoded.read_elements`).
-        """
-        data: bytes | memoryview = raw
-        if syntax.is_deflated:
-            try:
-                data = inflate(raw, self.config.maximum_inflated_size)
-            except InflateLimitError as error:
-                logger.warning("C-STORE %s from %s refused: %s", sop_uid or "?", source.calling_aet or "?", error)
-                raise _Refused(IngestResult(STATUS_TOO_LARGE, _short(
-                    f"inflates to more than {self.config.maximum_inflated_size} bytes"),
-                    sop_instance_uid=sop_uid)) from None
-            except zlib.error as error:
-                raise _Refused(IngestResult(STATUS_CANNOT_DECODE, "not deflated data: cannot inflate",
-                                            sop_instance_uid=sop_uid)) from error
-        damage = None
-        elements = None
-        try:
-            elements = read_elements(data, implicit=syntax.is_implicit_VR, little=syntax.is_little_endian,
-                                     defer_size=_DEFER_SIZE, keep_before=_PIXEL_DATA if lazy else None)
-        except DatasetDamageError as error:
-            damage = error.damage
-        if damage is None and elements is None:  # a dataset read_elements leaves to pydicom's reader
-            damage = find_damage(data, implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
-        if damage is not None:
-            logger.warning("C-STORE %s from %s refused: the dataset is not whole: %s", sop_uid or "?",
-                           source.calling_aet or "?", damage)
-            raise _Refused(IngestResult(STATUS_CANNOT_DECODE, _short(damage.short), sop_instance_uid=sop_uid))
-        return (BytesIO(data) if isinstance(data, bytes) else received), elements
-
-    def _route_store_add(self, raw: memoryview, dataset: Dataset, patient_key: str, sop_uid: str,
-                         file_meta: FileMetaDataset, source: Source, lazy: bool) -> IngestResult:
+    def _route_store_add(self, raw: memoryview | None, dataset: Dataset, patient_key: str, sop_uid: str,
+                         file_meta: FileMetaDataset | None, source: Source, lazy: bool,
+                         written: Path | None = None) -> IngestResult:
         with self.tree.patient(patient_key) as container:
             late = None
             if self.late_jobs is not None:
@@ -415,7 +389,11 @@ class Ingest:
             path: Path | None = None
             header: Dataset | None = None
             kept: Dataset = dataset
-            if self.store is not None:
+            if written is not None:
+                path = written
+                if lazy:
+                    header, kept = dataset, LazyDataset(path)
+            elif self.store is not None and raw is not None and file_meta is not None:
                 try:
                     path = self.store.write_encoded(patient_key, sop_uid, file_meta, raw)
                 except StorageError as error:
@@ -424,7 +402,7 @@ class Ingest:
                     return IngestResult(STATUS_OUT_OF_RESOURCES, "cannot store the instance", patient_key, sop_uid)
                 if lazy:
                     header, kept = dataset, LazyDataset(path)
-            else:
+            elif file_meta is not None:
                 dataset.file_meta = file_meta
             container.add_chosen(names, kept, path, header=header, calling_aet=source.calling_aet,
                                  known_endpoints=self.tree.known_endpoints)
@@ -456,6 +434,88 @@ class Ingest:
             return IngestResult(STATUS_SUCCESS, "", patient_key, sop_uid, stored=False)
         self._log(source, patient_key, dataset, sop_uid, f"refused with status 0x{code:04X}", why, logging.WARNING)
         return IngestResult(code, _short(why), patient_key, sop_uid)
+
+
+@attrs.frozen
+class Examined:
+    """An instance found whole and parsed: its dataset (the header with lazy storage), keys and bytes."""
+
+    dataset: Dataset
+    patient_key: str
+    sop_uid: str
+    #: the received (inflated) bytes; the caller releases the view when done
+    raw: memoryview
+
+
+def examine(encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: str, file_meta: FileMetaDataset,
+            source: Source, *, lazy: bool, maximum_inflated_size: int,
+            patient_identifier_tag: int) -> Examined | IngestResult:
+    """The checks every instance passes before any decision: whole? decodable? its patient key.
+
+    Returns what was found, or the refusal (0xA701, 0xC001). Needs nothing
+    of the node but its settings, so a receiving process runs it too
+    (:mod:`dicomnode.server.processes`).
+    """
+    if isinstance(encoded, BytesIO):
+        received = encoded  # pynetdicom's own buffer: parsed where it is, never copied
+    else:
+        received = BytesIO(encoded if isinstance(encoded, bytes) else bytes(encoded))
+    raw = received.getbuffer()
+    sop_uid = _sop_instance_of(file_meta)
+    try:
+        syntax = _syntax(transfer_syntax)
+        stream, elements = _verified(raw, received, syntax, source, sop_uid, lazy, maximum_inflated_size)
+    except _Refused as refused:
+        raw.release()
+        return refused.result
+    try:
+        dataset = decode_received(stream, syntax, header_only=lazy, elements=elements, file_meta=file_meta)
+        sop_uid = str(dataset.get("SOPInstanceUID", "") or sop_uid)
+        key_element = dataset.get(patient_identifier_tag)
+        patient_key = "" if key_element is None else str(key_element.value).strip()
+    except Exception as error:  # a malformed value may fail to parse in many ways
+        raw.release()
+        logger.warning("C-STORE %s from %s: cannot decode the dataset: %s: %s", sop_uid or "?",
+                       source.calling_aet or "?", type(error).__name__, _first_line(error))
+        return IngestResult(STATUS_CANNOT_DECODE, _short(f"cannot decode: {type(error).__name__}"),
+                            sop_instance_uid=sop_uid)
+    return Examined(dataset, patient_key, sop_uid, raw)
+
+
+
+def _verified(raw: memoryview, received: BytesIO, syntax: UID, source: Source, sop_uid: str, lazy: bool,
+              maximum_inflated_size: int) -> tuple[BytesIO, dict[BaseTag, DataElement | RawDataElement] | None]:
+    """The stream to parse (inflated when deflated) and its elements; raises _Refused when it is not whole.
+
+    The elements are None when pydicom's reader must read the stream
+    (:func:`~dicomnode.dicom.encoded.read_elements`).
+    """
+    data: bytes | memoryview = raw
+    if syntax.is_deflated:
+        try:
+            data = inflate(raw, maximum_inflated_size)
+        except InflateLimitError as error:
+            logger.warning("C-STORE %s from %s refused: %s", sop_uid or "?", source.calling_aet or "?", error)
+            raise _Refused(IngestResult(STATUS_TOO_LARGE, _short(
+                f"inflates to more than {maximum_inflated_size} bytes"),
+                sop_instance_uid=sop_uid)) from None
+        except zlib.error as error:
+            raise _Refused(IngestResult(STATUS_CANNOT_DECODE, "not deflated data: cannot inflate",
+                                        sop_instance_uid=sop_uid)) from error
+    damage = None
+    elements = None
+    try:
+        elements = read_elements(data, implicit=syntax.is_implicit_VR, little=syntax.is_little_endian,
+                                 defer_size=_DEFER_SIZE, keep_before=_PIXEL_DATA if lazy else None)
+    except DatasetDamageError as error:
+        damage = error.damage
+    if damage is None and elements is None:  # a dataset read_elements leaves to pydicom's reader
+        damage = find_damage(data, implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
+    if damage is not None:
+        logger.warning("C-STORE %s from %s refused: the dataset is not whole: %s", sop_uid or "?",
+                       source.calling_aet or "?", damage)
+        raise _Refused(IngestResult(STATUS_CANNOT_DECODE, _short(damage.short), sop_instance_uid=sop_uid))
+    return (BytesIO(data) if isinstance(data, bytes) else received), elements
 
 
 def _size(encoded: bytes | bytearray | memoryview | BytesIO) -> int:

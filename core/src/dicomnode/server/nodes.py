@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from dicomnode.net.server import DicomServer
     from dicomnode.server.maintenance import MaintenanceThread
     from dicomnode.server.outbox import Outbox
+    from dicomnode.server.processes import ReceivingProcesses
     from dicomnode.server.quarantine import Quarantine
     from dicomnode.server.restore import Restore
     from dicomnode.server.storage import InstanceStore
@@ -72,6 +73,8 @@ __all__ = ["AbstractPipeline", "AbstractQueuedPipeline", "AbstractThreadedPipeli
 
 #: seconds between two "waiting" lines about one patient
 _WAITING_LOG_INTERVAL = 10.0
+#: seconds open() waits for the receiving processes (each imports pydicom and pynetdicom) before it returns
+_RECEIVING_START = 20.0
 
 
 class AbstractPipeline:
@@ -303,13 +306,23 @@ class AbstractPipeline:
         restore = self._restore = self._listed_restore()
         from dicomnode.net.server import DicomServer
 
+        processes = None
+        if config.receiving_processes:
+            processes = self._receiving_processes()
         server = DicomServer(ae_title=config.ae_title, sink=self.receiver, ip=config.ip, port=config.port,
                              sop_classes=config.supported_contexts, require_called_aet=config.require_called_aet,
                              require_calling_aet=config.require_calling_aet, tls=config.tls(),
-                             limits=config.limits())
+                             limits=config.limits(), handoff=processes)
         server.start()
         self._server = server
         self.port = server.port
+        if processes is not None:
+            processes.start(server)
+            # the node answers meanwhile: until a process is ready its own threads receive
+            ready = processes.wait_ready(_RECEIVING_START)
+            if ready < processes.count:
+                self.logger.warning("%d of %d receiving processes were ready after %g s; the node receives in its "
+                                    "own process until they are", ready, processes.count, _RECEIVING_START)
         if config.maintenance_thread or config.stable_time is not None:
             from dicomnode.server.maintenance import MaintenanceThread
 
@@ -382,6 +395,11 @@ class AbstractPipeline:
                 service.stop(self.config.close_receive_timeout)
             except Exception:  # one service must not keep the node from closing
                 self.logger.exception("service %s did not stop cleanly", service.name)
+
+    def _receiving_processes(self) -> ReceivingProcesses:
+        from dicomnode.server.processes import ReceivingProcesses, settings_of
+
+        return ReceivingProcesses(self.config.receiving_processes, settings_of(self.config), self.receiver)
 
     def _start_workers(self) -> None:
         """Hook for subclasses with their own receive threads."""
@@ -630,6 +648,10 @@ class AbstractThreadedPipeline(AbstractPipeline):
     """
 
     _framework_class: ClassVar[bool] = True
+
+    def _receiving_processes(self) -> ReceivingProcesses:
+        raise ConfigurationError("setting 'receiving_processes' does not apply to an AbstractThreadedPipeline: it "
+                                 "answers C-STOREs before storing them, the receiving processes after")
 
     def _start_workers(self) -> None:
         self._queue: queue.Queue[Any] = queue.Queue()

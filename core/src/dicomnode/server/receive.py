@@ -93,6 +93,27 @@ class Receiver:
             return int(status.Status), str(status.get("ErrorComment", ""))
         return status
 
+    def on_examined(self, peer: Peer, header: Dataset, patient_key: str, sop_uid: str, path: Path | None,
+                    size: int) -> tuple[int, str]:
+        """An instance a receiving process found whole and wrote to ``path``: decide on it; answer its status.
+
+        (:mod:`dicomnode.server.processes`; the decisions are the ingest's, :meth:`~dicomnode.server.ingest.Ingest.adopt`.)
+        """
+        state = self.state(peer)
+        state.received += 1
+        result = self.pipeline.ingestion.adopt(header, patient_key, sop_uid, path, size, state.source)
+        if result.stored:
+            state.patients.add(result.patient_key)
+            if result.path is not None:
+                state.paths.append(result.path)
+        return result.status, result.comment
+
+    def on_examined_refusal(self, peer: Peer, result: IngestResult, size: int) -> None:
+        """A receiving process refused an instance by its checks (not whole, cannot decode, cannot write)."""
+        state = self.state(peer)
+        state.received += 1
+        self.pipeline.events.instance(state.source, result, size)
+
     def on_refused(self, peer: Peer, sop_instance_uid: str, size: int, status: int, comment: str) -> None:
         """The server refused a C-STORE itself: the association's summary, the metrics and the history count it."""
         state = self.state(peer)

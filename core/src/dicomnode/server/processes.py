@@ -1,0 +1,508 @@
+"""Receiving processes: associations served on more cores, into one data directory and one patient tree.
+
+With ``receiving_processes = N`` (N > 0) the node starts N receiving
+processes beside its own. The edge in the node's process still accepts every
+connection, reads its association request and applies every limit
+(:class:`~dicomnode.net.server.DicomServer`); an admitted connection is then
+handed, as a file descriptor over a private socket pair, to the receiving
+process with the fewest associations. That process runs the association as
+the node would (pynetdicom, the C-STORE lane, the same limits) and, for each
+C-STORE, does the part that costs: it takes the PDUs apart, checks the
+dataset is whole (:func:`~dicomnode.server.ingest.examine`), parses its
+header and writes the received bytes to the data directory. Then it sends
+the node's process one small message: the header's elements, the patient
+key, the file's path. The node's process makes every decision there, under
+the patient's lock, as for its own associations
+(:meth:`~dicomnode.server.ingest.Ingest.adopt`: filter, routing, late
+images, rejection policy; a file it does not keep is removed), and its
+answer is the C-STORE status the receiving process sends back. So success
+still means the instance is whole and in the data directory, and the
+patients, jobs, records, metrics and history live in one process.
+
+What stays in the node's process: TLS connections (the session lives
+where it was negotiated), and every connection while no receiving process is
+ready (at start, or after one died). A receiving process that dies ends its
+associations (their peers see the connection drop, nothing they were not
+answered success for is kept); the node logs it and hands new associations
+to the others.
+
+Each process is ``python -m dicomnode.server.processes`` with two
+inherited socket pairs (no listening socket, no file in the file system): a
+control pair (connections in, "stop") and a message pair (instances out,
+statuses back, log records out). Its log records are written by the node's
+own logging, prefixed with the process's number.
+
+Why not :mod:`multiprocessing`'s pools: a spawned child re-imports the
+user's main module (a node script without a ``__main__`` guard would start
+a second node), and a forked child inherits the node's threads' locks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle, send_handle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag
+
+from dicomnode.extension.handles import IngestResult, Source
+from dicomnode.net.sink import Peer, ReceivedInstance
+
+if TYPE_CHECKING:
+    from dicomnode.net.server import DicomServer
+    from dicomnode.server.config import PipelineConfig
+    from dicomnode.server.receive import Receiver
+
+__all__ = ["ReceivingProcesses", "pack_header", "unpack_header"]
+
+logger = logging.getLogger("dicomnode.receive")
+
+#: what a C-STORE is answered when the node's process cannot answer (it is gone or closing)
+_CLOSING = (0xA700, "the node is closing")
+#: seconds a receiving process gets to exit after its associations were closed
+_EXIT_GRACE = 3.0
+
+
+# --- the header's elements, as plain values ---------------------------------------------------------
+
+
+def pack_header(dataset: Dataset) -> tuple[Any, ...]:
+    """A parsed header as plain tuples that pickle fast: (implicit, little, encoding, elements).
+
+    Raw elements travel as their fields with the tag as a plain int (a
+    pydicom tag or named tuple pickles by reference to its class, slowly);
+    an element pydicom already converted travels as it is.
+    """
+    implicit, little = dataset.original_encoding
+    elements = [(int(tag), tuple(element)[1:] if type(element) is RawDataElement else element)
+                for tag, element in dataset._dict.items()]
+    return implicit, little, dataset.original_character_set, elements
+
+
+def unpack_header(packed: tuple[Any, ...]) -> Dataset:
+    """The dataset :func:`pack_header` packed, its values still unconverted."""
+    implicit, little, encoding, elements = packed
+    values = {}
+    for number, fields in elements:
+        tag = BaseTag(number)
+        values[tag] = RawDataElement(tag, *fields) if type(fields) is tuple else fields
+    dataset = Dataset(values)
+    dataset.set_original_encoding(implicit, little, encoding)
+    return dataset
+
+
+# --- the node's side ---------------------------------------------------------------------------------
+
+
+class _Process:
+    """One receiving process as the node's process sees it."""
+
+    def __init__(self, number: int, process: subprocess.Popen[bytes], control: Connection,
+                 channel: Connection) -> None:
+        self.number = number
+        self.process = process
+        self.control = control
+        self.channel = channel
+        self.ready = False
+        self.alive = True
+        #: the associations it serves, by peer ID
+        self.open: dict[int, Peer] = {}
+        self.lock = threading.Lock()
+        self.reader: threading.Thread | None = None
+
+
+def settings_of(config: PipelineConfig) -> dict[str, Any]:
+    """What a receiving process needs of the node's settings (plain values: they are pickled)."""
+    assert config.data_directory is not None
+    return {
+        "ae_title": config.ae_title, "sop_classes": tuple(config.supported_contexts),
+        "require_called_aet": config.require_called_aet, "require_calling_aet": tuple(config.require_calling_aet),
+        "limits": config.limits(), "data_directory": str(config.data_directory), "fsync": config.fsync,
+        "maximum_inflated_size": config.maximum_inflated_size,
+        "patient_identifier_tag": int(config.patient_identifier_tag), "log_level": config.log_level,
+    }
+
+
+class ReceivingProcesses:
+    """The node's receiving processes: the :class:`~dicomnode.net.sink.Handoff` of its DICOM server.
+
+    ``count`` processes run with ``settings`` (:func:`settings_of`); the
+    instances they examined go to ``receiver`` (the node's
+    :class:`~dicomnode.server.receive.Receiver`).
+    """
+
+    def __init__(self, count: int, settings: dict[str, Any], receiver: Receiver) -> None:
+        self.count = count
+        self.settings = settings
+        self.receiver = receiver
+        self.server: DicomServer | None = None
+        self._processes: list[_Process] = []
+        self._closing = False
+        self._ready = threading.Condition()
+
+    # --- life cycle ---
+
+    def start(self, server: DicomServer) -> None:
+        """Start the processes; they take connections once each says it is ready (:meth:`wait_ready`)."""
+        self.server = server
+        for number in range(1, self.count + 1):
+            self._processes.append(self._spawn(number))
+
+    def _spawn(self, number: int) -> _Process:
+        control_here, control_there = socket.socketpair()
+        channel_here, channel_there = socket.socketpair()
+        # the child imports dicomnode from where this process did (a test's or a checkout's sources too)
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "dicomnode.server.processes", str(control_there.fileno()),
+                 str(channel_there.fileno())],
+                pass_fds=(control_there.fileno(), channel_there.fileno()), stdin=subprocess.DEVNULL,
+                env=environment)
+        finally:
+            control_there.close()
+            channel_there.close()
+        entry = _Process(number, process, Connection(control_here.detach()), Connection(channel_here.detach()))
+        entry.channel.send(dict(self.settings, number=number))
+        entry.reader = threading.Thread(target=self._read, args=(entry,), name=f"dicomnode-receiving-{number}",
+                                        daemon=True)
+        entry.reader.start()
+        return entry
+
+    def wait_ready(self, timeout: float) -> int:
+        """Wait until every process is ready or ``timeout`` passed; return how many are ready."""
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            while True:
+                ready = sum(1 for entry in self._processes if entry.ready)
+                left = deadline - time.monotonic()
+                if ready == len(self._processes) or left <= 0 or not any(e.alive for e in self._processes):
+                    return ready
+                self._ready.wait(left)
+
+    @property
+    def ready(self) -> int:
+        """Processes taking connections now."""
+        return sum(1 for entry in self._processes if entry.ready and entry.alive)
+
+    def take(self, sock: socket.socket, address: tuple[str, int], prefix: bytes, peer: Peer) -> bool:
+        """Hand a connection to the ready process with the fewest associations; False when none is ready."""
+        if self._closing:
+            return False
+        ready = [entry for entry in self._processes if entry.ready and entry.alive]
+        if not ready:
+            return False
+        entry = min(ready, key=lambda candidate: len(candidate.open))
+        with entry.lock:
+            entry.open[peer.id] = peer
+            try:
+                entry.control.send(("association", peer, prefix))
+                send_handle(entry.control, sock.fileno(), entry.process.pid)
+            except OSError as error:
+                entry.open.pop(peer.id, None)
+                logger.warning("receiving process %d cannot take a connection: %s", entry.number, error)
+                return False
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Tell every process to close (each gives its associations ``timeout`` s), wait, then end the rest."""
+        self._closing = True
+        for entry in self._processes:
+            with entry.lock:
+                try:
+                    entry.control.send(("stop",))
+                except OSError:
+                    pass
+        # a process closes as the node's edge does: close_receive_timeout, then 2 s for its threads
+        deadline = time.monotonic() + timeout + 2.0 + _EXIT_GRACE
+        for entry in self._processes:
+            if entry.reader is not None:
+                entry.reader.join(max(0.0, deadline - time.monotonic()))
+        for entry in self._processes:
+            try:
+                entry.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("receiving process %d (pid %d) did not exit: killing it", entry.number,
+                               entry.process.pid)
+                entry.process.kill()
+                entry.process.wait()
+            if entry.reader is not None:
+                entry.reader.join(1.0)
+            entry.control.close()
+            entry.channel.close()
+
+    # --- the messages of one process ---
+
+    def _read(self, entry: _Process) -> None:
+        """Everything one process sends, in order: instances to decide, records, ends, log lines."""
+        receiver = self.receiver
+        peers = entry.open
+        try:
+            while True:
+                try:
+                    message = entry.channel.recv()
+                except (EOFError, OSError):
+                    break
+                kind = message[0]
+                if kind == "instance":
+                    _, number, peer_id, header, patient_key, sop_uid, path, size = message
+                    answer = self._decide(peers.get(peer_id), header, patient_key, sop_uid, path, size)
+                    try:
+                        entry.channel.send(("status", number, *answer))
+                    except OSError:
+                        break
+                elif kind == "examined":  # refused by the checks in the process: for the records
+                    _, peer_id, fields, size = message
+                    peer = peers.get(peer_id)
+                    if peer is not None:
+                        receiver.on_examined_refusal(peer, IngestResult(*fields), size)
+                elif kind == "refused":
+                    _, peer_id, sop_uid, size, status, comment = message
+                    peer = peers.get(peer_id)
+                    if peer is not None:
+                        receiver.on_refused(peer, sop_uid, size, status, comment)
+                elif kind == "end":
+                    peer = peers.get(message[1])
+                    if peer is not None:
+                        receiver.on_association_end(peer)
+                elif kind == "closed":
+                    self._closed(entry, message[1])
+                elif kind == "log":
+                    _, name, level, text = message
+                    logging.getLogger(name).log(level, "[receiving process %d] %s", entry.number, text)
+                elif kind == "ready":
+                    with self._ready:
+                        entry.ready = True
+                        self._ready.notify_all()
+                elif kind == "bye":
+                    break
+        except Exception:  # never silently: the process's associations would wait for ever
+            logger.exception("the node failed reading receiving process %d", entry.number)
+        finally:
+            self._gone(entry)
+
+    def _decide(self, peer: Peer | None, header: tuple[Any, ...], patient_key: str, sop_uid: str,
+                path: str | None, size: int) -> tuple[int, str]:
+        stored = Path(path) if path is not None else None
+        if peer is None:  # cannot happen while the process keeps to the protocol
+            if stored is not None:
+                stored.unlink(missing_ok=True)
+            return _CLOSING
+        try:
+            return self.receiver.on_examined(peer, unpack_header(header), patient_key, sop_uid, stored, size)
+        except Exception as error:  # the node's bug must not leave the peer waiting
+            logger.exception("the node failed on a C-STORE from %s", peer)
+            if stored is not None:
+                stored.unlink(missing_ok=True)
+            return 0xC000, f"the node failed: {type(error).__name__}"
+
+    def _closed(self, entry: _Process, peer_id: int) -> None:
+        with entry.lock:
+            entry.open.pop(peer_id, None)
+        if self.server is not None:
+            self.server.remote_closed(peer_id)
+
+    def _gone(self, entry: _Process) -> None:
+        """The process ended (or its messages can no longer be read): end what it served."""
+        with self._ready:
+            entry.alive = False
+            self._ready.notify_all()
+        with entry.lock:
+            left = list(entry.open.values())
+        if left or not self._closing:
+            code = entry.process.poll()
+            logger.error("receiving process %d (pid %d) stopped%s; its %d association(s) ended; new associations "
+                         "go to the other processes", entry.number, entry.process.pid,
+                         f" with exit code {code}" if code is not None else "", len(left))
+        for peer in left:
+            try:
+                self.receiver.on_association_end(peer)
+            finally:
+                self._closed(entry, peer.id)
+
+
+# --- the receiving process's side --------------------------------------------------------------------
+
+
+class _Link:
+    """The receiving process's message pair: sends from any thread, answers matched to their questions."""
+
+    def __init__(self, channel: Connection) -> None:
+        self.channel = channel
+        self._lock = threading.Lock()
+        self._waiting: dict[int, list[Any]] = {}
+        self._numbers = itertools.count()
+        self._broken = False
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._broken:
+                return
+            try:
+                self.channel.send(message)
+            except OSError:
+                self._broken = True
+
+    def ask(self, message: tuple[Any, ...]) -> tuple[int, str]:
+        """Send ("instance", number, *message); wait for the node's status for it."""
+        event = threading.Event()
+        waiter: list[Any] = [event, _CLOSING]
+        with self._lock:
+            if self._broken:
+                return _CLOSING
+            number = next(self._numbers)
+            self._waiting[number] = waiter
+            try:
+                self.channel.send(("instance", number, *message))
+            except OSError:
+                self._broken = True
+                del self._waiting[number]
+                return _CLOSING
+        event.wait()
+        return (int(waiter[1][0]), str(waiter[1][1]))
+
+    def read_answers(self) -> None:
+        """Until the node's process is gone: hand each status to the thread that asked."""
+        try:
+            while True:
+                try:
+                    message = self.channel.recv()
+                except (EOFError, OSError):
+                    return
+                if message[0] == "status":
+                    with self._lock:
+                        waiter = self._waiting.pop(message[1], None)
+                    if waiter is not None:
+                        waiter[1] = (message[2], message[3])
+                        waiter[0].set()
+        finally:
+            with self._lock:
+                self._broken = True
+                waiting, self._waiting = self._waiting, {}
+            for waiter in waiting.values():
+                waiter[0].set()
+
+
+class _Forward(logging.Handler):
+    """Log records of the receiving process, sent to the node's process to be logged there."""
+
+    def __init__(self, link: _Link, level: int) -> None:
+        super().__init__(level)
+        self.link = link
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            self.link.send(("log", record.name, record.levelno, text))
+        except Exception:  # a log line must not fail a C-STORE
+            self.handleError(record)
+
+
+class _ExaminingSink:
+    """The receiving process's :class:`~dicomnode.net.sink.InstanceSink`: examine, write, ask the node."""
+
+    def __init__(self, link: _Link, settings: dict[str, Any]) -> None:
+        from dicomnode.server.storage import InstanceStore
+
+        self.link = link
+        self.settings = settings
+        self.store = InstanceStore(settings["data_directory"], settings["fsync"])
+
+    def on_instance(self, instance: ReceivedInstance, peer: Peer) -> int | tuple[int, str]:
+        from dicomnode.errors import StorageError
+        from dicomnode.server.ingest import STATUS_OUT_OF_RESOURCES, examine
+
+        settings = self.settings
+        source = Source(peer.calling_ae_title, f"{peer.address[0]}:{peer.address[1]}", "c-store", peer.id)
+        with instance.encoded.getbuffer() as view:
+            size = view.nbytes
+        examined = examine(instance.encoded, instance.transfer_syntax, instance.file_meta, source, lazy=True,
+                           maximum_inflated_size=settings["maximum_inflated_size"],
+                           patient_identifier_tag=settings["patient_identifier_tag"])
+        if isinstance(examined, IngestResult):
+            return self._refused(peer, examined, size)
+        try:
+            path = None
+            if examined.patient_key:  # without one the node refuses (or discards) it: nothing to write
+                try:
+                    path = self.store.write_encoded(examined.patient_key, examined.sop_uid, instance.file_meta,
+                                                    examined.raw)
+                except StorageError as error:
+                    logger.error("C-STORE %s from %s: %s", examined.sop_uid, peer.calling_ae_title or "?", error)
+                    return self._refused(peer, IngestResult(STATUS_OUT_OF_RESOURCES, "cannot store the instance",
+                                                            examined.patient_key, examined.sop_uid), size)
+            header = pack_header(examined.dataset)
+        finally:
+            examined.raw.release()
+        return self.link.ask((peer.id, header, examined.patient_key, examined.sop_uid,
+                              None if path is None else str(path), size))
+
+    def _refused(self, peer: Peer, result: IngestResult, size: int) -> tuple[int, str]:
+        self.link.send(("examined", peer.id, (result.status, result.comment, result.patient_key,
+                                              result.sop_instance_uid), size))
+        return result.status, result.comment
+
+    def on_refused(self, peer: Peer, sop_instance_uid: str, size: int, status: int, comment: str) -> None:
+        self.link.send(("refused", peer.id, sop_instance_uid, size, status, comment))
+
+    def on_association_end(self, peer: Peer) -> None:
+        self.link.send(("end", peer.id))
+
+
+def _serve(control: Connection, channel: Connection) -> None:
+    """A receiving process: serve the connections the node hands over until it says stop or is gone."""
+    from dicomnode.net.server import DicomServer
+
+    settings = channel.recv()
+    link = _Link(channel)
+    root = logging.getLogger()
+    root.handlers[:] = [_Forward(link, logging.getLevelName(settings["log_level"]))]
+    root.setLevel(settings["log_level"])
+    sink = _ExaminingSink(link, settings)
+    server = DicomServer(ae_title=settings["ae_title"], sink=sink, sop_classes=settings["sop_classes"],
+                         require_called_aet=settings["require_called_aet"],
+                         require_calling_aet=settings["require_calling_aet"], limits=settings["limits"],
+                         on_closed=lambda peer: link.send(("closed", peer.id)))
+    server.prepare()
+    threading.Thread(target=link.read_answers, name="dicomnode-answers", daemon=True).start()
+    link.send(("ready",))
+    try:
+        while True:
+            try:
+                message = control.recv()
+            except (EOFError, OSError):  # the node's process is gone
+                break
+            if message[0] != "association":
+                break
+            _, peer, prefix = message
+            descriptor = recv_handle(control)
+            sock = socket.socket(fileno=descriptor)
+            server.serve_connection(sock, peer.address, prefix, peer)
+    finally:
+        server.close()
+        sink.store.close()
+        link.send(("bye",))
+
+
+def main(arguments: list[str] | None = None, run: Callable[[Connection, Connection], None] = _serve) -> None:
+    """``python -m dicomnode.server.processes CONTROL_FD CHANNEL_FD`` (the node starts it; not for people)."""
+    control_fd, channel_fd = (int(value) for value in (arguments or sys.argv[1:3]))
+    run(Connection(control_fd), Connection(channel_fd))
+
+
+if __name__ == "__main__":
+    main()
