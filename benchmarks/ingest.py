@@ -6,7 +6,10 @@ Receivers, each in its own process on a free loopback port:
 (b) a dicomnode node whose one input accepts everything and never validates, in memory;
 (c) the same node with ``data_directory`` (each instance written before success returns);
 (d) DCMTK ``storescp`` writing to a folder;
-(e) Orthanc storing every instance (``--receivers abcde``; HTTP off, no plugins).
+(e) Orthanc storing every instance (``--receivers abcde``; HTTP off, no plugins);
+(l) the node with ``data_directory`` and ``lazy_storage`` (headers in memory, pixels read back when used);
+(p) the same with ``receiving_processes = 2`` (associations served by two receiving processes;
+    ``q``: four).
 
 The same files are sent with ``/usr/bin/storescu`` (``TCP_NODELAY=1``), one
 association per run, the receivers interleaved a b c d a b c d … after a
@@ -47,6 +50,7 @@ RECEIVERS = {
     "e": "Orthanc",
     "l": "dicomnode, data_directory, lazy_storage",
     "p": "dicomnode, data_directory, lazy_storage, 2 receiving processes",
+    "q": "dicomnode, data_directory, lazy_storage, 4 receiving processes",
     # with --baseline SOURCES: the same nodes from other sources (another checkout's core/src), side by side
     "B": "dicomnode from --baseline, in memory",
     "C": "dicomnode from --baseline, data_directory",
@@ -135,6 +139,8 @@ def serve(kind: str, port: int, folder: Path) -> None:
         _serve_node(port, folder, lazy=True)
     elif kind == "p":
         _serve_node(port, folder, lazy=True, processes=2)
+    elif kind == "q":
+        _serve_node(port, folder, lazy=True, processes=4)
     else:
         raise SystemExit(f"unknown receiver {kind!r}")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
 from pynetdicom.dsutils import encode
 
 from dicomnode.dicom.synthetic import synthetic_series
@@ -97,6 +98,24 @@ def test_the_file_meta_encoding_matches_pydicoms_byte_for_byte() -> None:
     reference = DicomBytesIO()
     write_file_meta_info(reference, meta, enforce_standard=True)
     assert encode_file_meta(meta) == reference.getvalue()
+
+
+def test_the_file_meta_of_a_received_instance_is_encoded_from_its_raw_elements_as_pydicom_would() -> None:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    from dicomnode.net.receiving import received_file_meta
+    from dicomnode.server.storage import encode_file_meta
+
+    def meta() -> FileMetaDataset:
+        return received_file_meta("1.2.840.10008.5.1.4.1.1.2", "1.2.3.456", "1.2.840.10008.1.2.1")
+
+    raw = meta()
+    encoded = encode_file_meta(raw)
+    assert all(type(element).__name__ == "RawDataElement" for element in raw._dict.values())  # none converted
+    reference = DicomBytesIO()
+    write_file_meta_info(reference, meta(), enforce_standard=True)
+    assert encoded == reference.getvalue()
 
 
 def test_an_instance_received_twice_gets_two_files_so_neither_job_deletes_the_other(tmp_path: Path) -> None:

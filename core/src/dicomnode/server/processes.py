@@ -42,6 +42,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -467,6 +468,11 @@ def _serve(control: Connection, channel: Connection) -> None:
     """A receiving process: serve the connections the node hands over until it says stop or is gone."""
     from dicomnode.net.server import DicomServer
 
+    # the node's process decides when this one ends ("stop", or its end of the pipes closing): a Ctrl-C
+    # or a service manager's SIGTERM to the whole group must not cut the associations off before the
+    # node's orderly close reaches them
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     settings = channel.recv()
     link = _Link(channel)
     root = logging.getLogger()

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
@@ -66,21 +67,27 @@ def encode_file_meta(file_meta: FileMetaDataset) -> bytes:
     the rest of storing an instance); other VRs fall back to pydicom.
     """
     parts = []
-    for element in file_meta:
-        tag = element.tag
-        if tag.group != 0x0002 or tag.element == 0x0000:
+    # the elements as they are held: iterating the dataset would convert (and validate) every raw value
+    for tag, element in sorted(file_meta._dict.items()):
+        if tag >> 16 != 0x0002 or tag & 0xFFFF == 0x0000:
             continue
         vr = element.VR
+        if vr is None:
+            return _encode_file_meta_with_pydicom(file_meta)
         if vr == "UL":
+            if isinstance(element, RawDataElement):
+                return _encode_file_meta_with_pydicom(file_meta)
             value = struct.pack("<I", int(element.value))
         elif vr in _SHORT_VRS or vr in _LONG_VRS:
             raw = element.value
+            if isinstance(element, RawDataElement) and not element.is_little_endian:
+                return _encode_file_meta_with_pydicom(file_meta)
             value = raw if isinstance(raw, bytes) else str(raw).encode("ascii")
             if len(value) % 2:
                 value += _SHORT_VRS.get(vr, b"\x00") or b"\x00"
         else:
             return _encode_file_meta_with_pydicom(file_meta)
-        header = struct.pack("<HH", tag.group, tag.element) + vr.encode("ascii")
+        header = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode("ascii")
         if vr in _LONG_VRS:
             parts.append(header + b"\x00\x00" + struct.pack("<I", len(value)) + value)
         else:
