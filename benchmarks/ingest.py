@@ -375,6 +375,9 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="SOURCES",
                         help="receivers B and C import dicomnode from these folders (os.pathsep-separated, "
                              "e.g. another checkout's core/src): before and after side by side")
+    parser.add_argument("--cpus", type=int, metavar="N",
+                        help="run everything (receivers, their processes, storescu) on the first N CPUs only: "
+                             "how ingest scales with cores, on one machine")
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline:
@@ -387,6 +390,12 @@ def main() -> int:
             raise SystemExit(f"{program} is missing: apt-get install dcmtk")
     slices, runs = (40, 3) if args.quick else (args.slices, args.runs)
     kinds = list(args.receivers)
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.cpus:
+        if not 1 <= args.cpus <= len(cpus):
+            raise SystemExit(f"--cpus must be 1 to {len(cpus)} here, got {args.cpus}")
+        cpus = cpus[:args.cpus]
+        os.sched_setaffinity(0, cpus)  # every process started from here inherits it
     if args.small:
         sent: list[Path] | Path = small_study(args.small)
         paths = list(sent.rglob("*.dcm"))
@@ -396,7 +405,7 @@ def main() -> int:
         what = f"a {slices}-slice 512x512 CT"
     megabytes = sum(path.stat().st_size for path in paths) / 1e6
     print(f"Ingest of {what} ({megabytes:.0f} MB), {runs} interleaved rounds after a "
-          f"warm-up, medians; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+          f"warm-up, medians; Python {sys.version.split()[0]}, {len(cpus)} of {os.cpu_count()} CPUs\n")
     for clients in (int(text) for text in args.clients.split(",")):
         times = measure(sent, runs, clients, kinds)
         title = "One storescu association" if clients == 1 else f"{clients} concurrent storescu clients"

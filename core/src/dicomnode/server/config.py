@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -344,6 +345,9 @@ class PipelineConfig:
                 "setting 'lazy_storage' needs 'data_directory': lazy datasets are read back from "
                 "the stored files"
             )
+        if self.receiving_processes and not hasattr(socket, "send_fds"):
+            raise ConfigurationError("setting 'receiving_processes' needs a system that passes sockets between "
+                                     "processes (Linux, macOS, other Unix); set it to 0 here")
         if self.receiving_processes and (self.data_directory is None or not self.lazy_storage):
             raise ConfigurationError(
                 f"setting 'receiving_processes' = {self.receiving_processes} needs 'data_directory' and "

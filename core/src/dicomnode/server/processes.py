@@ -28,9 +28,14 @@ to the others.
 
 Each process is ``python -m dicomnode.server.processes`` with two
 inherited socket pairs (no listening socket, no file in the file system): a
-control pair (connections in, "stop") and a message pair (instances out,
-statuses back, log records out). Its log records are written by the node's
-own logging, prefixed with the process's number.
+control pair (connections in, "stop") and a channel (readiness and log
+records out; its log records are written by the node's own logging,
+prefixed with the process's number). Each handed association comes with a
+socket pair of its own, on which the process asks about each of its
+instances and the node's process answers, on a thread of the node's per
+association as when it receives itself: the association's thread waits on
+its own socket for its answer, and one association's decision never waits
+behind another's.
 
 Why not :mod:`multiprocessing`'s pools: a spawned child re-imports the
 user's main module (a node script without a ``__main__`` guard would start
@@ -39,7 +44,6 @@ a second node), and a forked child inherits the node's threads' locks.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import signal
@@ -50,7 +54,6 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import recv_handle, send_handle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +155,8 @@ class ReceivingProcesses:
         self._processes: list[_Process] = []
         self._closing = False
         self._ready = threading.Condition()
+        #: the node's thread of each handed association (close waits for them)
+        self._threads: set[threading.Thread] = set()
 
     # --- life cycle ---
 
@@ -206,15 +211,25 @@ class ReceivingProcesses:
         if not ready:
             return False
         entry = min(ready, key=lambda candidate: len(candidate.open))
+        here, there = socket.socketpair()
         with entry.lock:
             entry.open[peer.id] = peer
             try:
                 entry.control.send(("association", peer, prefix))
-                send_handle(entry.control, sock.fileno(), entry.process.pid)
+                with socket.socket(fileno=os.dup(entry.control.fileno())) as control:
+                    socket.send_fds(control, [b"A"], [sock.fileno(), there.fileno()])
             except OSError as error:
                 entry.open.pop(peer.id, None)
+                here.close()
                 logger.warning("receiving process %d cannot take a connection: %s", entry.number, error)
                 return False
+            finally:
+                there.close()
+        thread = threading.Thread(target=self._association, args=(entry, peer, Connection(here.detach())),
+                                  name=f"dicomnode-receiving-{entry.number}-{peer.id}", daemon=True)
+        with self._ready:
+            self._threads.add(thread)
+        thread.start()
         return True
 
     def close(self, timeout: float) -> None:
@@ -243,13 +258,16 @@ class ReceivingProcesses:
                 entry.reader.join(1.0)
             entry.control.close()
             entry.channel.close()
+        # the processes are gone, so every association's pair is closed: their ends are being handled
+        with self._ready:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(1.0, deadline - time.monotonic()))
 
     # --- the messages of one process ---
 
     def _read(self, entry: _Process) -> None:
-        """Everything one process sends, in order: instances to decide, records, ends, log lines."""
-        receiver = self.receiver
-        peers = entry.open
+        """What one process says of itself: ready, its log records, goodbye; its end."""
         try:
             while True:
                 try:
@@ -257,30 +275,7 @@ class ReceivingProcesses:
                 except (EOFError, OSError):
                     break
                 kind = message[0]
-                if kind == "instance":
-                    _, number, peer_id, header, patient_key, sop_uid, path, size = message
-                    answer = self._decide(peers.get(peer_id), header, patient_key, sop_uid, path, size)
-                    try:
-                        entry.channel.send(("status", number, *answer))
-                    except OSError:
-                        break
-                elif kind == "examined":  # refused by the checks in the process: for the records
-                    _, peer_id, fields, size = message
-                    peer = peers.get(peer_id)
-                    if peer is not None:
-                        receiver.on_examined_refusal(peer, IngestResult(*fields), size)
-                elif kind == "refused":
-                    _, peer_id, sop_uid, size, status, comment = message
-                    peer = peers.get(peer_id)
-                    if peer is not None:
-                        receiver.on_refused(peer, sop_uid, size, status, comment)
-                elif kind == "end":
-                    peer = peers.get(message[1])
-                    if peer is not None:
-                        receiver.on_association_end(peer)
-                elif kind == "closed":
-                    self._closed(entry, message[1])
-                elif kind == "log":
+                if kind == "log":
                     _, name, level, text = message
                     logging.getLogger(name).log(level, "[receiving process %d] %s", entry.number, text)
                 elif kind == "ready":
@@ -289,18 +284,66 @@ class ReceivingProcesses:
                         self._ready.notify_all()
                 elif kind == "bye":
                     break
-        except Exception:  # never silently: the process's associations would wait for ever
+        except Exception:  # never silently
             logger.exception("the node failed reading receiving process %d", entry.number)
         finally:
-            self._gone(entry)
+            with self._ready:
+                entry.alive = False
+                self._ready.notify_all()
+            if not self._closing:
+                code = entry.process.poll()
+                logger.error("receiving process %d (pid %d) stopped%s; new associations go to the other processes",
+                             entry.number, entry.process.pid, f" with exit code {code}" if code is not None else "")
 
-    def _decide(self, peer: Peer | None, header: tuple[Any, ...], patient_key: str, sop_uid: str,
-                path: str | None, size: int) -> tuple[int, str]:
+    def _association(self, entry: _Process, peer: Peer, link: Connection) -> None:
+        """One handed association's messages, in order: instances to decide, refusals, its end, its close."""
+        receiver = self.receiver
+        ended = closed = False
+        try:
+            while True:
+                try:
+                    message = link.recv()
+                except (EOFError, OSError):
+                    break
+                kind = message[0]
+                if kind == "instance":
+                    _, header, patient_key, sop_uid, path, size = message
+                    answer = self._decide(peer, header, patient_key, sop_uid, path, size)
+                    try:
+                        link.send(("status", *answer))
+                    except OSError:
+                        break
+                elif kind == "examined":  # refused by the checks in the process: for the records
+                    _, fields, size = message
+                    receiver.on_examined_refusal(peer, IngestResult(*fields), size)
+                elif kind == "refused":
+                    _, sop_uid, size, status, comment = message
+                    receiver.on_refused(peer, sop_uid, size, status, comment)
+                elif kind == "end":
+                    ended = True
+                    receiver.on_association_end(peer)
+                elif kind == "closed":
+                    closed = True
+                    break
+        except Exception:  # never silently: the peer would wait for its answer for ever
+            logger.exception("the node failed on the association from %s in receiving process %d", peer,
+                             entry.number)
+        finally:
+            link.close()
+            if not closed and not self._closing:
+                logger.error("the association from %s ended with receiving process %d (pid %d)", peer, entry.number,
+                             entry.process.pid)
+            try:
+                if not ended:  # what it stored still counts: its patients are checked, its summary logged
+                    receiver.on_association_end(peer)
+            finally:
+                self._closed(entry, peer.id)
+                with self._ready:
+                    self._threads.discard(threading.current_thread())
+
+    def _decide(self, peer: Peer, header: tuple[Any, ...], patient_key: str, sop_uid: str, path: str | None,
+                size: int) -> tuple[int, str]:
         stored = Path(path) if path is not None else None
-        if peer is None:  # cannot happen while the process keeps to the protocol
-            if stored is not None:
-                stored.unlink(missing_ok=True)
-            return _CLOSING
         try:
             return self.receiver.on_examined(peer, unpack_header(header), patient_key, sop_uid, stored, size)
         except Exception as error:  # the node's bug must not leave the peer waiting
@@ -315,36 +358,16 @@ class ReceivingProcesses:
         if self.server is not None:
             self.server.remote_closed(peer_id)
 
-    def _gone(self, entry: _Process) -> None:
-        """The process ended (or its messages can no longer be read): end what it served."""
-        with self._ready:
-            entry.alive = False
-            self._ready.notify_all()
-        with entry.lock:
-            left = list(entry.open.values())
-        if left or not self._closing:
-            code = entry.process.poll()
-            logger.error("receiving process %d (pid %d) stopped%s; its %d association(s) ended; new associations "
-                         "go to the other processes", entry.number, entry.process.pid,
-                         f" with exit code {code}" if code is not None else "", len(left))
-        for peer in left:
-            try:
-                self.receiver.on_association_end(peer)
-            finally:
-                self._closed(entry, peer.id)
-
 
 # --- the receiving process's side --------------------------------------------------------------------
 
 
 class _Link:
-    """The receiving process's message pair: sends from any thread, answers matched to their questions."""
+    """A message pair to the node's process: sends from any thread; :meth:`ask` waits for the answer on it."""
 
-    def __init__(self, channel: Connection) -> None:
-        self.channel = channel
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
         self._lock = threading.Lock()
-        self._waiting: dict[int, list[Any]] = {}
-        self._numbers = itertools.count()
         self._broken = False
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -352,48 +375,27 @@ class _Link:
             if self._broken:
                 return
             try:
-                self.channel.send(message)
+                self.connection.send(message)
             except OSError:
                 self._broken = True
 
     def ask(self, message: tuple[Any, ...]) -> tuple[int, str]:
-        """Send ("instance", number, *message); wait for the node's status for it."""
-        event = threading.Event()
-        waiter: list[Any] = [event, _CLOSING]
+        """Send ("instance", *message); return the node's status for it (0xA700 when the node is gone)."""
         with self._lock:
             if self._broken:
                 return _CLOSING
-            number = next(self._numbers)
-            self._waiting[number] = waiter
             try:
-                self.channel.send(("instance", number, *message))
-            except OSError:
+                self.connection.send(("instance", *message))
+                answer = self.connection.recv()
+            except (EOFError, OSError):
                 self._broken = True
-                del self._waiting[number]
                 return _CLOSING
-        event.wait()
-        return (int(waiter[1][0]), str(waiter[1][1]))
+        return int(answer[1]), str(answer[2])
 
-    def read_answers(self) -> None:
-        """Until the node's process is gone: hand each status to the thread that asked."""
-        try:
-            while True:
-                try:
-                    message = self.channel.recv()
-                except (EOFError, OSError):
-                    return
-                if message[0] == "status":
-                    with self._lock:
-                        waiter = self._waiting.pop(message[1], None)
-                    if waiter is not None:
-                        waiter[1] = (message[2], message[3])
-                        waiter[0].set()
-        finally:
-            with self._lock:
-                self._broken = True
-                waiting, self._waiting = self._waiting, {}
-            for waiter in waiting.values():
-                waiter[0].set()
+    def close(self) -> None:
+        with self._lock:
+            self._broken = True
+            self.connection.close()
 
 
 class _Forward(logging.Handler):
@@ -416,12 +418,13 @@ class _Forward(logging.Handler):
 class _ExaminingSink:
     """The receiving process's :class:`~dicomnode.net.sink.InstanceSink`: examine, write, ask the node."""
 
-    def __init__(self, link: _Link, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any]) -> None:
         from dicomnode.server.storage import InstanceStore
 
-        self.link = link
         self.settings = settings
         self.store = InstanceStore(settings["data_directory"], settings["fsync"])
+        #: each association's message pair, by peer ID
+        self.links: dict[int, _Link] = {}
 
     def on_instance(self, instance: ReceivedInstance, peer: Peer) -> int | tuple[int, str]:
         from dicomnode.errors import StorageError
@@ -449,19 +452,26 @@ class _ExaminingSink:
             header = pack_header(examined.dataset)
         finally:
             examined.raw.release()
-        return self.link.ask((peer.id, header, examined.patient_key, examined.sop_uid,
-                              None if path is None else str(path), size))
+        return self.links[peer.id].ask((header, examined.patient_key, examined.sop_uid,
+                                        None if path is None else str(path), size))
 
     def _refused(self, peer: Peer, result: IngestResult, size: int) -> tuple[int, str]:
-        self.link.send(("examined", peer.id, (result.status, result.comment, result.patient_key,
-                                              result.sop_instance_uid), size))
+        self.links[peer.id].send(("examined", (result.status, result.comment, result.patient_key,
+                                               result.sop_instance_uid), size))
         return result.status, result.comment
 
     def on_refused(self, peer: Peer, sop_instance_uid: str, size: int, status: int, comment: str) -> None:
-        self.link.send(("refused", peer.id, sop_instance_uid, size, status, comment))
+        self.links[peer.id].send(("refused", sop_instance_uid, size, status, comment))
 
     def on_association_end(self, peer: Peer) -> None:
-        self.link.send(("end", peer.id))
+        self.links[peer.id].send(("end",))
+
+    def closed(self, peer: Peer) -> None:
+        """The association is over (the server's ``on_closed``): say so on its pair, and close it."""
+        link = self.links.pop(peer.id, None)
+        if link is not None:
+            link.send(("closed",))
+            link.close()
 
 
 def _serve(control: Connection, channel: Connection) -> None:
@@ -478,26 +488,26 @@ def _serve(control: Connection, channel: Connection) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_Forward(link, logging.getLevelName(settings["log_level"]))]
     root.setLevel(settings["log_level"])
-    sink = _ExaminingSink(link, settings)
+    sink = _ExaminingSink(settings)
     server = DicomServer(ae_title=settings["ae_title"], sink=sink, sop_classes=settings["sop_classes"],
                          require_called_aet=settings["require_called_aet"],
                          require_calling_aet=settings["require_calling_aet"], limits=settings["limits"],
-                         on_closed=lambda peer: link.send(("closed", peer.id)))
+                         on_closed=sink.closed)
     server.prepare()
-    threading.Thread(target=link.read_answers, name="dicomnode-answers", daemon=True).start()
     link.send(("ready",))
     try:
-        while True:
-            try:
-                message = control.recv()
-            except (EOFError, OSError):  # the node's process is gone
-                break
-            if message[0] != "association":
-                break
-            _, peer, prefix = message
-            descriptor = recv_handle(control)
-            sock = socket.socket(fileno=descriptor)
-            server.serve_connection(sock, peer.address, prefix, peer)
+        with socket.socket(fileno=os.dup(control.fileno())) as fds:
+            while True:
+                try:
+                    message = control.recv()
+                except (EOFError, OSError):  # the node's process is gone
+                    break
+                if message[0] != "association":
+                    break
+                _, peer, prefix = message
+                _, (connection, pair), _, _ = socket.recv_fds(fds, 1, 2)
+                sink.links[peer.id] = _Link(Connection(pair))
+                server.serve_connection(socket.socket(fileno=connection), peer.address, prefix, peer)
     finally:
         server.close()
         sink.store.close()
