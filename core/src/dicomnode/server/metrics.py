@@ -170,6 +170,11 @@ class _StateCollector:
                                 value=0.0 if restoring is None else float(restoring[1] - restoring[0]))
         yield GaugeMetricFamily("dicomnode_start_time_seconds", "When the node started (Unix time)",
                                 value=board.started)
+        receiving = node.receiving
+        if receiving is not None:
+            yield GaugeMetricFamily("dicomnode_receiving_processes_ready",
+                                    "Receiving processes taking associations (receiving_processes)",
+                                    value=receiving[0])
         patients = images = 0
         oldest: float | None = None
         for container in node.tree.containers():

@@ -132,6 +132,7 @@ class AbstractPipeline:
         #: the restore of the data directory behind the listening node (None: nothing to restore)
         self._restore: Restore | None = None
         self._server: DicomServer | None = None
+        self._processes: ReceivingProcesses | None = None
         self._maintenance: MaintenanceThread | None = None
         self._stopped = threading.Event()
         self._opening = False
@@ -317,6 +318,7 @@ class AbstractPipeline:
         self._server = server
         self.port = server.port
         if processes is not None:
+            self._processes = processes
             processes.start(server)
             # the node answers meanwhile: until a process is ready its own threads receive
             ready = processes.wait_ready(_RECEIVING_START)
@@ -478,6 +480,14 @@ class AbstractPipeline:
             return None
         self.tree.restoring = restore.holds
         return restore
+
+    @property
+    def receiving(self) -> tuple[int, int] | None:
+        """With ``receiving_processes``: (processes taking associations now, processes configured); else None."""
+        processes = self._processes
+        if processes is None or not self.is_open:
+            return None
+        return processes.ready, processes.count
 
     @property
     def restoring(self) -> tuple[int, int] | None:

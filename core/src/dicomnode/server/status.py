@@ -234,6 +234,9 @@ def node_status(node: AbstractPipeline, board: StatusBoard, counts: DirectoryCou
                               "seconds": round(now - job.started, 1)} for job in board.running()],
         },
     }
+    receiving = node.receiving
+    if receiving is not None:
+        status["node"]["receiving_processes"] = {"ready": receiving[0], "configured": receiving[1]}
     status.update(_stores(counts))
     return status
 
@@ -328,6 +331,11 @@ def format_status(status: Mapping[str, Any]) -> str:
     else:
         lines.append(f"{node['name']} ({node['ae_title']}) on {node['address'] or '?'}: {node_state(node)}, up "
                      f"{_age(node['uptime_seconds'])}, dicomnode {node['version']}")
+    receiving = node.get("receiving_processes")
+    if receiving is not None:
+        lines.append(f"receiving processes: {receiving['ready']} of {receiving['configured']} ready"
+                     + ("" if receiving["ready"] == receiving["configured"] else
+                        " (the node receives the rest itself; its log says why)"))
     patients = status["patients"]
     lines.append(f"patients held: {patients['count']} ({patients['images']} image(s))")
     for held in patients["held"]:
