@@ -319,12 +319,7 @@ class AbstractPipeline:
         self.port = server.port
         if processes is not None:
             self._processes = processes
-            processes.start(server)
-            # the node answers meanwhile: until a process is ready its own threads receive
-            ready = processes.wait_ready(_RECEIVING_START)
-            if ready < processes.count:
-                self.logger.warning("%d of %d receiving processes were ready after %g s; the node receives in its "
-                                    "own process until they are", ready, processes.count, _RECEIVING_START)
+            processes.start(server)  # until a process is ready, the node's own threads receive
         if config.maintenance_thread or config.stable_time is not None:
             from dicomnode.server.maintenance import MaintenanceThread
 
@@ -337,6 +332,13 @@ class AbstractPipeline:
         self.events.opened(f"{config.ip}:{self.port}")
         if restore is not None:
             restore.start()
+        if processes is not None:  # behind the listen and the restore, which go on meanwhile
+            ready = processes.wait_ready(_RECEIVING_START)
+            if ready < processes.count:
+                self.logger.warning("%d of %d receiving processes were ready after %g s; the node receives in its "
+                                    "own process until they are", ready, processes.count, _RECEIVING_START)
+            else:
+                self.logger.info("%d receiving processes ready", ready)
 
     def close(self) -> None:
         """Stop accepting, let the instances being received finish, finish the jobs in flight, stop.
