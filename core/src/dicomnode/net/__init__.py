@@ -6,7 +6,7 @@ Public names, for pipelines and plugins::
 
 The node's server and the boundary it feeds::
 
-    from dicomnode.net import DicomServer, InstanceSink, Limits, Peer, ReceivedInstance
+    from dicomnode.net import DicomServer, Handoff, InstanceSink, Limits, Peer, ReceivedInstance
 
 Every use of pynetdicom's internals is in :mod:`dicomnode.net.adapter`;
 the other modules are the package's own, and nothing outside
@@ -18,13 +18,14 @@ from dicomnode.net.client import MoveResult, QueryLevel, StorageHandler, echo, f
 from dicomnode.net.limits import Limits
 from dicomnode.net.sending import FailedInstance, SendResult, send_datasets
 from dicomnode.net.server import DicomServer
-from dicomnode.net.sink import InstanceSink, Peer, ReceivedInstance
+from dicomnode.net.sink import Handoff, InstanceSink, Peer, ReceivedInstance
 from dicomnode.net.tls import TlsSettings
 
 __all__ = [
     "Address",
     "DicomServer",
     "FailedInstance",
+    "Handoff",
     "InstanceSink",
     "Limits",
     "MoveResult",
