@@ -70,6 +70,7 @@ __all__ = [
     "read_elements",
     "scan_elements",
     "split_file",
+    "tag_of",
     "transfer_syntax_of",
 ]
 
@@ -281,6 +282,16 @@ _TAGS: dict[int, BaseTag] = {}
 _TAGS_KEPT = 8192
 
 
+def tag_of(number: int) -> BaseTag:
+    """pydicom's tag for ``number``, made once per tag (up to a few thousand kept)."""
+    tag = _TAGS.get(number)
+    if tag is None:
+        tag = BaseTag(number)
+        if len(_TAGS) < _TAGS_KEPT:
+            _TAGS[number] = tag
+    return tag
+
+
 def read_elements(buffer: bytes | bytearray | memoryview, *, implicit: bool, little: bool = True,
                   defer_size: int | None = None, keep_before: int | None = None
                   ) -> dict[BaseTag, DataElement | RawDataElement] | None:
@@ -316,7 +327,8 @@ def read_elements(buffer: bytes | bytearray | memoryview, *, implicit: bool, lit
     tags = _TAGS
     vrs = _VRS
     defer = size if defer_size is None else defer_size
-    last = 0x100000000 if keep_before is None else keep_before
+    # a plain int: a pydicom tag compares in Python, once per element
+    last = 0x100000000 if keep_before is None else int(keep_before)
     elements: dict[BaseTag, DataElement | RawDataElement] = {}
     vr: str | None
     offset = 0

@@ -59,8 +59,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
-from pydicom.tag import BaseTag
 
+from dicomnode.dicom.encoded import tag_of
 from dicomnode.extension.handles import IngestResult, Source
 from dicomnode.net.sink import Peer, ReceivedInstance
 
@@ -99,9 +99,10 @@ def unpack_header(packed: tuple[Any, ...]) -> Dataset:
     """The dataset :func:`pack_header` packed, its values still unconverted."""
     implicit, little, encoding, elements = packed
     values = {}
+    make = tuple.__new__  # the named tuple's own __new__ is a Python function: one call per element saved
     for number, fields in elements:
-        tag = BaseTag(number)
-        values[tag] = RawDataElement(tag, *fields) if type(fields) is tuple else fields
+        tag = tag_of(number)
+        values[tag] = make(RawDataElement, (tag, *fields)) if type(fields) is tuple else fields
     dataset = Dataset(values)
     dataset.set_original_encoding(implicit, little, encoding)
     return dataset
