@@ -125,6 +125,16 @@ def _served(caplog: pytest.LogCaptureFixture) -> list[str]:
     return who
 
 
+def _assert_served(caplog: pytest.LogCaptureFixture, expected: list[str], *, any_order: bool = False) -> None:
+    """Wait (the processes' log records reach the node a moment after their peer's answer) for :func:`_served`."""
+
+    def seen() -> list[str]:
+        return sorted(_served(caplog)) if any_order else _served(caplog)
+
+    wait_until(lambda: seen() == expected, timeout=5)
+    assert seen() == expected
+
+
 def _uids_on_disk(data: Path) -> set[str]:
     """The SOP Instance UIDs of the whole, readable files in the data directory's incoming folder."""
     return {str(dcmread(path).SOPInstanceUID) for path in (data / "incoming").rglob("*.dcm")}
@@ -191,7 +201,7 @@ def test_two_concurrent_storescu_associations_are_served_by_the_two_processes(
         assert [sender.returncode for sender in senders] == [0, 0], outputs
         assert wait_until(lambda: len(read_jobs(jobs_record)) == 2, timeout=15) and node.wait_for_jobs(10)
         # each association ran in its own receiving process, none in the node's
-        assert sorted(_served(caplog)) == ["1", "2"]
+        _assert_served(caplog, ["1", "2"], any_order=True)
         assert _acknowledged(outputs[0]) == {path.stem for path in first}
         jobs = {job["patient"]: job for job in read_jobs(jobs_record)}
         assert jobs["PA"]["uids"] == sorted(path.stem for path in first)
@@ -207,7 +217,7 @@ def test_a_c_echo_is_answered_by_a_receiving_process(tmp_path: Path, caplog: pyt
         done = subprocess.run([str(DCMTK / "echoscu"), "-to", "5", "-aec", "TESTNODE", "127.0.0.1", str(node.port)],
                               env=dcmtk_env(), capture_output=True, text=True, timeout=20)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert _served(caplog) == ["1"]
+        _assert_served(caplog, ["1"])
 
 
 # --- the node's decisions apply ------------------------------------------------------------------------
@@ -224,7 +234,7 @@ def test_a_filter_rejection_with_the_discard_policy_answers_success_and_keeps_no
         output = sender.communicate(timeout=30)[0]
         assert sender.returncode == 0, output
         assert _acknowledged(output) == {path.stem for path in files}
-        assert _served(caplog) == ["1"]
+        _assert_served(caplog, ["1"])
         assert wait_until(lambda: "PICKY" in node.tree and node.tree["PICKY"].images == 4, timeout=5)
         assert {str(dcmread(path).SOPInstanceUID) for path in node.tree["PICKY"].paths} == kept
         assert _uids_on_disk(tmp_path / "data") == kept
@@ -243,7 +253,7 @@ def test_a_filter_rejection_with_the_failure_policy_is_a_0xC003_storescu_sees_an
                               timeout=30)
         statuses = _statuses(done.stdout + done.stderr)
         assert statuses == {path.stem: 0xC003 if path.stem in rejected else 0x0000 for path in files}
-        assert _served(caplog) == ["1"]
+        _assert_served(caplog, ["1"])
         assert wait_until(lambda: "PICKY" in node.tree and node.tree["PICKY"].images == 4, timeout=5)
         on_disk = _uids_on_disk(tmp_path / "data")
         assert on_disk == {path.stem for path in files} - rejected
@@ -269,11 +279,66 @@ def test_a_damaged_dataset_is_refused_0xC001_by_the_process_and_counted(
             assoc.release()
         assert [int(answer.Status) for answer in answers] == [0x0000, 0xC001]
         assert "announces" in str(answers[1].ErrorComment)
-        assert _served(caplog) == ["1"]
+        _assert_served(caplog, ["1"])
         assert wait_until(lambda: len(summaries.seen) == 1, timeout=5)
         [summary] = summaries.seen
         assert dict(summary.refused) == {0xC001: 1} and summary.stored == 1
         assert _uids_on_disk(tmp_path / "data") == {good.stem}
+
+
+def test_every_refusal_in_a_process_gets_its_status_keeps_no_file_and_is_counted(
+        tmp_path: Path, jobs_record: Path, ct_expected: type[CT], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    ct_expected.expected = 100
+    good, no_key, mr = synthetic_series(slices=3, rows=16, columns=16, patient_id="MIXED")
+    del no_key.PatientID
+    mr.Modality = "MR"
+    big = synthetic_series(slices=1, rows=64, columns=64, patient_id="MIXED")[0]  # 8 KiB of pixels
+    summaries = Summaries()
+    with _opened(tmp_path, rejection_policy="failure", maximum_dataset_size=4096) as node:
+        node.events.add(summaries)
+        assoc = _associate(node.port)
+        assert assoc.is_established
+        try:
+            answers = [assoc.send_c_store(dataset) for dataset in (good, no_key, mr, big)]
+        finally:
+            assoc.release()
+        assert [int(answer.Status) for answer in answers] == [0x0000, 0xC002, 0xC004, 0xA700]
+        assert "no input accepts it" in str(answers[2].ErrorComment)
+        assert str(answers[3].ErrorComment).startswith("dataset too large")
+        _assert_served(caplog, ["1"])
+        assert wait_until(lambda: len(summaries.seen) == 1, timeout=5)
+        [summary] = summaries.seen
+        assert dict(summary.refused) == {0xC002: 1, 0xC004: 1, 0xA700: 1} and summary.stored == 1
+        assert _uids_on_disk(tmp_path / "data") == {str(good.SOPInstanceUID)}
+
+
+def test_tls_associations_stay_in_the_node_s_process(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import ssl
+
+    from certificates import make_certificate
+
+    from dicomnode.net import echo
+
+    caplog.set_level(logging.INFO)
+    cert, key = make_certificate(tmp_path, "node")
+    with _opened(tmp_path, tls_certificate=cert, tls_key=key) as node:
+        assert echo(node.address, tls=ssl.create_default_context(cafile=str(cert)), timeout=5) == 0x0000
+        _assert_served(caplog, ["node"])
+
+
+def test_only_the_allowed_calling_ae_titles_are_served(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with _opened(tmp_path, require_calling_aet=["SCANNER"]) as node:
+        files = write_patient(tmp_path / "P", "AET", slices=1)
+        refused = storescu(node.port, files, called_aet="TESTNODE", calling_aet="STRANGER")
+        assert refused.returncode != 0
+        assert "Association Rejected" in refused.stdout + refused.stderr
+        assert _uids_on_disk(tmp_path / "data") == set()
+        accepted = storescu(node.port, files, called_aet="TESTNODE", calling_aet="SCANNER")
+        assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+        _assert_served(caplog, ["1"])
+        assert wait_until(lambda: _uids_on_disk(tmp_path / "data") == {files[0].stem}, timeout=5)
 
 
 # --- a receiving process that dies ------------------------------------------------------------------
@@ -291,13 +356,13 @@ def test_an_idle_process_killed_is_logged_and_the_next_associations_are_served(
         for patient in ("K1", "K2"):
             result = storescu(node.port, write_patient(tmp_path / patient, patient), called_aet="TESTNODE")
             assert result.returncode == 0, result.stdout + result.stderr
-        assert _served(caplog) == ["2", "2"]
+        _assert_served(caplog, ["2", "2"])
         # with none left the node's own process receives
         os.kill(second, signal.SIGKILL)
         assert wait_until(lambda: _handoff(node).ready == 0, timeout=5)
         result = storescu(node.port, write_patient(tmp_path / "K3", "K3"), called_aet="TESTNODE")
         assert result.returncode == 0, result.stdout + result.stderr
-        assert _served(caplog) == ["2", "2", "node"]
+        _assert_served(caplog, ["2", "2", "node"])
         assert wait_until(lambda: len(read_jobs(jobs_record)) == 3, timeout=15)
         assert sorted((job["patient"], len(job["uids"])) for job in read_jobs(jobs_record)) == [  # type: ignore[arg-type]
             ("K1", 6), ("K2", 6), ("K3", 6)]
@@ -333,6 +398,52 @@ def test_a_process_killed_during_a_send_loses_no_acknowledged_instance(
         time.sleep(0.5)  # a second job would have shown up by now
         jobs = read_jobs(jobs_record)
         assert len(jobs) == 1 and jobs[0]["uids"] == sorted(path.stem for path in files)
+
+
+def test_the_slots_of_a_killed_process_s_associations_are_freed(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with _opened(tmp_path, maximum_associations_per_address=2) as node:
+        first, _ = _pids(node)
+        held = [_associate(node.port) for _ in range(2)]
+        try:
+            assert all(assoc.is_established for assoc in held)
+            _assert_served(caplog, ["1", "2"], any_order=True)
+            os.kill(first, signal.SIGKILL)
+            assert wait_until(lambda: not held[0].is_established, timeout=5)  # its peer sees the end
+            assert node._server is not None
+            assert wait_until(lambda: node._server.associations == 1, timeout=5)  # type: ignore[union-attr]
+            again = _associate(node.port)  # the freed slot, in the process left
+            assert again.is_established
+            held.append(again)
+            _assert_served(caplog, ["1", "2", "2"], any_order=True)
+            refused = _associate(node.port)
+            assert refused.is_rejected
+        finally:
+            for assoc in held:
+                if assoc.is_established:
+                    assoc.release()
+
+
+def test_what_the_processes_wrote_is_restored_after_a_restart(tmp_path: Path, jobs_record: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    files = write_patient(tmp_path / "P", "LATER", slices=6)
+    with _opened(tmp_path) as node:
+        result = storescu(node.port, files[:3], called_aet="TESTNODE")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert wait_until(lambda: "LATER" in node.tree and node.tree["LATER"].images == 3, timeout=5)
+    _assert_served(caplog, ["1"])
+    assert _uids_on_disk(tmp_path / "data") == {path.stem for path in files[:3]}  # kept at close
+    with _opened(tmp_path) as node:
+        assert node.wait_for_restore(10) and node.tree["LATER"].images == 3
+        result = storescu(node.port, files[3:], called_aet="TESTNODE")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert wait_until(lambda: read_jobs(jobs_record), timeout=15) and node.wait_for_jobs(10)
+    _assert_served(caplog, ["1", "1"])
+    [job] = read_jobs(jobs_record)
+    assert job["uids"] == sorted(path.stem for path in files)
+    assert list((tmp_path / "data" / "incoming").rglob("*.dcm")) == []
 
 
 # --- close ----------------------------------------------------------------------------------------------
@@ -388,19 +499,19 @@ def test_maximum_associations_per_address_counts_the_associations_in_the_process
         held = [_associate(node.port) for _ in range(2)]
         try:
             assert all(assoc.is_established for assoc in held)
-            assert sorted(_served(caplog)) == ["1", "2"]
+            _assert_served(caplog, ["1", "2"], any_order=True)
             third = _associate(node.port)
             assert third.is_rejected and not third.is_established
         finally:
             for assoc in held:
                 assoc.release()
-        assert _served(caplog) == _served(caplog)[:2]  # the third never reached pynetdicom
+        _assert_served(caplog, ["1", "2"], any_order=True)  # the third never reached pynetdicom
         assert node._server is not None
         assert wait_until(lambda: node._server.associations == 0, timeout=5)  # type: ignore[union-attr]
         again = _associate(node.port)
         assert again.is_established
         again.release()
-        assert len(_served(caplog)) == 3
+        _assert_served(caplog, ["1", "1", "2"], any_order=True)
 
 
 # --- configuration --------------------------------------------------------------------------------------
