@@ -489,6 +489,52 @@ def test_close_returns_within_its_bound_with_silent_associations_and_the_process
         _end_left(children)
 
 
+def test_close_kills_a_receiving_process_that_does_not_answer(tmp_path: Path) -> None:
+    require_peer("dcmtk")
+    node = RecordingNode(data_directory=tmp_path / "data", lazy_storage=True, receiving_processes=2,
+                         close_receive_timeout=0.5)
+    node.open(blocking=False)
+    children = [entry.process for entry in _handoff(node)._processes]
+    assoc = _associate(node.port)
+    try:
+        assert assoc.is_established
+        os.kill(children[0].pid, signal.SIGSTOP)  # it holds an association and will never answer "stop"
+        started = time.monotonic()
+        node.close()
+        # its associations get close_receive_timeout, its threads 2 s, its exit 3 s; then it is killed
+        assert time.monotonic() - started < 0.5 + 5.0 + 2.0
+        assert [child.poll() for child in children] == [-signal.SIGKILL, 0]
+        assert wait_until(lambda: not assoc.is_established, timeout=5)
+    finally:
+        assoc.kill()
+        node.close()
+        _end_left(children)
+
+
+def test_the_receiving_processes_end_with_a_node_killed_by_sigkill(tmp_path: Path) -> None:
+    from hostile import node_process
+
+    require_peer("dcmtk")
+    with node_process(tmp_path, data_directory=str(tmp_path / "data"), lazy_storage=True, receiving_processes=2,
+                      close_receive_timeout=1.0) as node:
+        assert wait_until(lambda: len(node.psutil.children()) == 2, timeout=20)
+        children = node.psutil.children()
+        assert all("dicomnode.server.processes" in child.cmdline() for child in children)
+        assert wait_until(lambda: "listening as TESTNODE" in node.output(), timeout=20)
+        assoc = _associate(node.port)
+        try:
+            assert assoc.is_established  # held open in a receiving process
+            os.kill(node.process.pid, signal.SIGKILL)
+            node.process.wait(10)
+            gone, alive = psutil.wait_procs(children, timeout=1.0 + 5.0)
+            for child in alive:  # never leave one behind
+                child.kill()
+            assert alive == [] and len(gone) == 2
+            assert wait_until(lambda: not assoc.is_established, timeout=5)
+        finally:
+            assoc.kill()
+
+
 # --- the limits hold across processes ------------------------------------------------------------------
 
 
