@@ -17,6 +17,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +26,9 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import require_peer
+from conftest import free_port, require_peer
 from dcmtk import DCMTK, dcmtk_env, storescu
-from node import CT, RecordingNode, read_jobs, wait_until, write_patient
+from node import CT, RECORD, RecordingNode, read_jobs, wait_until, write_patient
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
@@ -46,6 +47,7 @@ from dicomnode.server.processes import ReceivingProcesses, pack_header, unpack_h
 pytestmark = pytest.mark.timeout(90)
 
 ACCEPTED = "Accepting Association"
+SUPPORT = Path(__file__).parents[1] / "support"
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -533,6 +535,43 @@ def test_the_receiving_processes_end_with_a_node_killed_by_sigkill(tmp_path: Pat
             assert wait_until(lambda: not assoc.is_established, timeout=5)
         finally:
             assoc.kill()
+
+
+def test_ctrl_c_stops_the_node_and_its_processes_cleanly(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole process group: the node closes its processes, none dies of it."""
+    require_peer("dcmtk")
+    pipeline = tmp_path / "pipeline.py"
+    pipeline.write_text("\n".join([
+        "import sys", f"sys.path.insert(0, {str(SUPPORT)!r})", "import node",
+        "class EdgeNode(node.RecordingNode):", "    log_level = 'INFO'",
+        f"    data_directory = {str(tmp_path / 'data')!r}", "    lazy_storage = True", "    receiving_processes = 2",
+    ]) + "\n")
+    port = free_port()
+    log = tmp_path / "node.log"
+    with open(log, "wb") as output:  # a session of its own: the test's process group is not signalled
+        process = subprocess.Popen([str(Path(sys.executable).parent / "dicomnode"), "run", f"{pipeline}:EdgeNode",
+                                    "--port", str(port)], stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, RECORD: str(tmp_path / "jobs.jsonl")}, start_new_session=True)
+    try:
+        node = psutil.Process(process.pid)
+        assert wait_until(lambda: len(node.children()) == 2 and "listening as TESTNODE" in log.read_text(),
+                          timeout=20)
+        children = node.children()
+        result = storescu(port, write_patient(tmp_path / "P", "CTRLC"), called_aet="TESTNODE")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert wait_until(lambda: read_jobs(tmp_path / "jobs.jsonl"), timeout=15)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(20) == 0
+        _, alive = psutil.wait_procs(children, timeout=5)
+        assert alive == []
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+        assert " ERROR " not in text, text
+        assert "stopped (SIGINT)" in text
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 # --- the limits hold across processes ------------------------------------------------------------------
