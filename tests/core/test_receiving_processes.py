@@ -222,6 +222,51 @@ def test_a_c_echo_is_answered_by_a_receiving_process(tmp_path: Path, caplog: pyt
         _assert_served(caplog, ["1"])
 
 
+def test_one_patient_sent_in_two_concurrent_associations_gets_one_job_with_every_image(
+        tmp_path: Path, jobs_record: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    files = write_patient(tmp_path / "P", "SPLIT", slices=6)
+    with _opened(tmp_path, SlowFilterNode) as node:
+        senders = [_storescu_verbose(node.port, files[:3], "SCANNER1"), _storescu_verbose(node.port, files[3:], "SCANNER2")]
+        outputs = [sender.communicate(timeout=30)[0] for sender in senders]
+        assert [sender.returncode for sender in senders] == [0, 0], outputs
+        _assert_served(caplog, ["1", "2"], any_order=True)  # one half in each process, at once
+        assert wait_until(lambda: read_jobs(jobs_record), timeout=15) and node.wait_for_jobs(10)
+        time.sleep(0.3)  # a second job would have shown up by now
+        [job] = read_jobs(jobs_record)
+        assert job["patient"] == "SPLIT" and job["uids"] == sorted(path.stem for path in files)
+        assert list((tmp_path / "data" / "incoming").rglob("*.dcm")) == []
+
+
+def test_large_and_deflated_instances_are_written_as_they_were_sent(
+        tmp_path: Path, jobs_record: Path, ct_expected: type[CT], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    ct_expected.expected = 100  # no job: the files stay in the data directory to be compared
+    large = write_series(synthetic_series(slices=2, rows=256, columns=256, patient_id="BIG"), tmp_path / "big")
+    small = write_series(synthetic_series(slices=2, rows=64, columns=64, patient_id="DEFLATED"), tmp_path / "small")
+    with _opened(tmp_path, maximum_pdu_size=16384) as node:
+        # 128 KiB of pixels each: many PDUs of 16 KiB
+        sent = storescu(node.port, large, called_aet="TESTNODE", extra=["-v"])
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "Max Send PDV: 16372" in sent.stdout + sent.stderr
+        deflated = storescu(node.port, small, called_aet="TESTNODE", extra=["--propose-deflated", "-v"])
+        assert deflated.returncode == 0, deflated.stdout + deflated.stderr
+        assert "Deflated Explicit VR Little Endian" in deflated.stdout + deflated.stderr
+        _assert_served(caplog, ["1", "1"])
+        assert wait_until(lambda: len(list((tmp_path / "data" / "incoming").rglob("*.dcm"))) == 4, timeout=5)
+        stored = {}
+        for path in (tmp_path / "data" / "incoming").rglob("*.dcm"):
+            dataset = dcmread(path)
+            stored[str(dataset.SOPInstanceUID)] = dataset
+        for path in large + small:
+            original = dcmread(path)
+            copy = stored[path.stem]
+            assert copy.PixelData == original.PixelData and copy.PatientID == original.PatientID
+            assert {element.tag for element in copy} == {element.tag for element in original}
+        assert {str(stored[path.stem].file_meta.TransferSyntaxUID) for path in small} == {"1.2.840.10008.1.2.1.99"}
+        assert node.tree["BIG"].images == 2 and node.tree["DEFLATED"].images == 2
+
+
 # --- the node's decisions apply ------------------------------------------------------------------------
 
 
