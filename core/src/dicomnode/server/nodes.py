@@ -335,8 +335,8 @@ class AbstractPipeline:
         if processes is not None:  # behind the listen and the restore, which go on meanwhile
             ready = processes.wait_ready(_RECEIVING_START)
             if ready < processes.count:
-                self.logger.warning("%d of %d receiving processes were ready after %g s; the node receives in its "
-                                    "own process until they are", ready, processes.count, _RECEIVING_START)
+                self.logger.warning("%d of %d receiving processes are ready (the log says why the others are not); "
+                                    "the node receives the rest in its own process", ready, processes.count)
             else:
                 self.logger.info("%d receiving processes ready", ready)
 

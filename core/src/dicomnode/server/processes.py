@@ -26,7 +26,7 @@ associations (their peers see the connection drop, nothing they were not
 answered success for is kept); the node logs it and hands new associations
 to the others.
 
-Each process is ``python -m dicomnode.server.processes`` with two
+Each process is a Python interpreter running :func:`main`, with two
 inherited socket pairs (no listening socket, no file in the file system): a
 control pair (connections in, "stop") and a channel (readiness and log
 records out; its log records are written by the node's own logging,
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -77,6 +76,9 @@ logger = logging.getLogger("dicomnode.receive")
 _CLOSING = (0xA700, "the node is closing")
 #: seconds a receiving process gets to exit after its associations were closed
 _EXIT_GRACE = 3.0
+#: a receiving process's program: signals ignored before anything is imported
+_ENTRY = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+          "from dicomnode.server.processes import main; main()")
 
 
 # --- the header's elements, as plain values ---------------------------------------------------------
@@ -173,11 +175,13 @@ class ReceivingProcesses:
         # the child imports dicomnode from where this process did (a test's or a checkout's sources too)
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
         try:
+            # a session of its own: a terminal's Ctrl-C to the node's process group does not reach it, and
+            # the first thing it does is ignore SIGINT and SIGTERM (a service manager may signal every
+            # process): the node's process decides when it ends, after its associations were closed
             process = subprocess.Popen(
-                [sys.executable, "-m", "dicomnode.server.processes", str(control_there.fileno()),
-                 str(channel_there.fileno())],
+                [sys.executable, "-c", _ENTRY, str(control_there.fileno()), str(channel_there.fileno())],
                 pass_fds=(control_there.fileno(), channel_there.fileno()), stdin=subprocess.DEVNULL,
-                env=environment)
+                env=environment, start_new_session=True)
         finally:
             control_there.close()
             channel_there.close()
@@ -479,11 +483,6 @@ def _serve(control: Connection, channel: Connection) -> None:
     """A receiving process: serve the connections the node hands over until it says stop or is gone."""
     from dicomnode.net.server import DicomServer
 
-    # the node's process decides when this one ends ("stop", or its end of the pipes closing): a Ctrl-C
-    # or a service manager's SIGTERM to the whole group must not cut the associations off before the
-    # node's orderly close reaches them
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     settings = channel.recv()
     link = _Link(channel)
     root = logging.getLogger()
@@ -516,7 +515,7 @@ def _serve(control: Connection, channel: Connection) -> None:
 
 
 def main(arguments: list[str] | None = None, run: Callable[[Connection, Connection], None] = _serve) -> None:
-    """``python -m dicomnode.server.processes CONTROL_FD CHANNEL_FD`` (the node starts it; not for people)."""
+    """A receiving process, on the two descriptors the node passed (``CONTROL_FD CHANNEL_FD``; not for people)."""
     control_fd, channel_fd = (int(value) for value in (arguments or sys.argv[1:3]))
     run(Connection(control_fd), Connection(channel_fd))
 
