@@ -51,6 +51,7 @@ RECEIVERS = {
     "l": "dicomnode, data_directory, lazy_storage",
     "p": "dicomnode, data_directory, lazy_storage, 2 receiving processes",
     "q": "dicomnode, data_directory, lazy_storage, 4 receiving processes",
+    "r": "EXPERIMENT local first, 2 processes",
     # with --baseline SOURCES: the same nodes from other sources (another checkout's core/src), side by side
     "B": "dicomnode from --baseline, in memory",
     "C": "dicomnode from --baseline, data_directory",
@@ -138,6 +139,9 @@ def serve(kind: str, port: int, folder: Path) -> None:
     elif kind == "l":
         _serve_node(port, folder, lazy=True)
     elif kind == "p":
+        _serve_node(port, folder, lazy=True, processes=2)
+    elif kind == "r":
+        os.environ["DICOMNODE_LOCAL_FIRST"] = "1"
         _serve_node(port, folder, lazy=True, processes=2)
     elif kind == "q":
         _serve_node(port, folder, lazy=True, processes=4)

@@ -483,7 +483,10 @@ class DicomServer:
             # transient, by the service provider (presentation), local limit exceeded
             self._close(sock, a_associate_rj(0x02, 0x03, 0x02))
             return
-        if self.handoff is not None and not pending.tls and self._hand_off(sock, address, pending.incoming.pdu(), peer):
+        import os as _os
+        local_first = _os.environ.get("DICOMNODE_LOCAL_FIRST") == "1"
+        if (self.handoff is not None and not pending.tls and (not local_first or self._live)
+                and self._hand_off(sock, address, pending.incoming.pdu(), peer)):
             return
         self.serve_connection(sock, address, pending.incoming.pdu(), peer)
 

@@ -139,6 +139,7 @@ def settings_of(config: PipelineConfig) -> dict[str, Any]:
         "limits": config.limits(), "data_directory": str(config.data_directory), "fsync": config.fsync,
         "maximum_inflated_size": config.maximum_inflated_size,
         "patient_identifier_tag": int(config.patient_identifier_tag), "log_level": config.log_level,
+        "pseudonyms": config.log_patient_keys == "pseudonym",
     }
 
 
@@ -297,8 +298,9 @@ class ReceivingProcesses:
                 self._ready.notify_all()
             if not self._closing:
                 code = entry.process.poll()
-                logger.error("receiving process %d (pid %d) stopped%s; new associations go to the other processes",
-                             entry.number, entry.process.pid, f" with exit code {code}" if code is not None else "")
+                left = "the other processes" if self.ready else "the node's own process"
+                logger.error("receiving process %d (pid %d) stopped%s; new associations go to %s", entry.number,
+                             entry.process.pid, f" with exit code {code}" if code is not None else "", left)
 
     def _association(self, entry: _Process, peer: Peer, link: Connection) -> None:
         """One handed association's messages, in order: instances to decide, refusals, its end, its close."""
@@ -488,6 +490,11 @@ def _serve(control: Connection, channel: Connection) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_Forward(link, logging.getLevelName(settings["log_level"]))]
     root.setLevel(settings["log_level"])
+    if settings["pseudonyms"]:  # its log lines name patients as the node's own do
+        from dicomnode.extension.labels import PatientLabels, set_patient_labels
+        from dicomnode.server.logs import read_secret
+
+        set_patient_labels(PatientLabels(read_secret(Path(settings["data_directory"]))))
     sink = _ExaminingSink(settings)
     server = DicomServer(ae_title=settings["ae_title"], sink=sink, sop_classes=settings["sop_classes"],
                          require_called_aet=settings["require_called_aet"],

@@ -1,0 +1,45 @@
+"""What a receiving process logs is the node's log: the same levels, and patients named as the node names them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import require_peer
+from dcmtk import storescu
+from node import RecordingNode, write_patient
+
+from dicomnode.dicom.paths import safe_component
+from dicomnode.extension.labels import pseudonym
+from dicomnode.server.logs import read_secret
+from dicomnode.server.processes import ReceivingProcesses
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_a_process_s_storage_error_names_the_patient_by_its_pseudonym(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    require_peer("dcmtk")
+    data = tmp_path / "data"
+    node = RecordingNode(data_directory=data, lazy_storage=True, receiving_processes=1, log_level="INFO",
+                         log_patient_keys="pseudonym")
+    caplog.set_level(logging.INFO)
+    node.open(blocking=False)
+    processes = node._server.handoff if node._server is not None else None
+    assert isinstance(processes, ReceivingProcesses) and processes.ready == 1
+    try:
+        # a file where the patient's folder belongs: the process cannot write the patient's instances
+        (data / "incoming" / safe_component("SECRETKEY")).write_bytes(b"")
+        result = storescu(node.port, write_patient(tmp_path / "in", "SECRETKEY", slices=2), called_aet="TESTNODE")
+        assert result.returncode != 0  # storescu stops at the first failure status
+    finally:
+        node.close()
+    secret = read_secret(data, create=False)
+    assert secret is not None
+    lines = [record.getMessage() for record in caplog.records if "[receiving process 1]" in record.getMessage()]
+    stored = [line for line in lines if "cannot store" in line]
+    assert stored, lines
+    assert all(pseudonym("SECRETKEY", secret) in line for line in stored)
+    assert any("refused (0xA700: 1)" in record.getMessage() for record in caplog.records)
+    assert not any("SECRETKEY" in record.getMessage() for record in caplog.records)
