@@ -51,11 +51,12 @@ RECEIVERS = {
     "l": "dicomnode, data_directory, lazy_storage",
     "p": "dicomnode, data_directory, lazy_storage, 2 receiving processes",
     "q": "dicomnode, data_directory, lazy_storage, 4 receiving processes",
-    "r": "EXPERIMENT local first, 2 processes",
     # with --baseline SOURCES: the same nodes from other sources (another checkout's core/src), side by side
     "B": "dicomnode from --baseline, in memory",
     "C": "dicomnode from --baseline, data_directory",
 }
+#: where the receivers write (--folder); None: benchmarks/.work
+FOLDER: Path | None = None
 #: the sources the B and C receivers import dicomnode from (--baseline)
 BASELINE: list[str] = []
 ORTHANC = "/usr/sbin/Orthanc"
@@ -139,9 +140,6 @@ def serve(kind: str, port: int, folder: Path) -> None:
     elif kind == "l":
         _serve_node(port, folder, lazy=True)
     elif kind == "p":
-        _serve_node(port, folder, lazy=True, processes=2)
-    elif kind == "r":
-        os.environ["DICOMNODE_LOCAL_FIRST"] = "1"
         _serve_node(port, folder, lazy=True, processes=2)
     elif kind == "q":
         _serve_node(port, folder, lazy=True, processes=4)
@@ -319,8 +317,9 @@ CPU: dict[str, list[float]] = {}
 
 def measure(files: list[Path] | Path, runs: int, clients: int, kinds: list[str]) -> dict[str, list[float]]:
     """Wall seconds of each receiver per counted round; ``files`` is a list, or a small study's folder."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="ingest-", dir=WORK))
+    place = FOLDER or WORK
+    place.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ingest-", dir=place))
     groups = groups_of(files, clients)
     receivers = {}
     try:
@@ -379,6 +378,9 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="SOURCES",
                         help="receivers B and C import dicomnode from these folders (os.pathsep-separated, "
                              "e.g. another checkout's core/src): before and after side by side")
+    parser.add_argument("--folder", type=Path, metavar="PATH",
+                        help="where the receivers write (default benchmarks/.work); e.g. a tmpfs such as /dev/shm "
+                             "to measure the receive path without the disk")
     parser.add_argument("--cpus", type=int, metavar="N",
                         help="run everything (receivers, their processes, storescu) on the first N CPUs only: "
                              "how ingest scales with cores, on one machine")
@@ -386,6 +388,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.baseline:
         BASELINE[:] = args.baseline.split(os.pathsep)
+    global FOLDER
+    FOLDER = args.folder
     if args.serve:
         serve(args.serve[0], int(args.serve[1]), Path(args.serve[2]))
         return 0

@@ -9,6 +9,9 @@ import pytest
 from conftest import require_peer
 from dcmtk import storescu
 from node import RecordingNode, write_patient
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomnode.dicom.paths import safe_component
 from dicomnode.extension.labels import pseudonym
@@ -28,12 +31,18 @@ def test_a_process_s_storage_error_names_the_patient_by_its_pseudonym(tmp_path: 
     node.open(blocking=False)
     processes = node._server.handoff if node._server is not None else None
     assert isinstance(processes, ReceivingProcesses) and processes.ready == 1
+    keeper = AE(ae_title="KEEPER")
+    keeper.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    # the node serves its first association itself: this one holds that slot, so storescu's goes to the process
+    held = keeper.associate("127.0.0.1", node.port, ae_title="TESTNODE")
     try:
+        assert held.is_established
         # a file where the patient's folder belongs: the process cannot write the patient's instances
         (data / "incoming" / safe_component("SECRETKEY")).write_bytes(b"")
         result = storescu(node.port, write_patient(tmp_path / "in", "SECRETKEY", slices=2), called_aet="TESTNODE")
         assert result.returncode != 0  # storescu stops at the first failure status
     finally:
+        held.release()
         node.close()
     secret = read_secret(data, create=False)
     assert secret is not None

@@ -483,9 +483,9 @@ class DicomServer:
             # transient, by the service provider (presentation), local limit exceeded
             self._close(sock, a_associate_rj(0x02, 0x03, 0x02))
             return
-        import os as _os
-        local_first = _os.environ.get("DICOMNODE_LOCAL_FIRST") == "1"
-        if (self.handoff is not None and not pending.tls and (not local_first or self._live)
+        # the first association is served here: a single sender gets its answers without a hand-over's round
+        # trip; while one is, the next go to the other processes
+        if (self.handoff is not None and not pending.tls and self._live
                 and self._hand_off(sock, address, pending.incoming.pdu(), peer)):
             return
         self.serve_connection(sock, address, pending.incoming.pdu(), peer)

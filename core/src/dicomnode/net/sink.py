@@ -82,6 +82,9 @@ class InstanceSink(Protocol):
 class Handoff(Protocol):
     """What takes admitted connections off a :class:`~dicomnode.net.server.DicomServer` to serve them elsewhere.
 
+    The server keeps one association (not TLS) for itself and offers the
+    next to the hand-off while it serves that one.
+
     The node's receiving processes (:mod:`dicomnode.server.processes`)
     implement it; the server keeps the connection's slot until it hears
     :meth:`~dicomnode.net.server.DicomServer.remote_closed`.

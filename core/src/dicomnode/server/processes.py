@@ -3,9 +3,11 @@
 With ``receiving_processes = N`` (N > 0) the node starts N receiving
 processes beside its own. The edge in the node's process still accepts every
 connection, reads its association request and applies every limit
-(:class:`~dicomnode.net.server.DicomServer`); an admitted connection is then
-handed, as a file descriptor over a private socket pair, to the receiving
-process with the fewest associations. That process runs the association as
+(:class:`~dicomnode.net.server.DicomServer`). The node serves one
+association itself, as without processes (a single sender gets its answers
+without a round trip between processes); while it does, each admitted
+connection is handed, as a file descriptor over a private socket pair, to
+the receiving process with the fewest associations. That process runs the association as
 the node would (pynetdicom, the C-STORE lane, the same limits) and, for each
 C-STORE, does the part that costs: it takes the PDUs apart, checks the
 dataset is whole (:func:`~dicomnode.server.ingest.examine`), parses its
