@@ -7,6 +7,7 @@ Receivers, each in its own process on a free loopback port:
 (c) the same node with ``data_directory`` (each instance written before success returns);
 (d) DCMTK ``storescp`` writing to a folder;
 (e) Orthanc storing every instance (``--receivers abcde``; HTTP off, no plugins);
+(f) DCMTK ``storescp --fork``: a process per association, what a C receiver gets from more cores;
 (l) the node with ``data_directory`` and ``lazy_storage`` (headers in memory, pixels read back when used);
 (p) the same with ``receiving_processes = 2`` (associations served by two receiving processes;
     ``q``: four).
@@ -48,6 +49,7 @@ RECEIVERS = {
     "c": "dicomnode, data_directory",
     "d": "DCMTK storescp",
     "e": "Orthanc",
+    "f": "DCMTK storescp --fork (a process per association)",
     "l": "dicomnode, data_directory, lazy_storage",
     "p": "dicomnode, data_directory, lazy_storage, 2 receiving processes",
     "q": "dicomnode, data_directory, lazy_storage, 4 receiving processes",
@@ -179,9 +181,9 @@ class Receiver:
         self.port = free_port()
         self.folder = work / f"receiver-{kind}"
         self.folder.mkdir(parents=True, exist_ok=True)
-        if kind == "d":
-            command = [STORESCP, "--aetitle", "STORESCP", "--output-directory", str(self.folder),
-                       "--accept-all", str(self.port)]
+        if kind in "df":
+            command = [STORESCP, *(["--fork"] if kind == "f" else []), "--aetitle", "STORESCP",
+                       "--output-directory", str(self.folder), "--accept-all", str(self.port)]
         elif kind == "e":
             command = [ORTHANC, str(_orthanc_configuration(self.folder, self.port))]
         else:
