@@ -26,6 +26,7 @@ import datetime
 import io
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -150,6 +151,54 @@ def ingest(mode: Mode) -> Section:
                   Headline("ingest 4 clients vs 1 client (DCMTK storescp --fork, same rounds)", four_fork),
                   Headline("ingest in memory vs DCMTK storescp", statistics.median(paired(one["d"], one["b"])))]
     return Section("ingest", "Ingest", "\n".join(lines).strip(), targets, headlines)
+
+
+def cores(mode: Mode) -> Section:
+    """Many senders on 1 core and on 2: what each receiver gets from a second core, with 4 clients and with 1.
+
+    Everything (the receivers, their processes, the storescu clients) runs on
+    the first N CPUs; the receivers write to a tmpfs where there is one, so
+    that the disk, which does not grow with cores, is left out.
+    """
+    import ingest as script
+
+    files = script.study(mode.slices)
+    kinds = ["f", "l", "p"]
+    shm = Path("/dev/shm")
+    script.FOLDER = shm / f"dicomnode-bench-{os.getpid()}" if shm.is_dir() else None
+    everything = sorted(os.sched_getaffinity(0))
+    by_cpus: dict[int, dict[int, dict[str, list[float]]]] = {}
+    try:
+        for count in sorted({1, min(2, len(everything))}):
+            os.sched_setaffinity(0, everything[:count])  # inherited by every process started below
+            for clients in (1, 4):
+                say(f"  cores: {count} CPU(s), {clients} client(s)")
+                by_cpus.setdefault(count, {})[clients] = script.measure(files, mode.runs, clients, kinds)
+    finally:
+        os.sched_setaffinity(0, everything)
+        if script.FOLDER is not None:
+            shutil.rmtree(script.FOLDER, ignore_errors=True)
+        script.FOLDER = None
+    where = "a tmpfs" if shm.is_dir() else "the disk"
+    lines = [f"{len(files)} slices into {where}, medians of {mode.runs} rounds (s); the ratios are throughputs.", "",
+             "| receiver | 1 CPU, 1 client | 1 CPU, 4 clients | 2 CPUs, 1 client | 2 CPUs, 4 clients | "
+             "4 clients: 2 CPUs vs 1 | 2 CPUs: 4 clients vs 1 |", "|---|---|---|---|---|---|---|"]
+    gains: dict[str, float] = {}
+    for kind in kinds:
+        cells = [statistics.median(by_cpus[count][clients][kind]) for count in sorted(by_cpus) for clients in (1, 4)]
+        two = max(by_cpus)
+        gain = statistics.median(by_cpus[1][4][kind]) / statistics.median(by_cpus[two][4][kind])
+        four = statistics.median(by_cpus[two][1][kind]) / statistics.median(by_cpus[two][4][kind])
+        gains[kind] = gain
+        lines.append(f"| ({kind}) {script.RECEIVERS[kind]} | " + " | ".join(f"{cell:.3f}" for cell in cells)
+                     + f" | {gain:.2f}x | {four:.2f}x |")
+    targets = [Target("4 clients: 2 receiving processes gain from a second core (2 CPUs vs 1 >= 1.5x)",
+                      f"{gains['p']:.2f}x (one process: {gains['l']:.2f}x; DCMTK storescp --fork: "
+                      f"{gains['f']:.2f}x)", gains["p"] >= 1.5)]
+    headlines = [Headline("4 clients, 2 CPUs vs 1 (2 receiving processes)", gains["p"], 1.5),
+                 Headline("4 clients, 2 CPUs vs 1 (node in one process)", gains["l"]),
+                 Headline("4 clients, 2 CPUs vs 1 (DCMTK storescp --fork)", gains["f"])]
+    return Section("cores", "Many senders on more cores", "\n".join(lines), targets, headlines)
 
 
 #: small 64x64 CT instances sent (small images) and held (restart), by mode
@@ -471,6 +520,7 @@ def scale_out(mode: Mode) -> Section:
 SCENARIOS: dict[str, Callable[[Mode], Section]] = {
     "startup": startup,
     "ingest": ingest,
+    "cores": cores,
     "small": small_images,
     "restart": restart,
     "end-to-end": end_to_end,
