@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, require_peer
 from dcmtk import DCMTK, dcmtk_env, stop_process, storescu
+from dcmtk import acknowledged as storescu_acknowledged
 from node import RECORD, read_jobs, wait_until, write_patient
 from pydicom import dcmread
 
@@ -45,17 +46,6 @@ def start_node(tmp_path: Path) -> Iterator[object]:
         stop_process(process)
 
 
-def _acknowledged(storescu_output: str) -> set[str]:
-    """The SOP Instance UIDs (file stems) storescu received a success status for."""
-    acknowledged, current = set(), None
-    for line in storescu_output.splitlines():
-        if "Sending file:" in line:
-            current = Path(line.split("Sending file:")[1].strip()).stem
-        elif "Received Store Response (Success)" in line and current:
-            acknowledged.add(current)
-    return acknowledged
-
-
 def test_sigkill_while_receiving_loses_no_acknowledged_instance(tmp_path: Path, start_node) -> None:  # type: ignore[no-untyped-def]
     require_peer("dcmtk")
     files = write_patient(tmp_path / "series", "KILLED", slices=SLICES)
@@ -71,7 +61,7 @@ def test_sigkill_while_receiving_loses_no_acknowledged_instance(tmp_path: Path, 
     node.wait(10)
     output, _ = sender.communicate(timeout=60)
 
-    acknowledged = _acknowledged(output)
+    acknowledged = storescu_acknowledged(output)
     stored = {dcmread(path).SOPInstanceUID: path for path in incoming.glob("*.dcm")}  # complete, readable
     assert 0 < len(acknowledged) < SLICES, "the kill must land while the series arrives"
     assert acknowledged <= set(stored)

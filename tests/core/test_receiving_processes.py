@@ -32,6 +32,7 @@ import psutil
 import pytest
 from conftest import free_port, require_peer
 from dcmtk import DCMTK, dcmtk_env, storescu
+from dcmtk import acknowledged as storescu_acknowledged
 from node import CT, RECORD, RecordingNode, read_jobs, wait_until, write_patient
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
@@ -168,17 +169,6 @@ def _uids_on_disk(data: Path) -> set[str]:
     return {str(dcmread(path).SOPInstanceUID) for path in (data / "incoming").rglob("*.dcm")}
 
 
-def _acknowledged(storescu_output: str) -> set[str]:
-    """The SOP Instance UIDs (file stems) storescu (``-v``) received a success status for."""
-    acknowledged, current = set(), None
-    for line in storescu_output.splitlines():
-        if "Sending file:" in line:
-            current = Path(line.split("Sending file:")[1].strip()).stem
-        elif "Received Store Response (Success)" in line and current:
-            acknowledged.add(current)
-    return acknowledged
-
-
 def _statuses(debug_output: str) -> dict[str, int]:
     """The status storescu (``-d``) received for each file, by file stem (its SOP Instance UID)."""
     statuses, current = {}, None
@@ -230,7 +220,7 @@ def test_two_concurrent_storescu_associations_are_served_by_the_two_processes(
         assert wait_until(lambda: len(read_jobs(jobs_record)) == 2, timeout=15) and node.wait_for_jobs(10)
         # each association ran in its own receiving process, none in the node's
         _assert_served(caplog, ["1", "2"], any_order=True)
-        assert _acknowledged(outputs[0]) == {path.stem for path in first}
+        assert storescu_acknowledged(outputs[0]) == {path.stem for path in first}
         jobs = {job["patient"]: job for job in read_jobs(jobs_record)}
         assert jobs["PA"]["uids"] == sorted(path.stem for path in first)
         assert jobs["PB"]["uids"] == sorted(path.stem for path in second)
@@ -306,7 +296,7 @@ def test_a_filter_rejection_with_the_discard_policy_answers_success_and_keeps_no
         sender = _storescu_verbose(node.port, files)
         output = sender.communicate(timeout=30)[0]
         assert sender.returncode == 0, output
-        assert _acknowledged(output) == {path.stem for path in files}
+        assert storescu_acknowledged(output) == {path.stem for path in files}
         _assert_served(caplog, ["1"])
         assert wait_until(lambda: "PICKY" in node.tree and node.tree["PICKY"].images == 4, timeout=5)
         assert {str(dcmread(path).SOPInstanceUID) for path in node.tree["PICKY"].paths} == kept
@@ -462,7 +452,7 @@ def test_a_process_killed_during_a_send_loses_no_acknowledged_instance(
         os.kill(pid, signal.SIGKILL)
         output = sender.communicate(timeout=30)[0]
         assert sender.returncode != 0, "the association must end with its process"
-        acknowledged = _acknowledged(output)
+        acknowledged = storescu_acknowledged(output)
         assert 0 < len(acknowledged) < slices, "the kill must land while the series arrives"
         assert wait_until(lambda: _handoff(node).ready == 0, timeout=5)
         # every instance storescu got success for is held by the node and whole on disk

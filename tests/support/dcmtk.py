@@ -75,3 +75,14 @@ def storescu(port: int, paths: Sequence[Path | str], *, called_aet: str = "ANY-S
     command = [str(DCMTK / "storescu"), "-aet", calling_aet, "-aec", called_aet, "--scan-directories",
                "--recurse", *extra, host, str(port), *map(str, paths)]
     return subprocess.run(command, env=dcmtk_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def acknowledged(storescu_output: str) -> set[str]:
+    """The SOP Instance UIDs (file stems) ``storescu -v`` received a success status for."""
+    stems, current = set(), None
+    for line in storescu_output.splitlines():
+        if "Sending file:" in line:
+            current = Path(line.split("Sending file:")[1].strip()).stem
+        elif "Received Store Response (Success)" in line and current:
+            stems.add(current)
+    return stems
