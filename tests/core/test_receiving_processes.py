@@ -164,6 +164,12 @@ def _assert_served(caplog: pytest.LogCaptureFixture, expected: list[str], *, any
     assert seen() == expected
 
 
+def _written_aside(data: Path) -> list[Path]:
+    """Files a receiving process wrote aside and nobody moved into place or removed (the empty ones are spares)."""
+    spare = data / "incoming" / ".spare"
+    return [path for path in spare.iterdir() if path.stat().st_size] if spare.is_dir() else []
+
+
 def _uids_on_disk(data: Path) -> set[str]:
     """The SOP Instance UIDs of the whole, readable files in the data directory's incoming folder."""
     return {str(dcmread(path).SOPInstanceUID) for path in (data / "incoming").rglob("*.dcm")}
@@ -302,6 +308,7 @@ def test_a_filter_rejection_with_the_discard_policy_answers_success_and_keeps_no
         assert {str(dcmread(path).SOPInstanceUID) for path in node.tree["PICKY"].paths} == kept
         assert _uids_on_disk(tmp_path / "data") == kept
         assert len(list((tmp_path / "data" / "incoming").rglob("*.dcm"))) == 4
+        assert _written_aside(tmp_path / "data") == []  # the rejected ones' files were removed
 
 
 def test_a_filter_rejection_with_the_failure_policy_is_a_0xC003_storescu_sees_and_keeps_no_file(
@@ -321,6 +328,7 @@ def test_a_filter_rejection_with_the_failure_policy_is_a_0xC003_storescu_sees_an
         on_disk = _uids_on_disk(tmp_path / "data")
         assert on_disk == {path.stem for path in files} - rejected
         assert len(list((tmp_path / "data" / "incoming").rglob("*.dcm"))) == 4
+        assert _written_aside(tmp_path / "data") == []
 
 
 def test_a_damaged_dataset_is_refused_0xC001_by_the_process_and_counted(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,6 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from dicomnode.dicom.paths import safe_component
 from dicomnode.extension.labels import pseudonym
 from dicomnode.server.logs import read_secret
 from dicomnode.server.processes import ReceivingProcesses
@@ -37,8 +37,10 @@ def test_a_process_s_storage_error_names_the_patient_by_its_pseudonym(tmp_path: 
     held = keeper.associate("127.0.0.1", node.port, ae_title="TESTNODE")
     try:
         assert held.is_established
-        # a file where the patient's folder belongs: the process cannot write the patient's instances
-        (data / "incoming" / safe_component("SECRETKEY")).write_bytes(b"")
+        # a file where the folder of the files written aside belongs: the process cannot write any instance
+        spare = data / "incoming" / ".spare"
+        shutil.rmtree(spare, ignore_errors=True)
+        spare.write_bytes(b"")
         result = storescu(node.port, write_patient(tmp_path / "in", "SECRETKEY", slices=2), called_aet="TESTNODE")
         assert result.returncode != 0  # storescu stops at the first failure status
     finally:

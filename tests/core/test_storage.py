@@ -151,3 +151,21 @@ def wait_for_spares(folder: Path, count: int, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_an_instance_written_aside_is_no_instance_until_placed_and_a_crash_leaves_nothing_behind(
+        tmp_path: Path) -> None:
+    dataset, encoded = _encoded()
+    uid = dataset.SOPInstanceUID  # type: ignore[attr-defined]
+    store = InstanceStore(tmp_path)
+    temporary, path = store.write_aside("P1", uid, dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    assert temporary.exists() and not path.exists()
+    assert list((tmp_path / "incoming").glob("*/*.dcm")) == []  # not an instance of the data directory yet
+    store.close()
+    # the process killed here: the next start lists nothing and deletes the temporary file
+    assert list(InstanceStore(tmp_path).files()) == [] and not temporary.exists()
+    store = InstanceStore(tmp_path)
+    temporary, path = store.write_aside("P1", uid, dataset.file_meta, encoded)  # type: ignore[attr-defined]
+    store.place(temporary, path, "P1", uid)
+    assert not temporary.exists() and list((tmp_path / "incoming").glob("*/*.dcm")) == [path]
+    assert dcmread(path).SOPInstanceUID == uid

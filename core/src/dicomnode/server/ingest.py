@@ -326,28 +326,30 @@ class Ingest:
         finally:
             examined.raw.release()
 
-    def adopt(self, header: Dataset, patient_key: str, sop_uid: str, path: Path | None, size: int,
+    def adopt(self, header: Dataset, patient_key: str, sop_uid: str, written: tuple[Path, Path] | None, size: int,
               source: Source) -> IngestResult:
-        """Decide on an instance a receiving process examined and wrote to ``path`` (lazy storage).
+        """Decide on an instance a receiving process examined and wrote aside (lazy storage).
 
         The same decisions as :meth:`encoded` after its checks (filter,
-        routing, late images, rejection policy), on the instance's header;
-        ``path`` is its file in the data directory (None when it has no
-        patient key). A file that is not kept is removed. Reported to the
+        routing, late images, rejection policy), on the instance's header.
+        ``written`` is (the temporary file, its final path) of
+        :meth:`~dicomnode.server.storage.InstanceStore.write_aside` (None
+        when it has no patient key): a kept instance is moved into place
+        under the patient's lock, any other is removed. Reported to the
         node's events like :meth:`encoded`.
         """
         result = IngestResult(STATUS_OUT_OF_RESOURCES, "the node failed", patient_key, sop_uid)
         try:
-            result = self._decide(header, patient_key, sop_uid, source, True, written=path)
+            result = self._decide(header, patient_key, sop_uid, source, True, written=written)
         finally:
-            if path is not None and not result.stored:
-                path.unlink(missing_ok=True)
+            if written is not None and not result.stored:
+                written[0].unlink(missing_ok=True)
             self.events.instance(source, result, size)
         return result
 
     def _decide(self, dataset: Dataset, patient_key: str, sop_uid: str, source: Source, lazy: bool, *,
                 raw: memoryview | None = None, file_meta: FileMetaDataset | None = None,
-                written: Path | None = None) -> IngestResult:
+                written: tuple[Path, Path] | None = None) -> IngestResult:
         """Patient key, filter, then route, store and add: what follows the checks of a whole instance."""
         if not patient_key:
             return self._reject(source, "", dataset, sop_uid, STATUS_MISSING_PATIENT_ID,
@@ -367,7 +369,7 @@ class Ingest:
 
     def _route_store_add(self, raw: memoryview | None, dataset: Dataset, patient_key: str, sop_uid: str,
                          file_meta: FileMetaDataset | None, source: Source, lazy: bool,
-                         written: Path | None = None) -> IngestResult:
+                         written: tuple[Path, Path] | None = None) -> IngestResult:
         with self.tree.patient(patient_key) as container:
             late = None
             if self.late_jobs is not None:
@@ -389,13 +391,14 @@ class Ingest:
             path: Path | None = None
             header: Dataset | None = None
             kept: Dataset = dataset
-            if written is not None:
-                path = written
-                if lazy:
-                    header, kept = dataset, LazyDataset(path)
-            elif self.store is not None and raw is not None and file_meta is not None:
+            if self.store is not None and (written is not None or (raw is not None and file_meta is not None)):
                 try:
-                    path = self.store.write_encoded(patient_key, sop_uid, file_meta, raw)
+                    if written is not None:  # written aside by a receiving process
+                        path = written[1]
+                        self.store.place(written[0], path, patient_key, sop_uid)
+                    else:
+                        assert raw is not None and file_meta is not None
+                        path = self.store.write_encoded(patient_key, sop_uid, file_meta, raw)
                 except StorageError as error:
                     logger.error("[patient %s from %s] C-STORE %s: %s", patient_label(patient_key), source.calling_aet or "?",
                                  sop_uid, error)

@@ -7,17 +7,20 @@ connection, reads its association request and applies every limit
 association itself, as without processes (a single sender gets its answers
 without a round trip between processes); while it does, each admitted
 connection is handed, as a file descriptor over a private socket pair, to
-the receiving process with the fewest associations. That process runs the association as
-the node would (pynetdicom, the C-STORE lane, the same limits) and, for each
-C-STORE, does the part that costs: it takes the PDUs apart, checks the
-dataset is whole (:func:`~dicomnode.server.ingest.examine`), parses its
-header and writes the received bytes to the data directory. Then it sends
-the node's process one small message: the header's elements, the patient
-key, the file's path. The node's process makes every decision there, under
-the patient's lock, as for its own associations
+the receiving process with the fewest associations. That process runs the
+association as the node would (pynetdicom, the C-STORE lane, the same
+limits) and, for each C-STORE, does the part that costs: it takes the PDUs
+apart, checks the dataset is whole
+(:func:`~dicomnode.server.ingest.examine`), parses its header and writes
+the received bytes to a temporary file of the data directory
+(:meth:`~dicomnode.server.storage.InstanceStore.write_aside`). Then it
+sends the node's process one small message: the header's elements, the
+patient key, the file's paths. The node's process makes every decision
+there, under the patient's lock, as for its own associations
 (:meth:`~dicomnode.server.ingest.Ingest.adopt`: filter, routing, late
-images, rejection policy; a file it does not keep is removed), and its
-answer is the C-STORE status the receiving process sends back. So success
+images, rejection policy; a kept instance's file is moved into place, any
+other removed), and its answer is the C-STORE status the receiving process
+sends back. So success
 still means the instance is whole and in the data directory, and the
 patients, jobs, records, metrics and history live in one process.
 
@@ -350,15 +353,15 @@ class ReceivingProcesses:
                 with self._ready:
                     self._threads.discard(threading.current_thread())
 
-    def _decide(self, peer: Peer, header: tuple[Any, ...], patient_key: str, sop_uid: str, path: str | None,
-                size: int) -> tuple[int, str]:
-        stored = Path(path) if path is not None else None
+    def _decide(self, peer: Peer, header: tuple[Any, ...], patient_key: str, sop_uid: str,
+                paths: tuple[str, str] | None, size: int) -> tuple[int, str]:
+        written = (Path(paths[0]), Path(paths[1])) if paths is not None else None
         try:
-            return self.receiver.on_examined(peer, unpack_header(header), patient_key, sop_uid, stored, size)
+            return self.receiver.on_examined(peer, unpack_header(header), patient_key, sop_uid, written, size)
         except Exception as error:  # the node's bug must not leave the peer waiting
             logger.exception("the node failed on a C-STORE from %s", peer)
-            if stored is not None:
-                stored.unlink(missing_ok=True)
+            if written is not None:
+                written[0].unlink(missing_ok=True)
             return 0xC000, f"the node failed: {type(error).__name__}"
 
     def _closed(self, entry: _Process, peer_id: int) -> None:
@@ -449,11 +452,13 @@ class _ExaminingSink:
         if isinstance(examined, IngestResult):
             return self._refused(peer, examined, size)
         try:
-            path = None
+            written = None
             if examined.patient_key:  # without one the node refuses (or discards) it: nothing to write
                 try:
-                    path = self.store.write_encoded(examined.patient_key, examined.sop_uid, instance.file_meta,
-                                                    examined.raw)
+                    # aside: the node's process moves it into place if it keeps it; a crash leaves a
+                    # temporary file the next start deletes, never an instance nobody was told was stored
+                    written = self.store.write_aside(examined.patient_key, examined.sop_uid, instance.file_meta,
+                                                     examined.raw)
                 except StorageError as error:
                     logger.error("C-STORE %s from %s: %s", examined.sop_uid, peer.calling_ae_title or "?", error)
                     return self._refused(peer, IngestResult(STATUS_OUT_OF_RESOURCES, "cannot store the instance",
@@ -462,7 +467,7 @@ class _ExaminingSink:
         finally:
             examined.raw.release()
         return self.links[peer.id].ask((header, examined.patient_key, examined.sop_uid,
-                                        None if path is None else str(path), size))
+                                        None if written is None else (str(written[0]), str(written[1])), size))
 
     def _refused(self, peer: Peer, result: IngestResult, size: int) -> tuple[int, str]:
         self.links[peer.id].send(("examined", (result.status, result.comment, result.patient_key,

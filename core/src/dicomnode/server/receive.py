@@ -93,15 +93,16 @@ class Receiver:
             return int(status.Status), str(status.get("ErrorComment", ""))
         return status
 
-    def on_examined(self, peer: Peer, header: Dataset, patient_key: str, sop_uid: str, path: Path | None,
-                    size: int) -> tuple[int, str]:
-        """An instance a receiving process found whole and wrote to ``path``: decide on it; answer its status.
+    def on_examined(self, peer: Peer, header: Dataset, patient_key: str, sop_uid: str,
+                    written: tuple[Path, Path] | None, size: int) -> tuple[int, str]:
+        """An instance a receiving process found whole and wrote aside (``written``: the temporary file and
+        its final path): decide on it; answer its status.
 
         (:mod:`dicomnode.server.processes`; the decisions are the ingest's, :meth:`~dicomnode.server.ingest.Ingest.adopt`.)
         """
         state = self.state(peer)
         state.received += 1
-        result = self.pipeline.ingestion.adopt(header, patient_key, sop_uid, path, size, state.source)
+        result = self.pipeline.ingestion.adopt(header, patient_key, sop_uid, written, size, state.source)
         if result.stored:
             state.patients.add(result.patient_key)
             if result.path is not None:

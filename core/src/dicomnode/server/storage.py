@@ -247,6 +247,19 @@ class InstanceStore:
 
         The file appears under its final name only when complete.
         """
+        temporary, path = self.write_aside(patient_key, sop_instance_uid, file_meta, encoded)
+        self.place(temporary, path, patient_key, sop_instance_uid)
+        return path
+
+    def write_aside(self, patient_key: str, sop_instance_uid: str, file_meta: FileMetaDataset,
+                    encoded: Any) -> tuple[Path, Path]:
+        """Write the received bytes with file meta to a temporary file; return it and the final path.
+
+        :meth:`place` moves it there. Until then it is not an instance of the
+        data directory: a crash leaves only a temporary file, which the next
+        start deletes (a receiving process writes so, and the node's process
+        decides whether to keep it).
+        """
         path = self.path_for(patient_key, sop_instance_uid)
         try:
             temporary, descriptor = self._spares.take()
@@ -256,13 +269,20 @@ class InstanceStore:
                     os.fsync(descriptor)
             finally:
                 os.close(descriptor)
+        except OSError as error:
+            raise StorageError(f"cannot store instance {sop_instance_uid} of patient {patient_label(patient_key)} "
+                               f"in {self.directory}: {error.strerror or type(error).__name__}") from error
+        return temporary, path
+
+    def place(self, temporary: Path, path: Path, patient_key: str, sop_instance_uid: str) -> None:
+        """Move a file :meth:`write_aside` wrote to its final path (atomically; synced as ``fsync`` says)."""
+        try:
             self._move_into_place(temporary, path)
             if self.fsync == "instance":
                 _fsync_path(path.parent)
         except OSError as error:
             raise StorageError(f"cannot store instance {sop_instance_uid} of patient {patient_label(patient_key)} "
                                f"in {self.directory}: {error.strerror or type(error).__name__}") from error
-        return path
 
     def _move_into_place(self, temporary: Path, path: Path) -> None:
         folder = path.parent
