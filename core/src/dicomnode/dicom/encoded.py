@@ -390,9 +390,7 @@ def read_elements(buffer: bytes | bytearray | memoryview, *, implicit: bool, lit
             if tag < last:
                 key = tags.get(tag)
                 if key is None:
-                    key = BaseTag(tag)
-                    if len(tags) < _TAGS_KEPT:
-                        tags[tag] = key
+                    key = tag_of(tag)
                 elements[key] = make(RawDataElement, (key, vr, length, kept, value, implicit, little, True, False))
             offset = end
     except _Damaged as damaged:

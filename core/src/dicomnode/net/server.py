@@ -498,11 +498,9 @@ class DicomServer:
         session lives in this process.
         """
         assert self.handoff is not None
-        ip = peer.address[0]
         with self._lock:
             self._remote[peer.id] = peer
-            self._open += 1
-            self._per_address[ip] += 1
+            self._take_slot(peer.address[0])
         try:
             taken = self.handoff.take(sock, address, prefix, peer)
         except Exception:
@@ -526,10 +524,17 @@ class DicomServer:
 
     def _release_remote(self, peer_id: int) -> None:
         peer = self._remote.pop(peer_id, None)
-        if peer is None:
-            return
+        if peer is not None:
+            self._free_slot(peer.address[0])
+
+    def _take_slot(self, ip: str) -> None:
+        """Count one more open association from ``ip`` (under ``_lock``)."""
+        self._open += 1
+        self._per_address[ip] += 1
+
+    def _free_slot(self, ip: str) -> None:
+        """Count one open association from ``ip`` fewer (under ``_lock``)."""
         self._open -= 1
-        ip = peer.address[0]
         self._per_address[ip] -= 1
         if not self._per_address[ip]:
             del self._per_address[ip]
@@ -566,8 +571,7 @@ class DicomServer:
             return False
         with self._lock:
             self._live[id(assoc)] = _Live(assoc, sock, peer)
-            self._open += 1
-            self._per_address[ip] += 1
+            self._take_slot(ip)
         assoc.start()
         return True
 
@@ -666,11 +670,7 @@ class DicomServer:
             if live is None:
                 return
             live.ending = True
-            self._open -= 1
-            ip = live.peer.address[0]
-            self._per_address[ip] -= 1
-            if not self._per_address[ip]:
-                del self._per_address[ip]
+            self._free_slot(live.peer.address[0])
         with live.lock:  # an instance the DUL thread is handing to the sink finishes first
             live.ended = True
         try:

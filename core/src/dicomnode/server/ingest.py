@@ -391,13 +391,13 @@ class Ingest:
             path: Path | None = None
             header: Dataset | None = None
             kept: Dataset = dataset
-            if self.store is not None and (written is not None or (raw is not None and file_meta is not None)):
+            if self.store is not None:
                 try:
                     if written is not None:  # written aside by a receiving process
                         path = written[1]
                         self.store.place(written[0], path, patient_key, sop_uid)
                     else:
-                        assert raw is not None and file_meta is not None
+                        assert raw is not None and file_meta is not None  # encoded() always has them
                         path = self.store.write_encoded(patient_key, sop_uid, file_meta, raw)
                 except StorageError as error:
                     logger.error("[patient %s from %s] C-STORE %s: %s", patient_label(patient_key), source.calling_aet or "?",
@@ -483,7 +483,6 @@ def examine(encoded: bytes | bytearray | memoryview | BytesIO, transfer_syntax: 
         return IngestResult(STATUS_CANNOT_DECODE, _short(f"cannot decode: {type(error).__name__}"),
                             sop_instance_uid=sop_uid)
     return Examined(dataset, patient_key, sop_uid, raw)
-
 
 
 def _verified(raw: memoryview, received: BytesIO, syntax: UID, source: Source, sop_uid: str, lazy: bool,

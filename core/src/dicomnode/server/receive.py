@@ -103,10 +103,7 @@ class Receiver:
         state = self.state(peer)
         state.received += 1
         result = self.pipeline.ingestion.adopt(header, patient_key, sop_uid, written, size, state.source)
-        if result.stored:
-            state.patients.add(result.patient_key)
-            if result.path is not None:
-                state.paths.append(result.path)
+        _note(state, result)
         return result.status, result.comment
 
     def on_examined_refusal(self, peer: Peer, result: IngestResult, size: int) -> None:
@@ -117,10 +114,7 @@ class Receiver:
 
     def on_refused(self, peer: Peer, sop_instance_uid: str, size: int, status: int, comment: str) -> None:
         """The server refused a C-STORE itself: the association's summary, the metrics and the history count it."""
-        state = self.state(peer)
-        state.received += 1
-        self.pipeline.events.instance(state.source, IngestResult(status, comment, sop_instance_uid=sop_instance_uid),
-                                      size)
+        self.on_examined_refusal(peer, IngestResult(status, comment, sop_instance_uid=sop_instance_uid), size)
 
     def on_association_end(self, peer: Peer) -> None:
         """The association ended (release, abort, timeout, lost connection…): sync, check the patients."""
@@ -141,10 +135,15 @@ class Receiver:
               file_meta: FileMetaDataset) -> int | Dataset:
         """Hand one received instance to the ingest; note what it did; return the C-STORE status."""
         result = self.pipeline.ingestion.encoded(encoded, transfer_syntax, file_meta, state.source)
-        if result.stored:
-            state.patients.add(result.patient_key)
-            if result.path is not None:
-                state.paths.append(result.path)
+        _note(state, result)
         if result.status == STATUS_SUCCESS:
             return STATUS_SUCCESS
         return _status(result.status, result.comment)
+
+
+def _note(state: AssociationState, result: IngestResult) -> None:
+    """What a stored instance adds to its association's state: its patient, its file."""
+    if result.stored:
+        state.patients.add(result.patient_key)
+        if result.path is not None:
+            state.paths.append(result.path)

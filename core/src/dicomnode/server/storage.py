@@ -270,8 +270,7 @@ class InstanceStore:
             finally:
                 os.close(descriptor)
         except OSError as error:
-            raise StorageError(f"cannot store instance {sop_instance_uid} of patient {patient_label(patient_key)} "
-                               f"in {self.directory}: {error.strerror or type(error).__name__}") from error
+            raise self._cannot_store(sop_instance_uid, patient_key, error) from error
         return temporary, path
 
     def place(self, temporary: Path, path: Path, patient_key: str, sop_instance_uid: str) -> None:
@@ -281,8 +280,11 @@ class InstanceStore:
             if self.fsync == "instance":
                 _fsync_path(path.parent)
         except OSError as error:
-            raise StorageError(f"cannot store instance {sop_instance_uid} of patient {patient_label(patient_key)} "
-                               f"in {self.directory}: {error.strerror or type(error).__name__}") from error
+            raise self._cannot_store(sop_instance_uid, patient_key, error) from error
+
+    def _cannot_store(self, sop_instance_uid: str, patient_key: str, error: OSError) -> StorageError:
+        return StorageError(f"cannot store instance {sop_instance_uid} of patient {patient_label(patient_key)} "
+                            f"in {self.directory}: {error.strerror or type(error).__name__}")
 
     def _move_into_place(self, temporary: Path, path: Path) -> None:
         folder = path.parent
