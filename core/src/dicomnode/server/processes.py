@@ -65,8 +65,11 @@ from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 
 from dicomnode.dicom.encoded import tag_of
+from dicomnode.errors import StorageError
 from dicomnode.extension.handles import IngestResult, Source
 from dicomnode.net.sink import Peer, ReceivedInstance
+from dicomnode.server.ingest import STATUS_OUT_OF_RESOURCES, examine
+from dicomnode.server.storage import InstanceStore
 
 if TYPE_CHECKING:
     from dicomnode.net.server import DicomServer
@@ -78,7 +81,7 @@ __all__ = ["ReceivingProcesses", "pack_header", "unpack_header"]
 logger = logging.getLogger("dicomnode.receive")
 
 #: what a C-STORE is answered when the node's process cannot answer (it is gone or closing)
-_CLOSING = (0xA700, "the node is closing")
+_CLOSING = (STATUS_OUT_OF_RESOURCES, "the node is closing")
 #: seconds a receiving process gets to exit after its associations were closed
 _EXIT_GRACE = 3.0
 #: a receiving process's program: signals ignored before anything is imported
@@ -431,17 +434,12 @@ class _ExaminingSink:
     """The receiving process's :class:`~dicomnode.net.sink.InstanceSink`: examine, write, ask the node."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        from dicomnode.server.storage import InstanceStore
-
         self.settings = settings
         self.store = InstanceStore(settings["data_directory"], settings["fsync"])
         #: each association's message pair, by peer ID
         self.links: dict[int, _Link] = {}
 
     def on_instance(self, instance: ReceivedInstance, peer: Peer) -> int | tuple[int, str]:
-        from dicomnode.errors import StorageError
-        from dicomnode.server.ingest import STATUS_OUT_OF_RESOURCES, examine
-
         settings = self.settings
         source = Source(peer.calling_ae_title, f"{peer.address[0]}:{peer.address[1]}", "c-store", peer.id)
         with instance.encoded.getbuffer() as view:
