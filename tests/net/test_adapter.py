@@ -200,3 +200,105 @@ def test_without_the_speed_patches_the_node_receives_as_plain_pynetdicom(
         assert wait_until(lambda: sink.received == 3)
     finally:
         server.close()
+
+
+# --- the memo of accepted UIDs (adapter.remember_uids) ----------------------------------------------
+
+
+def _outcome(function: object, *args: object, **kwargs: object) -> tuple[str, object, list[str]]:
+    """What a set_uid call did: ("value", the UID and its type) or ("error", the message), and its log lines."""
+    import pynetdicom.utils
+
+    records: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    catch = Catch(logging.DEBUG)
+    pynetdicom.utils.LOGGER.addHandler(catch)
+    try:
+        value = function(*args, **kwargs)  # type: ignore[operator]
+        return "value", (value, type(value)), records
+    except (ValueError, TypeError) as error:
+        return "error", str(error), records
+    finally:
+        pynetdicom.utils.LOGGER.removeHandler(catch)
+
+
+@pytest.mark.parametrize(("value", "flags"), [
+    ("1.2.840.10008.1.2.1", {}),
+    (b"1.2.840.10008.1.2.1", {}),
+    ("1.2.840.10008.5.1.4.1.1.2 ", {}),
+    ("1.2.840.10008.1.2.1", {"validate": False}),
+    ("1.02.3", {}),  # non-conformant: a warning every time
+    ("1.2.abc", {}),  # invalid: an error every time
+    ("", {"allow_empty": False}),
+    ("", {}),
+    (None, {}),
+    (None, {"allow_none": False}),
+    (b"1.2.\xff", {}),
+    ("1." + "2" * 70, {}),
+])
+def test_the_uid_memo_answers_as_pynetdicoms_set_uid_every_time(value: object, flags: dict[str, bool]) -> None:
+    from pydicom.uid import UID
+    from pynetdicom import utils
+
+    memo = adapter._UidMemo(utils.set_uid)
+    for _ in range(3):  # a second and third call may come from the memo, and must not differ
+        assert _outcome(memo, value, "Some UID", **flags) == _outcome(utils.set_uid, value, "Some UID", **flags)
+    given = UID("1.2.840.10008.1.2.1")
+    assert _outcome(memo, given, "Some UID") == _outcome(utils.set_uid, given, "Some UID")
+
+
+def test_the_uid_memo_keeps_only_conformant_uids_and_a_bounded_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pynetdicom import utils
+
+    memo = adapter._UidMemo(utils.set_uid)
+    for value in ("1.2.3", b"1.2.3", "1.02.3", "", "1.2.3", "1.2.3"):
+        memo(value, "Some UID")
+    assert set(memo.known) == {"1.2.3", b"1.2.3"}
+    assert memo.hits == 2
+    monkeypatch.setattr(adapter, "UID_MEMO_SIZE", 3)
+    for number in range(10):
+        memo(f"1.2.{number + 4}", "Some UID")
+    assert len(memo.known) == 3
+
+
+def test_the_uid_memo_forgets_when_pynetdicoms_validator_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pynetdicom import _config, utils
+
+    memo = adapter._UidMemo(utils.set_uid)
+    memo("1.2.3", "Some UID")
+    assert "1.2.3" in memo.known
+
+    def refuse_everything(value: object) -> tuple[bool, str]:
+        return False, "refused here"
+
+    monkeypatch.setitem(_config.VALIDATORS, "UI", refuse_everything)
+    with pytest.raises(ValueError, match="refused here"):
+        memo("1.2.3", "Some UID")
+
+
+def test_associations_take_their_uids_from_the_memo(server: DicomServer) -> None:
+    assert adapter._uid_memo is not None  # the server's start installed it
+    import pynetdicom.presentation
+
+    assert pynetdicom.presentation.set_uid is adapter._uid_memo
+    _associate(server.port).release()  # type: ignore[attr-defined]
+    before = adapter._uid_memo.hits
+    assoc = _associate(server.port)
+    try:
+        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                    for cx in assoc.accepted_contexts}  # type: ignore[attr-defined]
+        assert accepted == {(CT_IMAGE_STORAGE, "1.2.840.10008.1.2")}
+    finally:
+        assoc.release()  # type: ignore[attr-defined]
+    assert adapter._uid_memo.hits > before
+
+
+def test_the_start_up_check_names_a_module_that_makes_uids_another_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pynetdicom.pdu_items
+
+    monkeypatch.setattr(pynetdicom.pdu_items, "set_uid", lambda *args, **kwargs: None)
+    assert "pynetdicom.pdu_items does not use pynetdicom.utils.set_uid" in adapter._problems()

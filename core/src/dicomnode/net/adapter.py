@@ -34,7 +34,10 @@ behaviour, with one warning):
 - :func:`parked_reactor`: an association we requested keeps its reactor
   parked while we exchange requests and responses;
 - :func:`add_supported_contexts`: a node's supported contexts are built
-  with each transfer syntax validated once, not once per context.
+  with each transfer syntax validated once, not once per context;
+- :func:`remember_uids`: pynetdicom's ``set_uid`` makes and validates a
+  UID it has already accepted once from a memo (an association request's
+  ~500 UIDs are the same in every association of a sender).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from datetime import datetime
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
+from pydicom.uid import UID as _UID
 from pynetdicom.transport import AssociationSocket
 
 from dicomnode.net.pdu import ABORT_INVALID_PARAMETER, HEADER, PduReader, PduRefused, a_abort
@@ -80,6 +84,7 @@ __all__ = [
     "parked_reactor",
     "read_pdus",
     "reader_of",
+    "remember_uids",
     "send_abort",
     "socket_of",
     "stop_network_thread",
@@ -159,6 +164,7 @@ def _problems() -> list[str]:
         problems.append("PresentationContext._transfer_syntax is not a list")
     if not isinstance(getattr(AE(), "_supported_contexts", None), dict):
         problems.append("AE._supported_contexts is not a dict")
+    problems += _uid_problems()
     return problems
 
 
@@ -437,6 +443,98 @@ def add_supported_contexts(ae: AE, abstract_syntaxes: Sequence[str], transfer_sy
         ae.add_supported_context(key, syntaxes[:1])
         # an abstract syntax given twice ends with every transfer syntax once, as with pynetdicom
         ae._supported_contexts[key]._transfer_syntax = list(validated)
+
+
+# --- the UIDs of association requests -------------------------------------------------------------
+
+#: the modules of pynetdicom that turn received and given values into UIDs with ``set_uid``
+_SET_UID_MODULES = ("pynetdicom.pdu_items", "pynetdicom.pdu_primitives", "pynetdicom.presentation",
+                    "pynetdicom.dimse_primitives", "pynetdicom.ae")
+#: the most UIDs remembered: what a hostile peer's made-up UIDs can cost in memory (~0.2 MB)
+UID_MEMO_SIZE = 2048
+
+
+class _UidMemo:
+    """pynetdicom's ``set_uid``, answering for a UID it already accepted from a memo.
+
+    pynetdicom makes a ``UID`` of every UID in an association request and
+    validates it three times (pydicom's check in ``UID()``, pynetdicom's
+    validator, ``is_valid``), and the same again as the request becomes a
+    primitive and the primitive presentation contexts: about 9 ms of a
+    storescu request's ~25 ms, for the same ~500 UIDs in every association
+    of a sender. No library keeps validated UIDs, so this does: only a
+    value ``set_uid`` itself returned that is conformant (``is_valid``, so
+    every check passes in silence whatever the flags) is remembered, and
+    that same immutable ``UID`` is returned for it again, when validation
+    is asked for. Anything else (empty, non-conformant, invalid, a UID with
+    a private transfer syntax encoding, ``validate=False``) goes to
+    pynetdicom's ``set_uid`` every time, with its warnings and errors. The memo is emptied when
+    pynetdicom's UI validator is replaced, and stops growing at
+    :data:`UID_MEMO_SIZE`.
+    """
+
+    def __init__(self, original: Callable[..., Any]) -> None:
+        self.original = original
+        self.known: dict[str | bytes, Any] = {}
+        self.validator: object = None
+        self.hits = 0
+
+    def __call__(self, value: Any, name: str, allow_empty: bool = True, allow_none: bool = True,
+                 validate: bool = True) -> Any:
+        from pynetdicom import _config
+
+        kind = type(value)
+        if validate and (kind is str or kind is bytes or (kind is _UID and not hasattr(value, "_PRIVATE_TS_ENCODING"))):
+            validator = _config.VALIDATORS.get("UI")
+            if validator is not self.validator:
+                self.known.clear()
+                self.validator = validator
+            known = self.known.get(value)
+            if known is not None:
+                self.hits += 1
+                return known
+            uid = self.original(value, name, allow_empty, allow_none, validate)
+            if uid and uid.is_valid and not hasattr(uid, "_PRIVATE_TS_ENCODING") and len(self.known) < UID_MEMO_SIZE:
+                self.known[value if kind is not _UID else str(value)] = uid
+            return uid
+        return self.original(value, name, allow_empty, allow_none, validate)
+
+
+_uid_memo: _UidMemo | None = None
+
+
+def _uid_problems() -> list[str]:
+    import importlib
+
+    from pynetdicom import utils
+
+    original = _uid_memo.original if _uid_memo is not None else utils.set_uid
+    problems = []
+    for name in _SET_UID_MODULES:
+        found = getattr(importlib.import_module(name), "set_uid", None)
+        if found is not original and found is not _uid_memo:
+            problems.append(f"{name} does not use pynetdicom.utils.set_uid")
+    return problems
+
+
+def remember_uids() -> bool:
+    """Let pynetdicom take each UID it already accepted once from a memo (:class:`_UidMemo`); say whether it will.
+
+    In every module of pynetdicom that calls ``set_uid``; once per process.
+    """
+    global _uid_memo
+    if not fast():
+        return False
+    import importlib
+
+    with _install_lock:
+        if _uid_memo is None:
+            from pynetdicom import utils
+
+            _uid_memo = _UidMemo(utils.set_uid)
+            for name in _SET_UID_MODULES:
+                setattr(importlib.import_module(name), "set_uid", _uid_memo)  # noqa: B010 - the module's global
+    return True
 
 
 # --- accepting an association -----------------------------------------------------------------------

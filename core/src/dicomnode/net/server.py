@@ -237,6 +237,7 @@ class DicomServer:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
         adapter.check()
+        adapter.remember_uids()
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = self.limits.maximum_pdu_size
         # the edge counts associations itself, before pynetdicom sees them; pynetdicom's own count
