@@ -127,6 +127,16 @@ class _Live:
                 and now - self.reader.last_received > _STALLED)
 
 
+#: pynetdicom's states of an association being released or released (PS3.8 9.2): from the A-RELEASE-RQ on
+_RELEASING = frozenset({"Sta7", "Sta8", "Sta9", "Sta10", "Sta11", "Sta12", "Sta13"})
+
+
+def _released(assoc: Association) -> bool:
+    """True once the association's release began or ended (an abort then ends nothing the peer still uses)."""
+    state = getattr(getattr(assoc.dul, "state_machine", None), "current_state", None)
+    return bool(assoc.is_released) or state in _RELEASING
+
+
 class _Throttled:
     """One log line for a kind of refusal, then at most one every ``every`` seconds with the count.
 
@@ -655,7 +665,10 @@ class DicomServer:
     def _end(self, live: _Live, why: str) -> None:
         """End an association now: an A-ABORT where it is safe to write one, then shut its socket down."""
         live.ending = True
-        logger.warning("aborting the association from %s: %s", live.peer, why)
+        if _released(live.assoc):  # the peer released it and has yet to close the connection: nothing to abort
+            logger.debug("closing the connection of the released association from %s: %s", live.peer, why)
+        else:
+            logger.warning("aborting the association from %s: %s", live.peer, why)
         if not live.peer.tls:  # one TLS connection must not be written by two threads at once
             adapter.send_abort(live.sock, 0x00)
         try:
