@@ -201,6 +201,36 @@ def cores(mode: Mode) -> Section:
     return Section("cores", "Many senders on more cores", "\n".join(lines), targets, headlines)
 
 
+#: one-file associations opened at once (associations), by mode
+ASSOCIATIONS = {"full": 40, "quick": 20, "smoke": 4}
+
+
+def associations(mode: Mode) -> Section:
+    """A burst of associations of one image each (a modality that opens one per image): the receivers' CPU each.
+
+    Each storescu proposes its ~120 storage contexts, as DCMTK's does by
+    default: the association request is most of the receiver's work here.
+    """
+    import ingest as script
+
+    count = ASSOCIATIONS[mode.name]
+    files = script.study(max(mode.slices, count))[:count]
+    kinds = list("bcd")
+    say(f"  associations: {count} at once, one image each")
+    times = script.measure(files, mode.runs, count, kinds)
+    cpu = {kind: statistics.median(script.CPU[f"{kind}{count}"]) / count * 1000 for kind in kinds}
+    lines = [f"{count} storescu clients at once, each one association with one 512x512 CT image; medians of "
+             f"{mode.runs} rounds.", "",
+             "| receiver | all answered, median (s) | min–max (s) | receiver CPU per association (ms) | "
+             "throughput vs storescp, round by round |", "|---|---|---|---|---|"]
+    for kind, values in times.items():
+        lines.append(f"| ({kind}) {script.RECEIVERS[kind]} | {' | '.join(spread(values))} | {cpu[kind]:.1f} | "
+                     f"{ratio_cell(paired(times['d'], values))} |")
+    memory = statistics.median(paired(times["d"], times["b"]))
+    return Section("associations", "Many short associations", "\n".join(lines), [],
+                   [Headline("one-image associations in memory vs DCMTK storescp", memory)])
+
+
 #: small 64x64 CT instances sent (small images) and held (restart), by mode
 SMALL_COUNT = {"full": 20000, "quick": 4000, "smoke": 100}
 
@@ -521,6 +551,7 @@ SCENARIOS: dict[str, Callable[[Mode], Section]] = {
     "startup": startup,
     "ingest": ingest,
     "cores": cores,
+    "associations": associations,
     "small": small_images,
     "restart": restart,
     "end-to-end": end_to_end,

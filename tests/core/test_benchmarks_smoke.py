@@ -47,17 +47,18 @@ def test_a_smoke_run_writes_results_and_checks_the_result_series(tmp_path: Path)
 
 
 @pytest.mark.timeout(120)
-def test_a_smoke_run_of_small_images_and_restart_writes_their_blocks(tmp_path: Path) -> None:
+def test_a_smoke_run_of_small_images_restart_and_associations_writes_their_blocks(tmp_path: Path) -> None:
     require_peer("dcmtk")
     output = tmp_path / "RESULTS.md"
-    done = subprocess.run([sys.executable, str(RUN), "--smoke", "--only", "small,restart", "--output",
+    done = subprocess.run([sys.executable, str(RUN), "--smoke", "--only", "small,restart,associations", "--output",
                            str(output)], capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
     text = output.read_text()
-    for key in ("small", "restart"):
+    for key in ("small", "restart", "associations"):
         assert f"<!-- begin generated: {key} -->" in text and f"<!-- end generated: {key} -->" in text
     assert "100 64x64 CT instances" in text and "(d) DCMTK storescp" in text
     assert "Restart with 100 held 64x64 CT instances" in text
+    assert "4 storescu clients at once, each one association with one 512x512 CT image" in text
 
 
 @pytest.mark.timeout(120)
