@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -309,12 +310,21 @@ def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
             times = each.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
+        # children_*: the ended children it waited for (storescp --fork's process per association)
+        total += times.user + times.system + times.children_user + times.children_system
     return total
+
+
+def _senders_cpu() -> float:
+    """User + system CPU of this process's ended children: the storescu clients (receivers end only at stop)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 #: receiver -> CPU seconds of its process per counted send (filled by measure)
 CPU: dict[str, list[float]] = {}
+#: receiver -> CPU seconds of the storescu clients per counted send, by the same key
+SENDERS: dict[str, list[float]] = {}
 
 
 def measure(files: list[Path] | Path, runs: int, clients: int, kinds: list[str]) -> dict[str, list[float]]:
@@ -331,9 +341,10 @@ def measure(files: list[Path] | Path, runs: int, clients: int, kinds: list[str])
         for round_number in range(runs + 1):
             for kind in kinds:
                 try:
-                    cpu_before = _cpu_seconds(receivers[kind].process)
+                    cpu_before, senders_before = _cpu_seconds(receivers[kind].process), _senders_cpu()
                     elapsed = send(receivers[kind].port, groups)
                     cpu = _cpu_seconds(receivers[kind].process) - cpu_before
+                    senders = _senders_cpu() - senders_before
                 except RuntimeError as error:  # say which receiver, and what it logged
                     receivers[kind].log.flush()
                     logged = (work / f"receiver-{kind}.log").read_text(errors="replace")[-3000:]
@@ -342,6 +353,7 @@ def measure(files: list[Path] | Path, runs: int, clients: int, kinds: list[str])
                 if round_number > 0:  # round 0 warms caches, imports and connections
                     times[kind].append(elapsed)
                     CPU.setdefault(f"{kind}{clients}", []).append(cpu)
+                    SENDERS.setdefault(f"{kind}{clients}", []).append(senders)
         return times
     finally:
         for receiver in receivers.values():
@@ -352,8 +364,8 @@ def measure(files: list[Path] | Path, runs: int, clients: int, kinds: list[str])
 def report(title: str, times: dict[str, list[float]], megabytes: float, images: int, clients: int = 1) -> str:
     lines = [f"{title}\n",
              "| receiver | median (s) | min–max (s) | images/s | MB/s | throughput vs (a), medians | "
-             "vs (a), fastest runs | receiver CPU (s), median |",
-             "|---|---|---|---|---|---|---|---|"]
+             "vs (a), fastest runs | receiver CPU (s), median | storescu clients' CPU (s), median |",
+             "|---|---|---|---|---|---|---|---|---|"]
     base = statistics.median(times["a"]) if "a" in times else None
     fastest = min(times["a"]) if "a" in times else None
     for kind, values in times.items():
@@ -361,10 +373,12 @@ def report(title: str, times: dict[str, list[float]], megabytes: float, images: 
         ratio = f"{base / median:.2f}" if base else "–"
         # on a shared machine the fastest run is the one least disturbed by other load
         best = f"{fastest / min(values):.2f}" if fastest else "–"
-        cpu = CPU.get(f"{kind}{clients}")
+        cpu, senders = CPU.get(f"{kind}{clients}"), SENDERS.get(f"{kind}{clients}")
         cpu_text = f"{statistics.median(cpu):.3f}" if cpu else "–"
+        senders_text = f"{statistics.median(senders):.3f}" if senders else "–"
         lines.append(f"| ({kind}) {RECEIVERS[kind]} | {median:.3f} | {min(values):.3f}–{max(values):.3f} | "
-                     f"{images / median:.0f} | {megabytes / median:.0f} | {ratio} | {best} | {cpu_text} |")
+                     f"{images / median:.0f} | {megabytes / median:.0f} | {ratio} | {best} | {cpu_text} | "
+                     f"{senders_text} |")
     return "\n".join(lines)
 
 
