@@ -33,6 +33,7 @@ import pytest
 from conftest import free_port, require_peer
 from dcmtk import DCMTK, dcmtk_env, storescu
 from dcmtk import acknowledged as storescu_acknowledged
+from hostile import association_request
 from node import CT, RECORD, RecordingNode, read_jobs, wait_until, write_patient
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
@@ -196,19 +197,6 @@ def _associate(port: int, calling: str = "CLIENT") -> Any:
     client = AE(ae_title=calling)
     client.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     return client.associate("127.0.0.1", port, ae_title="TESTNODE")
-
-
-def _association_request(called: str, calling: str) -> bytes:
-    """An A-ASSOCIATE-RQ proposing Verification in implicit VR little endian."""
-
-    def item(kind: int, body: bytes) -> bytes:
-        return struct.pack(">BBH", kind, 0, len(body)) + body
-
-    context = item(0x20, bytes([1, 0, 0, 0]) + item(0x30, b"1.2.840.10008.1.1") + item(0x40, b"1.2.840.10008.1.2"))
-    user = item(0x50, item(0x51, struct.pack(">I", 16384)) + item(0x52, b"2.25.1"))
-    body = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + bytes(32)
-            + item(0x10, b"1.2.840.10008.3.1.1.1") + context + user)
-    return struct.pack(">BBI", 1, 0, len(body)) + body
 
 
 # --- the associations run in the receiving processes ------------------------------------------------
@@ -541,7 +529,7 @@ def test_close_returns_within_its_bound_with_silent_associations_and_the_process
     stalled = None
     try:
         # a raw peer that associates and then sends nothing
-        silent.sendall(_association_request("TESTNODE", "SILENT"))
+        silent.sendall(association_request("TESTNODE", "SILENT"))
         silent.settimeout(5)
         header = silent.recv(6, socket.MSG_WAITALL)
         assert header[:1] == b"\x02"  # A-ASSOCIATE-AC

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hostile import association_request, read_pdu
 from node import wait_until
 from pynetdicom import AE
 
@@ -191,44 +192,16 @@ def test_close_returns_soon_with_a_stalled_association() -> None:
     assoc.kill()  # type: ignore[attr-defined]
 
 
-def _association_request(called: str, calling: str) -> bytes:
-    """An A-ASSOCIATE-RQ proposing Verification in implicit VR little endian."""
-
-    def item(kind: int, body: bytes) -> bytes:
-        return struct.pack(">BBH", kind, 0, len(body)) + body
-
-    context = item(0x20, bytes([1, 0, 0, 0]) + item(0x30, b"1.2.840.10008.1.1") + item(0x40, b"1.2.840.10008.1.2"))
-    user = item(0x50, item(0x51, struct.pack(">I", 16384)) + item(0x52, b"2.25.1"))
-    body = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + bytes(32)
-            + item(0x10, b"1.2.840.10008.3.1.1.1") + context + user)
-    return struct.pack(">BBI", 1, 0, len(body)) + body
-
-
-def _read_pdu(sock: socket.socket) -> tuple[int, bytes]:
-    header = b""
-    while len(header) < 6:
-        piece = sock.recv(6 - len(header))
-        assert piece, "the node closed the connection"
-        header += piece
-    kind, _, length = struct.unpack(">BBI", header)
-    body = b""
-    while len(body) < length:
-        piece = sock.recv(length - len(body))
-        assert piece, "the node closed the connection"
-        body += piece
-    return kind, body
-
-
 def test_close_does_not_call_ending_an_association_the_peer_released_an_abort(
         caplog: pytest.LogCaptureFixture) -> None:
     # a peer that released its association but has not closed the connection yet (it may be about to):
     # there is nothing left to abort, and an operator must not read a warning about it
     with _serve(Limits(connection_timeout=30.0)) as (server, _sink), \
             socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(_association_request("EDGE", "RELEASER"))
-        assert _read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
+        sock.sendall(association_request("EDGE", "RELEASER"))
+        assert read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
         sock.sendall(struct.pack(">BBI", 0x05, 0, 4) + bytes(4))  # A-RELEASE-RQ
-        assert _read_pdu(sock)[0] == 0x06  # A-RELEASE-RP; the connection stays open
+        assert read_pdu(sock)[0] == 0x06  # A-RELEASE-RP; the connection stays open
         assert server.associations == 1
         with caplog.at_level("DEBUG", logger="dicomnode.net"):
             server.close()

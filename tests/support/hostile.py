@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -115,6 +116,35 @@ def connect(port: int, data: bytes = b"") -> socket.socket:
     if data:
         sock.sendall(data)
     return sock
+
+
+def association_request(called: str, calling: str) -> bytes:
+    """An A-ASSOCIATE-RQ proposing Verification in implicit VR little endian."""
+
+    def item(kind: int, body: bytes) -> bytes:
+        return struct.pack(">BBH", kind, 0, len(body)) + body
+
+    context = item(0x20, bytes([1, 0, 0, 0]) + item(0x30, b"1.2.840.10008.1.1") + item(0x40, b"1.2.840.10008.1.2"))
+    user = item(0x50, item(0x51, struct.pack(">I", 16384)) + item(0x52, b"2.25.1"))
+    body = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + bytes(32)
+            + item(0x10, b"1.2.840.10008.3.1.1.1") + context + user)
+    return struct.pack(">BBI", 1, 0, len(body)) + body
+
+
+def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
+    """The next whole PDU the node sends: its type and its body."""
+
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            piece = sock.recv(count - len(data))
+            if not piece:
+                raise ConnectionError("the node closed the connection")
+            data += piece
+        return data
+
+    kind, _, length = struct.unpack(">BBI", exactly(6))
+    return kind, exactly(length)
 
 
 def read_reply(sock: socket.socket, timeout: float = 5.0) -> bytes:
