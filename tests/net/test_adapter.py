@@ -297,6 +297,16 @@ def test_associations_take_their_uids_from_the_memo(server: DicomServer) -> None
     assert adapter._uid_memo.hits > before
 
 
+def test_the_sop_instance_uids_of_dimse_primitives_do_not_fill_the_memo(server: DicomServer) -> None:
+    from pynetdicom.dimse_primitives import C_STORE
+
+    assert adapter._uid_memo is not None
+    primitive = C_STORE()
+    primitive.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.2.1125.99999.1"
+    primitive.AffectedSOPClassUID = CT_IMAGE_STORAGE
+    assert "1.2.826.0.1.3680043.2.1125.99999.1" not in adapter._uid_memo.known
+
+
 def test_the_start_up_check_names_a_module_that_makes_uids_another_way(monkeypatch: pytest.MonkeyPatch) -> None:
     import pynetdicom.pdu_items
 

@@ -447,9 +447,10 @@ def add_supported_contexts(ae: AE, abstract_syntaxes: Sequence[str], transfer_sy
 
 # --- the UIDs of association requests -------------------------------------------------------------
 
-#: the modules of pynetdicom that turn received and given values into UIDs with ``set_uid``
+#: the modules of pynetdicom that make the UIDs of associations with ``set_uid``: not its DIMSE
+#: primitives, whose SOP instance UIDs are new with every instance and would only fill the memo
 _SET_UID_MODULES = ("pynetdicom.pdu_items", "pynetdicom.pdu_primitives", "pynetdicom.presentation",
-                    "pynetdicom.dimse_primitives", "pynetdicom.ae")
+                    "pynetdicom.ae")
 #: the most UIDs remembered: what a hostile peer's made-up UIDs can cost in memory (~0.2 MB)
 UID_MEMO_SIZE = 2048
 
@@ -460,17 +461,17 @@ class _UidMemo:
     pynetdicom makes a ``UID`` of every UID in an association request and
     validates it three times (pydicom's check in ``UID()``, pynetdicom's
     validator, ``is_valid``), and the same again as the request becomes a
-    primitive and the primitive presentation contexts: about 9 ms of a
-    storescu request's ~25 ms, for the same ~500 UIDs in every association
-    of a sender. No library keeps validated UIDs, so this does: only a
-    value ``set_uid`` itself returned that is conformant (``is_valid``, so
-    every check passes in silence whatever the flags) is remembered, and
-    that same immutable ``UID`` is returned for it again, when validation
-    is asked for. Anything else (empty, non-conformant, invalid, a UID with
-    a private transfer syntax encoding, ``validate=False``) goes to
-    pynetdicom's ``set_uid`` every time, with its warnings and errors. The memo is emptied when
-    pynetdicom's UI validator is replaced, and stops growing at
-    :data:`UID_MEMO_SIZE`.
+    primitive and the primitive presentation contexts: about 8 of the ~30 ms
+    of CPU a storescu association cost, for the same ~500 UIDs in every
+    association of a sender. No library keeps validated UIDs, so this does:
+    only a value ``set_uid`` itself returned that is conformant
+    (``is_valid``, so every check passes in silence whatever the flags) is
+    remembered, and that same immutable ``UID`` is returned for it again,
+    when validation is asked for. Anything else (empty, non-conformant,
+    invalid, a UID with a private transfer syntax encoding,
+    ``validate=False``) goes to pynetdicom's ``set_uid`` every time, with
+    its warnings and errors. The memo is emptied when pynetdicom's UI
+    validator is replaced, and stops growing at :data:`UID_MEMO_SIZE`.
     """
 
     def __init__(self, original: Callable[..., Any]) -> None:
