@@ -321,9 +321,10 @@ def _senders_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-#: receiver -> CPU seconds of its process per counted send (filled by measure)
+#: receiver and client count ("b4") -> CPU seconds of its process per counted send of the latest
+#: measure() of them (measure() starts each of its keys anew)
 CPU: dict[str, list[float]] = {}
-#: receiver -> CPU seconds of the storescu clients per counted send, by the same key
+#: the same, for the storescu clients' CPU
 SENDERS: dict[str, list[float]] = {}
 
 
@@ -338,6 +339,8 @@ def measure(files: list[Path] | Path, runs: int, clients: int, kinds: list[str])
         for kind in kinds:
             receivers[kind] = Receiver(kind, work)
         times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for kind in kinds:  # a scenario measured before with the same key must not count here
+            CPU[f"{kind}{clients}"], SENDERS[f"{kind}{clients}"] = [], []
         for round_number in range(runs + 1):
             for kind in kinds:
                 try:
@@ -352,8 +355,8 @@ def measure(files: list[Path] | Path, runs: int, clients: int, kinds: list[str])
                                        f"client(s): {error}\n--- its log ---\n{logged}") from error
                 if round_number > 0:  # round 0 warms caches, imports and connections
                     times[kind].append(elapsed)
-                    CPU.setdefault(f"{kind}{clients}", []).append(cpu)
-                    SENDERS.setdefault(f"{kind}{clients}", []).append(senders)
+                    CPU[f"{kind}{clients}"].append(cpu)
+                    SENDERS[f"{kind}{clients}"].append(senders)
         return times
     finally:
         for receiver in receivers.values():
