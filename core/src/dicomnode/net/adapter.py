@@ -56,6 +56,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import UID as _UID
+from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.transport import AssociationSocket
 
 from dicomnode.net.pdu import ABORT_INVALID_PARAMETER, HEADER, PduReader, PduRefused, a_abort
@@ -482,11 +483,9 @@ class _UidMemo:
 
     def __call__(self, value: Any, name: str, allow_empty: bool = True, allow_none: bool = True,
                  validate: bool = True) -> Any:
-        from pynetdicom import _config
-
         kind = type(value)
         if validate and (kind is str or kind is bytes or (kind is _UID and not hasattr(value, "_PRIVATE_TS_ENCODING"))):
-            validator = _config.VALIDATORS.get("UI")
+            validator = _pynetdicom_config.VALIDATORS.get("UI")
             if validator is not self.validator:
                 self.known.clear()
                 self.validator = validator
